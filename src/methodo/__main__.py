@@ -1,0 +1,3 @@
+from methodo.cli import main
+
+raise SystemExit(main())

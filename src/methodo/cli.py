@@ -1,0 +1,153 @@
+"""Command line: parse arguments, then hand over to the pipeline or a registry listing.
+
+Kept thin and light: nothing heavy (torch, mlflow, ...) is imported until a command needs it, so
+``methodo --help`` is instant. Exit codes: 0 success, 2 bad input (one ``error: ...`` line),
+3 a run that started and failed, 1 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+LISTABLE = ("datasets", "models", "optimizers", "schedulers", "metrics", "findings", "splits")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other bad input
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="methodo", description="Deep-learning methodology for PyTorch: train the right way, "
+                "and be told what is wrong.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run the whole pipeline: data → train → evaluate → diagnose → report",
+                       description="Run one experiment and write a run dir (config.yaml, summary.json, "
+                       "report.html, metrics.csv, figures/, checkpoints/).")
+    r.add_argument("config", nargs="?", help="YAML config (optional with --resume)")
+    r.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=3")
+    r.add_argument("--out", metavar="DIR", help="run dir to create (default runs/NAME-TIMESTAMP-XXXX)")
+    r.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+
+    ls = sub.add_parser("list", help="list a registry: " + ", ".join(LISTABLE))
+    ls.add_argument("what", choices=LISTABLE, metavar="WHAT", help=" | ".join(LISTABLE))
+
+    rep = sub.add_parser("report", help="re-render a run's report.html from its run dir")
+    rep.add_argument("run_dir", metavar="DIR")
+    return p
+
+
+def _registry(what: str):
+    if what == "datasets":
+        from methodo.data.sources import DATASETS as reg
+    elif what == "models":
+        from methodo.models import MODELS as reg
+    elif what == "optimizers":
+        from methodo.train.optim import OPTIMIZERS as reg
+    elif what == "schedulers":
+        from methodo.train.schedules import SCHEDULERS as reg
+    elif what == "metrics":
+        from methodo.evaluate.metrics import METRICS as reg
+    elif what == "findings":
+        from methodo.diagnose import FINDINGS as reg
+    else:
+        from methodo.data.split import SPLITS as reg
+    return reg
+
+
+def cmd_list(what: str) -> int:
+    reg = _registry(what)
+    width = max(len(n) for n in reg.names())
+    for e in reg.entries():
+        extra = ""
+        if "interval" in e.meta:
+            extra = f"  [per {e.meta['interval']}]"
+        elif e.meta.get("task"):
+            extra = f"  [{e.meta['task']}]"
+        print(f"{e.name:<{width}}  {e.help}{extra}")
+    return 0
+
+
+def _print_result(res) -> None:
+    s = res.summary
+    test = s.get("metrics", {}).get("test", {})
+    print(f"\nrun dir: {res.run_dir}")
+    print(f"status: {s['status']}  epochs run: {s['epochs_run']} (best epoch {s['best_epoch']})  "
+          f"duration: {s['duration_s']:.1f} s  MLflow run: {s.get('mlflow_run_id')}")
+    if test:
+        print("test metrics (model | best dummy baseline):")
+        base = s.get("baselines", {})
+        for k, v in test.items():
+            if v is None:
+                print(f"  {k:<18} undefined")
+                continue
+            vals = {b: m.get(k) for b, m in base.items() if m.get(k) is not None}
+            bl = ""
+            if vals:
+                from methodo.evaluate.metrics import METRICS
+
+                higher = METRICS.entry(k).meta.get("higher_is_better", True) if k in METRICS else True
+                name = (max if higher else min)(vals, key=vals.get)
+                bl = f"| {vals[name]:.4f} ({name})"
+            print(f"  {k:<18} {v:.4f} {bl}")
+    findings = s.get("findings", [])
+    print(f"findings: {len(findings)}" + ("" if findings else " (no problem found)"))
+    for f in findings:
+        print(f"  [{f['severity']}] {f['id']}: {f['title']}")
+        print(f"      evidence: {', '.join(f'{k}={v}' for k, v in f['evidence'].items())}")
+        print(f"      action: {f['action']}")
+    print(f"report: {res.run_dir / 'report.html'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from methodo import __version__
+
+        print(__version__)
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 0
+
+    from methodo.errors import BadInput, RunFailed
+
+    try:
+        if args.command == "run":
+            overrides = list(args.overrides)
+            config = args.config
+            if config is not None and "=" in config and args.resume:
+                overrides.insert(0, config)  # `run --resume DIR key=value`: no config file
+                config = None
+            if config is None and not args.resume:
+                parser.error("run: give a CONFIG file, or --resume DIR")
+            from methodo.pipeline import run
+
+            res = run(config, overrides, out=args.out, resume=args.resume)
+            _print_result(res)
+            return 0
+        if args.command == "list":
+            return cmd_list(args.what)
+        if args.command == "report":
+            from methodo.report.html import render_report
+
+            print(render_report(args.run_dir))
+            return 0
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except RunFailed as exc:
+        print(f"failed: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

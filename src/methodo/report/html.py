@@ -1,0 +1,148 @@
+"""``report.html``: one self-contained page (images inlined as base64) built from a run dir.
+
+It is rendered only from files in the run dir (``summary.json``, ``config.yaml``, ``figures/``),
+so ``methodo report DIR`` can re-render it at any time.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from html import escape
+from pathlib import Path
+
+from methodo.errors import BadInput
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{margin-bottom:.2rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+.finding{border-left:5px solid #999;padding:.4rem .8rem;margin:.6rem 0;background:#fafafa}
+.critical{border-color:#b00020}.high{border-color:#e65100}.medium{border-color:#f9a825}.low,.info{border-color:#1565c0}
+.status-failed{color:#b00020}.status-finished{color:#2e7d32}img{max-width:100%;height:auto}
+pre{background:#f6f8fa;padding:.8rem;overflow:auto}.muted{color:#666}
+"""
+
+# figure file → section title, in display order
+FIGURES = {
+    "learning_curves.png": "Learning curves",
+    "confusion_matrix.png": "Confusion matrix (test)",
+    "roc.png": "ROC curves (test)",
+    "regression_fit.png": "Predictions (test)",
+}
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return '<span class="muted">undefined</span>'
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return escape(str(v))
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _metric_table(summary: dict) -> str:
+    metrics = summary.get("metrics", {})
+    test = metrics.get("test", {})
+    if not test:
+        return "<p>No test metrics (the run did not finish).</p>"
+    names = [k for k in test if k != "loss"]
+    base = summary.get("baselines", {})
+    head = "".join(f"<th>{escape(n)}</th>" for n in names)
+    rows = []
+    for split in ("train", "val", "test"):
+        if split in metrics:
+            rows.append(f"<tr><td>model ({split})</td>" + "".join(f"<td>{_fmt(metrics[split].get(n))}</td>" for n in names) + "</tr>")
+    for strategy, vals in base.items():
+        rows.append(f"<tr><td>baseline: {escape(strategy)} (test)</td>"
+                    + "".join(f"<td>{_fmt(vals.get(n))}</td>" for n in names) + "</tr>")
+    return f'<table id="metrics"><tr><th></th>{head}</tr>{"".join(rows)}</table>'
+
+
+def _findings(summary: dict) -> str:
+    items = summary.get("findings", [])
+    if not items:
+        return "<p>No problem found by the checks.</p>"
+    out = []
+    for f in items:
+        ev = ", ".join(f"{escape(str(k))}={escape(str(v))}" for k, v in f.get("evidence", {}).items())
+        out.append(
+            f'<div class="finding {escape(f["severity"])}"><b>[{escape(f["severity"])}] {escape(f["title"])}</b>'
+            f' <code>{escape(f["id"])}</code><br><span class="muted">evidence:</span> {ev}'
+            f'<br><span class="muted">action:</span> {escape(f["action"])}</div>')
+    return "".join(out)
+
+
+def _data_table(summary: dict) -> str:
+    data = summary.get("data", {})
+    splits = data.get("splits", {})
+    if not splits:
+        return ""
+    parts = [f"<p>{escape(data.get('description', ''))}</p>"]
+    counts = {s: v.get("class_counts") for s, v in splits.items() if v.get("class_counts")}
+    if counts:
+        classes = list(next(iter(counts.values())))
+        head = "".join(f"<th>{escape(c)}</th>" for c in classes)
+        rows = "".join(
+            f"<tr><td>{escape(s)} (n={splits[s]['n']})</td>" + "".join(f"<td>{c[k]}</td>" for k in classes) + "</tr>"
+            for s, c in counts.items())
+        parts.append(f'<table id="class-counts"><tr><th>split</th>{head}</tr>{rows}</table>')
+    else:
+        parts.append("<p>" + ", ".join(f"{escape(s)}: n={v['n']}" for s, v in splits.items()) + "</p>")
+    return "".join(parts)
+
+
+def _per_class(summary: dict) -> str:
+    rows = summary.get("tables", {}).get("test", {}).get("per_class")
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{escape(r['class'])}</td><td>{_fmt(r['precision'])}</td><td>{_fmt(r['recall'])}</td>"
+        f"<td>{_fmt(r['f1'])}</td><td>{r['support']}</td></tr>" for r in rows)
+    return ('<h2>Per class (test)</h2><table id="per-class"><tr><th>class</th><th>precision</th>'
+            f"<th>recall</th><th>F1</th><th>support</th></tr>{body}</table>")
+
+
+def render_report(run_dir: str | Path) -> Path:
+    """(Re-)write ``run_dir/report.html`` from the run's files; returns its path."""
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        raise BadInput(f"{run_dir}: not a run dir (no summary.json)")
+    try:
+        summary = json.loads(summary_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{summary_path}: not valid JSON ({exc})") from None
+    config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
+    status = summary.get("status", "unknown")
+    figs = []
+    for name, title in FIGURES.items():
+        p = run_dir / "figures" / name
+        if p.is_file():
+            figs.append(f"<h2>{escape(title)}</h2>{_img(p, title)}")
+    meta = (f"task {escape(str(summary.get('task')))} · dataset {escape(str(summary.get('dataset')))} · "
+            f"seed {summary.get('seed')} · epochs run {summary.get('epochs_run')} (best {summary.get('best_epoch')}) · "
+            f"{summary.get('duration_s', 0):.1f} s · MLflow run {escape(str(summary.get('mlflow_run_id')))}")
+    html = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>methodo report: {escape(summary.get('name', ''))}</title>
+<style>{_CSS}</style></head><body>
+<h1>{escape(summary.get('name', 'run'))} <span class="status-{escape(status)}">({escape(status)})</span></h1>
+<p class="muted">{meta}</p>
+<h2>Findings</h2>{_findings(summary)}
+<h2>Metrics</h2>{_metric_table(summary)}
+<h2>Data</h2>{_data_table(summary)}
+{''.join(figs)}
+{_per_class(summary)}
+<h2>Config</h2><pre>{escape(config)}</pre>
+</body></html>
+"""
+    out = run_dir / "report.html"
+    tmp = out.with_suffix(".html.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out)
+    return out

@@ -1,0 +1,83 @@
+"""Experiment tracking with MLflow (imported lazily: only a run that tracks pays for it).
+
+The embedded default is MLflow's own: a SQLite store ``./mlflow.db`` in the working directory,
+no server. ``$MLFLOW_TRACKING_URI`` or ``track.tracking_uri`` points the same code at a server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+class NullTracker:
+    """Tracking switched off: same calls, nothing recorded."""
+
+    run_id = None
+
+    def start(self, params: dict[str, Any], tags: dict[str, str]) -> None: ...
+
+    def log_epoch(self, row: dict[str, float]) -> None: ...
+
+    def log_metrics(self, metrics: dict[str, float]) -> None: ...
+
+    def finish(self, status: str, artifacts_dir: Path | None = None) -> None: ...
+
+
+class MlflowTracker(NullTracker):
+    """One MLflow run per ``methodo run``; ended FAILED (or KILLED) whenever it does not finish."""
+
+    def __init__(self, experiment: str, tracking_uri: str | None = None):
+        self.experiment = experiment
+        self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        self.run_id: str | None = None
+        self._client = None
+
+    def start(self, params: dict[str, Any], tags: dict[str, str]) -> None:
+        import logging
+
+        import mlflow
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        if self.tracking_uri:
+            mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_experiment(self.experiment)
+        run = mlflow.start_run(run_name=tags.get("methodo.run_name"), tags=tags)
+        self.run_id = run.info.run_id
+        # MLflow params are strings of at most 6000 characters; None is logged as "None".
+        items = [(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            mlflow.log_params(dict(items[i:i + 100]))
+
+    def log_epoch(self, row: dict[str, float]) -> None:
+        import mlflow
+
+        step = int(row["epoch"])
+        mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch" and v is not None}, step=step)
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+
+    def finish(self, status: str, artifacts_dir: Path | None = None) -> None:
+        import mlflow
+
+        try:
+            if artifacts_dir is not None:
+                for name in ("config.yaml", "summary.json", "report.html", "metrics.csv"):
+                    p = artifacts_dir / name
+                    if p.is_file():
+                        mlflow.log_artifact(str(p))
+                if (artifacts_dir / "figures").is_dir():
+                    mlflow.log_artifacts(str(artifacts_dir / "figures"), artifact_path="figures")
+        finally:
+            mlflow.end_run(status=status)
+
+
+def make_tracker(track_cfg, default_experiment: str) -> NullTracker:
+    if not track_cfg.mlflow:
+        return NullTracker()
+    return MlflowTracker(track_cfg.experiment or default_experiment, track_cfg.tracking_uri)
