@@ -91,7 +91,8 @@ class DataConfig(_Strict):
     def _known_source(cls, v):
         from methodo.data.sources import DATASETS
 
-        DATASETS.entry(v, key="data.source")
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; choose one of {choices(DATASETS.names())}")
         return v
 
     @field_validator("augment")

@@ -1,0 +1,26 @@
+# `make run`: set up the venv and run the main job. `make test`: set up and run the tests.
+# Both create .venv on first use (python3 >= 3.11 with venv) and reinstall when pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/methodo run examples/digits.yaml
+
+test: $(BIN)/.installed
+	bash scripts/ensure-chromium.sh
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/loop_overhead.py --write BENCHMARKS.md
+
+clean:
+	rm -rf $(VENV) runs mlflow.db mlartifacts mlruns .pytest_cache

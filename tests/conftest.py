@@ -1,0 +1,35 @@
+"""Shared fixtures. Every test runs in its own temporary working directory, so run dirs and the
+default MLflow store (./mlflow.db) never land in the repository."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+# Small and fast: a few epochs, no MLflow, no progress bar.
+FAST = ["train.epochs=2", "track.mlflow=false", "train.progress=false"]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+
+
+def write_yaml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300):
+    """Run `python -m methodo ARGS` in a subprocess; returns the CompletedProcess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "methodo", *args], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=timeout)
