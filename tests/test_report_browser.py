@@ -59,7 +59,8 @@ def _chromium() -> str | None:
 def chromium() -> str:
     exe = _chromium()
     if exe is None:
-        msg = "headless Chromium not found (/usr/bin/chromium); run scripts/ensure-chromium.sh as root"
+        where = os.environ.get("CHROMIUM") or "chromium on PATH or /usr/bin/chromium"
+        msg = f"headless Chromium not found ({where}); run scripts/ensure-chromium.sh as root"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{msg} (CI=true: the browser check must run in CI)")
         pytest.skip(msg)
