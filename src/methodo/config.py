@@ -15,6 +15,7 @@ Examples
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -157,6 +158,9 @@ class TrainConfig(_Strict):
     early_stopping: EarlyStoppingConfig | None = Field(
         default_factory=EarlyStoppingConfig, description="Early stopping; null disables it."
     )
+    divergence_factor: float = Field(
+        1e4, ge=0, description="Stop when the loss exceeds this × the first batch's loss (0: only NaN/inf)."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when present.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null keeps torch's default.")
     progress: bool = Field(True, description="Show a progress bar.")
@@ -196,14 +200,36 @@ class _KeyError(ValueError):
 # --------------------------------------------------------------------------- loading
 
 
+class SafeLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader (plain data only), reading ``1e-3`` as a float as YAML 1.2 does.
+
+    YAML 1.1 needs a dot (``1.0e-3``), so ``lr: 1e-3`` would otherwise be the string "1e-3".
+    """
+
+
+SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def safe_load(text: str) -> Any:
+    return yaml.load(text, Loader=SafeLoader)  # noqa: S506 - SafeLoader subclass: plain data only
+
+
 def _read_yaml(path: Path) -> tuple[dict, yaml.Node | None]:
     """The YAML document as plain data, plus its node tree (for line numbers)."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = safe_load(text)
+        node = yaml.compose(text, Loader=SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -248,7 +274,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict[str, str]:
         if not sep or not key or any(not p for p in key.split(".")):
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=3")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
         node = data

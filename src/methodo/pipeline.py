@@ -208,7 +208,7 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
                       class_weights=class_weights, on_epoch=on_epoch, resume_from=(run_dir / "checkpoints") if resume_dir else None)
         except NonFiniteLoss as exc:
             lr = cfg.train.optimizer.lr
-            summary["findings"] = [dg.non_finite_loss(exc.epoch, exc.step, exc.value, lr).to_dict()]
+            summary["findings"] = [dg.non_finite_loss(exc.epoch, exc.step, exc.value, lr, exc.limit).to_dict()]
             summary["epochs_run"] = len(history)
             summary["failure"] = str(exc)
             close("failed", "FAILED")

@@ -164,11 +164,15 @@ def diagnose(facts: Facts) -> list[Finding]:
     return sorted(found, key=lambda x: SEVERITY_ORDER.get(x.severity, 9))
 
 
-def non_finite_loss(epoch: int, step: int, value: float, lr: float) -> Finding:
-    """The finding for a run stopped by a NaN/inf loss (made by the pipeline, not a check)."""
+def non_finite_loss(epoch: int, step: int, value: float, lr: float, limit: float | None = None) -> Finding:
+    """The finding for a run stopped by a NaN/inf or exploding loss (made by the pipeline, not a check)."""
+    what = f"became {value}" if limit is None else f"exploded to {value:.4g} (limit {limit:.4g})"
+    evidence = {"epoch": epoch, "step": step, "loss": str(value), "lr": lr}
+    if limit is not None:
+        evidence["limit"] = limit
     return Finding(
-        "non_finite_loss", "critical", f"Training diverged: the loss became {value} at epoch {epoch}, step {step}",
-        {"epoch": epoch, "step": step, "loss": str(value), "lr": lr},
+        "non_finite_loss", "critical", f"Training diverged: the loss {what} at epoch {epoch}, step {step}",
+        evidence,
         "Lower the learning rate (try `methodo lr-find`), clip gradients, and check the inputs for NaN/inf.")
 
 

@@ -27,11 +27,15 @@ from methodo.train.schedules import build_scheduler
 
 
 class NonFiniteLoss(Exception):
-    """The loss became NaN/inf: training stopped at ``epoch``/``step``."""
+    """The loss became NaN/inf, or exploded past ``divergence_factor`` × the first loss.
 
-    def __init__(self, epoch: int, step: int, value: float):
-        super().__init__(f"non-finite loss ({value}) at epoch {epoch}, step {step}")
-        self.epoch, self.step, self.value = epoch, step, value
+    Training stopped at ``epoch``/``step`` before the optimizer applied that step.
+    """
+
+    def __init__(self, epoch: int, step: int, value: float, limit: float | None = None):
+        what = f"non-finite loss ({value})" if limit is None else f"exploding loss ({value:.4g} > limit {limit:.4g})"
+        super().__init__(f"{what} at epoch {epoch}, step {step}")
+        self.epoch, self.step, self.value, self.limit = epoch, step, value, limit
 
 
 def epoch_metric_names(task: str) -> list[str]:
@@ -71,6 +75,14 @@ class EarlyStopping:
     @property
     def should_stop(self) -> bool:
         return self.patience > 0 and self.bad_epochs >= self.patience
+
+
+def _guard(loss: float, epoch: int, step: int, first: float | None, factor: float) -> None:
+    """Stop on a NaN/inf loss, or one that exploded past ``factor`` × the first batch's loss."""
+    if not math.isfinite(loss):
+        raise NonFiniteLoss(epoch, step, loss)
+    if first is not None and factor and loss > factor * max(first, 1.0):
+        raise NonFiniteLoss(epoch, step, loss, limit=factor * max(first, 1.0))
 
 
 def check_batch_size(batch_size: int, n_train: int) -> None:
@@ -142,6 +154,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     result = TrainResult()
     best_weights = copy.deepcopy(model.state_dict())
     start_epoch = 1
+    first_loss: float | None = None  # the divergence guard compares against the first batch's loss
 
     # 2. Resume: model, optimizer, scheduler, RNGs, counters and history from `last`.
     if resume_from is not None:
@@ -157,6 +170,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
         stopper.best, stopper.bad_epochs = state["stopper_best"], state["stopper_bad_epochs"]
         result.history, result.lrs = state["history"], state["lrs"]
         result.best_epoch, result.best_value = state["best_epoch"], state["best_value"]
+        first_loss = state["first_loss"]
         start_epoch = state["epoch"] + 1
         best_path = resume_from / "best.safetensors"
         best_weights = load_checkpoint(best_path)[0] if best_path.exists() else copy.deepcopy(weights)
@@ -196,12 +210,15 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                 else:
                     out = model(xb)
                     loss = loss_fn(out, yb)
+                    lv = loss.item()
+                    _guard(lv, epoch, step + 1, first_loss, tcfg.divergence_factor)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                 lv = loss.item()
-                if not math.isfinite(lv):
-                    raise NonFiniteLoss(epoch, step + 1, lv)
+                _guard(lv, epoch, step + 1, first_loss, tcfg.divergence_factor)
+                if first_loss is None:
+                    first_loss = lv
                 if sched is not None and interval == "step":
                     sched.step()
                 loss_sum += lv * len(idx)
@@ -246,6 +263,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                     "stopper_best": stopper.best, "stopper_bad_epochs": stopper.bad_epochs,
                     "history": result.history, "lrs": result.lrs,
                     "best_epoch": result.best_epoch, "best_value": result.best_value,
+                    "first_loss": first_loss,
                 }
                 save_checkpoint(ckpt_dir / "last.safetensors", model.state_dict(), state, meta={"epoch": epoch})
             if on_epoch is not None:

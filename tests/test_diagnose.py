@@ -1,0 +1,90 @@
+"""Each check fires on a constructed case and stays silent on a clean one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from methodo.diagnose import FINDINGS, Facts, diagnose
+
+
+def _hist(train, val, acc_tr=None, acc_va=None):
+    rows = []
+    for i, (t, v) in enumerate(zip(train, val)):
+        rows.append({"epoch": i + 1, "train_loss": t, "val_loss": v,
+                     "train_accuracy": acc_tr[i] if acc_tr else 0.99, "val_accuracy": acc_va[i] if acc_va else 0.97})
+    return rows
+
+
+CLEAN = Facts(
+    task="classification",
+    history=_hist([1.0, 0.5, 0.3, 0.2], [1.0, 0.6, 0.4, 0.35]),
+    metrics={"test": {"accuracy": 0.95}}, baselines={"most_frequent": {"accuracy": 0.4}},
+    test_pred=np.array([0, 1, 2, 0, 1, 2, 0, 1]), test_true=np.array([0, 1, 2, 0, 1, 2, 1, 1]),
+)
+
+
+def test_clean_run_has_no_findings():
+    assert diagnose(CLEAN) == []
+
+
+def test_overfitting_fires_with_numbers():
+    f = Facts(task="classification", history=_hist([1.0, 0.5, 0.2, 0.1, 0.05], [1.0, 0.6, 0.5, 0.7, 0.9]))
+    (found,) = [x for x in diagnose(f) if x.id == "overfitting"]
+    assert found.evidence["best_epoch"] == 3 and found.evidence["val_loss_rise_pct"] == 80.0
+    assert found.severity == "high" and "regularize" in found.action
+
+
+def test_underfitting_fires_when_train_error_high_and_close_to_val():
+    f = Facts(task="classification", history=_hist([2.0, 1.9], [2.0, 1.95], [0.30, 0.35], [0.31, 0.33]))
+    (found,) = diagnose(f)
+    assert found.id == "underfitting" and found.evidence["train_error"] == 0.65
+
+
+def test_underfitting_regression_uses_r2():
+    f = Facts(task="regression", history=[{"epoch": 1, "train_loss": 1, "val_loss": 1}],
+              metrics={"train": {"r2": 0.2}, "val": {"r2": 0.15}})
+    assert [x.id for x in diagnose(f)] == ["underfitting"]
+    f.metrics = {"train": {"r2": 0.9}, "val": {"r2": 0.85}}
+    assert diagnose(f) == []
+
+
+def test_constant_predictions_fires_for_a_cat_says_cat_model():
+    f = Facts(task="classification", test_pred=np.zeros(50, int), test_true=np.arange(50) % 3)
+    (found,) = diagnose(f)
+    assert found.id == "constant_predictions" and found.severity == "critical"
+    assert found.evidence["predicted_share"] == 1.0
+    # a truly 97%-one-class test set predicted constant is the imbalance trap, not this finding
+    f.test_true = np.array([0] * 97 + [1] * 3)
+    f.test_pred = np.zeros(100, int)
+    assert diagnose(f) == []
+
+
+def test_not_better_than_baseline():
+    f = Facts(task="classification", metrics={"test": {"accuracy": 0.90}},
+              baselines={"most_frequent": {"accuracy": 0.90}, "uniform": {"accuracy": 0.5}})
+    (found,) = diagnose(f)
+    assert found.id == "not_better_than_baseline" and found.evidence["baseline"] == "most_frequent"
+    f = Facts(task="regression", metrics={"test": {"rmse": 10.0}}, baselines={"mean": {"rmse": 12.0}})
+    assert diagnose(f) == []
+    f.metrics["test"]["rmse"] = 11.95
+    assert [x.id for x in diagnose(f)] == ["not_better_than_baseline"]
+
+
+def test_findings_are_ordered_by_severity_and_serializable():
+    import json
+
+    f = Facts(task="classification", history=_hist([2.0, 1.9, 1.8, 1.7, 1.6], [1.9, 1.8, 2.3, 2.4, 2.6],
+                                                     [0.3] * 5, [0.3] * 5),
+              test_pred=np.zeros(30, int), test_true=np.arange(30) % 3)
+    found = diagnose(f)
+    assert [x.severity for x in found] == sorted([x.severity for x in found],
+                                                  key=["critical", "high", "medium"].index)
+    for x in found:
+        d = json.loads(json.dumps(x.to_dict()))
+        assert set(d) == {"id", "severity", "title", "evidence", "action"}
+
+
+@pytest.mark.parametrize("name", FINDINGS.names())
+def test_every_finding_has_help(name):
+    assert len(FINDINGS.entry(name).help) > 10
