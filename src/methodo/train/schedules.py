@@ -93,7 +93,7 @@ def check_scheduler_options(name: str, options: dict) -> None:
     """Raise ``ConfigError`` for options the scheduler refuses (tried on a dummy optimizer)."""
     import torch
 
-    fn = SCHEDULERS.get(name, key="train.scheduler.name")
+    fn = SCHEDULERS.get(name)  # the config loader adds the key to the message
     check_kwargs(fn, options, reserved=_RESERVED, what=f"scheduler {name!r}")
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
     try:
