@@ -78,11 +78,13 @@ def _print_result(res) -> None:
     print(f"status: {s['status']}  epochs run: {s['epochs_run']} (best epoch {s['best_epoch']})  "
           f"duration: {s['duration_s']:.1f} s  MLflow run: {s.get('mlflow_run_id')}")
     if test:
-        print("test metrics (model | best dummy baseline):")
+        print("test metrics (model [95% bootstrap interval] | best dummy baseline):")
         base = s.get("baselines", {})
+        iv = s.get("intervals", {}).get("test", {})
+        why = s.get("undefined", {}).get("test", {})
         for k, v in test.items():
             if v is None:
-                print(f"  {k:<18} undefined")
+                print(f"  {k:<18} undefined ({why.get(k, 'no value')})")
                 continue
             vals = {b: m.get(k) for b, m in base.items() if m.get(k) is not None}
             bl = ""
@@ -92,7 +94,14 @@ def _print_result(res) -> None:
                 higher = METRICS.entry(k).meta.get("higher_is_better", True) if k in METRICS else True
                 name = (max if higher else min)(vals, key=vals.get)
                 bl = f"| {vals[name]:.4f} ({name})"
-            print(f"  {k:<18} {v:.4f} {bl}")
+            band = f"[{iv[k][0]:.4f}, {iv[k][1]:.4f}]" if iv.get(k) else ""
+            print(f"  {k:<18} {v:.4f} {band:<18} {bl}")
+        th = s.get("threshold")
+        if th:
+            t = th["test"]
+            show = lambda x: "undefined" if x is None else f"{x:.4f}"
+            print(f"decision threshold {th['value']:.3f} ({th['rule']}: {th['why']}): test precision "
+                  f"{show(t['precision'])}, recall {show(t['recall'])}, f1 {show(t['f1'])}")
     findings = s.get("findings", [])
     print(f"findings: {len(findings)}" + ("" if findings else " (no problem found)"))
     for f in findings:

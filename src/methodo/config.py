@@ -166,6 +166,42 @@ class TrainConfig(_Strict):
     progress: bool = Field(True, description="Show a progress bar.")
 
 
+class ThresholdConfig(_Strict):
+    rule: Literal["max_f1", "youden", "target_recall", "target_precision", "fixed"] = Field(
+        "max_f1", description="How the binary decision threshold is chosen on the validation split."
+    )
+    value: float | None = Field(
+        None, ge=0, le=1, description="The target recall/precision, or the fixed threshold."
+    )
+
+    @model_validator(mode="after")
+    def _needs_value(self):
+        if self.rule in ("target_recall", "target_precision", "fixed") and self.value is None:
+            raise _KeyError("evaluate.threshold.value", f"rule {self.rule!r} needs a value between 0 and 1")
+        return self
+
+
+class EvaluateConfig(_Strict):
+    metrics: list[str] | None = Field(
+        None, description="Metrics to report (see `methodo list metrics`); default: all of the task's."
+    )
+    bootstrap: int = Field(300, ge=0, description="Bootstrap resamples for the test intervals (0: none).")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the bootstrap intervals.")
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig, description="Binary threshold rule.")
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, v):
+        if v is None:
+            return v
+        from methodo.evaluate.metrics import METRICS
+
+        for name in v:
+            if name not in METRICS:
+                raise ValueError(f"unknown metric {name!r}; choose from {choices(METRICS.names())}")
+        return v
+
+
 class TrackConfig(_Strict):
     mlflow: bool = Field(True, description="Log the run to MLflow.")
     tracking_uri: str | None = Field(
@@ -183,6 +219,7 @@ class Config(_Strict):
     data: DataConfig
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
 
     def to_dict(self) -> dict:

@@ -118,7 +118,7 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
 
     from methodo import diagnose as dg
     from methodo.data import load_dataset, prepare
-    from methodo.evaluate import baseline_metrics, classification_tables, compute_metrics, predict
+    from methodo.evaluate import check_metric_names, evaluate_splits, predict
     from methodo.models import build_model
     from methodo.report import plots
     from methodo.report.html import render_report
@@ -151,6 +151,7 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
                           f"epoch metric of this task; choose one of {epoch_metric_names(ds.task)}")
     data = prepare(ds, cfg.data, cfg.seed)
     check_batch_size(cfg.train.batch_size, len(data.indices["train"]))
+    check_metric_names(ds.task, cfg.evaluate.metrics)
     class_weights = None
     if cfg.data.balance == "class_weights" and ds.task == "classification":
         counts = np.bincount(ds.y[data.indices["train"]], minlength=ds.n_classes).astype(np.float64)
@@ -221,19 +222,22 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         inv = data.preprocessor.inverse_y
         preds = {s: predict(model, X, task=ds.task, batch_size=cfg.train.eval_batch_size, inverse_y=inv)
                  for s, (X, _) in data.tensors.items()}
-        for s in ("train", "val", "test"):
-            summary["metrics"][s] = compute_metrics(ds.task, preds[s], data.raw_y[s], ds.n_classes)
-        if ds.task == "classification":
-            summary["tables"] = {"test": classification_tables(preds["test"], data.raw_y["test"], ds.class_names)}
-        summary["baselines"] = baseline_metrics(ds.task, data.raw_y["train"], data.raw_y["test"], ds.n_classes,
-                                                seed=cfg.seed)
+        summary.update(evaluate_splits(ds.task, preds, data.raw_y, n_classes=ds.n_classes,
+                                       class_names=ds.class_names, ecfg=cfg.evaluate, seed=cfg.seed))
         tracker.log_metrics({f"test_{k}": v for k, v in summary["metrics"]["test"].items()})
 
-        # 6. Diagnose.
-        test_pred = preds["test"].argmax(1) if ds.task == "classification" else preds["test"]
-        facts = dg.Facts(task=ds.task, history=history, metrics=summary["metrics"],
-                         baselines=summary["baselines"], test_pred=test_pred, test_true=data.raw_y["test"])
-        summary["findings"] = [f.to_dict() for f in dg.diagnose(facts)]
+        # 6. Diagnose; label errors are hunted on rows the model never trained on (val + test).
+        classify = ds.task == "classification"
+        test_pred = preds["test"].argmax(1) if classify else preds["test"]
+        facts = dg.Facts(
+            task=ds.task, history=history, metrics=summary["metrics"], baselines=summary["baselines"],
+            test_pred=test_pred, test_true=data.raw_y["test"], intervals=summary["intervals"]["test"],
+            undefined=summary["undefined"].get("test", {}), class_names=ds.class_names, lr=cfg.train.optimizer.lr,
+            oos_proba=np.concatenate([preds["val"], preds["test"]]) if classify else None,
+            oos_true=np.concatenate([data.raw_y["val"], data.raw_y["test"]]),
+            oos_rows=np.concatenate([data.indices["val"], data.indices["test"]]))
+        findings = dg.diagnose(facts)
+        summary["findings"] = [f.to_dict() for f in findings]
 
         # 7. Figures, predictions, summary, report, tracking.
         figs = run_dir / "figures"
@@ -242,6 +246,14 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
             plots.confusion_matrix(summary["tables"]["test"]["confusion_matrix"], ds.class_names,
                                    figs / "confusion_matrix.png")
             plots.roc_curves(preds["test"], data.raw_y["test"], ds.class_names, figs / "roc.png")
+            plots.pr_curves(preds["test"], data.raw_y["test"], ds.class_names, figs / "pr.png")
+            plots.reliability(preds["test"], data.raw_y["test"], figs / "reliability.png")
+            if "threshold" in summary:
+                plots.threshold_sweep(preds["val"][:, 1], data.raw_y["val"], summary["threshold"]["value"],
+                                      figs / "threshold.png")
+            suspects = next((f.evidence["top"] for f in findings if f.id == "label_errors"), None)
+            if suspects:
+                plots.label_errors(suspects, ds, figs / "label_errors.png")
         else:
             plots.regression_fit(preds["test"], data.raw_y["test"], figs / "regression_fit.png")
         _write_predictions(run_dir / "predictions_test.csv", data.indices["test"], data.raw_y["test"],

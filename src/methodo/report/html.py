@@ -29,6 +29,10 @@ FIGURES = {
     "learning_curves.png": "Learning curves",
     "confusion_matrix.png": "Confusion matrix (test)",
     "roc.png": "ROC curves (test)",
+    "pr.png": "Precision-recall curves (test)",
+    "threshold.png": "Decision threshold (validation sweep)",
+    "reliability.png": "Calibration: reliability diagram (test)",
+    "label_errors.png": "Suspected label errors",
     "regression_fit.png": "Predictions (test)",
 }
 
@@ -47,21 +51,34 @@ def _img(path: Path, alt: str) -> str:
 
 
 def _metric_table(summary: dict) -> str:
+    """Metrics as rows; model splits, the test interval and each baseline as columns."""
     metrics = summary.get("metrics", {})
     test = metrics.get("test", {})
     if not test:
         return "<p>No test metrics (the run did not finish).</p>"
-    names = [k for k in test if k != "loss"]
     base = summary.get("baselines", {})
-    head = "".join(f"<th>{escape(n)}</th>" for n in names)
+    iv = summary.get("intervals", {}).get("test", {})
+    why = summary.get("undefined", {}).get("test", {})
+    splits = [s for s in ("train", "val", "test") if s in metrics]
+    head = ("<tr><th>metric</th>" + "".join(f"<th>model ({s})</th>" for s in splits)
+            + "<th>test 95% interval</th>" + "".join(f"<th>baseline: {escape(b)}</th>" for b in base) + "</tr>")
     rows = []
-    for split in ("train", "val", "test"):
-        if split in metrics:
-            rows.append(f"<tr><td>model ({split})</td>" + "".join(f"<td>{_fmt(metrics[split].get(n))}</td>" for n in names) + "</tr>")
-    for strategy, vals in base.items():
-        rows.append(f"<tr><td>baseline: {escape(strategy)} (test)</td>"
-                    + "".join(f"<td>{_fmt(vals.get(n))}</td>" for n in names) + "</tr>")
-    return f'<table id="metrics"><tr><th></th>{head}</tr>{"".join(rows)}</table>'
+    for n in test:
+        i = iv.get(n)
+        cell_iv = f"[{i[0]:.4f}, {i[1]:.4f}]" if i else '<span class="muted">—</span>'
+        note = f' <span class="muted">({escape(why[n])})</span>' if n in why else ""
+        rows.append(f"<tr><td>{escape(n)}{note}</td>" + "".join(f"<td>{_fmt(metrics[s].get(n))}</td>" for s in splits)
+                    + f"<td>{cell_iv}</td>" + "".join(f"<td>{_fmt(v.get(n))}</td>" for v in base.values()) + "</tr>")
+    table = f'<table id="metrics">{head}{"".join(rows)}</table>'
+    th = summary.get("threshold")
+    if th:
+        keys = list(th["test"])
+        trow = lambda label, d: f"<tr><td>{label}</td>" + "".join(f"<td>{_fmt(d.get(k))}</td>" for k in keys) + "</tr>"
+        table += (f'<h3>Decision threshold: {th["value"]:.3f} ({escape(th["rule"])}: {escape(th["why"])})</h3>'
+                  f'<table id="threshold"><tr><th></th>{"".join(f"<th>{escape(k)}</th>" for k in keys)}</tr>'
+                  + trow("validation at chosen threshold", th["val"]) + trow("test at chosen threshold", th["test"])
+                  + trow("test at 0.5", th["test_at_0.5"]) + "</table>")
+    return table
 
 
 def _findings(summary: dict) -> str:

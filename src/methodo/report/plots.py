@@ -113,3 +113,93 @@ def regression_fit(pred: np.ndarray, y: np.ndarray, path: Path) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def pr_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: Path) -> Path | None:
+    """Precision-recall curve of the positive class (binary) or of each class against the rest."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    classes = [1] if len(class_names) == 2 else range(len(class_names))
+    drawn = 0
+    for c in classes:
+        pos = (y == c)
+        if pos.all() or not pos.any():
+            continue
+        prec, rec, _ = precision_recall_curve(pos, probs[:, c])
+        ax.plot(rec, prec, lw=1.3, label=f"{class_names[c]} (AP {average_precision_score(pos, probs[:, c]):.3f}, "
+                f"base rate {pos.mean():.2f})")
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("precision-recall (test)")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def reliability(probs: np.ndarray, y: np.ndarray, path: Path, bins: int = 15) -> Path:
+    """Reliability diagram: accuracy vs confidence of the predicted class, with bin counts."""
+    plt = _plt()
+    conf, pred = probs.max(1), probs.argmax(1)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges) - 1, 0, bins - 1)
+    acc = np.array([(pred[which == b] == y[which == b]).mean() if (which == b).any() else np.nan for b in range(bins)])
+    cnt = np.bincount(which, minlength=bins)
+    ece = np.nansum(cnt / cnt.sum() * np.abs(acc - np.array([conf[which == b].mean() if cnt[b] else 0 for b in range(bins)])))
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    centers = (edges[:-1] + edges[1:]) / 2
+    ax.bar(centers, np.nan_to_num(acc), width=1 / bins, edgecolor="k", alpha=0.7, label="accuracy in bin")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
+    for x, n in zip(centers, cnt):
+        if n:
+            ax.text(x, 0.02, str(n), ha="center", fontsize=6, rotation=90)
+    ax.set_xlabel("confidence (max probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability (test), ECE {ece:.3f}")
+    ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)
+
+
+def threshold_sweep(p_pos: np.ndarray, y: np.ndarray, chosen: float, path: Path) -> Path:
+    """Precision, recall, F1 and specificity of the positive class vs the threshold (validation)."""
+    from methodo.evaluate.threshold import sweep
+
+    plt = _plt()
+    sw = sweep(p_pos, y, np.linspace(0.005, 0.995, 199))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for k in ("precision", "recall", "f1", "specificity"):
+        ax.plot(sw["threshold"], sw[k], label=k)
+    ax.axvline(chosen, color="k", ls="--", lw=1, label=f"chosen {chosen:.3f}")
+    ax.axvline(0.5, color="grey", ls=":", lw=1, label="0.5")
+    ax.set_xlabel("threshold on P(positive)")
+    ax.set_title("threshold sweep (validation)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def label_errors(suspects: list[dict], ds, path: Path) -> Path:
+    """The suspect rows with their inputs: images for image data, feature values for tables."""
+    plt = _plt()
+    n = len(suspects)
+    if ds.kind == "image":
+        fig, axes = plt.subplots(1, n, figsize=(1.8 * n + 0.4, 2.3), squeeze=False)
+        for ax, s in zip(axes[0], suspects):
+            img = ds.X[s["row"]]
+            ax.imshow(img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1) / max(img.max(), 1e-8), cmap="gray")
+            ax.set_title(f"row {s['row']}\ngiven {s['given']}\nmodel {s['predicted']} ({s['p_predicted']:.2f})", fontsize=7)
+            ax.axis("off")
+        return _save(fig, path)
+    cols = ds.feature_names[:8]
+    fig, ax = plt.subplots(figsize=(min(14, 1.3 * len(cols) + 4), 0.4 * n + 1))
+    ax.axis("off")
+    cells = [[s["row"], s["given"], s["predicted"], f"{s['p_given']:.3f}"]
+             + [f"{v:.3g}" for v in ds.X[s["row"]][:len(cols)]] for s in suspects]
+    ax.table(cellText=cells, colLabels=["row", "given", "model", "p(given)", *cols], loc="center")
+    ax.set_title("suspected label errors (validation/test)")
+    return _save(fig, path)
