@@ -200,6 +200,9 @@ def label_errors(suspects: list[dict], ds, path: Path) -> Path:
     ax.axis("off")
     cells = [[s["row"], s["given"], s["predicted"], f"{s['p_given']:.3f}"]
              + [f"{v:.3g}" for v in ds.X[s["row"]][:len(cols)]] for s in suspects]
-    ax.table(cellText=cells, colLabels=["row", "given", "model", "p(given)", *cols], loc="center")
+    table = ax.table(cellText=cells, colLabels=["row", "given", "model", "p(given)", *cols], loc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    table.scale(1, 1.5)
     ax.set_title("suspected label errors (validation/test)")
     return _save(fig, path)
