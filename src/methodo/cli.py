@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
 
-    from methodo.errors import BadInput, RunFailed
+    from methodo.errors import BadInput, RunFailed, Terminated
 
     try:
         if args.command == "run":
@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated (SIGTERM); the run is marked KILLED", file=sys.stderr)
+        return 143
     return 1
 
 

@@ -211,7 +211,8 @@ class TrackConfig(_Strict):
 
 
 class Config(_Strict):
-    name: str = Field("experiment", min_length=1, description="Experiment name.")
+    name: str = Field("experiment", min_length=1, max_length=100,
+                      description="Experiment name; it names the run dir, so letters, digits, '.', '_', '-'.")
     seed: int = Field(0, ge=0, description="The one seed behind every random choice.")
     task: Literal["classification", "regression"] | None = Field(
         None, description="Task; inferred from the dataset when omitted."
@@ -221,6 +222,14 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+            raise ValueError(f"name must start with a letter or digit and hold only letters, digits, "
+                             f"'.', '_' or '-' (it names the run dir; got {v!r})")
+        return v
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")

@@ -12,13 +12,16 @@ import json
 import os
 import platform
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from methodo.config import Config, dump_yaml, flat_params, load_config
-from methodo.errors import BadInput, ConfigError, RunFailed
+from methodo.errors import BadInput, ConfigError, RunFailed, Terminated
+from methodo import signals
+from methodo.paths import safe_child
 
 
 @dataclass
@@ -128,10 +131,15 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
 
     t_start = time.perf_counter()
     resume_dir = Path(resume) if resume is not None else None
+    resume_from = None
     if resume_dir is not None:
-        if not (resume_dir / "checkpoints" / "last.safetensors").is_file():
-            raise BadInput(f"--resume {resume_dir}: no checkpoints/last.safetensors to resume from")
+        if not (resume_dir / "config.yaml").is_file():
+            raise BadInput(f"--resume {resume_dir}: not a run dir (no config.yaml)")
         cfg = load_config(resume_dir / "config.yaml", overrides)
+        if (resume_dir / "checkpoints" / "last.safetensors").is_file():
+            resume_from = resume_dir / "checkpoints"
+        else:  # killed before the first epoch ended: start again from scratch, in the same dir
+            print(f"--resume {resume_dir}: no checkpoint yet, starting from epoch 1", file=sys.stderr)
     elif isinstance(config, Config):
         cfg = config
     else:
@@ -164,6 +172,9 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
 
     # 3. The run dir (nothing was written before this line) and tracking.
     run_dir = resume_dir or _new_run_dir(out, cfg.name)
+    if resume_dir is not None:
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        (run_dir / "figures").mkdir(exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_yaml(cfg))
     (run_dir / "preprocessor.json").write_text(data.preprocessor.to_json())
     tracker = make_tracker(cfg.track, cfg.name)
@@ -179,15 +190,20 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         "model": {"name": cfg.model.name, "parameters": int(sum(p.numel() for p in model.parameters()))},
         "metrics": {}, "baselines": {}, "findings": [], "epochs_run": 0, "best_epoch": None,
         "duration_s": 0.0, "mlflow_run_id": None, "versions": _versions(), "git_commit": _git_commit(),
-        "resumed": resume_dir is not None,
+        "resumed": resume_from is not None,
     }
     params = flat_params(cfg)
     params["world_size"] = summary["world_size"]
+    previous_sigterm = signals.install()
     tracker.start(params, {"methodo.run_dir": str(run_dir.resolve()), "methodo.run_name": run_dir.name,
                            "methodo.dataset": ds.name})
     summary["mlflow_run_id"] = tracker.run_id
     _write_json(run_dir / "summary.json", summary)
     history: list[dict] = []
+    if resume_from is not None:  # metrics.csv keeps the epochs run before the interruption
+        from methodo.train.checkpoint import load_checkpoint
+
+        history = list(load_checkpoint(resume_from / "last.safetensors")[1]["history"])
 
     def on_epoch(row: dict) -> None:
         history.append(row)
@@ -197,16 +213,18 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
     def close(status: str, mlflow_status: str) -> RunResult:
         summary["status"] = status
         summary["duration_s"] = round(time.perf_counter() - t_start, 3)
-        _write_json(run_dir / "summary.json", summary)
-        render_report(run_dir)
-        tracker.finish(mlflow_status, run_dir)
+        try:
+            _write_json(run_dir / "summary.json", summary)
+            render_report(run_dir)
+        finally:  # the tracking run is ended even when the disk refuses the summary
+            tracker.finish(mlflow_status, run_dir)
         return RunResult(run_dir, summary)
 
     try:
         # 4. Train: the best weights (by the monitor) are loaded into the model at the end.
         try:
             res = fit(model, data, cfg.train, seed=cfg.seed, ckpt_dir=run_dir / "checkpoints",
-                      class_weights=class_weights, on_epoch=on_epoch, resume_from=(run_dir / "checkpoints") if resume_dir else None)
+                      class_weights=class_weights, on_epoch=on_epoch, resume_from=resume_from)
         except NonFiniteLoss as exc:
             lr = cfg.train.optimizer.lr
             summary["findings"] = [dg.non_finite_loss(exc.epoch, exc.step, exc.value, lr, exc.limit).to_dict()]
@@ -214,6 +232,7 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
             summary["failure"] = str(exc)
             close("failed", "FAILED")
             raise RunFailed(f"training stopped: {exc} (lr={lr}); run dir {run_dir}") from None
+        signals.check()
         history[:] = res.history
         _write_metrics_csv(run_dir / "metrics.csv", history)
         summary.update(epochs_run=res.epochs_run, best_epoch=res.best_epoch, stopped_early=res.stopped_early)
@@ -226,6 +245,7 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
                                        class_names=ds.class_names, ecfg=cfg.evaluate, seed=cfg.seed))
         tracker.log_metrics({f"test_{k}": v for k, v in summary["metrics"]["test"].items()})
 
+        signals.check()
         # 6. Diagnose; label errors are hunted on rows the model never trained on (val + test).
         classify = ds.task == "classification"
         test_pred = preds["test"].argmax(1) if classify else preds["test"]
@@ -240,35 +260,38 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         summary["findings"] = [f.to_dict() for f in findings]
 
         # 7. Figures, predictions, summary, report, tracking.
-        figs = run_dir / "figures"
-        plots.learning_curves(history, res.lrs, figs / "learning_curves.png", best_epoch=res.best_epoch)
+        def fig(name: str) -> Path:  # every figure path is checked to stay inside the run dir
+            return safe_child(run_dir, f"figures/{name}")
+
+        plots.learning_curves(history, res.lrs, fig("learning_curves.png"), best_epoch=res.best_epoch)
         if ds.task == "classification":
             plots.confusion_matrix(summary["tables"]["test"]["confusion_matrix"], ds.class_names,
-                                   figs / "confusion_matrix.png")
-            plots.roc_curves(preds["test"], data.raw_y["test"], ds.class_names, figs / "roc.png")
-            plots.pr_curves(preds["test"], data.raw_y["test"], ds.class_names, figs / "pr.png")
-            plots.reliability(preds["test"], data.raw_y["test"], figs / "reliability.png")
+                                   fig("confusion_matrix.png"))
+            plots.roc_curves(preds["test"], data.raw_y["test"], ds.class_names, fig("roc.png"))
+            plots.pr_curves(preds["test"], data.raw_y["test"], ds.class_names, fig("pr.png"))
+            plots.reliability(preds["test"], data.raw_y["test"], fig("reliability.png"))
             if "threshold" in summary:
                 plots.threshold_sweep(preds["val"][:, 1], data.raw_y["val"], summary["threshold"]["value"],
-                                      figs / "threshold.png")
+                                      fig("threshold.png"))
             suspects = next((f.evidence["top"] for f in findings if f.id == "label_errors"), None)
             if suspects:
-                plots.label_errors(suspects, ds, figs / "label_errors.png")
+                plots.label_errors(suspects, ds, fig("label_errors.png"))
         else:
-            plots.regression_fit(preds["test"], data.raw_y["test"], figs / "regression_fit.png")
+            plots.regression_fit(preds["test"], data.raw_y["test"], fig("regression_fit.png"))
         _write_predictions(run_dir / "predictions_test.csv", data.indices["test"], data.raw_y["test"],
                            preds["test"], ds.class_names)
         return close("finished", "FINISHED")
-    except RunFailed:
-        raise
     except BaseException as exc:
-        summary["failure"] = f"{type(exc).__name__}: {exc}"
-        killed = isinstance(exc, KeyboardInterrupt)
-        try:
-            close("failed", "KILLED" if killed else "FAILED")
-        except Exception:  # the original error matters more than a failed report
-            pass
+        if summary["status"] == "running":  # not closed yet (the divergence branch closes itself)
+            summary["failure"] = f"{type(exc).__name__}: {exc}"
+            killed = isinstance(exc, (KeyboardInterrupt, Terminated))
+            try:
+                close("failed", "KILLED" if killed else "FAILED")
+            except Exception:  # the original error matters more than a failed report
+                pass
         raise
+    finally:
+        signals.restore(previous_sigterm)
 
 
 def _write_predictions(path: Path, rows, y_true, pred, class_names) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from methodo.data.sources import Dataset
 from methodo.data.split import split_indices
+from methodo.errors import DataError
 
 
 @dataclass
@@ -93,4 +94,10 @@ def prepare(ds: Dataset, data_cfg, seed: int) -> PreparedData:
         if ds.task == "classification":
             bc = np.bincount(ds.y[rows], minlength=ds.n_classes)
             counts[name] = {c: int(n) for c, n in zip(ds.class_names, bc)}
+            absent = [c for c, n in counts[name].items() if n == 0]
+            if absent:
+                total = int((ds.y == ds.class_names.index(absent[0])).sum())
+                raise DataError(
+                    f"data.split: class {absent[0]!r} ({total} rows in all) is absent from the {name} split "
+                    f"(method {s.method!r}); use method 'stratified', larger fractions, or more rows of that class")
     return PreparedData(ds, idx, tensors, raw_y, pre, counts)

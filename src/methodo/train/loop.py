@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from methodo import signals
 from methodo.errors import DataError
 from methodo.seed import generator
 from methodo.train.checkpoint import load_checkpoint, save_checkpoint
@@ -192,6 +193,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             perm = torch.randperm(n, generator=shuffle).to(device)
             loss_sum, score_sum, seen = 0.0, 0.0, 0
             for step, s in enumerate(range(0, n, bs)):
+                signals.check()  # SIGTERM stops here, between two steps
                 idx = perm[s:s + bs]
                 if len(idx) < 2 and n > 1:  # a 1-row batch breaks batch norm; it is dropped
                     continue
