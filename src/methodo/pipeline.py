@@ -127,7 +127,7 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
     from methodo.report.html import render_report
     from methodo.seed import seed_everything
     from methodo.track import make_tracker
-    from methodo.train.loop import NonFiniteLoss, check_batch_size, epoch_metric_names, fit
+    from methodo.train.loop import NonFiniteLoss, check_batch_size, epoch_metric_names, fit, resolve_device
 
     t_start = time.perf_counter()
     resume_dir = Path(resume) if resume is not None else None
@@ -160,6 +160,7 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
     data = prepare(ds, cfg.data, cfg.seed)
     check_batch_size(cfg.train.batch_size, len(data.indices["train"]))
     check_metric_names(ds.task, cfg.evaluate.metrics)
+    resolve_device(cfg.train.device)  # `cuda` without a GPU is bad input, found before anything is written
     class_weights = None
     if cfg.data.balance == "class_weights" and ds.task == "classification":
         counts = np.bincount(ds.y[data.indices["train"]], minlength=ds.n_classes).astype(np.float64)
