@@ -222,3 +222,19 @@ def test_symlink_escape_is_refused(tmp_path):
     with pytest.raises(BadInput):
         safe_child(tmp_path / "run", "figures/x.png")
     assert safe_child(tmp_path / "run", "x.png") == tmp_path / "run" / "x.png"
+
+
+def test_divergence_mid_run_keeps_best_and_last_good_checkpoints(tmp_path):
+    # the LR grows 1000× per epoch: epoch 1 trains fine, a later epoch explodes
+    out = tmp_path / "d"
+    res = cli("run", str(EXAMPLES / "digits.yaml"), "train.epochs=6", "train.progress=false", "track.mlflow=false",
+              "train.scheduler.name=exponential", "train.scheduler.gamma=1000", "--out", str(out))
+    assert res.returncode == 3 and "exploding loss" in res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["findings"][0]["id"] == "non_finite_loss"
+    died_in = summary["findings"][0]["evidence"]["epoch"]
+    assert died_in >= 2
+    best, _, meta = load_checkpoint(out / "checkpoints" / "best.safetensors")
+    last, state, _ = load_checkpoint(out / "checkpoints" / "last.safetensors")
+    assert meta["epoch"] < died_in and state["epoch"] == died_in - 1  # written before the bad epoch
+    assert all(torch.isfinite(v.float()).all() for v in list(best.values()) + list(last.values()))
