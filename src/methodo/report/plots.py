@@ -68,10 +68,9 @@ def confusion_matrix(cm: list[list[int]], class_names: list[str], path: Path) ->
     return _save(fig, path)
 
 
-def roc_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: Path) -> Path | None:
-    """ROC curve of the positive class (binary) or of each class against the rest."""
-    from sklearn.metrics import auc, roc_curve
-
+def _one_vs_rest(probs: np.ndarray, y: np.ndarray, class_names: list[str], draw) -> tuple | None:
+    """A figure with ``draw(ax, positives, scores, name)`` called for the positive class (binary)
+    or for each class against the rest; ``None`` when no class has both positives and negatives."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     classes = [1] if len(class_names) == 2 else range(len(class_names))
@@ -80,12 +79,26 @@ def roc_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: P
         pos = (y == c)
         if pos.all() or not pos.any():
             continue
-        fpr, tpr, _ = roc_curve(pos, probs[:, c])
-        ax.plot(fpr, tpr, lw=1.3, label=f"{class_names[c]} (AUC {auc(fpr, tpr):.3f})")
+        draw(ax, pos, probs[:, c], class_names[c])
         drawn += 1
     if not drawn:
-        _plt().close(fig)
+        plt.close(fig)
         return None
+    return fig, ax
+
+
+def roc_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: Path) -> Path | None:
+    """ROC curve of the positive class (binary) or of each class against the rest."""
+    from sklearn.metrics import auc, roc_curve
+
+    def draw(ax, pos, score, name):
+        fpr, tpr, _ = roc_curve(pos, score)
+        ax.plot(fpr, tpr, lw=1.3, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+
+    made = _one_vs_rest(probs, y, class_names, draw)
+    if made is None:
+        return None
+    fig, ax = made
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
@@ -119,21 +132,15 @@ def pr_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: Pa
     """Precision-recall curve of the positive class (binary) or of each class against the rest."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    classes = [1] if len(class_names) == 2 else range(len(class_names))
-    drawn = 0
-    for c in classes:
-        pos = (y == c)
-        if pos.all() or not pos.any():
-            continue
-        prec, rec, _ = precision_recall_curve(pos, probs[:, c])
-        ax.plot(rec, prec, lw=1.3, label=f"{class_names[c]} (AP {average_precision_score(pos, probs[:, c]):.3f}, "
+    def draw(ax, pos, score, name):
+        prec, rec, _ = precision_recall_curve(pos, score)
+        ax.plot(rec, prec, lw=1.3, label=f"{name} (AP {average_precision_score(pos, score):.3f}, "
                 f"base rate {pos.mean():.2f})")
-        drawn += 1
-    if not drawn:
-        plt.close(fig)
+
+    made = _one_vs_rest(probs, y, class_names, draw)
+    if made is None:
         return None
+    fig, ax = made
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_title("precision-recall (test)")
