@@ -161,11 +161,11 @@ class LRFindConfig(_Strict):
     start_lr: float = Field(1e-7, gt=0, description="LR range test: first learning rate.")
     end_lr: float = Field(10.0, gt=0, description="LR range test: last learning rate.")
     num_iter: int = Field(100, ge=5, description="LR range test: number of steps (exponential ramp).")
-    smooth: float = Field(0.98, ge=0, lt=1, description="Exponential smoothing of the loss (0: none).")
+    smooth: float = Field(0.9, ge=0, lt=1, description="Exponential smoothing factor of the loss (0: none).")
     diverge: float = Field(4.0, gt=1, description="Stop when the smoothed loss exceeds this × its minimum.")
     suggestion: Literal["valley", "steepest", "min_div10"] = Field(
-        "valley", description="Which suggestion `lr=auto` uses: the longest valley's lower part, the "
-        "steepest descent, or the LR of the minimum loss / 10.")
+        "steepest", description="Which suggestion `lr=auto` uses: the steepest descent of the loss, the "
+        "middle of its longest valley (fastai), or the LR of the minimum loss / 10.")
 
     @model_validator(mode="after")
     def _range(self):
