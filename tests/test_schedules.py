@@ -12,7 +12,7 @@ from methodo.data import load_dataset, prepare
 from methodo.errors import ConfigError
 from methodo.models import build_model
 from methodo.train.loop import fit
-from methodo.train.schedules import SCHEDULERS, build_schedule, check_scheduler_options, cycle_end_epochs
+from methodo.train.schedules import SCHEDULERS, build_schedule, check_scheduler_options
 
 EPOCHS, SPE = 6, 5  # 6 epochs of 5 optimizer steps
 
@@ -129,8 +129,11 @@ def test_cyclic_modes_and_cosine_restart_cycles():
     lrs = _drive(s, opt, EPOCHS)
     restarts = [i for i in range(1, len(lrs)) if lrs[i] > lrs[i - 1]]
     assert restarts == [10, 20]  # a new cycle every 2 epochs of 5 steps
-    assert cycle_end_epochs({"T_0": 2}, EPOCHS) == [2, 4, 6]
-    assert cycle_end_epochs({"T_0": 1, "T_mult": 2}, 10) == [1, 3, 7]
+    opt = _opt()
+    s = build_schedule(opt, "cosine_restarts", {"T_0": 1, "T_mult": 2, "warmup_steps": 3}, epochs=EPOCHS,
+                       steps_per_epoch=SPE)
+    ends = [i + 1 for i in range(EPOCHS * SPE) if s.after_step()]
+    assert ends == [3 + 5, 3 + 5 + 10]  # after the warmup: cycles of 5 then 10 steps
 
 
 @pytest.mark.parametrize("name,options,needle", [

@@ -212,7 +212,9 @@ class SWAConfig(_Strict):
     start: float = Field(
         0.75, gt=0, description="First averaged epoch: an epoch number (≥ 1) or a fraction of the epochs (< 1).")
     lr: float | None = Field(None, gt=0, description="SWA learning rate (SWALR); null: keep the schedule's.")
-    anneal_epochs: int = Field(2, ge=1, description="Epochs to anneal to the SWA learning rate.")
+    anneal_epochs: int = Field(
+        2, ge=1, description="Epochs to anneal to the SWA learning rate (SWALR starts after the first averaged "
+        "epoch and reaches it after this many more).")
 
 
 class TrainConfig(_Strict):

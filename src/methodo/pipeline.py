@@ -382,7 +382,8 @@ def _evaluate_ensembles(model, res, data, ds, cfg, inv) -> dict:
     out = {}
     members = {}
     if res.snapshots:
-        members["snapshot"] = ([s["weights"] for s in res.snapshots], {"epochs": [s["epoch"] for s in res.snapshots]})
+        members["snapshot"] = ([s["weights"] for s in res.snapshots], {"epochs": [s["epoch"] for s in res.snapshots],
+                                                                        "steps": [s["step"] for s in res.snapshots]})
     if res.swa_weights is not None:
         members["swa"] = ([res.swa_weights], {"epochs_averaged": res.swa_epochs})
     for name, (weights, info) in members.items():

@@ -4,7 +4,8 @@ Data is in memory, so batches are cut by tensor indexing from one seeded permuta
 (no per-sample collation). Each optimizer step: forward (autocast when bf16) → loss (+ L1/L2
 penalty) → guard → backward (accumulated over ``accumulate`` micro-batches) → gradient norm,
 NaN check, clipping → decoupled weight decay → optimizer step → max-norm → LR schedule.
-Each epoch: validate → monitor weights → LR schedule / SWA → snapshot → early stopping →
+A warm-restart cycle that ends at a step leaves a snapshot (snapshot ensembles).
+Each epoch: validate → monitor weights → LR schedule / SWA → early stopping →
 checkpoints (``best`` on improvement, ``last`` every epoch, both atomic and pickle-free, never
 written from non-finite weights).
 
@@ -32,7 +33,7 @@ from methodo.seed import generator
 from methodo.train.checkpoint import load_checkpoint, save_checkpoint
 from methodo.train.optim import build_optimizer, needs_closure
 from methodo.train.regularize import Regularization, first_non_finite_grad, first_non_finite_param, grad_norm
-from methodo.train.schedules import build_schedule, cycle_end_epochs, warmup_steps_of
+from methodo.train.schedules import build_schedule
 
 
 class NonFiniteLoss(Exception):
@@ -68,7 +69,7 @@ class TrainResult:
     grad_norms: list[float] = field(default_factory=list)  # pre-clip gradient norm of every step (when computed)
     monitor: list[dict] = field(default_factory=list)  # per-epoch weight/gradient statistics
     skipped_batches: list[dict] = field(default_factory=list)  # {epoch, step, tensor} skipped by the NaN guard
-    snapshots: list[dict] = field(default_factory=list)  # {epoch, weights} at each cosine_restarts cycle end
+    snapshots: list[dict] = field(default_factory=list)  # {epoch, step, file, weights} at each cycle's end
     swa_weights: dict | None = None  # averaged weights (batch-norm recomputed), when SWA ran
     swa_epochs: int = 0  # how many epochs were averaged
     best_epoch: int = 0
@@ -225,8 +226,6 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
 
         swa = SWA(model, opt, tcfg.swa, tcfg.epochs)
     snapshot_on = tcfg.snapshot_ensemble if tcfg.snapshot_ensemble is not None else sc.name == "cosine_restarts"
-    cycle_ends = set(cycle_end_epochs(sc.options, tcfg.epochs, warmup_steps_of(sc.options, steps_per_epoch)
-                                      // steps_per_epoch)) if snapshot_on else set()
     watcher = None
     if tcfg.monitor.enabled:
         from methodo.train.monitor import WeightMonitor
@@ -263,8 +262,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             watcher.history = state["monitor"]
         if swa is not None and state.get("swa") is not None:
             swa.load_state_dict(state["swa"])
-        for e in state.get("snapshot_epochs", []):
-            result.snapshots.append({"epoch": e, "weights": load_checkpoint(resume_from / f"snapshot_{e}.safetensors")[0]})
+        for snap in state["snapshots"]:
+            result.snapshots.append({**snap, "weights": load_checkpoint(resume_from / snap["file"])[0]})
         best_path = resume_from / "best.safetensors"
         best_weights = load_checkpoint(best_path)[0] if best_path.exists() else copy.deepcopy(weights)
     elif watcher is not None:
@@ -375,9 +374,14 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                     opt.step()
                     if reg.has_after:
                         reg.after_step()
-                    if not swa_on:
-                        sched.after_step()
+                    cycle_ended = sched.after_step() if not swa_on else False
                     result.losses.append(group_loss / group)
+                    # 3e. Snapshot at the end of a warm-restart cycle (the LR is at its minimum here).
+                    if cycle_ended and snapshot_on:
+                        snap = {"epoch": epoch, "step": len(result.lrs), "file": f"snapshot_{len(result.snapshots) + 1}.safetensors"}
+                        result.snapshots.append({**snap, "weights": copy.deepcopy(model.state_dict())})
+                        if ckpt_dir is not None:
+                            save_checkpoint(ckpt_dir / snap["file"], result.snapshots[-1]["weights"], meta=snap)
 
             # 4. Validation, the epoch row, weight monitoring.
             val_loss, val_score = evaluate_loss(model, Xva, yva, eval_loss_fn, task, tcfg.eval_batch_size, y_std)
@@ -405,14 +409,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             if not (swa is not None and swa.owns_lr):
                 sched.after_epoch(row[monitor])
 
-            # 6. Snapshot at the end of a warm-restart cycle (the LR is at its minimum here).
-            if epoch in cycle_ends:
-                snap = copy.deepcopy(model.state_dict())
-                result.snapshots.append({"epoch": epoch, "weights": snap})
-                if ckpt_dir is not None:
-                    save_checkpoint(ckpt_dir / f"snapshot_{epoch}.safetensors", snap, meta={"epoch": epoch})
-
-            # 7. Early stopping bookkeeping and checkpoints (best on improvement, last always).
+            # 6. Early stopping bookkeeping and checkpoints (best on improvement, last always).
             if stopper.improved(row[monitor]):
                 result.best_epoch, result.best_value = epoch, row[monitor]
                 best_weights = copy.deepcopy(model.state_dict())
@@ -434,7 +431,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                     "first_loss": first_loss,
                     "monitor": watcher.history if watcher is not None else None,
                     "swa": swa.state_dict() if swa is not None else None,
-                    "snapshot_epochs": [s["epoch"] for s in result.snapshots],
+                    "snapshots": [{k: v for k, v in sn.items() if k != "weights"} for sn in result.snapshots],
                 }
                 save_checkpoint(ckpt_dir / "last.safetensors", model.state_dict(), state, meta={"epoch": epoch})
             if on_epoch is not None:

@@ -116,7 +116,7 @@ def cosine(optimizer, *, epochs, steps_per_epoch, total_steps, eta_min: float = 
 
 @SCHEDULERS.register("cosine_restarts", help="CosineAnnealingWarmRestarts (SGDR), per step: cycles of "
                      "T_0 epochs (default a third of the run), each T_mult × longer; a snapshot of the "
-                     "model at each cycle's end feeds the snapshot ensemble", interval="step", cycles=True)
+                     "model at each cycle's end (the LR minimum) feeds the snapshot ensemble", interval="step", cycles=True)
 def cosine_restarts(optimizer, *, epochs, steps_per_epoch, total_steps, T_0: int = 0, T_mult: int = 1,
                     eta_min: float = 0.0):
     from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
@@ -129,18 +129,6 @@ def cosine_restarts(optimizer, *, epochs, steps_per_epoch, total_steps, T_0: int
         raise ValueError(f"T_0 and T_mult must be integers >= 1 (got T_0={T_0}, T_mult={T_mult})")
     # cycles are counted in epochs; the scheduler steps per optimizer step, so T_0 is in steps
     return CosineAnnealingWarmRestarts(optimizer, T_0=t0 * steps_per_epoch, T_mult=int(T_mult), eta_min=eta_min)
-
-
-def cycle_end_epochs(options: dict, epochs: int, warmup_epochs: int = 0) -> list[int]:
-    """Epochs at whose end a ``cosine_restarts`` cycle finishes (1-based, within the run)."""
-    t0 = int(options.get("T_0", 0)) or max(1, epochs // 3)
-    mult = int(options.get("T_mult", 1))
-    ends, at, length = [], warmup_epochs, t0
-    while at + length <= epochs:
-        at += length
-        ends.append(at)
-        length *= mult
-    return ends
 
 
 @SCHEDULERS.register("plateau", help="ReduceLROnPlateau: multiply the LR by factor when the "
@@ -169,8 +157,9 @@ class LRSchedule:
     """
 
     def __init__(self, optimizer, scheduler, interval: str, *, warmup_steps: int = 0,
-                 start_factor: float = 0.01, name: str = "none"):
+                 start_factor: float = 0.01, name: str = "none", cycles: bool = False):
         self.optimizer, self.scheduler, self.interval, self.name = optimizer, scheduler, interval, name
+        self.cycles = cycles  # the scheduler restarts (cosine_restarts): after_step reports cycle ends
         self.warmup_steps, self.start_factor = int(warmup_steps), float(start_factor)
         self.steps = 0  # optimizer steps taken so far
         self.epochs_done = 0
@@ -188,13 +177,17 @@ class LRSchedule:
         for g, target in zip(self.optimizer.param_groups, self.targets):
             g["lr"] = target * f
 
-    def after_step(self) -> None:
+    def after_step(self) -> bool:
+        """Advance one optimizer step; True when a warm-restart cycle has just ended at this step."""
         self.steps += 1
         if self.steps <= self.warmup_steps:
             self._set_warm(self.steps)  # reaches the target exactly at steps == warmup_steps
-            return
+            return False
         if self.scheduler is not None and self.interval == "step":
             self.scheduler.step()
+            # CosineAnnealingWarmRestarts wraps T_cur to 0 on the step that ends a cycle
+            return self.cycles and self.scheduler.T_cur == 0
+        return False
 
     def after_epoch(self, monitored: float | None = None) -> None:
         self.epochs_done += 1
@@ -240,7 +233,7 @@ def build_schedule(optimizer, name: str, options: dict, *, epochs: int, steps_pe
     sched = entry.obj(optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch, total_steps=total - w, **own)
     return LRSchedule(optimizer, sched, entry.meta["interval"], warmup_steps=w,
                       start_factor=warm.get("warmup_start_factor", WARMUP_OPTIONS["warmup_start_factor"]),
-                      name=name)
+                      name=name, cycles=bool(entry.meta.get("cycles")))
 
 
 def build_scheduler(optimizer, name: str, options: dict, *, epochs: int, steps_per_epoch: int):
