@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-LISTABLE = ("datasets", "models", "optimizers", "schedulers", "metrics", "findings", "splits")
+LISTABLE = ("datasets", "models", "optimizers", "schedulers", "regularizers", "explainers", "metrics", "findings",
+            "splits")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,6 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", metavar="DIR", help="run dir to create (default runs/NAME-TIMESTAMP-XXXX)")
     r.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
 
+    lf = sub.add_parser("lr-find", help="LR range test: plot the loss against an exponential LR ramp and "
+                        "suggest a learning rate", description="Run the LR range test (exponential ramp, "
+                        "smoothed loss, stop on divergence; the model is restored afterwards), write "
+                        "lr_find.json (suggested_lr) and lr_find.png, and print the suggestion. Ramp options: "
+                        "train.lr_find.{start_lr,end_lr,num_iter,smooth,diverge,suggestion}.")
+    lf.add_argument("config", help="YAML config")
+    lf.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.batch_size=32")
+    lf.add_argument("--out", metavar="DIR", help="output folder (default runs/NAME-lrfind-TIMESTAMP-XXXX)")
+
     ls = sub.add_parser("list", help="list a registry: " + ", ".join(LISTABLE))
     ls.add_argument("what", choices=LISTABLE, metavar="WHAT", help=" | ".join(LISTABLE))
 
@@ -49,6 +59,10 @@ def _registry(what: str):
         from methodo.train.optim import OPTIMIZERS as reg
     elif what == "schedulers":
         from methodo.train.schedules import SCHEDULERS as reg
+    elif what == "regularizers":
+        from methodo.train.regularize import REGULARIZERS as reg
+    elif what == "explainers":
+        from methodo.explain import EXPLAINERS as reg
     elif what == "metrics":
         from methodo.evaluate.metrics import METRICS as reg
     elif what == "findings":
@@ -65,6 +79,8 @@ def cmd_list(what: str) -> int:
         extra = ""
         if "interval" in e.meta:
             extra = f"  [per {e.meta['interval']}]"
+        elif "key" in e.meta:
+            extra = f"  [{e.meta['key']}; acts at: {e.meta['stage']}]"
         elif e.meta.get("task"):
             extra = f"  [{e.meta['task']}]"
         print(f"{e.name:<{width}}  {e.help}{extra}")
@@ -138,6 +154,19 @@ def main(argv: list[str] | None = None) -> int:
 
             res = run(config, overrides, out=args.out, resume=args.resume)
             _print_result(res)
+            return 0
+        if args.command == "lr-find":
+            from methodo.pipeline import lr_find
+
+            out_dir, res = lr_find(args.config, list(args.overrides), out=args.out)
+            print(f"LR range test: {len(res.lrs)} steps from {res.lrs[0]:.3g} to {res.lrs[-1]:.3g}"
+                  + (" (stopped: the loss diverged)" if res.diverged else ""))
+            for name, lr in res.suggestions.items():
+                mark = "  <- suggested" if name == res.suggestion else ""
+                print(f"  {name:<10} {lr:.4g}{mark}")
+            print(f"suggested_lr: {res.suggested_lr:.4g}")
+            print(f"use it: train.optimizer.lr={res.suggested_lr:.3g} (or train.optimizer.lr=auto)")
+            print(f"plot: {out_dir / 'lr_find.png'}\nnumbers: {out_dir / 'lr_find.json'}")
             return 0
         if args.command == "list":
             return cmd_list(args.what)

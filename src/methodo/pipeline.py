@@ -98,52 +98,20 @@ def _git_commit() -> str | None:
         return None
 
 
-def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = (), *,
-        out: str | Path | None = None, resume: str | Path | None = None) -> RunResult:
-    """Run the whole pipeline and return its :class:`RunResult`.
+def prepare_run(cfg: Config):
+    """Steps 1-2 of :func:`run`: ``(cfg, dataset, prepared data, class weights, model)``.
 
-    Parameters
-    ----------
-    config : path to a YAML config, or a validated :class:`~methodo.config.Config`.
-    overrides : dotted ``key=value`` strings applied on top of the file.
-    out : the run dir to create (default ``runs/NAME-TIMESTAMP-XXXX``).
-    resume : a run dir to continue from its ``last`` checkpoint (its saved config is used).
-
-    Examples
-    --------
-    >>> import methodo
-    >>> res = methodo.run("examples/digits.yaml", overrides=["train.epochs=3"])  # doctest: +SKIP
-    >>> res.metrics["test"]["accuracy"] > 0.8                                  # doctest: +SKIP
-    True
+    Seeds everything, loads and checks the data, splits it, fits scaling on the training split
+    only, and builds the model sized from the data. Writes nothing. ``methodo lr-find`` uses it too.
     """
     import numpy as np
     import torch
 
-    from methodo import diagnose as dg
     from methodo.data import load_dataset, prepare
-    from methodo.evaluate import check_metric_names, evaluate_splits, predict
+    from methodo.evaluate import check_metric_names
     from methodo.models import build_model
-    from methodo.report import plots
-    from methodo.report.html import render_report
     from methodo.seed import seed_everything
-    from methodo.track import make_tracker
-    from methodo.train.loop import NonFiniteLoss, check_batch_size, epoch_metric_names, fit, resolve_device
-
-    t_start = time.perf_counter()
-    resume_dir = Path(resume) if resume is not None else None
-    resume_from = None
-    if resume_dir is not None:
-        if not (resume_dir / "config.yaml").is_file():
-            raise BadInput(f"--resume {resume_dir}: not a run dir (no config.yaml)")
-        cfg = load_config(resume_dir / "config.yaml", overrides)
-        if (resume_dir / "checkpoints" / "last.safetensors").is_file():
-            resume_from = resume_dir / "checkpoints"
-        else:  # killed before the first epoch ended: start again from scratch, in the same dir
-            print(f"--resume {resume_dir}: no checkpoint yet, starting from epoch 1", file=sys.stderr)
-    elif isinstance(config, Config):
-        cfg = config
-    else:
-        cfg = load_config(config, overrides)
+    from methodo.train.loop import check_batch_size, epoch_metric_names, resolve_device
 
     # 1. Data: load, check the task, split, fit scaling on train only.
     seed_everything(cfg.seed)
@@ -170,6 +138,68 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
     # 2. Model, sized from the data.
     model = build_model(cfg.model.name, input_shape=ds.input_shape, n_outputs=data.n_outputs,
                         kind=ds.kind, **cfg.model.options)
+    return cfg, ds, data, class_weights, model
+
+
+def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = (), *,
+        out: str | Path | None = None, resume: str | Path | None = None) -> RunResult:
+    """Run the whole pipeline and return its :class:`RunResult`.
+
+    Parameters
+    ----------
+    config : path to a YAML config, or a validated :class:`~methodo.config.Config`.
+    overrides : dotted ``key=value`` strings applied on top of the file.
+    out : the run dir to create (default ``runs/NAME-TIMESTAMP-XXXX``).
+    resume : a run dir to continue from its ``last`` checkpoint (its saved config is used).
+
+    Examples
+    --------
+    >>> import methodo
+    >>> res = methodo.run("examples/digits.yaml", overrides=["train.epochs=3"])  # doctest: +SKIP
+    >>> res.metrics["test"]["accuracy"] > 0.8                                  # doctest: +SKIP
+    True
+    """
+    import numpy as np
+
+    from methodo import diagnose as dg
+    from methodo.evaluate import evaluate_splits, predict
+    from methodo.report import plots
+    from methodo.report.html import render_report
+    from methodo.track import make_tracker
+    from methodo.train.loop import NonFiniteLoss, fit
+
+    t_start = time.perf_counter()
+    resume_dir = Path(resume) if resume is not None else None
+    resume_from = None
+    if resume_dir is not None:
+        if not (resume_dir / "config.yaml").is_file():
+            raise BadInput(f"--resume {resume_dir}: not a run dir (no config.yaml)")
+        cfg = load_config(resume_dir / "config.yaml", overrides)
+        if (resume_dir / "checkpoints" / "last.safetensors").is_file():
+            resume_from = resume_dir / "checkpoints"
+        else:  # killed before the first epoch ended: start again from scratch, in the same dir
+            print(f"--resume {resume_dir}: no checkpoint yet, starting from epoch 1", file=sys.stderr)
+    elif isinstance(config, Config):
+        cfg = config
+    else:
+        cfg = load_config(config, overrides)
+
+    # 1-2. Data (split, scaling fitted on train only) and the model sized from it.
+    cfg, ds, data, class_weights, model = prepare_run(cfg)
+
+    # 2b. lr=auto / max_lr=auto: the LR range test picks the LR (model and RNGs restored after).
+    lr_found = None
+    lr_auto_keys = [k for k, v in (("train.optimizer.lr", cfg.train.optimizer.lr),
+                                   ("train.scheduler.max_lr", cfg.train.scheduler.options.get("max_lr")))
+                    if v == "auto"]
+    if lr_auto_keys:
+        from methodo.train.lr_find import resolve_auto_lr
+
+        try:
+            tcfg, lr_found = resolve_auto_lr(model, data, cfg.train, seed=cfg.seed, class_weights=class_weights)
+        except ValueError as exc:
+            raise BadInput(f"train.lr_find: {exc}") from None
+        cfg = cfg.model_copy(update={"train": tcfg})
 
     # 3. The run dir (nothing was written before this line) and tracking.
     run_dir = resume_dir or _new_run_dir(out, cfg.name)
@@ -199,6 +229,16 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
     tracker.start(params, {"methodo.run_dir": str(run_dir.resolve()), "methodo.run_name": run_dir.name,
                            "methodo.dataset": ds.name})
     summary["mlflow_run_id"] = tracker.run_id
+    if lr_found is not None:
+        from methodo.train.lr_find import write as write_lr_find
+
+        write_lr_find(lr_found, run_dir, figure=run_dir / "figures" / "lr_find.png")
+        summary["lr_find"] = {"suggested_lr": lr_found.suggested_lr, "suggestion": lr_found.suggestion,
+                              "suggestions": lr_found.suggestions, "steps": len(lr_found.lrs),
+                              "diverged": lr_found.diverged, "applied_to": lr_auto_keys}
+    elif resume_dir is not None and (run_dir / "lr_find.json").is_file():  # found before the interruption
+        found = json.loads((run_dir / "lr_find.json").read_text())
+        summary["lr_find"] = {k: found[k] for k in ("suggested_lr", "suggestion", "suggestions", "diverged")}
     _write_json(run_dir / "summary.json", summary)
     history: list[dict] = []
     if resume_from is not None:  # metrics.csv keeps the epochs run before the interruption
@@ -228,7 +268,8 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
                       class_weights=class_weights, on_epoch=on_epoch, resume_from=resume_from)
         except NonFiniteLoss as exc:
             lr = cfg.train.optimizer.lr
-            summary["findings"] = [dg.non_finite_loss(exc.epoch, exc.step, exc.value, lr, exc.limit).to_dict()]
+            summary["findings"] = [dg.non_finite_loss(exc.epoch, exc.step, exc.value, lr, exc.limit,
+                                                      tensor=exc.tensor).to_dict()]
             summary["epochs_run"] = len(history)
             summary["failure"] = str(exc)
             close("failed", "FAILED")
@@ -236,7 +277,15 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         signals.check()
         history[:] = res.history
         _write_metrics_csv(run_dir / "metrics.csv", history)
+        _write_steps_csv(run_dir / "steps.csv", res, len(data.indices["train"]), cfg.train)
         summary.update(epochs_run=res.epochs_run, best_epoch=res.best_epoch, stopped_early=res.stopped_early)
+        summary["training"] = {
+            "optimizer_steps": len(res.lrs), "skipped_batches": res.skipped_batches,
+            "grad_norm": ({"median": float(np.median(res.grad_norms)), "max": float(np.max(res.grad_norms)),
+                           "clipped_to": cfg.train.clip.norm} if res.grad_norms else None),
+        }
+        if res.monitor:
+            _write_json(run_dir / "monitor.json", res.monitor)
 
         # 5. Evaluate every split with the best weights; the test split only here, once.
         inv = data.preprocessor.inverse_y
@@ -245,6 +294,11 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         summary.update(evaluate_splits(ds.task, preds, data.raw_y, n_classes=ds.n_classes,
                                        class_names=ds.class_names, ecfg=cfg.evaluate, seed=cfg.seed))
         tracker.log_metrics({f"test_{k}": v for k, v in summary["metrics"]["test"].items()})
+
+        # 5b. Free ensembles beside the single best model: snapshots (averaged predictions), SWA.
+        summary["ensembles"] = _evaluate_ensembles(model, res, data, ds, cfg, inv)
+        for name, e in summary["ensembles"].items():
+            tracker.log_metrics({f"test_{name}_{k}": v for k, v in e["metrics"]["test"].items()})
 
         signals.check()
         # 6. Diagnose; label errors are hunted on rows the model never trained on (val + test).
@@ -256,7 +310,8 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
             undefined=summary["undefined"].get("test", {}), class_names=ds.class_names, lr=cfg.train.optimizer.lr,
             oos_proba=np.concatenate([preds["val"], preds["test"]]) if classify else None,
             oos_true=np.concatenate([data.raw_y["val"], data.raw_y["test"]]),
-            oos_rows=np.concatenate([data.indices["val"], data.indices["test"]]))
+            oos_rows=np.concatenate([data.indices["val"], data.indices["test"]]),
+            monitor=res.monitor, skipped_batches=res.skipped_batches)
         findings = dg.diagnose(facts)
         summary["findings"] = [f.to_dict() for f in findings]
 
@@ -264,7 +319,10 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         def fig(name: str) -> Path:  # every figure path is checked to stay inside the run dir
             return safe_child(run_dir, f"figures/{name}")
 
-        plots.learning_curves(history, res.lrs, fig("learning_curves.png"), best_epoch=res.best_epoch)
+        plots.learning_curves(history, res.lrs, fig("learning_curves.png"), best_epoch=res.best_epoch,
+                              grad_norms=res.grad_norms, clip=cfg.train.clip.norm)
+        if res.monitor:
+            plots.weight_distributions(res.monitor, fig("weights.png"))
         if ds.task == "classification":
             plots.confusion_matrix(summary["tables"]["test"]["confusion_matrix"], ds.class_names,
                                    fig("confusion_matrix.png"))
@@ -281,6 +339,10 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
             plots.regression_fit(preds["test"], data.raw_y["test"], fig("regression_fit.png"))
         _write_predictions(run_dir / "predictions_test.csv", data.indices["test"], data.raw_y["test"],
                            preds["test"], ds.class_names)
+
+        # 8. Explanations of the test predictions (captum): an image gallery or ranked features.
+        if cfg.explain.enabled:
+            summary["explain"] = _explain(model, data, ds, cfg, preds["test"], safe_child(run_dir, "figures"))
         return close("finished", "FINISHED")
     except BaseException as exc:
         if summary["status"] == "running":  # not closed yet (the divergence branch closes itself)
@@ -293,6 +355,99 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         raise
     finally:
         signals.restore(previous_sigterm)
+
+
+def lr_find(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = (), *,
+            out: str | Path | None = None):
+    """Run the LR range test for a config; returns ``(out_dir, LRFindResult)``.
+
+    Writes ``lr_find.json`` (with ``suggested_lr``) and ``lr_find.png`` (loss vs LR with the
+    suggestions marked) into ``out`` (default ``runs/NAME-lrfind-TIMESTAMP-XXXX``).
+
+    Examples
+    --------
+    >>> out, res = lr_find("examples/digits.yaml")   # doctest: +SKIP
+    >>> 1e-4 < res.suggested_lr < 1                  # doctest: +SKIP
+    True
+    """
+    from methodo.train.lr_find import lr_range_test, write
+
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    cfg, ds, data, class_weights, model = prepare_run(cfg)
+    tcfg = cfg.train
+    if tcfg.optimizer.lr == "auto":  # the ramp sets the LR; any number validates the optimizer
+        oc = tcfg.optimizer
+        tcfg = tcfg.model_copy(update={"optimizer": type(oc).model_validate({**oc.model_dump(), "lr": 1.0})})
+    try:
+        res = lr_range_test(model, data, tcfg, seed=cfg.seed, class_weights=class_weights)
+    except ValueError as exc:
+        raise BadInput(f"train.lr_find: {exc}") from None
+    if out is None:
+        out_dir = Path("runs") / f"{cfg.name}-lrfind-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    else:
+        out_dir = Path(out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
+    write(res, out_dir)
+    return out_dir, res
+
+
+def _write_steps_csv(path: Path, res, n_train: int, tcfg) -> None:
+    """One row per optimizer step: epoch, LR, data loss and (when computed) the pre-clip gradient norm."""
+    import math
+
+    from methodo.train.loop import batches_per_epoch
+
+    per_epoch = math.ceil(batches_per_epoch(n_train, tcfg.batch_size) / tcfg.accumulate)
+    norms = res.grad_norms if len(res.grad_norms) == len(res.lrs) else [None] * len(res.lrs)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["step", "epoch", "lr", "loss", "grad_norm"])
+        for i, (lr, loss, g) in enumerate(zip(res.lrs, res.losses, norms)):
+            w.writerow([i + 1, i // per_epoch + 1, f"{lr:.6g}", f"{loss:.6g}", "" if g is None else f"{g:.6g}"])
+    tmp.replace(path)
+
+
+def _evaluate_ensembles(model, res, data, ds, cfg, inv) -> dict:
+    """Val/test metrics of the snapshot ensemble and of the SWA model, when the run made them."""
+    from methodo.evaluate import compute_metrics
+    from methodo.train.swa import ensemble_predict
+
+    out = {}
+    members = {}
+    if res.snapshots:
+        members["snapshot"] = ([s["weights"] for s in res.snapshots], {"epochs": [s["epoch"] for s in res.snapshots],
+                                                                        "steps": [s["step"] for s in res.snapshots]})
+    if res.swa_weights is not None:
+        members["swa"] = ([res.swa_weights], {"epochs_averaged": res.swa_epochs})
+    for name, (weights, info) in members.items():
+        metrics = {}
+        for split in ("val", "test"):
+            p = ensemble_predict(model, weights, data.tensors[split][0], task=ds.task,
+                                 batch_size=cfg.train.eval_batch_size, inverse_y=inv)
+            metrics[split] = compute_metrics(ds.task, p, data.raw_y[split], ds.n_classes)
+        out[name] = {"members": len(weights), **info, "metrics": metrics}
+    return out
+
+
+def _explain(model, data, ds, cfg, test_probs, figs: Path) -> dict:
+    """The report's explanations: attributions for test images, or feature importance for tables."""
+    from methodo.explain.report import image_gallery, tabular_importance
+
+    X, y = data.tensors["test"]
+    if ds.kind == "image":
+        if ds.task != "classification":
+            return {"skipped": "image attributions are drawn for classification only"}
+        pre = data.preprocessor
+        return image_gallery(model, X, test_probs, data.raw_y["test"], ds.class_names, cfg.explain.methods,
+                             cfg.explain.n_images, figs / "explanations.png", seed=cfg.seed,
+                             mean=None if pre.mean is None else pre.mean.ravel(),
+                             std=None if pre.std is None else pre.std.ravel())
+    return tabular_importance(model, X, y, ds.task, ds.feature_names, figs / "feature_importance.png",
+                              repeats=cfg.explain.permutation_repeats, seed=cfg.seed)
 
 
 def _write_predictions(path: Path, rows, y_true, pred, class_names) -> None:

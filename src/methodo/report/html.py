@@ -34,6 +34,10 @@ FIGURES = {
     "reliability.png": "Calibration: reliability diagram (test)",
     "label_errors.png": "Suspected label errors",
     "regression_fit.png": "Predictions (test)",
+    "lr_find.png": "LR range test",
+    "weights.png": "Weight and gradient distributions",
+    "explanations.png": "Explanations (test)",
+    "feature_importance.png": "Feature importance (test)",
 }
 
 
@@ -125,6 +129,38 @@ def _per_class(summary: dict) -> str:
             f"<th>recall</th><th>F1</th><th>support</th></tr>{body}</table>")
 
 
+def _training(summary: dict) -> str:
+    """LR finder, free ensembles beside the best model, and the NaN guard's skipped batches."""
+    parts = []
+    lf = summary.get("lr_find")
+    if lf:
+        sugg = ", ".join(f"{escape(k)} {v:.3g}" for k, v in lf.get("suggestions", {}).items())
+        parts.append(f'<p id="lr-find">LR range test: suggested LR <b>{lf["suggested_lr"]:.3g}</b> '
+                     f'({escape(str(lf.get("suggestion")))}; {sugg})'
+                     + (f', used for {escape(", ".join(lf["applied_to"]))}' if lf.get("applied_to") else "") + ".</p>")
+    ens = summary.get("ensembles") or {}
+    test = summary.get("metrics", {}).get("test", {})
+    if ens and test:
+        names = [k for k in test if k != "loss"]
+        head = "".join(f"<th>{escape(n)}</th>" for n in names)
+        rows = [f"<tr><td>best single model (epoch {summary.get('best_epoch')})</td>"
+                + "".join(f"<td>{_fmt(test.get(n))}</td>" for n in names) + "</tr>"]
+        for name, e in ens.items():
+            label = (f"snapshot ensemble ({e['members']} members, epochs {', '.join(map(str, e.get('epochs', [])))})"
+                     if name == "snapshot" else f"SWA ({e.get('epochs_averaged')} epochs averaged)")
+            rows.append(f"<tr><td>{escape(label)}</td>"
+                        + "".join(f"<td>{_fmt(e['metrics']['test'].get(n))}</td>" for n in names) + "</tr>")
+        parts.append(f'<table id="ensembles"><tr><th>test</th>{head}</tr>{"".join(rows)}</table>')
+    tr = summary.get("training") or {}
+    if tr.get("skipped_batches"):
+        parts.append(f"<p>NaN guard: {len(tr['skipped_batches'])} batch(es) skipped.</p>")
+    if tr.get("grad_norm"):
+        g = tr["grad_norm"]
+        clip = f", clipped to {g['clipped_to']:g}" if g.get("clipped_to") else ""
+        parts.append(f"<p>Gradient norm before clipping: median {g['median']:.3g}, max {g['max']:.3g}{clip}.</p>")
+    return "<h2>Training</h2>" + "".join(parts) if parts else ""
+
+
 def render_report(run_dir: str | Path) -> Path:
     """(Re-)write ``run_dir/report.html`` from the run's files; returns its path."""
     run_dir = Path(run_dir)
@@ -153,6 +189,7 @@ def render_report(run_dir: str | Path) -> Path:
 <h2>Findings</h2>{_findings(summary)}
 <h2>Metrics</h2>{_metric_table(summary)}
 <h2>Data</h2>{_data_table(summary)}
+{_training(summary)}
 {''.join(figs)}
 {_per_class(summary)}
 <h2>Config</h2><pre>{escape(config)}</pre>

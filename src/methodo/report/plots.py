@@ -23,12 +23,15 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def learning_curves(history: list[dict], lrs: list[float], path: Path, *, best_epoch: int | None = None) -> Path:
-    """Train/val loss, train/val score and the learning rate per optimizer step."""
+def learning_curves(history: list[dict], lrs: list[float], path: Path, *, best_epoch: int | None = None,
+                    grad_norms: list[float] | None = None, clip: float | None = None) -> Path:
+    """Train/val loss, train/val score, the learning rate per optimizer step and, when logged, the
+    pre-clip gradient norm per step."""
     plt = _plt()
     ep = [r["epoch"] for r in history]
     score = "accuracy" if "val_accuracy" in history[0] else "mae"
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    panels = 4 if grad_norms else 3
+    fig, axes = plt.subplots(1, panels, figsize=(4.4 * panels, 3.6))
     for ax, key in zip(axes[:2], ("loss", score)):
         ax.plot(ep, [r[f"train_{key}"] for r in history], label=f"train {key}")
         ax.plot(ep, [r[f"val_{key}"] for r in history], label=f"val {key}")
@@ -42,6 +45,71 @@ def learning_curves(history: list[dict], lrs: list[float], path: Path, *, best_e
     axes[2].set_xlabel("optimizer step")
     axes[2].set_title("learning rate")
     axes[2].grid(alpha=0.3)
+    if grad_norms:
+        g = np.asarray(grad_norms, dtype=float)
+        axes[3].plot(np.arange(1, len(g) + 1), np.where(np.isfinite(g), g, np.nan), lw=0.8)
+        if clip:
+            axes[3].axhline(clip, color="#b00020", ls="--", lw=1, label=f"clip norm {clip:g}")
+            axes[3].legend()
+        if np.nanmin(np.where(g > 0, g, np.nan)) > 0:
+            axes[3].set_yscale("log")
+        axes[3].set_xlabel("optimizer step")
+        axes[3].set_title("gradient norm (before clipping)")
+        axes[3].grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def weight_distributions(monitor: list[dict], path: Path, *, max_layers: int = 6) -> Path:
+    """Per layer, over epochs: weight quantile bands, |gradient| quantile bands, and dead ReLU units.
+
+    Bands: 5–95% (light) and 25–75% (dark) with the median line; epoch 0 is the initialization.
+    """
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
+    names = list(monitor[0]["layers"])
+    if len(names) > max_layers:  # first, last and evenly spaced ones between
+        pick = np.linspace(0, len(names) - 1, max_layers).round().astype(int)
+        names = [names[i] for i in sorted(set(pick))]
+    dead_names = list(monitor[-1].get("dead_relu", {}))
+    rows = 3 if dead_names else 2
+    fig, axes = plt.subplots(rows, len(names), figsize=(2.9 * len(names), 2.5 * rows), squeeze=False)
+    for c, name in enumerate(names):
+        for r, (key, title) in enumerate((("w_q", "weights"), ("g_q", "|gradient|"))):
+            ax = axes[r, c]
+            pts = [(m["epoch"], m["layers"][name][key]) for m in monitor if key in m["layers"].get(name, {})]
+            if not pts:
+                ax.set_visible(False)
+                continue
+            e = np.array([p[0] for p in pts])
+            q = np.array([p[1] for p in pts])  # quantiles 0, 5, 25, 50, 75, 95, 100 %
+            ax.fill_between(e, q[:, 1], q[:, 5], alpha=0.25, color="#1565c0", lw=0)
+            ax.fill_between(e, q[:, 2], q[:, 4], alpha=0.45, color="#1565c0", lw=0)
+            ax.plot(e, q[:, 3], color="#0d47a1", lw=1.2)
+            if key == "g_q" and (q[:, 1:6] > 0).all():
+                ax.set_yscale("log")
+            ax.set_title(f"{name}\n{title}", fontsize=8)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+            if r == rows - 1 or (r == 1 and rows == 2):
+                ax.set_xlabel("epoch", fontsize=8)
+    if dead_names:
+        for c in range(len(names)):
+            axes[2, c].set_visible(False)
+        ax = axes[2, 0]
+        ax.set_visible(True)
+        e = [m["epoch"] for m in monitor if m.get("dead_relu")]
+        for n in dead_names:
+            ax.plot(e, [100 * m["dead_relu"].get(n, np.nan) for m in monitor if m.get("dead_relu")], label=n, lw=1)
+        ax.set_ylim(-2, 102)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title("dead ReLU units (%)", fontsize=8)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    fig.suptitle("weight and gradient distributions per layer (bands: 5–95%, 25–75%; line: median)", fontsize=9)
     return _save(fig, path)
 
 
