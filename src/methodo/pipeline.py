@@ -118,6 +118,9 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
 
     from methodo import diagnose as dg
     from methodo.data import load_dataset, prepare
+    from methodo.data.audit import AuditFacts, audit as audit_data
+    from methodo.data.augment import gallery
+    from methodo.data.features import save_pipeline
     from methodo.evaluate import baseline_metrics, classification_tables, compute_metrics, predict
     from methodo.models import build_model
     from methodo.report import plots
@@ -136,8 +139,13 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         cfg = config
     else:
         cfg = load_config(config, overrides)
+    if cfg.data.split.method == "kfold" and cfg.data.split.fold is None:
+        if resume_dir is not None:
+            raise BadInput(f"--resume {resume_dir}: a k-fold run resumes one fold at a time: "
+                           f"--resume {resume_dir}/folds/fold-I")
+        return _run_kfold(cfg, out=out)
 
-    # 1. Data: load, check the task, split, fit scaling on train only.
+    # 1. Data: load, check the task, split, fit every transform on train only.
     seed_everything(cfg.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -150,21 +158,20 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         raise ConfigError(f"train.early_stopping.monitor: {cfg.train.early_stopping.monitor!r} is not an "
                           f"epoch metric of this task; choose one of {epoch_metric_names(ds.task)}")
     data = prepare(ds, cfg.data, cfg.seed)
-    check_batch_size(cfg.train.batch_size, len(data.indices["train"]))
-    class_weights = None
-    if cfg.data.balance == "class_weights" and ds.task == "classification":
-        counts = np.bincount(ds.y[data.indices["train"]], minlength=ds.n_classes).astype(np.float64)
-        class_weights = torch.tensor(len(data.indices["train"]) / (ds.n_classes * np.maximum(counts, 1)),
-                                     dtype=torch.float32)
+    check_batch_size(cfg.train.batch_size, len(data.tensors["train"][1]))
+    class_weights = data.class_weights  # data.balance: class_weights (else None)
+    data_findings = audit_data(AuditFacts.from_dataset(ds, data.indices))
 
-    # 2. Model, sized from the data.
-    model = build_model(cfg.model.name, input_shape=ds.input_shape, n_outputs=data.n_outputs,
+    # 2. Model, sized from the data (after feature steps).
+    model = build_model(cfg.model.name, input_shape=data.input_shape, n_outputs=data.n_outputs,
                         kind=ds.kind, **cfg.model.options)
 
     # 3. The run dir (nothing was written before this line) and tracking.
     run_dir = resume_dir or _new_run_dir(out, cfg.name)
     (run_dir / "config.yaml").write_text(dump_yaml(cfg))
     (run_dir / "preprocessor.json").write_text(data.preprocessor.to_json())
+    if data.features is not None:  # the fitted feature Pipeline, saved with the model (skops: no pickle)
+        save_pipeline(data.features, run_dir / "features.skops")
     tracker = make_tracker(cfg.track, cfg.name)
     summary: dict[str, Any] = {
         "status": "running", "name": cfg.name, "task": ds.task, "dataset": ds.name, "seed": cfg.seed,
@@ -174,12 +181,17 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
             "n": int(len(ds.y)), "classes": ds.class_names,
             "splits": {s: {"n": int(len(ix)), **({"class_counts": data.class_counts[s]} if data.class_counts else {})}
                        for s, ix in data.indices.items()},
+            **_data_stage_summary(cfg, data),
         },
         "model": {"name": cfg.model.name, "parameters": int(sum(p.numel() for p in model.parameters()))},
         "metrics": {}, "baselines": {}, "findings": [], "epochs_run": 0, "best_epoch": None,
         "duration_s": 0.0, "mlflow_run_id": None, "versions": _versions(), "git_commit": _git_commit(),
         "resumed": resume_dir is not None,
     }
+    if data.class_counts_before_balancing is not None:
+        train_entry = summary["data"]["splits"]["train"]
+        train_entry["class_counts_before_balancing"] = data.class_counts_before_balancing
+        train_entry["n_after_balancing"] = int(len(data.tensors["train"][1]))
     params = flat_params(cfg)
     params["world_size"] = summary["world_size"]
     tracker.start(params, {"methodo.run_dir": str(run_dir.resolve()), "methodo.run_name": run_dir.name,
@@ -219,8 +231,8 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
 
         # 5. Evaluate every split with the best weights; the test split only here, once.
         inv = data.preprocessor.inverse_y
-        preds = {s: predict(model, X, task=ds.task, batch_size=cfg.train.eval_batch_size, inverse_y=inv)
-                 for s, (X, _) in data.tensors.items()}
+        preds = {s: predict(model, data.inputs(s), task=ds.task, batch_size=cfg.train.eval_batch_size, inverse_y=inv)
+                 for s in data.tensors}
         for s in ("train", "val", "test"):
             summary["metrics"][s] = compute_metrics(ds.task, preds[s], data.raw_y[s], ds.n_classes)
         if ds.task == "classification":
@@ -233,7 +245,8 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         test_pred = preds["test"].argmax(1) if ds.task == "classification" else preds["test"]
         facts = dg.Facts(task=ds.task, history=history, metrics=summary["metrics"],
                          baselines=summary["baselines"], test_pred=test_pred, test_true=data.raw_y["test"])
-        summary["findings"] = [f.to_dict() for f in dg.diagnose(facts)]
+        found = sorted(data_findings + dg.diagnose(facts), key=lambda x: dg.SEVERITY_ORDER.get(x.severity, 9))
+        summary["findings"] = [f.to_dict() for f in found]
 
         # 7. Figures, predictions, summary, report, tracking.
         figs = run_dir / "figures"
@@ -244,6 +257,8 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
             plots.roc_curves(preds["test"], data.raw_y["test"], ds.class_names, figs / "roc.png")
         else:
             plots.regression_fit(preds["test"], data.raw_y["test"], figs / "regression_fit.png")
+        if data.augment is not None:  # the augmentation gallery: training images beside augmented copies
+            gallery(ds, data.indices["train"], cfg.data.augment, seed=cfg.seed, path=figs / "augmentation.png")
         _write_predictions(run_dir / "predictions_test.csv", data.indices["test"], data.raw_y["test"],
                            preds["test"], ds.class_names)
         return close("finished", "FINISHED")
@@ -257,6 +272,18 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         except Exception:  # the original error matters more than a failed report
             pass
         raise
+
+
+def _data_stage_summary(cfg: Config, data) -> dict:
+    """What the data stage did, for ``summary.json``: balancing, features, augmentation."""
+    out: dict[str, Any] = {"balance": cfg.data.balance}
+    if data.class_weights is not None:
+        out["class_weights"] = {c: round(float(w), 6) for c, w in zip(data.dataset.class_names, data.class_weights)}
+    if data.dataset.kind == "tabular":
+        out["features"] = {"steps": cfg.data.features, "names": data.feature_names, "n": len(data.feature_names)}
+    if cfg.data.augment:
+        out["augment"] = cfg.data.augment
+    return out
 
 
 def _write_predictions(path: Path, rows, y_true, pred, class_names) -> None:

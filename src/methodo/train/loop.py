@@ -139,6 +139,10 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     check_batch_size(bs, n)
     steps_per_epoch = math.ceil(n / bs)
     loss_fn = _loss_fn(task, None if class_weights is None else class_weights.to(device))
+    # Data-stage hooks: per-row draw weights (data.balance: weighted_sampler) and the training-only
+    # batch augmentation (data.augment). Both absent by default.
+    sample_weights = getattr(data, "sample_weights", None)
+    augment = getattr(data, "augment", None)
 
     # 1. Optimizer and scheduler; the scheduler steps per batch ("step") or per epoch.
     oc = tcfg.optimizer
@@ -189,13 +193,18 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             t0 = time.perf_counter()
             # 3. One pass over a fresh permutation of the training rows.
             model.train()
-            perm = torch.randperm(n, generator=shuffle).to(device)
+            if sample_weights is not None:  # n draws with replacement, every class equally likely
+                perm = torch.multinomial(sample_weights, n, replacement=True, generator=shuffle).to(device)
+            else:
+                perm = torch.randperm(n, generator=shuffle).to(device)
             loss_sum, score_sum, seen = 0.0, 0.0, 0
             for step, s in enumerate(range(0, n, bs)):
                 idx = perm[s:s + bs]
                 if len(idx) < 2 and n > 1:  # a 1-row batch breaks batch norm; it is dropped
                     continue
                 xb, yb = Xtr[idx], ytr[idx]
+                if augment is not None:  # training batches only; evaluation never augments
+                    xb = augment(xb)
                 result.lrs.append(opt.param_groups[0]["lr"])
                 if closure_step:  # L-BFGS re-evaluates the loss several times per step
                     def closure():
