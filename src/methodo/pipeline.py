@@ -274,6 +274,113 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         raise
 
 
+def _mean_std(values: list) -> tuple[float | None, float | None]:
+    import numpy as np
+
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+
+
+def _run_kfold(cfg: Config, *, out: str | Path | None) -> RunResult:
+    """k runs, fold i as the test split of run i (``folds/fold-i``); the summary holds the mean of
+    every metric over folds in ``metrics`` and the spread in ``metrics_std`` and ``kfold``."""
+    from methodo.report.html import render_report
+    from methodo.track import make_tracker
+
+    from methodo.data import load_dataset, split_dataset
+
+    t_start = time.perf_counter()
+    k = cfg.data.split.folds
+    ds = load_dataset(cfg.data)  # bad data or folds fail here, before anything is written
+    for i in range(1, k + 1):
+        split_dataset(ds, cfg.data, cfg.seed, fold=i)
+    del ds
+    run_dir = _new_run_dir(out, cfg.name)
+    (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    tracker = make_tracker(cfg.track, cfg.name)
+    summary: dict[str, Any] = {
+        "status": "running", "name": cfg.name, "task": cfg.task, "dataset": cfg.data.source, "seed": cfg.seed,
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")), "metrics": {}, "metrics_std": {}, "baselines": {},
+        "findings": [], "epochs_run": 0, "best_epoch": None, "duration_s": 0.0, "mlflow_run_id": None,
+        "versions": _versions(), "git_commit": _git_commit(), "resumed": False,
+        "kfold": {"folds": k, "runs": []},
+    }
+    tracker.start(flat_params(cfg), {"methodo.run_dir": str(run_dir.resolve()), "methodo.run_name": run_dir.name,
+                                     "methodo.dataset": cfg.data.source, "methodo.kfold": str(k)})
+    summary["mlflow_run_id"] = tracker.run_id
+    _write_json(run_dir / "summary.json", summary)
+    fold_summaries = []
+    try:
+        for i in range(1, k + 1):
+            split = cfg.data.split.model_copy(update={"fold": i})
+            sub = cfg.model_copy(update={
+                "name": f"{cfg.name}-fold{i}", "data": cfg.data.model_copy(update={"split": split}),
+                "track": cfg.track.model_copy(update={"mlflow": False}),  # the parent run tracks the folds
+            })
+            if cfg.train.progress:
+                import sys
+
+                print(f"fold {i}/{k}", file=sys.stderr, flush=True)
+            res = run(sub, out=run_dir / "folds" / f"fold-{i}")
+            fold_summaries.append(res.summary)
+            summary["kfold"]["runs"].append({"fold": i, "run_dir": f"folds/fold-{i}", "status": res.status,
+                                             "epochs_run": res.summary["epochs_run"],
+                                             "best_epoch": res.summary["best_epoch"],
+                                             "metrics": res.summary["metrics"]})
+            tracker.log_metrics({f"fold{i}_test_{m}": v for m, v in res.summary["metrics"]["test"].items()})
+            _write_json(run_dir / "summary.json", summary)
+        first = fold_summaries[0]
+        summary["task"] = first["task"]
+        summary["dataset"] = first["dataset"]
+        summary["data"] = first.get("data", {})
+        for split in ("train", "val", "test"):
+            names = list(first["metrics"][split])
+            mean_std = {m: _mean_std([f["metrics"][split].get(m) for f in fold_summaries]) for m in names}
+            summary["metrics"][split] = {m: v[0] for m, v in mean_std.items()}
+            summary["metrics_std"][split] = {m: v[1] for m, v in mean_std.items()}
+        for strategy in first["baselines"]:
+            summary["baselines"][strategy] = {
+                m: _mean_std([f["baselines"][strategy].get(m) for f in fold_summaries])[0]
+                for m in first["baselines"][strategy]}
+        summary["kfold"]["mean"] = summary["metrics"]["test"]
+        summary["kfold"]["std"] = summary["metrics_std"]["test"]
+        seen = set()
+        for i, f in enumerate(fold_summaries, 1):  # each finding once, with the folds it came from
+            for x in f["findings"]:
+                if x["id"] in seen:
+                    continue
+                seen.add(x["id"])
+                folds = [j for j, g in enumerate(fold_summaries, 1) if any(y["id"] == x["id"] for y in g["findings"])]
+                summary["findings"].append({**x, "title": f"{x['title']} (folds {', '.join(map(str, folds))})"})
+        summary["epochs_run"] = int(sum(f["epochs_run"] for f in fold_summaries))
+        from methodo.report import plots
+
+        keys = (["accuracy", "balanced_accuracy", "f1_macro"] if summary["task"] == "classification"
+                else ["r2", "mae", "rmse"])
+        plots.kfold_metrics(summary["kfold"]["runs"], run_dir / "figures" / "kfold.png",
+                            metrics=[m for m in keys if m in first["metrics"]["test"]])
+        tracker.log_metrics({f"test_{m}": v for m, v in summary["metrics"]["test"].items()})
+        tracker.log_metrics({f"test_{m}_std": v for m, v in summary["metrics_std"]["test"].items()})
+    except BaseException as exc:
+        summary["failure"] = f"{type(exc).__name__}: {exc}"
+        summary["status"] = "failed"
+        summary["duration_s"] = round(time.perf_counter() - t_start, 3)
+        _write_json(run_dir / "summary.json", summary)
+        try:
+            render_report(run_dir)
+        finally:
+            tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", run_dir)
+        raise
+    summary["status"] = "finished"
+    summary["duration_s"] = round(time.perf_counter() - t_start, 3)
+    _write_json(run_dir / "summary.json", summary)
+    render_report(run_dir)
+    tracker.finish("FINISHED", run_dir)
+    return RunResult(run_dir, summary)
+
+
 def _data_stage_summary(cfg: Config, data) -> dict:
     """What the data stage did, for ``summary.json``: balancing, features, augmentation."""
     out: dict[str, Any] = {"balance": cfg.data.balance}

@@ -166,3 +166,23 @@ def embeddings(points: np.ndarray, y: np.ndarray, pred: np.ndarray, class_names:
     ax.legend(fontsize=7, markerscale=1.2, loc="best", framealpha=0.8)
     ax.grid(alpha=0.2)
     return _save(fig, path)
+
+
+def kfold_metrics(runs: list[dict], path: Path, *, metrics: list[str]) -> Path:
+    """Test metrics of each fold as bars, with the mean over folds as a dashed line."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    folds = [r["fold"] for r in runs]
+    for ax, m in zip(axes[0], metrics):
+        vals = [r["metrics"]["test"].get(m) for r in runs]
+        ok = [v for v in vals if v is not None]
+        ax.bar(folds, [v if v is not None else 0 for v in vals], color="#4c72b0")
+        if ok:
+            mean, sd = float(np.mean(ok)), float(np.std(ok, ddof=1)) if len(ok) > 1 else 0.0
+            ax.axhline(mean, color="k", ls="--", lw=1, label=f"mean {mean:.3f} ± {sd:.3f}")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_xticks(folds)
+        ax.set_xlabel("fold")
+        ax.set_title(f"test {m}", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
