@@ -14,7 +14,7 @@ from methodo.config import validate
 from methodo.data import load_dataset, split_dataset
 from methodo.errors import DataError
 
-from conftest import cli, write_yaml
+from conftest import cli_inproc, write_yaml
 
 
 def _cfg(**data):
@@ -127,13 +127,13 @@ def test_mnist_family_reads_idx_files_through_torchvision(tmp_path, source, fold
     assert len(parts["val"]) == 12 and len(parts["train"]) == 18
 
 
-def test_mnist_offline_error_says_which_files_to_put_where(tmp_path):
-    res = cli("data", "inspect", str(write_yaml(tmp_path / "c.yaml", f"""\
+def test_mnist_offline_error_says_which_files_to_put_where(tmp_path, capsys):
+    code, _, err = cli_inproc(capsys, "data", "inspect", str(write_yaml(tmp_path / "c.yaml", f"""\
 data: {{source: mnist, path: {tmp_path / 'none'}, download: false}}
 model: {{name: mlp}}
 """)))
-    assert res.returncode == 2
-    line = res.stderr.strip()
+    assert code == 2
+    line = err.strip()
     assert line.startswith("error: mnist:") and "\n" not in line
     assert f"{tmp_path / 'none' / 'MNIST' / 'raw'}" in line and "train-images-idx3-ubyte" in line
     assert "t10k-labels-idx1-ubyte" in line and "data.download=true" in line
