@@ -128,13 +128,17 @@ class Flip(Augmentation):
         return v2.Compose(steps)
 
 
-@register("rotation", help="rotate by a random angle in [-degrees, degrees] (bilinear, black corners)")
+@register("rotation", help="rotate by a random angle in [-degrees, degrees] (default 15; or [low, high]), "
+          "bilinear, black corners")
 class Rotation(Augmentation):
-    def __init__(self, degrees: float | list = 15.0, p: float = 1.0):
+    def __init__(self, degrees: float | list | None = None, p: float = 1.0):
+        if degrees is not None and not (isinstance(degrees, (int, float)) and not isinstance(degrees, bool)
+                                        or isinstance(degrees, (list, tuple)) and len(degrees) == 2):
+            raise ConfigError(f"rotation: degrees is a number or [low, high] (got {degrees!r})", key="degrees")
         self.degrees, self.p = degrees, p
 
     def _range(self):
-        d = self.degrees
+        d = 15.0 if self.degrees is None else self.degrees
         return (-float(d), float(d)) if isinstance(d, (int, float)) else (float(d[0]), float(d[1]))
 
     def apply(self, x, g):
