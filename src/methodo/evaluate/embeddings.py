@@ -69,7 +69,7 @@ def project(E: np.ndarray, method: str, *, seed: int = 0) -> np.ndarray:
         import umap
     except ImportError:
         raise BadInput("embed --method umap needs the umap-learn package: pip install umap-learn") from None
-    return umap.UMAP(n_components=2, n_neighbors=min(15, len(Z) - 1), random_state=seed).fit_transform(Z)
+    return umap.UMAP(n_components=2, n_neighbors=min(15, len(Z) - 1), random_state=seed, n_jobs=1).fit_transform(Z)
 
 
 def _test_inputs(run_dir: Path, cfg):
