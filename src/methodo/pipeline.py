@@ -160,7 +160,7 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
     data = prepare(ds, cfg.data, cfg.seed)
     check_batch_size(cfg.train.batch_size, len(data.tensors["train"][1]))
     class_weights = data.class_weights  # data.balance: class_weights (else None)
-    data_findings = audit_data(AuditFacts.from_dataset(ds, data.indices))
+    data_findings = audit_data(AuditFacts.from_dataset(ds, data.indices), max_queries=2000)
 
     # 2. Model, sized from the data (after feature steps).
     model = build_model(cfg.model.name, input_shape=data.input_shape, n_outputs=data.n_outputs,

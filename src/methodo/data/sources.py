@@ -134,14 +134,12 @@ def load_circles(data_cfg, audit: bool = False) -> Dataset:
 # --------------------------------------------------------------------------- CSV
 
 
-def _is_number(v) -> bool:
-    if v is None:
-        return False
-    try:
-        float(v)
-        return True
-    except (TypeError, ValueError):
-        return False
+def _numbers(s):
+    """``(values as float64 with NaN, mask of cells that are numbers)`` for a column of strings."""
+    import pandas as pd
+
+    conv = pd.to_numeric(s, errors="coerce")
+    return conv.to_numpy(dtype=np.float64), conv.notna().to_numpy()
 
 
 @DATASETS.register("csv", help="a CSV file (data.path) with a target column (data.target); numeric and "
@@ -194,7 +192,7 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
                          "reason": "missing label"})
         keep[i] = False
     present = yraw.notna().to_numpy()
-    is_num = np.array([_is_number(v) for v in yraw])
+    is_num = _numbers(yraw)[1]
     if present.any() and is_num[present].mean() >= 0.5 and not is_num[present].all():
         for i in np.flatnonzero(present & ~is_num):
             if not audit:
@@ -210,14 +208,12 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
     for col in features:
         s = df[col]
         nonmissing = s.notna().to_numpy()
-        num_mask = np.array([_is_number(v) for v in s])
+        values, num_mask = _numbers(s)
         share = num_mask[nonmissing].mean() if nonmissing.any() else 1.0
         if col in forced_cat or share < 0.5:
             cat_names.append(col)
             cat_cols.append(np.array([None if not m else str(v) for v, m in zip(s, nonmissing)], dtype=object))
             continue
-        values = np.full(len(s), np.nan, dtype=np.float64)
-        values[num_mask] = [float(v) for v in s[num_mask]]
         for i in np.flatnonzero(nonmissing & ~num_mask):
             if not audit:
                 raise DataError(f"{path} row {rows[i]}: column {col!r} is not numeric (value {s.iloc[i]!r}); "
@@ -236,8 +232,8 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
     cat = cat[keep] if cat is not None else None
     meta = {k: v[keep] for k, v in meta.items()}
     desc = f"CSV {path.name}: {len(rows_kept)} rows, {len(num_names)} numeric + {len(cat_names)} categorical features"
-    numeric_target = bool(len(yraw)) and all(_is_number(v) for v in yraw)
-    yf = np.array([float(v) for v in yraw]) if numeric_target else None
+    yf, ynum = _numbers(yraw)
+    numeric_target = bool(len(yraw)) and bool(ynum.all())
     integer_like = numeric_target and np.all(yf == np.round(yf))
     common = dict(cat=cat, cat_names=cat_names, meta=meta, problems=problems)
     if not numeric_target or (integer_like and len(np.unique(yf)) <= 20):
