@@ -243,3 +243,11 @@ def test_smote_and_class_weights_raise_minority_recall_over_none(imbalanced):
             assert recall[b, seed] >= recall["none", seed], (b, seed, recall)
     mean = {b: np.mean([recall[b, s] for s in (0, 1)]) for b in ("none", "class_weights", "smote")}
     assert mean["class_weights"] - mean["none"] >= 0.3 and mean["smote"] - mean["none"] >= 0.3, mean
+
+
+@pytest.mark.parametrize("name", ["digits_augment", "circles_polar", "imbalanced_breast_cancer"])
+def test_data_stage_examples_validate(name):
+    from conftest import EXAMPLES
+
+    cfg = load_config(EXAMPLES / f"{name}.yaml")
+    assert cfg.data.augment or cfg.data.features or cfg.data.balance != "none"

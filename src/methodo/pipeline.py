@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from methodo.config import Config, dump_yaml, flat_params, load_config
-from methodo.errors import BadInput, ConfigError, RunFailed
+from methodo.errors import BadInput, ConfigError, DataError, RunFailed
 
 
 @dataclass
@@ -158,7 +158,11 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         raise ConfigError(f"train.early_stopping.monitor: {cfg.train.early_stopping.monitor!r} is not an "
                           f"epoch metric of this task; choose one of {epoch_metric_names(ds.task)}")
     data = prepare(ds, cfg.data, cfg.seed)
-    check_batch_size(cfg.train.batch_size, len(data.tensors["train"][1]))
+    n_fit = len(data.tensors["train"][1])
+    if cfg.train.batch_size > n_fit and n_fit != len(data.indices["train"]):
+        raise DataError(f"train.batch_size={cfg.train.batch_size} is larger than the training split after "
+                        f"data.balance={cfg.data.balance} ({n_fit} rows); use at most {n_fit}")
+    check_batch_size(cfg.train.batch_size, n_fit)
     class_weights = data.class_weights  # data.balance: class_weights (else None)
     data_findings = audit_data(AuditFacts.from_dataset(ds, data.indices), max_queries=2000)
 
@@ -346,14 +350,19 @@ def _run_kfold(cfg: Config, *, out: str | Path | None) -> RunResult:
                 for m in first["baselines"][strategy]}
         summary["kfold"]["mean"] = summary["metrics"]["test"]
         summary["kfold"]["std"] = summary["metrics_std"]["test"]
+        from methodo.diagnose import SEVERITY_ORDER
+
+        # each finding once: its most severe occurrence, with the folds it came from
+        found = [(SEVERITY_ORDER.get(x["severity"], 9), i, x) for i, f in enumerate(fold_summaries, 1)
+                 for x in f["findings"]]
         seen = set()
-        for i, f in enumerate(fold_summaries, 1):  # each finding once, with the folds it came from
-            for x in f["findings"]:
-                if x["id"] in seen:
-                    continue
-                seen.add(x["id"])
-                folds = [j for j, g in enumerate(fold_summaries, 1) if any(y["id"] == x["id"] for y in g["findings"])]
-                summary["findings"].append({**x, "title": f"{x['title']} (folds {', '.join(map(str, folds))})"})
+        for _, i, x in sorted(found, key=lambda t: (t[0], t[1])):
+            if x["id"] in seen:
+                continue
+            seen.add(x["id"])
+            folds = [j for j, g in enumerate(fold_summaries, 1) if any(y["id"] == x["id"] for y in g["findings"])]
+            summary["findings"].append({**x, "title": f"{x['title']} (fold {i}; found in folds "
+                                                      f"{', '.join(map(str, folds))})"})
         summary["epochs_run"] = int(sum(f["epochs_run"] for f in fold_summaries))
         from methodo.report import plots
 
