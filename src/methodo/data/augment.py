@@ -352,12 +352,14 @@ def _sobel(x):
     k = torch.stack([kx, kx.T])[:, None]  # (2, 1, 3, 3)
     gxy = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), k)
     mag = gxy.pow(2).sum(1, keepdim=True).sqrt()
+    # scale by the image's strongest edge, but never by less than a 0→0.25 step (Sobel 1.0): a flat
+    # image's faint noise must stay dark, not be stretched into a texture of false edges
     peak = mag.amax(dim=(-2, -1), keepdim=True)
-    return (mag / peak.clamp_min(1e-6)).expand_as(x).contiguous()
+    return (mag / peak.clamp_min(1.0)).expand_as(x).contiguous()
 
 
-@register("edge_map", help="salient edge map: replace the image by its Sobel edge magnitude (scaled to [0, 1]) "
-          "with probability p")
+@register("edge_map", help="salient edge map: replace the image by its Sobel edge magnitude (scaled by the "
+          "strongest edge to [0, 1]) with probability p")
 class EdgeMap(Augmentation):
     def __init__(self, p: float = 0.2):
         self.p = p

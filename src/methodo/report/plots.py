@@ -142,7 +142,9 @@ def augmentation_grid(originals: np.ndarray, augmented: list[np.ndarray], path: 
     for j in range(k):
         axes[0, j + 1].set_title(f"augmented {j + 1}", fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=8)
+        import textwrap
+
+        fig.suptitle("\n".join(textwrap.wrap(title, width=int(18 * (k + 1)))), fontsize=8)
     return _save(fig, path)
 
 
