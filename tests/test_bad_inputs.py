@@ -67,7 +67,7 @@ CASES = [
     ("missing target column", lambda t: _csv(t, "a,b\n1,2\n"), [], ["'y' not found", "'a' or 'b'"]),
     ("NaN label", lambda t: _csv(t, "a,y\n" + ROWS + "\n7,\n"), [], ["row 62", "missing value in target column 'y'"]),
     ("string in a numeric column", lambda t: _csv(t, "a,y\n" + ROWS + "\nseven,1\n"), [], ["row 62", "column 'a' is not numeric", "'seven'"]),
-    ("missing feature value", lambda t: _csv(t, "a,b,y\n1,,0\n" + "\n".join(f"{i},{i},{i % 2}" for i in range(40))), [], ["row 2", "missing value in feature column 'b'"]),
+    ("missing feature value", lambda t: _csv(t, "a,b,y\n1,,0\n" + "\n".join(f"{i},{i},{i % 2}" for i in range(40))), [], ["column 'b', row 2", "missing values", "impute"]),
     ("no feature column", lambda t: _csv(t, "y\n1\n2\n"), [], ["no feature columns"]),
     ("class absent from a split", lambda t: _csv(t, "a,y\n" + ROWS + "\n99,7\n").replace("source: csv", "source: csv, split: {method: random}"), [], ["class '7'", "absent from the", "'stratified'"]),
     ("class too rare to stratify", lambda t: _csv(t, "a,y\n" + ROWS + "\n99,7\n"), [], ["data.split", "cannot split"]),

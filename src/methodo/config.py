@@ -59,11 +59,29 @@ class _Named(BaseModel):
 
 
 class SplitConfig(_Strict):
-    method: Literal["random", "stratified"] = Field(
-        "stratified", description="How rows are assigned to train/val/test (seeded)."
+    method: str = Field(
+        "stratified", description="How rows are assigned to train/val/test (seeded): random, stratified, group, "
+        "cluster, kfold or official (see `methodo list splits`)."
     )
     val: float = Field(0.15, gt=0, lt=1, description="Fraction of rows for validation.")
-    test: float = Field(0.15, gt=0, lt=1, description="Fraction of rows for the final test.")
+    test: float = Field(0.15, gt=0, lt=1, description="Fraction of rows for the final test (not used by kfold "
+                        "and official).")
+    group: str | None = Field(None, description="group split: the CSV column holding each row's group, or for an "
+                              "image folder a regex with one (...) capture over the file path.")
+    clusters: int = Field(8, ge=3, description="cluster split: number of KMeans clusters.")
+    cluster_on: Literal["features", "pca"] = Field(
+        "pca", description="cluster split: cluster the standardized features, or their first 16 PCA components.")
+    folds: int = Field(5, ge=2, le=100, description="kfold split: number of folds (one run per fold).")
+    fold: int | None = Field(None, ge=1, description="kfold split: run only this fold (1..folds); null runs all.")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v):
+        from methodo.data.split import SPLITS
+
+        if v not in SPLITS:
+            raise ValueError(f"unknown split {v!r}; choose one of {choices(SPLITS.names())}")
+        return v
 
     @model_validator(mode="after")
     def _fractions(self):
@@ -71,21 +89,41 @@ class SplitConfig(_Strict):
             raise ValueError(
                 f"val + test must leave rows for training (val={self.val} + test={self.test} >= 1)"
             )
+        if self.method == "group" and not self.group:
+            raise _KeyError("data.split.group", "method 'group' needs data.split.group: a CSV column, or for an "
+                            "image folder a regex with one (...) capture over the file path")
+        if self.fold is not None and self.fold > self.folds:
+            raise _KeyError("data.split.fold", f"fold {self.fold} is outside 1..folds={self.folds}")
         return self
 
 
 class DataConfig(_Strict):
-    source: str = Field(description="Dataset: a registry name (see `methodo list datasets`) or csv.")
-    path: str | None = Field(None, description="File or folder for csv and downloaded datasets.")
+    source: str = Field(description="Dataset: a registry name (see `methodo list datasets`), csv, imagefolder, "
+                        "mnist, fashion_mnist or cifar10.")
+    path: str | None = Field(None, description="File or folder for csv / imagefolder; download folder for mnist, "
+                             "fashion_mnist, cifar10 (default $METHODO_DATA or ~/.cache/methodo/datasets).")
     target: str | None = Field(None, description="Target column for csv.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="Train/val/test split.")
-    balance: Literal["none", "class_weights"] = Field(
-        "none", description="Class balancing on the training split only."
+    balance: str = Field(
+        "none", description="Class balancing on the training split only: none, undersample, oversample, smote, "
+        "class_weights or weighted_sampler (see `methodo list balancers`)."
     )
-    augment: list[Any] = Field(default_factory=list, description="Training-only augmentations.")
+    augment: list[Any] = Field(default_factory=list, description="Training-only image augmentations, each a name "
+                               "or {name: options} (see `methodo list augmentations`).")
+    features: list[Any] = Field(default_factory=list, description="Table feature steps fitted on train only, each a "
+                                "name or {name: options} (see `methodo list features`).")
     scale: Literal["standard", "none"] = Field(
         "standard", description="Feature scaling, fitted on the training split only."
     )
+    categorical: list[str] = Field(default_factory=list, description="csv: columns to treat as categories "
+                                   "(others are found automatically: mostly non-numeric).")
+    ignore: list[str] = Field(default_factory=list, description="csv: columns that are not features (ids, ...).")
+    image_size: int | list[int] | None = Field(None, description="imagefolder: resize every image to this size "
+                                               "(int or [height, width]); null keeps the common size.")
+    channels: Literal["auto", "1", "3"] = Field("auto", description="imagefolder: 1 (gray), 3 (RGB) or auto "
+                                                 "(RGB when any image has color).")
+    workers: int = Field(0, ge=0, description="DataLoader worker processes decoding image files (0: in process).")
+    download: bool = Field(True, description="mnist, fashion_mnist, cifar10: download when the files are missing.")
 
     @field_validator("source")
     @classmethod
@@ -96,21 +134,53 @@ class DataConfig(_Strict):
             raise ValueError(f"unknown dataset {v!r}; choose one of {choices(DATASETS.names())}")
         return v
 
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channels_as_text(cls, v):
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("balance")
+    @classmethod
+    def _known_balance(cls, v):
+        from methodo.data.balance import BALANCERS
+
+        if v not in BALANCERS:
+            raise ValueError(f"unknown balancer {v!r}; choose one of {choices(BALANCERS.names())}")
+        return v
+
     @field_validator("augment")
     @classmethod
     def _known_augment(cls, v):
-        if v:
-            first = v[0] if isinstance(v[0], str) else next(iter(v[0]), v[0])
-            raise ValueError(f"unknown augmentation {first!r}; none is available yet (use [])")
+        from methodo.data.augment import build_steps
+
+        try:
+            build_steps(v)
+        except ConfigError as exc:
+            key, _, msg = str(exc).partition(": ")
+            raise _KeyError(key, msg) from None
+        return v
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, v):
+        from methodo.data.features import FEATURES, check_steps
+
+        try:
+            check_steps(v, FEATURES, key="data.features")
+        except ConfigError as exc:
+            key, _, msg = str(exc).partition(": ")
+            raise _KeyError(key, msg) from None
         return v
 
     @model_validator(mode="after")
-    def _csv_needs_path_and_target(self):
+    def _source_needs(self):
         if self.source == "csv":
             if not self.path:
                 raise _KeyError("data.path", "source 'csv' needs data.path, the CSV file to read")
             if not self.target:
                 raise _KeyError("data.target", "source 'csv' needs data.target, the column to predict")
+        if self.source == "imagefolder" and not self.path:
+            raise _KeyError("data.path", "source 'imagefolder' needs data.path, a folder with one subfolder per class")
         return self
 
 
@@ -412,8 +482,9 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
             if found is None:
                 break
             line, node = found[0].start_mark.line + 1, found[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
+        elif (isinstance(node, yaml.SequenceNode) and (isinstance(part, int) or str(part).isdigit())
+              and int(part) < len(node.value)):
+            node = node.value[int(part)]
             line = node.start_mark.line + 1
         else:
             break

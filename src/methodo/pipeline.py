@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from methodo.config import Config, dump_yaml, flat_params, load_config
-from methodo.errors import BadInput, ConfigError, RunFailed, Terminated
 from methodo import signals
+from methodo.errors import BadInput, ConfigError, DataError, RunFailed, Terminated
 from methodo.paths import safe_child
 
 
@@ -104,7 +104,6 @@ def prepare_run(cfg: Config):
     Seeds everything, loads and checks the data, splits it, fits scaling on the training split
     only, and builds the model sized from the data. Writes nothing. ``methodo lr-find`` uses it too.
     """
-    import numpy as np
     import torch
 
     from methodo.data import load_dataset, prepare
@@ -126,17 +125,17 @@ def prepare_run(cfg: Config):
         raise ConfigError(f"train.early_stopping.monitor: {cfg.train.early_stopping.monitor!r} is not an "
                           f"epoch metric of this task; choose one of {epoch_metric_names(ds.task)}")
     data = prepare(ds, cfg.data, cfg.seed)
-    check_batch_size(cfg.train.batch_size, len(data.indices["train"]))
+    n_fit = len(data.tensors["train"][1])
+    if cfg.train.batch_size > n_fit and n_fit != len(data.indices["train"]):
+        raise DataError(f"train.batch_size={cfg.train.batch_size} is larger than the training split after "
+                        f"data.balance={cfg.data.balance} ({n_fit} rows); use at most {n_fit}")
+    check_batch_size(cfg.train.batch_size, n_fit)
     check_metric_names(ds.task, cfg.evaluate.metrics)
     resolve_device(cfg.train.device)  # `cuda` without a GPU is bad input, found before anything is written
-    class_weights = None
-    if cfg.data.balance == "class_weights" and ds.task == "classification":
-        counts = np.bincount(ds.y[data.indices["train"]], minlength=ds.n_classes).astype(np.float64)
-        class_weights = torch.tensor(len(data.indices["train"]) / (ds.n_classes * np.maximum(counts, 1)),
-                                     dtype=torch.float32)
+    class_weights = data.class_weights  # data.balance: class_weights (else None)
 
-    # 2. Model, sized from the data.
-    model = build_model(cfg.model.name, input_shape=ds.input_shape, n_outputs=data.n_outputs,
+    # 2. Model, sized from the data (after feature steps).
+    model = build_model(cfg.model.name, input_shape=data.input_shape, n_outputs=data.n_outputs,
                         kind=ds.kind, **cfg.model.options)
     return cfg, ds, data, class_weights, model
 
@@ -162,6 +161,9 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
     import numpy as np
 
     from methodo import diagnose as dg
+    from methodo.data.audit import AuditFacts, audit as audit_data
+    from methodo.data.augment import gallery
+    from methodo.data.features import save_pipeline
     from methodo.evaluate import evaluate_splits, predict
     from methodo.report import plots
     from methodo.report.html import render_report
@@ -183,6 +185,11 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         cfg = config
     else:
         cfg = load_config(config, overrides)
+    if cfg.data.split.method == "kfold" and cfg.data.split.fold is None:
+        if resume_dir is not None:
+            raise BadInput(f"--resume {resume_dir}: a k-fold run resumes one fold at a time: "
+                           f"--resume {resume_dir}/folds/fold-I")
+        return _run_kfold(cfg, out=out)
 
     # 1-2. Data (split, scaling fitted on train only) and the model sized from it.
     cfg, ds, data, class_weights, model = prepare_run(cfg)
@@ -200,6 +207,7 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         except ValueError as exc:
             raise BadInput(f"train.lr_find: {exc}") from None
         cfg = cfg.model_copy(update={"train": tcfg})
+    data_findings = audit_data(AuditFacts.from_dataset(ds, data.indices), max_queries=2000)
 
     # 3. The run dir (nothing was written before this line) and tracking.
     run_dir = resume_dir or _new_run_dir(out, cfg.name)
@@ -208,6 +216,8 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         (run_dir / "figures").mkdir(exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_yaml(cfg))
     (run_dir / "preprocessor.json").write_text(data.preprocessor.to_json())
+    if data.features is not None:  # the fitted feature Pipeline, saved with the model (skops: no pickle)
+        save_pipeline(data.features, run_dir / "features.skops")
     tracker = make_tracker(cfg.track, cfg.name)
     summary: dict[str, Any] = {
         "status": "running", "name": cfg.name, "task": ds.task, "dataset": ds.name, "seed": cfg.seed,
@@ -217,12 +227,17 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
             "n": int(len(ds.y)), "classes": ds.class_names,
             "splits": {s: {"n": int(len(ix)), **({"class_counts": data.class_counts[s]} if data.class_counts else {})}
                        for s, ix in data.indices.items()},
+            **_data_stage_summary(cfg, data),
         },
         "model": {"name": cfg.model.name, "parameters": int(sum(p.numel() for p in model.parameters()))},
         "metrics": {}, "baselines": {}, "findings": [], "epochs_run": 0, "best_epoch": None,
         "duration_s": 0.0, "mlflow_run_id": None, "versions": _versions(), "git_commit": _git_commit(),
         "resumed": resume_from is not None,
     }
+    if data.class_counts_before_balancing is not None:
+        train_entry = summary["data"]["splits"]["train"]
+        train_entry["class_counts_before_balancing"] = data.class_counts_before_balancing
+        train_entry["n_after_balancing"] = int(len(data.tensors["train"][1]))
     params = flat_params(cfg)
     params["world_size"] = summary["world_size"]
     previous_sigterm = signals.install()
@@ -289,8 +304,8 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
 
         # 5. Evaluate every split with the best weights; the test split only here, once.
         inv = data.preprocessor.inverse_y
-        preds = {s: predict(model, X, task=ds.task, batch_size=cfg.train.eval_batch_size, inverse_y=inv)
-                 for s, (X, _) in data.tensors.items()}
+        preds = {s: predict(model, data.inputs(s), task=ds.task, batch_size=cfg.train.eval_batch_size,
+                            inverse_y=inv) for s in data.tensors}
         summary.update(evaluate_splits(ds.task, preds, data.raw_y, n_classes=ds.n_classes,
                                        class_names=ds.class_names, ecfg=cfg.evaluate, seed=cfg.seed))
         tracker.log_metrics({f"test_{k}": v for k, v in summary["metrics"]["test"].items()})
@@ -312,7 +327,7 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
             oos_true=np.concatenate([data.raw_y["val"], data.raw_y["test"]]),
             oos_rows=np.concatenate([data.indices["val"], data.indices["test"]]),
             monitor=res.monitor, skipped_batches=res.skipped_batches)
-        findings = dg.diagnose(facts)
+        findings = sorted(data_findings + dg.diagnose(facts), key=lambda x: dg.SEVERITY_ORDER.get(x.severity, 9))
         summary["findings"] = [f.to_dict() for f in findings]
 
         # 7. Figures, predictions, summary, report, tracking.
@@ -337,6 +352,8 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
                 plots.label_errors(suspects, ds, fig("label_errors.png"))
         else:
             plots.regression_fit(preds["test"], data.raw_y["test"], fig("regression_fit.png"))
+        if data.augment is not None:  # the augmentation gallery: training images beside augmented copies
+            gallery(ds, data.indices["train"], cfg.data.augment, seed=cfg.seed, path=fig("augmentation.png"))
         _write_predictions(run_dir / "predictions_test.csv", data.indices["test"], data.raw_y["test"],
                            preds["test"], ds.class_names)
 
@@ -448,6 +465,130 @@ def _explain(model, data, ds, cfg, test_probs, figs: Path) -> dict:
                              std=None if pre.std is None else pre.std.ravel())
     return tabular_importance(model, X, y, ds.task, ds.feature_names, figs / "feature_importance.png",
                               repeats=cfg.explain.permutation_repeats, seed=cfg.seed)
+
+
+def _mean_std(values: list) -> tuple[float | None, float | None]:
+    import numpy as np
+
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+
+
+def _run_kfold(cfg: Config, *, out: str | Path | None) -> RunResult:
+    """k runs, fold i as the test split of run i (``folds/fold-i``); the summary holds the mean of
+    every metric over folds in ``metrics`` and the spread in ``metrics_std`` and ``kfold``."""
+    from methodo.report.html import render_report
+    from methodo.track import make_tracker
+
+    from methodo.data import load_dataset, split_dataset
+
+    t_start = time.perf_counter()
+    k = cfg.data.split.folds
+    ds = load_dataset(cfg.data)  # bad data or folds fail here, before anything is written
+    for i in range(1, k + 1):
+        split_dataset(ds, cfg.data, cfg.seed, fold=i)
+    del ds
+    run_dir = _new_run_dir(out, cfg.name)
+    (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    tracker = make_tracker(cfg.track, cfg.name)
+    summary: dict[str, Any] = {
+        "status": "running", "name": cfg.name, "task": cfg.task, "dataset": cfg.data.source, "seed": cfg.seed,
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")), "metrics": {}, "metrics_std": {}, "baselines": {},
+        "findings": [], "epochs_run": 0, "best_epoch": None, "duration_s": 0.0, "mlflow_run_id": None,
+        "versions": _versions(), "git_commit": _git_commit(), "resumed": False,
+        "kfold": {"folds": k, "runs": []},
+    }
+    tracker.start(flat_params(cfg), {"methodo.run_dir": str(run_dir.resolve()), "methodo.run_name": run_dir.name,
+                                     "methodo.dataset": cfg.data.source, "methodo.kfold": str(k)})
+    summary["mlflow_run_id"] = tracker.run_id
+    _write_json(run_dir / "summary.json", summary)
+    fold_summaries = []
+    try:
+        for i in range(1, k + 1):
+            split = cfg.data.split.model_copy(update={"fold": i})
+            sub = cfg.model_copy(update={
+                "name": f"{cfg.name}-fold{i}", "data": cfg.data.model_copy(update={"split": split}),
+                "track": cfg.track.model_copy(update={"mlflow": False}),  # the parent run tracks the folds
+            })
+            if cfg.train.progress:
+                import sys
+
+                print(f"fold {i}/{k}", file=sys.stderr, flush=True)
+            res = run(sub, out=run_dir / "folds" / f"fold-{i}")
+            fold_summaries.append(res.summary)
+            summary["kfold"]["runs"].append({"fold": i, "run_dir": f"folds/fold-{i}", "status": res.status,
+                                             "epochs_run": res.summary["epochs_run"],
+                                             "best_epoch": res.summary["best_epoch"],
+                                             "metrics": res.summary["metrics"]})
+            tracker.log_metrics({f"fold{i}_test_{m}": v for m, v in res.summary["metrics"]["test"].items()})
+            _write_json(run_dir / "summary.json", summary)
+        first = fold_summaries[0]
+        summary["task"] = first["task"]
+        summary["dataset"] = first["dataset"]
+        summary["data"] = first.get("data", {})
+        for split in ("train", "val", "test"):
+            names = list(first["metrics"][split])
+            mean_std = {m: _mean_std([f["metrics"][split].get(m) for f in fold_summaries]) for m in names}
+            summary["metrics"][split] = {m: v[0] for m, v in mean_std.items()}
+            summary["metrics_std"][split] = {m: v[1] for m, v in mean_std.items()}
+        for strategy in first["baselines"]:
+            summary["baselines"][strategy] = {
+                m: _mean_std([f["baselines"][strategy].get(m) for f in fold_summaries])[0]
+                for m in first["baselines"][strategy]}
+        summary["kfold"]["mean"] = summary["metrics"]["test"]
+        summary["kfold"]["std"] = summary["metrics_std"]["test"]
+        from methodo.diagnose import SEVERITY_ORDER
+
+        # each finding once: its most severe occurrence, with the folds it came from
+        found = [(SEVERITY_ORDER.get(x["severity"], 9), i, x) for i, f in enumerate(fold_summaries, 1)
+                 for x in f["findings"]]
+        seen = set()
+        for _, i, x in sorted(found, key=lambda t: (t[0], t[1])):
+            if x["id"] in seen:
+                continue
+            seen.add(x["id"])
+            folds = [j for j, g in enumerate(fold_summaries, 1) if any(y["id"] == x["id"] for y in g["findings"])]
+            summary["findings"].append({**x, "title": f"{x['title']} (fold {i}; found in folds "
+                                                      f"{', '.join(map(str, folds))})"})
+        summary["epochs_run"] = int(sum(f["epochs_run"] for f in fold_summaries))
+        from methodo.report import plots
+
+        keys = (["accuracy", "balanced_accuracy", "f1_macro"] if summary["task"] == "classification"
+                else ["r2", "mae", "rmse"])
+        plots.kfold_metrics(summary["kfold"]["runs"], run_dir / "figures" / "kfold.png",
+                            metrics=[m for m in keys if m in first["metrics"]["test"]])
+        tracker.log_metrics({f"test_{m}": v for m, v in summary["metrics"]["test"].items()})
+        tracker.log_metrics({f"test_{m}_std": v for m, v in summary["metrics_std"]["test"].items()})
+    except BaseException as exc:
+        summary["failure"] = f"{type(exc).__name__}: {exc}"
+        summary["status"] = "failed"
+        summary["duration_s"] = round(time.perf_counter() - t_start, 3)
+        _write_json(run_dir / "summary.json", summary)
+        try:
+            render_report(run_dir)
+        finally:
+            tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", run_dir)
+        raise
+    summary["status"] = "finished"
+    summary["duration_s"] = round(time.perf_counter() - t_start, 3)
+    _write_json(run_dir / "summary.json", summary)
+    render_report(run_dir)
+    tracker.finish("FINISHED", run_dir)
+    return RunResult(run_dir, summary)
+
+
+def _data_stage_summary(cfg: Config, data) -> dict:
+    """What the data stage did, for ``summary.json``: balancing, features, augmentation."""
+    out: dict[str, Any] = {"balance": cfg.data.balance}
+    if data.class_weights is not None:
+        out["class_weights"] = {c: round(float(w), 6) for c, w in zip(data.dataset.class_names, data.class_weights)}
+    if data.dataset.kind == "tabular":
+        out["features"] = {"steps": cfg.data.features, "names": data.feature_names, "n": len(data.feature_names)}
+    if cfg.data.augment:
+        out["augment"] = cfg.data.augment
+    return out
 
 
 def _write_predictions(path: Path, rows, y_true, pred, class_names) -> None:

@@ -458,3 +458,7 @@ def skipped_batches(f: Facts) -> Finding | None:
 
 FINDINGS.register("non_finite_loss", non_finite_loss, help="the loss became NaN or infinite; training stopped",
                   check=False)
+
+# The data checks (stage "data": run by `methodo data inspect` and at the start of `methodo run`) live
+# with the data stage; importing them registers them here, so one registry lists every finding.
+from methodo.data import audit as _data_audit  # noqa: E402,F401

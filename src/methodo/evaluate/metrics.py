@@ -181,7 +181,6 @@ def ece(p, y, c):
     # bins (k/15, (k+1)/15] of the top-class confidence; weighted mean gap between accuracy and confidence
     conf, pred = p.max(1)
     bins = torch.clamp(torch.ceil(conf.double() * 15).long() - 1, 0, 14)
-    n = torch.bincount(bins, minlength=15).double()
     hit = torch.bincount(bins, weights=(pred == y).double(), minlength=15)
     sure = torch.bincount(bins, weights=conf.double(), minlength=15)
     return ((hit - sure).abs().sum() / len(y))

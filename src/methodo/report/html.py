@@ -38,6 +38,11 @@ FIGURES = {
     "weights.png": "Weight and gradient distributions",
     "explanations.png": "Explanations (test)",
     "feature_importance.png": "Feature importance (test)",
+    "kfold.png": "Test metrics per fold (k-fold)",
+    "augmentation.png": "Augmentation gallery (training images, original then augmented copies)",
+    "embeddings_pca.png": "Test embeddings, penultimate layer (PCA)",
+    "embeddings_tsne.png": "Test embeddings, penultimate layer (t-SNE)",
+    "embeddings_umap.png": "Test embeddings, penultimate layer (UMAP)",
 }
 
 
@@ -109,13 +114,52 @@ def _data_table(summary: dict) -> str:
     if counts:
         classes = list(next(iter(counts.values())))
         head = "".join(f"<th>{escape(c)}</th>" for c in classes)
+        labels = {s: f"{s} (n={splits[s]['n']})" for s in counts}
+        before = splits.get("train", {}).get("class_counts_before_balancing")
+        if before is not None and before != counts.get("train"):
+            labels["train"] = f"train after {escape(str(data.get('balance')))} (n={splits['train'].get('n_after_balancing')})"
+            counts = {"train (before balancing)": before, **counts}
+            labels["train (before balancing)"] = f"train before balancing (n={splits['train']['n']})"
         rows = "".join(
-            f"<tr><td>{escape(s)} (n={splits[s]['n']})</td>" + "".join(f"<td>{c[k]}</td>" for k in classes) + "</tr>"
+            f"<tr><td>{escape(labels[s])}</td>" + "".join(f"<td>{c[k]}</td>" for k in classes) + "</tr>"
             for s, c in counts.items())
         parts.append(f'<table id="class-counts"><tr><th>split</th>{head}</tr>{rows}</table>')
     else:
         parts.append("<p>" + ", ".join(f"{escape(s)}: n={v['n']}" for s, v in splits.items()) + "</p>")
     return "".join(parts)
+
+
+def _kfold(summary: dict) -> str:
+    kf = summary.get("kfold")
+    if not kf or not kf.get("runs"):
+        return ""
+    mean, std = summary.get("metrics", {}), summary.get("metrics_std", {})
+    names = [n for n in mean.get("test", {}) if n != "loss"]
+    head = "".join(f"<th>{escape(n)}</th>" for n in names)
+    fmt = (lambda m, s: '<span class="muted">undefined</span>' if m is None else f"{m:.4f} ± {s:.4f}")
+    rows = [f"<tr><td>mean ± std ({split})</td>" + "".join(
+        f"<td>{fmt(mean[split].get(n), std[split].get(n) or 0.0)}</td>" for n in names) + "</tr>"
+        for split in ("train", "val", "test") if split in mean]
+    rows += [f"<tr><td>fold {r['fold']} (test)</td>" + "".join(
+        f"<td>{_fmt(r['metrics']['test'].get(n))}</td>" for n in names) + "</tr>" for r in kf["runs"]]
+    return (f"<h2>K-fold cross-validation ({kf['folds']} folds)</h2><p>Each fold is the test split of one run "
+            "(its run dir under <code>folds/</code>); std is the sample standard deviation over folds.</p>"
+            f'<table id="kfold"><tr><th></th>{head}</tr>{"".join(rows)}</table>')
+
+
+def _data_info(summary: dict) -> str:
+    data = summary.get("data", {})
+    parts = []
+    if data.get("class_weights"):
+        parts.append("class weights in the loss: " + ", ".join(f"{escape(str(k))}={v:.3g}"
+                                                             for k, v in data["class_weights"].items()))
+    feats = data.get("features")
+    if feats and (feats.get("steps") or feats.get("names")):
+        parts.append(f"feature steps {escape(str(feats.get('steps') or []))} → {feats.get('n')} features: "
+                     + escape(", ".join(feats.get("names", [])[:30])) + (" …" if feats.get("n", 0) > 30 else ""))
+    if data.get("augment"):
+        parts.append(f"training-only augmentation: {escape(str(data['augment']))}")
+    return "".join(f'<p class="muted">{p}</p>' for p in parts)
 
 
 def _per_class(summary: dict) -> str:
@@ -188,7 +232,8 @@ def render_report(run_dir: str | Path) -> Path:
 <p class="muted">{meta}</p>
 <h2>Findings</h2>{_findings(summary)}
 <h2>Metrics</h2>{_metric_table(summary)}
-<h2>Data</h2>{_data_table(summary)}
+{_kfold(summary)}
+<h2>Data</h2>{_data_table(summary)}{_data_info(summary)}
 {_training(summary)}
 {''.join(figs)}
 {_per_class(summary)}

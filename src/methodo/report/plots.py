@@ -281,3 +281,78 @@ def label_errors(suspects: list[dict], ds, path: Path) -> Path:
     table.scale(1, 1.5)
     ax.set_title("suspected label errors (validation/test)")
     return _save(fig, path)
+
+
+def _show(ax, img: np.ndarray) -> None:
+    """Draw one (C, H, W) image in [0, 1]."""
+    img = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
+    if img.shape[0] == 1:
+        ax.imshow(img[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(img.transpose(1, 2, 0), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def augmentation_grid(originals: np.ndarray, augmented: list[np.ndarray], path: Path, *,
+                      labels: list[str] | None = None, title: str = "") -> Path:
+    """One row per image: the original (first column), then each augmented copy."""
+    plt = _plt()
+    n, k = len(originals), len(augmented)
+    fig, axes = plt.subplots(n, k + 1, figsize=(1.4 * (k + 1), 1.4 * n + (0.5 if title else 0)), squeeze=False)
+    for i in range(n):
+        _show(axes[i, 0], originals[i])
+        for j in range(k):
+            _show(axes[i, j + 1], augmented[j][i])
+        if labels:
+            axes[i, 0].set_ylabel(labels[i], fontsize=7)
+    axes[0, 0].set_title("original", fontsize=8)
+    for j in range(k):
+        axes[0, j + 1].set_title(f"augmented {j + 1}", fontsize=8)
+    if title:
+        import textwrap
+
+        fig.suptitle("\n".join(textwrap.wrap(title, width=int(18 * (k + 1)))), fontsize=8)
+    return _save(fig, path)
+
+
+def embeddings(points: np.ndarray, y: np.ndarray, pred: np.ndarray, class_names: list[str], path: Path, *,
+               method: str, title: str = "") -> Path:
+    """2-D projection of embeddings, colored by true class; wrong predictions ringed in black."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 5.4))
+    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    for c, name in enumerate(class_names):
+        m = y == c
+        if m.any():
+            ax.scatter(points[m, 0], points[m, 1], s=12, color=cmap(c % cmap.N), alpha=0.75, label=name, lw=0)
+    wrong = pred != y
+    if wrong.any():
+        ax.scatter(points[wrong, 0], points[wrong, 1], s=46, facecolors="none", edgecolors="black", lw=1.0,
+                   label=f"wrong prediction ({int(wrong.sum())})")
+    ax.set_xlabel(f"{method} 1")
+    ax.set_ylabel(f"{method} 2")
+    ax.set_title(title or f"test embeddings ({method})", fontsize=9)
+    ax.legend(fontsize=7, markerscale=1.2, loc="best", framealpha=0.8)
+    ax.grid(alpha=0.2)
+    return _save(fig, path)
+
+
+def kfold_metrics(runs: list[dict], path: Path, *, metrics: list[str]) -> Path:
+    """Test metrics of each fold as bars, with the mean over folds as a dashed line."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    folds = [r["fold"] for r in runs]
+    for ax, m in zip(axes[0], metrics):
+        vals = [r["metrics"]["test"].get(m) for r in runs]
+        ok = [v for v in vals if v is not None]
+        ax.bar(folds, [v if v is not None else 0 for v in vals], color="#4c72b0")
+        if ok:
+            mean, sd = float(np.mean(ok)), float(np.std(ok, ddof=1)) if len(ok) > 1 else 0.0
+            ax.axhline(mean, color="k", ls="--", lw=1, label=f"mean {mean:.3f} ± {sd:.3f}")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_xticks(folds)
+        ax.set_xlabel("fold")
+        ax.set_title(f"test {m}", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)

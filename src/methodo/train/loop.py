@@ -212,6 +212,10 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     eval_loss_fn = loss_function(task, cw)  # validation loss without smoothing: comparable across runs
     guard = tcfg.nan_guard
     need_norm = reg.clips or guard.check_grads  # the pre-clip norm: logged every step when computed
+    # Data-stage hooks: per-row draw weights (data.balance: weighted_sampler) and the training-only
+    # batch augmentation (data.augment). Both absent by default.
+    sample_weights = getattr(data, "sample_weights", None)
+    augment = getattr(data, "augment", None)
 
     # 1. Optimizer, LR schedule (warmup + scheduler at its own frequency), early stopping, SWA.
     opt = build_optimizer(model.parameters(), oc.name, oc.lr, oc.options)
@@ -285,7 +289,10 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             swa_on = swa is not None and swa.owns_lr  # SWALR drives the LR: no per-step schedule
             # 3. One pass over a fresh permutation of the training rows.
             model.train()
-            perm = torch.randperm(n, generator=shuffle).to(device)
+            if sample_weights is not None:  # n draws with replacement, every class equally likely
+                perm = torch.multinomial(sample_weights, n, replacement=True, generator=shuffle).to(device)
+            else:
+                perm = torch.randperm(n, generator=shuffle).to(device)
             loss_sum, score_sum, seen = 0.0, 0.0, 0
             group_loss, group_bad = 0.0, None  # accumulation group: summed data loss, first bad tensor
             step = 0  # optimizer steps in this epoch (1-based in messages)
@@ -293,6 +300,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                 signals.check()  # SIGTERM stops here, between two batches
                 idx = perm[b * bs:(b + 1) * bs]
                 xb, yb = Xtr[idx], ytr[idx]
+                if augment is not None:  # training batches only; evaluation never augments
+                    xb = augment(xb)
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 first_micro = b % accum == 0
