@@ -205,7 +205,7 @@ class NanGuardConfig(_Strict):
 
 class MonitorConfig(_Strict):
     enabled: bool = Field(True, description="Per-layer weight/gradient quantiles and dead ReLU units each epoch.")
-    probe_rows: int = Field(256, ge=1, description="Training rows fed once per epoch to count dead ReLU units.")
+    probe_rows: int = Field(128, ge=1, description="Training rows fed once per epoch to count dead ReLU units.")
 
 
 class SWAConfig(_Strict):
