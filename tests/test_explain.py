@@ -81,7 +81,7 @@ def test_permutation_importance_finds_the_informative_feature():
         model.bias.zero_()
         model.weight[1, 1] = 5.0
     imp = permutation_importance(model, X, y, "classification", repeats=3, seed=0)
-    assert imp[1][0] > 0.3 and abs(imp[0][0]) < 1e-9 and abs(imp[2][0]) < 1e-9
+    assert imp[1][0] > 1.0 and abs(imp[0][0]) < 1e-6 and abs(imp[2][0]) < 1e-6  # cross-entropy increase
 
 
 def test_image_run_has_a_gallery_and_tabular_run_a_ranked_chart(tmp_path):
