@@ -89,8 +89,8 @@ def test_penalty_values_and_decoupled_decay_formula():
     assert len(W) == 2  # the two Linear weights, not the biases
     l1 = REGULARIZERS.get("l1")(W, 0.01).detach()
     l2 = REGULARIZERS.get("l2")(W, 0.01).detach()
-    assert float(l1) == pytest.approx(0.01 * sum(float(w.abs().sum()) for w in W), rel=1e-6)
-    assert float(l2) == pytest.approx(0.005 * sum(float(w.pow(2).sum()) for w in W), rel=1e-6)
+    assert float(l1) == pytest.approx(0.01 * sum(float(w.detach().abs().sum()) for w in W), rel=1e-6)
+    assert float(l2) == pytest.approx(0.005 * sum(float(w.detach().pow(2).sum()) for w in W), rel=1e-6)
     before = [w.clone() for w in W]
     REGULARIZERS.get("decoupled_wd")(W, 0.1, lr=0.5)
     for b, w in zip(before, W):

@@ -275,7 +275,7 @@ class NanGuardConfig(_Strict):
 
 class MonitorConfig(_Strict):
     enabled: bool = Field(True, description="Per-layer weight/gradient quantiles and dead ReLU units each epoch.")
-    probe_rows: int = Field(256, ge=1, description="Training rows fed once per epoch to count dead ReLU units.")
+    probe_rows: int = Field(128, ge=1, description="Training rows fed once per epoch to count dead ReLU units.")
 
 
 class SWAConfig(_Strict):
@@ -318,10 +318,20 @@ class TrainConfig(_Strict):
     channels_last: bool = Field(False, description="channels_last memory format for image models and inputs.")
 
     @model_validator(mode="after")
-    def _snapshots_need_cycles(self):
+    def _consistent(self):
         if self.snapshot_ensemble and self.scheduler.name != "cosine_restarts":
             raise _KeyError("train.snapshot_ensemble", "snapshot ensembles need cycles: use "
                             f"train.scheduler.name=cosine_restarts (got {self.scheduler.name!r})")
+        if self.swa is not None and self.swa.start >= 1 and self.swa.start > self.epochs:
+            raise _KeyError("train.swa.start", f"SWA would start at epoch {self.swa.start:g}, after the last "
+                            f"epoch ({self.epochs}); use an epoch <= {self.epochs} or a fraction < 1")
+        if self.optimizer.name == "lbfgs":  # steps through a closure that re-evaluates the loss
+            for key, on in (("train.accumulate", self.accumulate > 1), ("train.clip.norm", self.clip.norm),
+                            ("train.clip.value", self.clip.value), ("train.swa", self.swa is not None),
+                            ("train.optimizer.lr", self.optimizer.lr == "auto")):
+                if on:
+                    raise _KeyError(key, "not supported with the 'lbfgs' optimizer (it steps through a closure "
+                                    "that re-evaluates the loss); choose another optimizer or turn this off")
         return self
 
 

@@ -301,6 +301,10 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         }
         if res.monitor:
             _write_json(run_dir / "monitor.json", res.monitor)
+        series = {"step_lr": res.lrs, "step_loss": res.losses}
+        if len(res.grad_norms) == len(res.lrs):
+            series["step_grad_norm"] = res.grad_norms
+        tracker.log_series(series)
 
         # 5. Evaluate every split with the best weights; the test split only here, once.
         inv = data.preprocessor.inverse_y

@@ -81,7 +81,11 @@ def image_gallery(model, X, probs: np.ndarray, y_true: np.ndarray, class_names: 
 
 
 def _score(model, X, y, task: str, batch_size: int = 4096) -> float:
-    """Accuracy (classification) or negative mean squared error (regression): higher is better."""
+    """Minus the loss: cross-entropy (classification) or mean squared error (regression).
+
+    The loss, not the accuracy: it moves with every prediction's confidence, so features that
+    matter but rarely flip a decision still rank above those that do not matter.
+    """
     import torch
 
     model.eval()
@@ -91,12 +95,12 @@ def _score(model, X, y, task: str, batch_size: int = 4096) -> float:
             outs.append(model(X[s:s + batch_size]).float())
     out = torch.cat(outs)
     if task == "classification":
-        return float((out.argmax(1) == y).float().mean())
+        return -float(torch.nn.functional.cross_entropy(out, y))
     return -float((out.squeeze(-1) - y.float()).pow(2).mean())
 
 
 def permutation_importance(model, X, y, task: str, *, repeats: int = 5, seed: int = 0) -> dict[int, tuple[float, float]]:
-    """Feature index → (mean, std) over ``repeats`` of the score drop when that column is shuffled."""
+    """Feature index → (mean, std) over ``repeats`` of the loss increase when that column is shuffled."""
     import torch
 
     rng = np.random.default_rng(seed)
@@ -144,10 +148,10 @@ def tabular_importance(model, X, y, task: str, feature_names: list[str], path: P
     show = ranked[:top][::-1]
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(show) + 1.6))
     names = [r["feature"] for r in show]
-    what = "accuracy" if task == "classification" else "MSE (standardized)"
+    what = "cross-entropy" if task == "classification" else "MSE (standardized target)"
     axes[0].barh(names, [r["permutation_mean"] for r in show], xerr=[r["permutation_std"] for r in show],
                  color="#1565c0")
-    axes[0].set_title(f"permutation importance: {what} lost when shuffled (test)", fontsize=9)
+    axes[0].set_title(f"permutation importance: {what} increase when shuffled (test)", fontsize=9)
     axes[1].barh(names, [r["integrated_gradients"] for r in show], color="#e65100")
     axes[1].set_title("mean |integrated gradients| (test)", fontsize=9)
     for ax in axes:

@@ -34,6 +34,8 @@ class NullTracker:
 
     def log_metrics(self, metrics: dict[str, float]) -> None: ...
 
+    def log_series(self, series: dict[str, list[float]]) -> None: ...
+
     def finish(self, status: str, artifacts_dir: Path | None = None) -> None: ...
 
 
@@ -141,6 +143,21 @@ class MlflowTracker(NullTracker):
 
         with store_lock(self._uri()):
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+
+    def log_series(self, series: dict[str, list[float]]) -> None:
+        """Per-step series (LR, loss, gradient norm), logged in batches with step = optimizer step."""
+        import math
+        import time
+
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.tracking_uri) if self.tracking_uri else MlflowClient()
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, float(v), now, i + 1) for name, values in series.items()
+                   for i, v in enumerate(values) if v is not None and math.isfinite(v)]
+        for i in range(0, len(metrics), 1000):  # MLflow's limit per batch
+            client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
 
     def finish(self, status: str, artifacts_dir: Path | None = None) -> None:
         import mlflow
