@@ -96,6 +96,15 @@ def _print_result(res) -> None:
                 bl = f"| {vals[name]:.4f} ({name})"
             band = f"[{iv[k][0]:.4f}, {iv[k][1]:.4f}]" if iv.get(k) else ""
             print(f"  {k:<18} {v:.4f} {band:<18} {bl}")
+        for split, bases in s.get("extra_baselines", {}).items():  # e.g. out-of-domain text
+            descr = s.get("data", {}).get("extra", {}).get(split, {}).get("description", "")
+            print(f"{split} metrics (model | baselines){': ' + descr if descr else ''}:")
+            for k, v in s["metrics"][split].items():
+                others = "  ".join(f"{b} {m[k]:.4f}" for b, m in bases.items() if m.get(k) is not None)
+                print(f"  {k:<18} {'undefined' if v is None else f'{v:.4f}'}  | {others}")
+        sample = s.get("sample")
+        if sample:
+            print(f"sample (temperature {sample['temperature']}): {sample['prompt']!r} → {sample['continuation']!r}")
         th = s.get("threshold")
         if th:
             t = th["test"]

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from methodo.errors import ConfigError, choices
 
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "segmentation", "language_modeling")
 
 
 class _Strict(BaseModel):
@@ -86,6 +86,9 @@ class DataConfig(_Strict):
     scale: Literal["standard", "none"] = Field(
         "standard", description="Feature scaling, fitted on the training split only."
     )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the dataset's loader, e.g. shapes: {n: 600, size: 32}."
+    )
 
     @field_validator("source")
     @classmethod
@@ -103,6 +106,16 @@ class DataConfig(_Strict):
             first = v[0] if isinstance(v[0], str) else next(iter(v[0]), v[0])
             raise ValueError(f"unknown augmentation {first!r}; none is available yet (use [])")
         return v
+
+    @model_validator(mode="after")
+    def _loader_options(self):
+        from methodo.data.sources import check_dataset_options
+
+        try:
+            check_dataset_options(self.source, self.options)
+        except ConfigError as exc:
+            raise _KeyError(f"data.options.{exc.key}", str(exc)) from None
+        return self
 
     @model_validator(mode="after")
     def _csv_needs_path_and_target(self):
@@ -146,7 +159,7 @@ class EarlyStoppingConfig(_Strict):
     def resolved_mode(self) -> str:
         if self.mode:
             return self.mode
-        return "min" if self.monitor.endswith(("loss", "mae", "rmse", "error")) else "max"
+        return "min" if self.monitor.endswith(("loss", "mae", "rmse", "error", "perplexity")) else "max"
 
 
 class TrainConfig(_Strict):
@@ -213,7 +226,7 @@ class TrackConfig(_Strict):
 class Config(_Strict):
     name: str = Field("experiment", min_length=1, description="Experiment name.")
     seed: int = Field(0, ge=0, description="The one seed behind every random choice.")
-    task: Literal["classification", "regression"] | None = Field(
+    task: Literal["classification", "regression", "segmentation", "language_modeling"] | None = Field(
         None, description="Task; inferred from the dataset when omitted."
     )
     data: DataConfig
@@ -390,9 +403,15 @@ def validate(data: dict, *, source: str = "config", node: yaml.Node | None = Non
 
 def _check_components(cfg: Config) -> None:
     """Check names and options of registry-backed components (model, optimizer, scheduler)."""
-    from methodo.models import check_model_options
+    from methodo.models import check_model_options, check_model_task
     from methodo.train.optim import check_optimizer_options
     from methodo.train.schedules import check_scheduler_options
+
+    if cfg.task is not None:  # a declared task picks the models that fit before their options are checked
+        try:
+            check_model_task(cfg.model.name, cfg.task)
+        except ConfigError as exc:
+            raise _KeyError("model.name", str(exc)) from None
 
     for fn, sub, key in (
         (check_model_options, cfg.model, "model"),

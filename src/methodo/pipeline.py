@@ -153,14 +153,14 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
     check_batch_size(cfg.train.batch_size, len(data.indices["train"]))
     check_metric_names(ds.task, cfg.evaluate.metrics)
     class_weights = None
-    if cfg.data.balance == "class_weights" and ds.task == "classification":
-        counts = np.bincount(ds.y[data.indices["train"]], minlength=ds.n_classes).astype(np.float64)
-        class_weights = torch.tensor(len(data.indices["train"]) / (ds.n_classes * np.maximum(counts, 1)),
-                                     dtype=torch.float32)
+    if cfg.data.balance == "class_weights" and ds.task in ("classification", "segmentation"):
+        # rows per class, or pixels per class for segmentation
+        counts = np.bincount(ds.y[data.indices["train"]].ravel(), minlength=ds.n_classes).astype(np.float64)
+        class_weights = torch.tensor(counts.sum() / (ds.n_classes * np.maximum(counts, 1)), dtype=torch.float32)
 
     # 2. Model, sized from the data.
     model = build_model(cfg.model.name, input_shape=ds.input_shape, n_outputs=data.n_outputs,
-                        kind=ds.kind, **cfg.model.options)
+                        kind=ds.kind, task=ds.task, **cfg.model.options)
 
     # 3. The run dir (nothing was written before this line) and tracking.
     run_dir = resume_dir or _new_run_dir(out, cfg.name)
@@ -175,6 +175,9 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
             "n": int(len(ds.y)), "classes": ds.class_names,
             "splits": {s: {"n": int(len(ix)), **({"class_counts": data.class_counts[s]} if data.class_counts else {})}
                        for s, ix in data.indices.items()},
+            **({"count_unit": "pixels"} if ds.task == "segmentation" else {}),
+            **({"extra": {s: {"n": int(len(X)), "description": ds.extra_descriptions.get(s, "")}
+                          for s, (X, _) in ds.extra.items()}} if ds.extra else {}),
         },
         "model": {"name": cfg.model.name, "parameters": int(sum(p.numel() for p in model.parameters()))},
         "metrics": {}, "baselines": {}, "findings": [], "epochs_run": 0, "best_epoch": None,
@@ -220,18 +223,23 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
 
         # 5. Evaluate every split with the best weights; the test split only here, once.
         inv = data.preprocessor.inverse_y
-        preds = {s: predict(model, X, task=ds.task, batch_size=cfg.train.eval_batch_size, inverse_y=inv)
-                 for s, (X, _) in data.tensors.items()}
-        summary.update(evaluate_splits(ds.task, preds, data.raw_y, n_classes=ds.n_classes,
+        preds = {s: predict(model, X, task=ds.task, batch_size=cfg.train.eval_batch_size, inverse_y=inv, y=Y)
+                 for s, (X, Y) in data.tensors.items()}
+        summary.update(evaluate_splits(ds.task, preds, data.raw_y, n_classes=ds.n_classes or len(ds.vocab or []),
                                        class_names=ds.class_names, ecfg=cfg.evaluate, seed=cfg.seed))
-        tracker.log_metrics({f"test_{k}": v for k, v in summary["metrics"]["test"].items()})
+        for split in ("test", *ds.extra):
+            tracker.log_metrics({f"{split}_{k}": v for k, v in summary["metrics"][split].items()})
 
         # 6. Diagnose; label errors are hunted on rows the model never trained on (val + test).
         classify = ds.task == "classification"
-        test_pred = preds["test"].argmax(1) if classify else preds["test"]
+        test_pred, test_true = preds["test"].argmax(1) if classify else preds["test"], data.raw_y["test"]
+        if ds.task == "segmentation":  # the checks look at pixels
+            test_pred, test_true = preds["test"].argmax(1).ravel(), test_true.ravel()
+        elif ds.task == "language_modeling":  # no single prediction per token to look at
+            test_pred = test_true = None
         facts = dg.Facts(
             task=ds.task, history=history, metrics=summary["metrics"], baselines=summary["baselines"],
-            test_pred=test_pred, test_true=data.raw_y["test"], intervals=summary["intervals"]["test"],
+            test_pred=test_pred, test_true=test_true, intervals=summary["intervals"]["test"],
             undefined=summary["undefined"].get("test", {}), class_names=ds.class_names, lr=cfg.train.optimizer.lr,
             oos_proba=np.concatenate([preds["val"], preds["test"]]) if classify else None,
             oos_true=np.concatenate([data.raw_y["val"], data.raw_y["test"]]),
@@ -254,10 +262,24 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
             suspects = next((f.evidence["top"] for f in findings if f.id == "label_errors"), None)
             if suspects:
                 plots.label_errors(suspects, ds, figs / "label_errors.png")
+        elif ds.task == "segmentation":
+            plots.confusion_matrix(summary["tables"]["test"]["confusion_matrix"], ds.class_names,
+                                   figs / "confusion_matrix.png")
+            plots.segmentation_samples(ds.X[data.indices["test"]], data.raw_y["test"], preds["test"].argmax(1),
+                                       ds.class_names, figs / "segmentation.png")
+            _write_segmentation_predictions(run_dir / "predictions_test.csv", data.indices["test"],
+                                            data.raw_y["test"], preds["test"].argmax(1), ds.class_names)
+        elif ds.task == "language_modeling":
+            from methodo.evaluate.lm import sample_text
+
+            summary["sample"] = sample_text(model, data.tensors["test"][0][0], ds.vocab, seed=cfg.seed)
+            plots.perplexity_bars(summary["metrics"], summary["baselines"], summary.get("extra_baselines", {}),
+                                  figs / "perplexity.png")
         else:
             plots.regression_fit(preds["test"], data.raw_y["test"], figs / "regression_fit.png")
-        _write_predictions(run_dir / "predictions_test.csv", data.indices["test"], data.raw_y["test"],
-                           preds["test"], ds.class_names)
+        if ds.task in ("classification", "regression"):
+            _write_predictions(run_dir / "predictions_test.csv", data.indices["test"], data.raw_y["test"],
+                               preds["test"], ds.class_names)
         return close("finished", "FINISHED")
     except RunFailed:
         raise
@@ -284,3 +306,15 @@ def _write_predictions(path: Path, rows, y_true, pred, class_names) -> None:
             w.writerow(["row", "true", "predicted"])
             for r, t, p in zip(rows, y_true, pred):
                 w.writerow([int(r), f"{float(t):.6g}", f"{float(p):.6g}"])
+
+
+def _write_segmentation_predictions(path: Path, rows, masks, pred, class_names) -> None:
+    """One row per test image: pixel accuracy and the classes in the true and predicted masks."""
+    import numpy as np
+
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["row", "pixel_accuracy", "true_classes", "predicted_classes"])
+        for r, t, p in zip(rows, masks, pred):
+            names = lambda m: " ".join(class_names[c] for c in np.unique(m))
+            w.writerow([int(r), f"{float((t == p).mean()):.4f}", names(t), names(p)])

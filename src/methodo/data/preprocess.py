@@ -1,7 +1,8 @@
 """Transforms fitted on the training split only, then applied to every split.
 
-Tables are standardized per feature; images per channel. A regression target is standardized
-for training and predictions are mapped back to its units for evaluation.
+Tables are standardized per feature; images per channel; text token ids are left as they are.
+A regression target is standardized for training and predictions are mapped back to its units for
+evaluation.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from methodo.data.sources import Dataset
-from methodo.data.split import split_indices
+from methodo.data.split import split_groups, split_indices
 
 
 @dataclass
@@ -36,8 +37,8 @@ class Preprocessor:
         return self
 
     def transform_x(self, X: np.ndarray) -> np.ndarray:
-        if self.mean is None:
-            return X.astype(np.float32, copy=False)
+        if self.mean is None:  # token ids stay integers
+            return X if X.dtype.kind in "iu" else X.astype(np.float32, copy=False)
         return ((X - self.mean) / self.std).astype(np.float32)
 
     def transform_y(self, y: np.ndarray, task: str) -> np.ndarray:
@@ -63,7 +64,7 @@ class PreparedData:
 
     dataset: Dataset
     indices: dict[str, np.ndarray]
-    tensors: dict[str, tuple]  # split → (X, y) torch tensors, scaled
+    tensors: dict[str, tuple]  # split → (X, y) torch tensors, scaled (plus evaluation-only sets, e.g. "ood")
     raw_y: dict[str, np.ndarray]  # split → y in original units / class indices
     preprocessor: Preprocessor
     class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -74,7 +75,11 @@ class PreparedData:
 
     @property
     def n_outputs(self) -> int:
-        return self.dataset.n_classes if self.task == "classification" else 1
+        if self.task == "regression":
+            return 1
+        if self.task == "language_modeling":
+            return len(self.dataset.vocab)
+        return self.dataset.n_classes  # classes per row, or per pixel
 
 
 def prepare(ds: Dataset, data_cfg, seed: int) -> PreparedData:
@@ -82,15 +87,31 @@ def prepare(ds: Dataset, data_cfg, seed: int) -> PreparedData:
     import torch
 
     s = data_cfg.split
-    idx = split_indices(ds.y, method=s.method, val=s.val, test=s.test, seed=seed, task=ds.task)
-    pre = Preprocessor(scale=data_cfg.scale).fit(ds.X[idx["train"]], ds.y[idx["train"]], ds.task)
+    if ds.groups is not None:  # rows cut from documents: whole documents go to one split
+        idx = split_groups(ds.groups, val=s.val, test=s.test, seed=seed)
+    elif ds.task == "segmentation":  # stratify images by their largest foreground class
+        idx = split_indices(dominant_class(ds.y), method=s.method, val=s.val, test=s.test, seed=seed)
+    else:
+        idx = split_indices(ds.y, method=s.method, val=s.val, test=s.test, seed=seed, task=ds.task)
+    scale = "none" if ds.kind == "text" else data_cfg.scale
+    pre = Preprocessor(scale=scale).fit(ds.X[idx["train"]], ds.y[idx["train"]], ds.task)
     tensors, raw_y, counts = {}, {}, {}
-    for name, rows in idx.items():
-        X = torch.from_numpy(pre.transform_x(ds.X[rows]))
-        y = torch.from_numpy(np.ascontiguousarray(pre.transform_y(ds.y[rows], ds.task)))
+    sets = {name: (ds.X[rows], ds.y[rows]) for name, rows in idx.items()} | dict(ds.extra)
+    for name, (Xs, ys) in sets.items():
+        X = torch.from_numpy(np.ascontiguousarray(pre.transform_x(Xs)))
+        y = torch.from_numpy(np.ascontiguousarray(pre.transform_y(ys, ds.task)))
         tensors[name] = (X, y)
-        raw_y[name] = ds.y[rows]
-        if ds.task == "classification":
-            bc = np.bincount(ds.y[rows], minlength=ds.n_classes)
+        raw_y[name] = ys
+        if ds.task in ("classification", "segmentation") and name in idx:  # rows, or pixels
+            bc = np.bincount(ys.ravel(), minlength=ds.n_classes)
             counts[name] = {c: int(n) for c, n in zip(ds.class_names, bc)}
     return PreparedData(ds, idx, tensors, raw_y, pre, counts)
+
+
+def dominant_class(masks: np.ndarray, background: int = 0) -> np.ndarray:
+    """Per mask, its most frequent non-background class (``background`` when there is none)."""
+    flat = masks.reshape(len(masks), -1)
+    n_classes = int(flat.max()) + 1
+    counts = np.stack([(flat == c).sum(1) for c in range(n_classes)], 1)
+    counts[:, background] = 0
+    return np.where(counts.max(1) > 0, counts.argmax(1), background)

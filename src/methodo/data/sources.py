@@ -25,18 +25,28 @@ DATASETS = Registry("dataset")
 class Dataset:
     """A whole dataset in memory, before any split.
 
-    ``X`` is float32, shaped ``(n, C, H, W)`` for images and ``(n, F)`` for tables.
-    ``y`` is int64 class indices for classification and float32 for regression.
+    ``X`` is float32, shaped ``(n, C, H, W)`` for images and ``(n, F)`` for tables, or int64 token
+    ids ``(n, T)`` for text. ``y`` is int64 class indices for classification, float32 for
+    regression, int64 masks ``(n, H, W)`` for segmentation and the next tokens ``(n, T)`` for
+    language modeling.
+
+    ``groups`` (optional) names the document each row was cut from: the split then keeps every
+    document whole, so no held-out text was seen in training. ``extra`` holds evaluation-only sets
+    that are never split nor trained on, e.g. ``{"ood": (X, y)}`` (out-of-domain text).
     """
 
     name: str
-    task: Literal["classification", "regression"]
-    kind: Literal["image", "tabular"]
+    task: Literal["classification", "regression", "segmentation", "language_modeling"]
+    kind: Literal["image", "tabular", "text"]
     X: np.ndarray
     y: np.ndarray
     feature_names: list[str] = field(default_factory=list)
     class_names: list[str] | None = None
     description: str = ""
+    groups: np.ndarray | None = None
+    extra: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    extra_descriptions: dict[str, str] = field(default_factory=dict)
+    vocab: list[str] | None = None  # language modeling: the token of each id
 
     @property
     def n_classes(self) -> int:
@@ -47,10 +57,18 @@ class Dataset:
         return tuple(self.X.shape[1:])
 
 
+def check_dataset_options(source: str, options: dict) -> None:
+    """``data.options`` must be keyword options of the source's loader (a ConfigError names the key)."""
+    from methodo.registry import check_kwargs
+
+    if source in DATASETS:
+        check_kwargs(DATASETS.get(source), options, reserved=("data_cfg",), what=f"dataset {source!r}")
+
+
 def load_dataset(data_cfg) -> Dataset:
     """Load the dataset named by ``data_cfg.source`` (a :class:`~methodo.config.DataConfig`)."""
     loader = DATASETS.get(data_cfg.source, key="data.source")
-    ds = loader(data_cfg)
+    ds = loader(data_cfg, **getattr(data_cfg, "options", {}))
     if len(ds.y) == 0:
         raise DataError(f"dataset {ds.name!r} has no rows")
     return ds
@@ -132,3 +150,7 @@ def load_csv(data_cfg) -> Dataset:
                        [str(c) for c in classes], f"CSV {path.name}: {len(df)} rows")
     return Dataset(path.stem, "regression", "tabular", X, yraw.to_numpy(dtype=np.float32), features,
                    None, f"CSV {path.name}: {len(df)} rows")
+
+
+# Generated and text datasets register themselves on import.
+from methodo.data import shapes as _shapes, text as _text  # noqa: E402,F401

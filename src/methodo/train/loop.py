@@ -17,10 +17,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from methodo.errors import DataError
 from methodo.seed import generator
+from methodo.tasks import task_spec
 from methodo.train.checkpoint import load_checkpoint, save_checkpoint
 from methodo.train.optim import build_optimizer, needs_closure
 from methodo.train.schedules import build_scheduler
@@ -40,8 +40,8 @@ class NonFiniteLoss(Exception):
 
 def epoch_metric_names(task: str) -> list[str]:
     """Columns of ``metrics.csv`` that early stopping can monitor."""
-    m = "accuracy" if task == "classification" else "mae"
-    return [f"train_loss", f"train_{m}", "val_loss", f"val_{m}"]
+    m = task_spec(task).score
+    return ["train_loss", f"train_{m}", "val_loss", f"val_{m}"]
 
 
 @dataclass
@@ -100,25 +100,23 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _loss_fn(task: str, class_weights: torch.Tensor | None) -> Callable:
-    if task == "classification":
-        return lambda out, y: F.cross_entropy(out, y, weight=class_weights)
-    return lambda out, y: F.mse_loss(out.squeeze(-1), y)
+    loss = task_spec(task).loss
+    return lambda out, y: loss(out, y, class_weights)
 
 
 @torch.no_grad()
 def evaluate_loss(model, X, y, loss_fn, task: str, batch_size: int, y_std: float = 1.0) -> tuple[float, float]:
-    """``(mean loss, accuracy or MAE in target units)`` over ``X`` in eval mode."""
+    """``(mean loss, the task's epoch score)`` over ``X`` in eval mode (MAE in target units)."""
     model.eval()
-    total, score, n = 0.0, 0.0, len(X)
+    spec = task_spec(task)
+    total, score, count, n = 0.0, 0.0, 0, len(X)
     for s in range(0, n, batch_size):
         out = model(X[s:s + batch_size])
         yb = y[s:s + batch_size]
         total += loss_fn(out, yb).item() * len(yb)
-        if task == "classification":
-            score += (out.argmax(1) == yb).sum().item()
-        else:
-            score += (out.squeeze(-1) - yb).abs().sum().item() * y_std
-    return total / n, score / n
+        num, den = spec.batch_score(out, yb, y_std)
+        score, count = score + num, count + den
+    return total / n, spec.finish(score / max(count, 1))
 
 
 def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None = None,
@@ -138,6 +136,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     n, bs = len(Xtr), tcfg.batch_size
     check_batch_size(bs, n)
     steps_per_epoch = math.ceil(n / bs)
+    spec = task_spec(task)
     loss_fn = _loss_fn(task, None if class_weights is None else class_weights.to(device))
 
     # 1. Optimizer and scheduler; the scheduler steps per batch ("step") or per epoch.
@@ -190,7 +189,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             # 3. One pass over a fresh permutation of the training rows.
             model.train()
             perm = torch.randperm(n, generator=shuffle).to(device)
-            loss_sum, score_sum, seen = 0.0, 0.0, 0
+            loss_sum, score_sum, score_count, seen = 0.0, 0.0, 0, 0
             for step, s in enumerate(range(0, n, bs)):
                 idx = perm[s:s + bs]
                 if len(idx) < 2 and n > 1:  # a 1-row batch breaks batch norm; it is dropped
@@ -223,19 +222,17 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                     sched.step()
                 loss_sum += lv * len(idx)
                 with torch.no_grad():
-                    if task == "classification":
-                        score_sum += (out.argmax(1) == yb).sum().item()
-                    else:
-                        score_sum += (out.squeeze(-1) - yb).abs().sum().item() * y_std
+                    num, den = spec.batch_score(out, yb, y_std)
+                    score_sum, score_count = score_sum + num, score_count + den
                 seen += len(idx)
                 bar.update(1)
 
             # 4. Validation, the epoch row, the epoch-level scheduler step.
             val_loss, val_score = evaluate_loss(model, Xva, yva, loss_fn, task, tcfg.eval_batch_size, y_std)
-            m = "accuracy" if task == "classification" else "mae"
+            m = spec.score
             row = {
                 "epoch": epoch, "lr": result.lrs[-1] if result.lrs else oc.lr,
-                "train_loss": loss_sum / max(seen, 1), f"train_{m}": score_sum / max(seen, 1),
+                "train_loss": loss_sum / max(seen, 1), f"train_{m}": spec.finish(score_sum / max(score_count, 1)),
                 "val_loss": val_loss, f"val_{m}": val_score,
             }
             if not math.isfinite(val_loss):
