@@ -149,6 +149,15 @@ def local_tasks_dir(into) -> "Path":
     return into
 
 
+def local_task_names() -> list[str]:
+    """The lm-eval tasks that ship with methodo (``evaluate/lm_tasks/*.yaml``)."""
+    from pathlib import Path
+
+    import yaml
+
+    return sorted(yaml.safe_load(p.read_text())["task"] for p in Path(__file__).with_name("lm_tasks").glob("*.yaml"))
+
+
 def _pick_metric(task: str, res: dict) -> tuple[str, str] | None:
     """``(metric name, result key)`` of the score to rank ``task`` by, e.g. ``("acc_norm", "acc_norm,none")``."""
     numeric = {k: v for k, v in res.items() if "," in k and "_stderr" not in k and isinstance(v, (int, float))}
@@ -206,7 +215,9 @@ def run_benchmarks(path, tasks: list[str], *, limit: int | None = None, num_fews
     for name in ("lm_eval", "lm-eval", "datasets", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="methodo-lm-tasks-") as tmp:
-        tm = TaskManager(include_path=str(local_tasks_dir(tmp)), verbosity="ERROR")
+        # indexing lm-eval's thousands of task files takes a while: only when a public task is asked for
+        public = any(t not in local_task_names() for t in expanded)
+        tm = TaskManager(include_path=str(local_tasks_dir(tmp)), include_defaults=public, verbosity="ERROR")
         known = set(tm.all_tasks)
         for t in expanded:
             if t not in known:
