@@ -88,6 +88,8 @@ def cmd_list(what: str) -> int:
             extra = f"  [per {e.meta['interval']}]"
         elif e.meta.get("task"):
             extra = f"  [{e.meta['task']}]"
+        elif e.meta.get("tasks"):  # models: the tasks they do
+            extra = f"  [{', '.join(e.meta['tasks'])}]"
         print(f"{e.name:<{width}}  {e.help}{extra}")
     return 0
 

@@ -81,13 +81,13 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-@MODELS.register("fcn", help="fully convolutional net: conv stages, 1×1 class scores, bilinear upsampling "
-                 "(segmentation)", inputs=("image",), tasks=("segmentation",))
+@MODELS.register("fcn", help="fully convolutional net: conv stages, 1×1 class scores, bilinear upsampling",
+                 inputs=("image",), tasks=("segmentation",))
 def fcn(*, input_shape, n_outputs, width: int = 16, levels: int = 2, dropout: float = 0.0) -> FCN:
     return FCN(input_shape[0], n_outputs, int(width), _levels(input_shape, levels), dropout)
 
 
-@MODELS.register("unet", help="U-Net: encoder, decoder with skip connections, per-pixel class scores "
-                 "(segmentation)", inputs=("image",), tasks=("segmentation",))
+@MODELS.register("unet", help="U-Net: encoder, decoder with skip connections, per-pixel class scores",
+                 inputs=("image",), tasks=("segmentation",))
 def unet(*, input_shape, n_outputs, width: int = 16, levels: int = 3, dropout: float = 0.0) -> UNet:
     return UNet(input_shape[0], n_outputs, int(width), _levels(input_shape, levels), dropout)
