@@ -33,3 +33,16 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: i
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "methodo", *args], capture_output=True, text=True,
                           cwd=cwd, env=full_env, timeout=timeout)
+
+
+def cli_inproc(capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``methodo ARGS`` in this process (no interpreter start-up); returns (exit code, stdout, stderr)."""
+    from methodo.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse errors exit
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -69,6 +69,19 @@ def test_metrics_agree_with_scikit_learn():
     assert m["cohen_kappa"] == pytest.approx(skm.cohen_kappa_score(y, pred), rel=1e-5)
     assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y, p, multi_class="ovr"), rel=1e-4)
     assert m["log_loss"] == pytest.approx(skm.log_loss(y, p), rel=1e-4)
+    p[:40] = np.round(p[:40], 1)  # ties in the scores
+    ap = compute_metrics("classification", p, y, 3, names=["average_precision"])["average_precision"]
+    assert ap == pytest.approx(np.mean([skm.average_precision_score(y == k, p[:, k]) for k in range(3)]), rel=1e-6)
+
+
+def test_ece_matches_torchmetrics():
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    rng = np.random.default_rng(3)
+    p = torch.softmax(torch.from_numpy(rng.normal(size=(500, 4)) * 2), 1).float()
+    y = torch.from_numpy(rng.integers(0, 4, 500))
+    ours = compute_metrics("classification", p, y, 4, names=["ece"])["ece"]
+    assert ours == pytest.approx(float(multiclass_calibration_error(p, y, num_classes=4, n_bins=15)), abs=1e-6)
 
 
 def test_bootstrap_interval_brackets_the_value_and_shrinks_with_n():

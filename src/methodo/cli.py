@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-LISTABLE = ("datasets", "models", "optimizers", "schedulers", "metrics", "findings", "splits")
+LISTABLE = ("datasets", "models", "optimizers", "schedulers", "regularizers", "explainers", "metrics", "findings",
+            "splits", "balancers", "augmentations", "features")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,11 +33,40 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", metavar="DIR", help="run dir to create (default runs/NAME-TIMESTAMP-XXXX)")
     r.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
 
+    lf = sub.add_parser("lr-find", help="LR range test: plot the loss against an exponential LR ramp and "
+                        "suggest a learning rate", description="Run the LR range test (exponential ramp, "
+                        "smoothed loss, stop on divergence; the model is restored afterwards), write "
+                        "lr_find.json (suggested_lr) and lr_find.png, and print the suggestion. Ramp options: "
+                        "train.lr_find.{start_lr,end_lr,num_iter,smooth,diverge,suggestion}.")
+    lf.add_argument("config", help="YAML config")
+    lf.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.batch_size=32")
+    lf.add_argument("--out", metavar="DIR", help="output folder (default runs/NAME-lrfind-TIMESTAMP-XXXX)")
+
     ls = sub.add_parser("list", help="list a registry: " + ", ".join(LISTABLE))
     ls.add_argument("what", choices=LISTABLE, metavar="WHAT", help=" | ".join(LISTABLE))
 
     rep = sub.add_parser("report", help="re-render a run's report.html from its run dir")
     rep.add_argument("run_dir", metavar="DIR")
+
+    # The data stage on its own: audit and augmentation preview, before any training.
+    d = sub.add_parser("data", help="audit the data (inspect) or preview the augmentations (preview)")
+    dsub = d.add_subparsers(dest="data_command", parser_class=_Parser, required=True, metavar="{inspect,preview}")
+    di = dsub.add_parser("inspect", help="data audit before any training: splits, imbalance, duplicates and "
+                         "leakage across splits, missing/constant features, unreadable files, bad labels")
+    di.add_argument("config", help="YAML config")
+    di.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
+    di.add_argument("--json", action="store_true", help="print one JSON object: splits and findings")
+    dp = dsub.add_parser("preview", help="augmentation gallery: training images beside augmented copies")
+    dp.add_argument("config", help="YAML config")
+    dp.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
+    dp.add_argument("--out", metavar="FILE.png", required=True, help="PNG file to write")
+    dp.add_argument("--n", type=int, default=8, help="number of training images (default 8)")
+    dp.add_argument("--copies", type=int, default=5, help="augmented copies of each (default 5)")
+
+    e = sub.add_parser("embed", help="project a run's test embeddings (penultimate layer) to 2-D; figure in "
+                       "the report")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--method", choices=("pca", "tsne", "umap"), default="pca", help="projection (default pca)")
 
     lm = sub.add_parser("evaluate-lm", help="benchmark a local Hugging Face causal LM (lm-evaluation-harness) "
                         "and/or measure its sliding-window perplexity on a text file",
@@ -70,10 +100,20 @@ def _registry(what: str):
         from methodo.train.optim import OPTIMIZERS as reg
     elif what == "schedulers":
         from methodo.train.schedules import SCHEDULERS as reg
+    elif what == "regularizers":
+        from methodo.train.regularize import REGULARIZERS as reg
+    elif what == "explainers":
+        from methodo.explain import EXPLAINERS as reg
     elif what == "metrics":
         from methodo.evaluate.metrics import METRICS as reg
     elif what == "findings":
         from methodo.diagnose import FINDINGS as reg
+    elif what == "balancers":
+        from methodo.data.balance import BALANCERS as reg
+    elif what == "augmentations":
+        from methodo.data.augment import AUGMENTATIONS as reg
+    elif what == "features":
+        from methodo.data.features import FEATURES as reg
     else:
         from methodo.data.split import SPLITS as reg
     return reg
@@ -86,11 +126,85 @@ def cmd_list(what: str) -> int:
         extra = ""
         if "interval" in e.meta:
             extra = f"  [per {e.meta['interval']}]"
+        elif "key" in e.meta:
+            extra = f"  [{e.meta['key']}; acts at: {e.meta['stage']}]"
         elif e.meta.get("task"):
             extra = f"  [{e.meta['task']}]"
         elif e.meta.get("tasks"):  # models: the tasks they do
             extra = f"  [{', '.join(e.meta['tasks'])}]"
+        elif e.meta.get("stage"):
+            extra = f"  [{e.meta['stage']}]"
+        elif e.meta.get("kind"):
+            extra = f"  [{e.meta['kind']}]"
         print(f"{e.name:<{width}}  {e.help}{extra}")
+    return 0
+
+
+def _print_findings(findings: list[dict]) -> None:
+    for f in findings:
+        print(f"  [{f['severity']}] {f['id']}: {f['title']}")
+        print(f"      evidence: {', '.join(f'{k}={v}' for k, v in f['evidence'].items())}")
+        print(f"      action: {f['action']}")
+
+
+def cmd_data_inspect(config: str, overrides: list[str], as_json: bool) -> int:
+    import json
+
+    from methodo.config import load_config
+    from methodo.data.audit import inspect_data
+
+    report = inspect_data(load_config(config, overrides))
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    print(f"dataset: {report['description']} ({report['task']}, {report['kind']}, input {report['input_shape']})")
+    split = report["split"]
+    print(f"split: {split['method']}" + (f" (fold {split['fold']})" if split.get("fold") else ""))
+    for s, v in report["splits"].items():
+        counts = v.get("class_counts")
+        shown = "" if not counts else "  " + " ".join(f"{c}={n}" for c, n in counts.items())
+        print(f"  {s:<5} n={v['n']}{shown}")
+    findings = report["findings"]
+    print(f"findings: {len(findings)}" + ("" if findings else " (no problem found)"))
+    _print_findings(findings)
+    return 0
+
+
+def cmd_data_preview(config: str, overrides: list[str], out: str, n: int, copies: int) -> int:
+    from pathlib import Path
+
+    from methodo.config import load_config
+    from methodo.data import load_dataset, split_dataset
+    from methodo.data.augment import gallery
+    from methodo.errors import BadInput, ConfigError
+
+    cfg = load_config(config, overrides)
+    if not cfg.data.augment:
+        raise ConfigError("data.augment: nothing to preview; list augmentations, e.g. data.augment=[flip,rotation]")
+    if n < 1 or copies < 1:
+        raise BadInput("data preview: --n and --copies must be at least 1")
+    ds = load_dataset(cfg.data)
+    if ds.kind != "image":
+        raise ConfigError(f"data.augment: augmentations work on images; dataset {ds.name!r} is a table")
+    path = Path(out)
+    if path.suffix.lower() != ".png":
+        raise BadInput(f"--out {out}: the gallery is a PNG file; give a name ending in .png")
+    if not path.parent.exists():
+        raise BadInput(f"--out {out}: folder {path.parent} does not exist")
+    rows = split_dataset(ds, cfg.data, cfg.seed, fold=cfg.data.split.fold or (
+        1 if cfg.data.split.method == "kfold" else None))["train"]
+    gallery(ds, rows, cfg.data.augment, seed=cfg.seed, path=path, n=n, copies=copies)
+    print(f"wrote {path}: {min(n, len(rows))} training images × {copies} augmented copies")
+    return 0
+
+
+def cmd_embed(run_dir: str, method: str) -> int:
+    from methodo.evaluate.embeddings import embed_run
+
+    res = embed_run(run_dir, method)
+    print(f"{res['n']} test rows, {res['dim']}-d penultimate embeddings → 2-D ({method}); "
+          f"{res['wrong']} wrong predictions ringed")
+    print(f"figure: {res['figure']}\npoints: {res['csv']}\nreport: {run_dir}/report.html")
     return 0
 
 
@@ -100,6 +214,10 @@ def _print_result(res) -> None:
     print(f"\nrun dir: {res.run_dir}")
     print(f"status: {s['status']}  epochs run: {s['epochs_run']} (best epoch {s['best_epoch']})  "
           f"duration: {s['duration_s']:.1f} s  MLflow run: {s.get('mlflow_run_id')}")
+    std = s.get("metrics_std", {}).get("test", {})
+    if std:
+        print(f"k-fold: {s['kfold']['folds']} folds, test metrics are mean ± std over folds "
+              f"(each fold's run dir under {res.run_dir / 'folds'})")
     if test:
         print("test metrics (model [95% bootstrap interval] | best dummy baseline):")
         base = s.get("baselines", {})
@@ -118,7 +236,8 @@ def _print_result(res) -> None:
                 name = (max if higher else min)(vals, key=vals.get)
                 bl = f"| {vals[name]:.4f} ({name})"
             band = f"[{iv[k][0]:.4f}, {iv[k][1]:.4f}]" if iv.get(k) else ""
-            print(f"  {k:<18} {v:.4f} {band:<18} {bl}")
+            spread = f" ± {std[k]:.4f}" if std.get(k) is not None else ""
+            print(f"  {k:<18} {v:.4f}{spread} {band:<18} {bl}")
         for split, bases in s.get("extra_baselines", {}).items():  # e.g. out-of-domain text
             descr = s.get("data", {}).get("extra", {}).get(split, {}).get("description", "")
             print(f"{split} metrics (model | baselines){': ' + descr if descr else ''}:")
@@ -136,10 +255,7 @@ def _print_result(res) -> None:
                   f"{show(t['precision'])}, recall {show(t['recall'])}, f1 {show(t['f1'])}")
     findings = s.get("findings", [])
     print(f"findings: {len(findings)}" + ("" if findings else " (no problem found)"))
-    for f in findings:
-        print(f"  [{f['severity']}] {f['id']}: {f['title']}")
-        print(f"      evidence: {', '.join(f'{k}={v}' for k, v in f['evidence'].items())}")
-        print(f"      action: {f['action']}")
+    _print_findings(findings)
     print(f"report: {res.run_dir / 'report.html'}")
 
 
@@ -203,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
 
-    from methodo.errors import BadInput, RunFailed
+    from methodo.errors import BadInput, RunFailed, Terminated
 
     try:
         if args.command == "run":
@@ -219,6 +335,19 @@ def main(argv: list[str] | None = None) -> int:
             res = run(config, overrides, out=args.out, resume=args.resume)
             _print_result(res)
             return 0
+        if args.command == "lr-find":
+            from methodo.pipeline import lr_find
+
+            out_dir, res = lr_find(args.config, list(args.overrides), out=args.out)
+            print(f"LR range test: {len(res.lrs)} steps from {res.lrs[0]:.3g} to {res.lrs[-1]:.3g}"
+                  + (" (stopped: the loss diverged)" if res.diverged else ""))
+            for name, lr in res.suggestions.items():
+                mark = "  <- suggested" if name == res.suggestion else ""
+                print(f"  {name:<10} {lr:.4g}{mark}")
+            print(f"suggested_lr: {res.suggested_lr:.4g}")
+            print(f"use it: train.optimizer.lr={res.suggested_lr:.3g} (or train.optimizer.lr=auto)")
+            print(f"plot: {out_dir / 'lr_find.png'}\nnumbers: {out_dir / 'lr_find.json'}")
+            return 0
         if args.command == "list":
             return cmd_list(args.what)
         if args.command == "evaluate-lm":
@@ -228,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print(render_report(args.run_dir))
             return 0
+        if args.command == "data" and args.data_command == "inspect":
+            return cmd_data_inspect(args.config, list(args.overrides), args.json)
+        if args.command == "data" and args.data_command == "preview":
+            return cmd_data_preview(args.config, list(args.overrides), args.out, args.n, args.copies)
+        if args.command == "embed":
+            return cmd_embed(args.run_dir, args.method)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -237,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated (SIGTERM); the run is marked KILLED", file=sys.stderr)
+        return 143
     return 1
 
 

@@ -59,11 +59,29 @@ class _Named(BaseModel):
 
 
 class SplitConfig(_Strict):
-    method: Literal["random", "stratified"] = Field(
-        "stratified", description="How rows are assigned to train/val/test (seeded)."
+    method: str = Field(
+        "stratified", description="How rows are assigned to train/val/test (seeded): random, stratified, group, "
+        "cluster, kfold or official (see `methodo list splits`)."
     )
     val: float = Field(0.15, gt=0, lt=1, description="Fraction of rows for validation.")
-    test: float = Field(0.15, gt=0, lt=1, description="Fraction of rows for the final test.")
+    test: float = Field(0.15, gt=0, lt=1, description="Fraction of rows for the final test (not used by kfold "
+                        "and official).")
+    group: str | None = Field(None, description="group split: the CSV column holding each row's group, or for an "
+                              "image folder a regex with one (...) capture over the file path.")
+    clusters: int = Field(8, ge=3, description="cluster split: number of KMeans clusters.")
+    cluster_on: Literal["features", "pca"] = Field(
+        "pca", description="cluster split: cluster the standardized features, or their first 16 PCA components.")
+    folds: int = Field(5, ge=2, le=100, description="kfold split: number of folds (one run per fold).")
+    fold: int | None = Field(None, ge=1, description="kfold split: run only this fold (1..folds); null runs all.")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v):
+        from methodo.data.split import SPLITS
+
+        if v not in SPLITS:
+            raise ValueError(f"unknown split {v!r}; choose one of {choices(SPLITS.names())}")
+        return v
 
     @model_validator(mode="after")
     def _fractions(self):
@@ -71,24 +89,44 @@ class SplitConfig(_Strict):
             raise ValueError(
                 f"val + test must leave rows for training (val={self.val} + test={self.test} >= 1)"
             )
+        if self.method == "group" and not self.group:
+            raise _KeyError("data.split.group", "method 'group' needs data.split.group: a CSV column, or for an "
+                            "image folder a regex with one (...) capture over the file path")
+        if self.fold is not None and self.fold > self.folds:
+            raise _KeyError("data.split.fold", f"fold {self.fold} is outside 1..folds={self.folds}")
         return self
 
 
 class DataConfig(_Strict):
-    source: str = Field(description="Dataset: a registry name (see `methodo list datasets`) or csv.")
-    path: str | None = Field(None, description="File or folder for csv and downloaded datasets.")
+    source: str = Field(description="Dataset: a registry name (see `methodo list datasets`), csv, imagefolder, "
+                        "mnist, fashion_mnist or cifar10.")
+    path: str | None = Field(None, description="File or folder for csv / imagefolder; download folder for mnist, "
+                             "fashion_mnist, cifar10 (default $METHODO_DATA or ~/.cache/methodo/datasets).")
     target: str | None = Field(None, description="Target column for csv.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="Train/val/test split.")
-    balance: Literal["none", "class_weights"] = Field(
-        "none", description="Class balancing on the training split only."
+    balance: str = Field(
+        "none", description="Class balancing on the training split only: none, undersample, oversample, smote, "
+        "class_weights or weighted_sampler (see `methodo list balancers`)."
     )
-    augment: list[Any] = Field(default_factory=list, description="Training-only augmentations.")
+    augment: list[Any] = Field(default_factory=list, description="Training-only image augmentations, each a name "
+                               "or {name: options} (see `methodo list augmentations`).")
+    features: list[Any] = Field(default_factory=list, description="Table feature steps fitted on train only, each a "
+                                "name or {name: options} (see `methodo list features`).")
     scale: Literal["standard", "none"] = Field(
         "standard", description="Feature scaling, fitted on the training split only."
     )
     options: dict[str, Any] = Field(
         default_factory=dict, description="Options of the dataset's loader, e.g. shapes: {n: 600, size: 32}."
     )
+    categorical: list[str] = Field(default_factory=list, description="csv: columns to treat as categories "
+                                   "(others are found automatically: mostly non-numeric).")
+    ignore: list[str] = Field(default_factory=list, description="csv: columns that are not features (ids, ...).")
+    image_size: int | list[int] | None = Field(None, description="imagefolder: resize every image to this size "
+                                               "(int or [height, width]); null keeps the common size.")
+    channels: Literal["auto", "1", "3"] = Field("auto", description="imagefolder: 1 (gray), 3 (RGB) or auto "
+                                                 "(RGB when any image has color).")
+    workers: int = Field(0, ge=0, description="DataLoader worker processes decoding image files (0: in process).")
+    download: bool = Field(True, description="mnist, fashion_mnist, cifar10: download when the files are missing.")
 
     @field_validator("source")
     @classmethod
@@ -99,12 +137,42 @@ class DataConfig(_Strict):
             raise ValueError(f"unknown dataset {v!r}; choose one of {choices(DATASETS.names())}")
         return v
 
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channels_as_text(cls, v):
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("balance")
+    @classmethod
+    def _known_balance(cls, v):
+        from methodo.data.balance import BALANCERS
+
+        if v not in BALANCERS:
+            raise ValueError(f"unknown balancer {v!r}; choose one of {choices(BALANCERS.names())}")
+        return v
+
     @field_validator("augment")
     @classmethod
     def _known_augment(cls, v):
-        if v:
-            first = v[0] if isinstance(v[0], str) else next(iter(v[0]), v[0])
-            raise ValueError(f"unknown augmentation {first!r}; none is available yet (use [])")
+        from methodo.data.augment import build_steps
+
+        try:
+            build_steps(v)
+        except ConfigError as exc:
+            key, _, msg = str(exc).partition(": ")
+            raise _KeyError(key, msg) from None
+        return v
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, v):
+        from methodo.data.features import FEATURES, check_steps
+
+        try:
+            check_steps(v, FEATURES, key="data.features")
+        except ConfigError as exc:
+            key, _, msg = str(exc).partition(": ")
+            raise _KeyError(key, msg) from None
         return v
 
     @model_validator(mode="after")
@@ -118,12 +186,14 @@ class DataConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _csv_needs_path_and_target(self):
+    def _source_needs(self):
         if self.source == "csv":
             if not self.path:
                 raise _KeyError("data.path", "source 'csv' needs data.path, the CSV file to read")
             if not self.target:
                 raise _KeyError("data.target", "source 'csv' needs data.target, the column to predict")
+        if self.source == "imagefolder" and not self.path:
+            raise _KeyError("data.path", "source 'imagefolder' needs data.path, a folder with one subfolder per class")
         return self
 
 
@@ -133,7 +203,15 @@ class ModelConfig(_Named):
 
 class OptimizerConfig(_Named):
     name: str = Field("sgd", description="A torch.optim optimizer (see `methodo list optimizers`).")
-    lr: float = Field(0.01, gt=0, description="Learning rate.")
+    lr: float | Literal["auto"] = Field(
+        0.01, description="Learning rate, or 'auto': the LR finder's suggestion (train.lr_find).")
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_lr(cls, v):
+        if v != "auto" and not v > 0:
+            raise ValueError("learning rate must be greater than 0, or 'auto'")
+        return v
 
 
 class SchedulerConfig(_Named):
@@ -162,6 +240,66 @@ class EarlyStoppingConfig(_Strict):
         return "min" if self.monitor.endswith(("loss", "mae", "rmse", "error", "perplexity")) else "max"
 
 
+class LRFindConfig(_Strict):
+    start_lr: float = Field(1e-7, gt=0, description="LR range test: first learning rate.")
+    end_lr: float = Field(10.0, gt=0, description="LR range test: last learning rate.")
+    num_iter: int = Field(100, ge=5, description="LR range test: number of steps (exponential ramp).")
+    smooth: float = Field(0.9, ge=0, lt=1, description="Exponential smoothing factor of the loss (0: none).")
+    diverge: float = Field(4.0, gt=1, description="Stop when the smoothed loss exceeds this × its minimum.")
+    suggestion: Literal["valley", "steepest", "min_div10"] = Field(
+        "steepest", description="Which suggestion `lr=auto` uses: the steepest descent of the loss, the "
+        "middle of its longest valley (fastai), or the LR of the minimum loss / 10.")
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.end_lr <= self.start_lr:
+            raise _KeyError("train.lr_find.end_lr",
+                            f"end_lr must be above start_lr (start_lr={self.start_lr}, end_lr={self.end_lr})")
+        return self
+
+
+class RegularizationConfig(_Strict):
+    l1: float = Field(0.0, ge=0, description="L1 penalty λ·Σ|w| added to the loss (weights of dim ≥ 2).")
+    l2: float = Field(0.0, ge=0, description="L2 penalty λ/2·Σw² added to the loss (weights of dim ≥ 2).")
+    decoupled_wd: float = Field(
+        0.0, ge=0, description="Decoupled weight decay (as AdamW) for any optimizer: after each step "
+        "w ← w − lr·λ·w (weights of dim ≥ 2).")
+    max_norm: float | None = Field(
+        None, gt=0, description="Max-norm constraint: after each step, rescale each unit's incoming "
+        "weight vector to L2 norm ≤ this.")
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="Set the rate of every dropout layer of the model (null: the model's own).")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy target.")
+
+
+class ClipConfig(_Strict):
+    norm: float | None = Field(None, gt=0, description="Clip the global gradient norm to this.")
+    value: float | None = Field(None, gt=0, description="Clip every gradient element to [-value, value].")
+    norm_type: float = Field(2.0, gt=0, description="The p of the p-norm for clipping and logging.")
+
+
+class NanGuardConfig(_Strict):
+    policy: Literal["stop", "skip"] = Field(
+        "stop", description="On a non-finite loss or gradient: stop the run (exit 3) or skip the batch.")
+    check_grads: bool = Field(True, description="Check the gradients too (one norm per step).")
+    max_skips: int = Field(
+        10, ge=1, description="With policy skip: stop after this many consecutive skipped batches.")
+
+
+class MonitorConfig(_Strict):
+    enabled: bool = Field(True, description="Per-layer weight/gradient quantiles and dead ReLU units each epoch.")
+    probe_rows: int = Field(128, ge=1, description="Training rows fed once per epoch to count dead ReLU units.")
+
+
+class SWAConfig(_Strict):
+    start: float = Field(
+        0.75, gt=0, description="First averaged epoch: an epoch number (≥ 1) or a fraction of the epochs (< 1).")
+    lr: float | None = Field(None, gt=0, description="SWA learning rate (SWALR); null: keep the schedule's.")
+    anneal_epochs: int = Field(
+        2, ge=1, description="Epochs to anneal to the SWA learning rate (SWALR starts after the first averaged "
+        "epoch and reaches it after this many more).")
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(30, ge=1, le=100_000, description="Maximum number of epochs.")
     batch_size: int = Field(64, ge=1, description="Training batch size.")
@@ -177,6 +315,37 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when present.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null keeps torch's default.")
     progress: bool = Field(True, description="Show a progress bar.")
+    lr_find: LRFindConfig = Field(default_factory=LRFindConfig, description="LR range test (lr=auto, lr-find).")
+    regularization: RegularizationConfig = Field(
+        default_factory=RegularizationConfig, description="Penalties, constraints, dropout, label smoothing.")
+    clip: ClipConfig = Field(default_factory=ClipConfig, description="Gradient clipping (pre-clip norm logged).")
+    nan_guard: NanGuardConfig = Field(default_factory=NanGuardConfig, description="Non-finite loss/gradient policy.")
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Weight/gradient monitoring.")
+    snapshot_ensemble: bool | None = Field(
+        None, description="Save a snapshot at each cosine_restarts cycle end and evaluate their averaged "
+        "predictions; null: on with cosine_restarts.")
+    swa: SWAConfig | None = Field(None, description="Stochastic weight averaging; null disables it.")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast the forward pass to bfloat16.")
+    accumulate: int = Field(1, ge=1, description="Gradient accumulation: micro-batches per optimizer step.")
+    compile: bool = Field(False, description="torch.compile the model's forward (needs a C compiler on CPU).")
+    channels_last: bool = Field(False, description="channels_last memory format for image models and inputs.")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.snapshot_ensemble and self.scheduler.name != "cosine_restarts":
+            raise _KeyError("train.snapshot_ensemble", "snapshot ensembles need cycles: use "
+                            f"train.scheduler.name=cosine_restarts (got {self.scheduler.name!r})")
+        if self.swa is not None and self.swa.start >= 1 and self.swa.start > self.epochs:
+            raise _KeyError("train.swa.start", f"SWA would start at epoch {self.swa.start:g}, after the last "
+                            f"epoch ({self.epochs}); use an epoch <= {self.epochs} or a fraction < 1")
+        if self.optimizer.name == "lbfgs":  # steps through a closure that re-evaluates the loss
+            for key, on in (("train.accumulate", self.accumulate > 1), ("train.clip.norm", self.clip.norm),
+                            ("train.clip.value", self.clip.value), ("train.swa", self.swa is not None),
+                            ("train.optimizer.lr", self.optimizer.lr == "auto")):
+                if on:
+                    raise _KeyError(key, "not supported with the 'lbfgs' optimizer (it steps through a closure "
+                                    "that re-evaluates the loss); choose another optimizer or turn this off")
+        return self
 
 
 class ThresholdConfig(_Strict):
@@ -223,8 +392,28 @@ class TrackConfig(_Strict):
     experiment: str | None = Field(None, description="MLflow experiment; default the config name.")
 
 
+class ExplainConfig(_Strict):
+    enabled: bool = Field(True, description="Explain the model's test predictions in the report.")
+    methods: list[str] = Field(
+        default_factory=lambda: ["saliency", "integrated_gradients", "occlusion", "lime"],
+        description="Image attribution methods (see `methodo list explainers`).")
+    n_images: int = Field(6, ge=1, le=32, description="Test images in the gallery (right and wrong predictions).")
+    permutation_repeats: int = Field(5, ge=1, description="Shuffles per feature for permutation importance.")
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, v):
+        from methodo.explain import EXPLAINERS
+
+        for m in v:
+            if m not in EXPLAINERS:
+                raise ValueError(f"unknown explainer {m!r}; choose one of {choices(EXPLAINERS.names())}")
+        return v
+
+
 class Config(_Strict):
-    name: str = Field("experiment", min_length=1, description="Experiment name.")
+    name: str = Field("experiment", min_length=1, max_length=100,
+                      description="Experiment name; it names the run dir, so letters, digits, '.', '_', '-'.")
     seed: int = Field(0, ge=0, description="The one seed behind every random choice.")
     task: Literal["classification", "regression", "segmentation", "language_modeling"] | None = Field(
         None, description="Task; inferred from the dataset when omitted."
@@ -234,6 +423,15 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig, description="Explainability in the report.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+            raise ValueError(f"name must start with a letter or digit and hold only letters, digits, "
+                             f"'.', '_' or '-' (it names the run dir; got {v!r})")
+        return v
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
@@ -307,8 +505,9 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
             if found is None:
                 break
             line, node = found[0].start_mark.line + 1, found[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
+        elif (isinstance(node, yaml.SequenceNode) and (isinstance(part, int) or str(part).isdigit())
+              and int(part) < len(node.value)):
+            node = node.value[int(part)]
             line = node.start_mark.line + 1
         else:
             break

@@ -35,7 +35,7 @@ TASKS = Registry("task")
 class TaskSpec:
     """Loss and epoch score of one task.
 
-    ``loss(out, y, class_weights)`` is the mean training loss of a batch. ``batch_score(out, y,
+    ``loss(out, y, class_weights, label_smoothing=0.0)`` is the mean training loss of a batch. ``batch_score(out, y,
     y_std=1.0)`` returns ``(sum, count)`` for the epoch score; ``finish(sum / count)`` is the value.
     """
 
@@ -51,19 +51,19 @@ def task_spec(task: str) -> TaskSpec:
     return TASKS.get(task, key="task")
 
 
-def _cross_entropy(out, y, class_weights=None):
+def _cross_entropy(out, y, class_weights=None, label_smoothing=0.0):
     import torch.nn.functional as F
 
     # rows (N, C) | pixels (N, C, H, W) | tokens (N, T, V): the class axis must be axis 1
     if out.ndim == 3:
         out = out.transpose(1, 2)
-    return F.cross_entropy(out, y, weight=class_weights)
+    return F.cross_entropy(out, y, weight=class_weights, label_smoothing=label_smoothing)
 
 
-def _mse(out, y, class_weights=None):
+def _mse(out, y, class_weights=None, label_smoothing=0.0):
     import torch.nn.functional as F
 
-    return F.mse_loss(out.squeeze(-1), y)
+    return F.mse_loss(out.squeeze(-1).float(), y)
 
 
 def _correct(out, y, y_std=1.0):

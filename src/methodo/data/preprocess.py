@@ -1,17 +1,28 @@
 """Transforms fitted on the training split only, then applied to every split.
 
-Tables are standardized per feature; images per channel; text token ids are left as they are.
-A regression target is standardized for training and predictions are mapped back to its units for
-evaluation.
+The order, for one split (``prepare``):
+
+1. split the rows (``data.split``; text: whole documents per split);
+2. tables: the feature pipeline (categorical encoding, ``data.features``), fitted on train;
+3. scaling: tables standardized per feature, images per channel, fitted on train (or a fixed
+   ``normalize`` from ``data.augment``); text token ids are left as they are; a regression target
+   standardized for training;
+4. balancing (``data.balance``) of the training rows only;
+5. images: the training-only augmentation pipeline (``data.augment``), run by the loop per batch.
+
+Val and test are never resampled nor augmented.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from methodo.errors import ConfigError, DataError
 from methodo.data.sources import Dataset
 from methodo.data.split import split_groups, split_indices
 
@@ -36,6 +47,13 @@ class Preprocessor:
             self.y_mean, self.y_std = float(y.mean()), float(y.std() or 1.0)
         return self
 
+    @classmethod
+    def fixed(cls, mean, std, channels: int) -> "Preprocessor":
+        """A fixed per-channel normalization (``normalize`` with mean and std), the same for every split."""
+        m = np.broadcast_to(np.asarray(mean, dtype=np.float32), (channels,)).reshape(1, channels, 1, 1)
+        s = np.broadcast_to(np.asarray(std, dtype=np.float32), (channels,)).reshape(1, channels, 1, 1)
+        return cls(scale="fixed", mean=m.copy(), std=s.copy())
+
     def transform_x(self, X: np.ndarray) -> np.ndarray:
         if self.mean is None:  # token ids stay integers
             return X if X.dtype.kind in "iu" else X.astype(np.float32, copy=False)
@@ -54,20 +72,41 @@ class Preprocessor:
             "scale": self.scale,
             "mean": None if self.mean is None else self.mean.ravel().tolist(),
             "std": None if self.std is None else self.std.ravel().tolist(),
+            "shape": None if self.mean is None else list(self.mean.shape),
             "y_mean": self.y_mean, "y_std": self.y_std,
         })
+
+    @classmethod
+    def from_json(cls, text: str) -> "Preprocessor":
+        d = json.loads(text)
+        shape = d.get("shape")
+        arr = (lambda v: None if v is None else np.asarray(v, dtype=np.float32).reshape(shape))
+        return cls(scale=d["scale"], mean=arr(d["mean"]), std=arr(d["std"]), y_mean=d["y_mean"], y_std=d["y_std"])
 
 
 @dataclass
 class PreparedData:
-    """Split, scaled tensors ready for the loop, plus what the later stages need to know."""
+    """Split, scaled tensors ready for the loop, plus what the later stages need to know.
+
+    ``tensors['train']`` is what the loop trains on (after resampling, if any); ``inputs('train')``
+    and ``raw_y['train']`` are the real training rows, used to report training metrics.
+    """
 
     dataset: Dataset
     indices: dict[str, np.ndarray]
-    tensors: dict[str, tuple]  # split → (X, y) torch tensors, scaled (plus evaluation-only sets, e.g. "ood")
-    raw_y: dict[str, np.ndarray]  # split → y in original units / class indices
+    tensors: dict[str, tuple]  # split → (X, y) torch tensors, scaled; train possibly resampled
+    #   (plus evaluation-only sets, e.g. "ood")
+    raw_y: dict[str, np.ndarray]  # split → y in original units / class indices (real rows)
     preprocessor: Preprocessor
     class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    class_counts_before_balancing: dict[str, int] | None = None
+    balance: str = "none"
+    class_weights: Any = None  # torch tensor (per class) for the loss, or None
+    sample_weights: Any = None  # torch tensor (per training row) for the batch sampler, or None
+    augment: Any = None  # callable on a training batch (AugmentPipeline), or None
+    features: Any = None  # fitted scikit-learn Pipeline (tables), or None
+    feature_names: list[str] = field(default_factory=list)
+    train_inputs: Any = None  # the real (unresampled) training inputs when resampled
 
     @property
     def task(self) -> str:
@@ -81,31 +120,170 @@ class PreparedData:
             return len(self.dataset.vocab)
         return self.dataset.n_classes  # classes per row, or per pixel
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.tensors["train"][0].shape[1:])
 
-def prepare(ds: Dataset, data_cfg, seed: int) -> PreparedData:
-    """Split ``ds``, fit scaling on the training split only, and build tensors for each split."""
-    import torch
+    def inputs(self, split: str):
+        """The model inputs of the real rows of ``split`` (never resampled)."""
+        if split == "train" and self.train_inputs is not None:
+            return self.train_inputs
+        return self.tensors[split][0]
 
+
+def groups_for(ds: Dataset, split_cfg) -> np.ndarray | None:
+    """The group of every row for ``method: group``: a CSV column, or a regex over image paths."""
+    if split_cfg.method != "group":
+        return None
+    if not split_cfg.group:
+        raise ConfigError("data.split.group: method 'group' needs data.split.group (a CSV column, or for images a "
+                          "regex with one (...) capture over the file path, e.g. '(patient\\d+)_')")
+    if "group" in ds.meta:
+        return ds.meta["group"]
+    if "path" in ds.meta:
+        try:
+            rx = re.compile(split_cfg.group)
+        except re.error as exc:
+            raise ConfigError(f"data.split.group: {split_cfg.group!r} is not a valid regex ({exc})") from None
+        out = []
+        for p in ds.meta["path"]:
+            m = rx.search(str(p))
+            if m is None:
+                raise DataError(f"{p}: data.split.group regex {split_cfg.group!r} does not match this file's path")
+            out.append(m.group(1) if m.groups() else m.group(0))
+        return np.array(out, dtype=object)
+    raise ConfigError(f"data.split.group: dataset {ds.name!r} has no group column; the group split works on a CSV "
+                      "column or image file paths")
+
+
+def _check_missing(ds: Dataset, steps: list) -> None:
+    from methodo.data.features import parse_step
+
+    if ds.kind != "tabular" or not np.isnan(ds.X).any():
+        return
+    if any(parse_step(s, i)[0] == "impute" for i, s in enumerate(steps)):
+        return
+    r, c = np.argwhere(np.isnan(ds.X))[0]
+    n_missing = int(np.isnan(ds.X).sum())
+    raise DataError(f"data: {n_missing} missing values (first: column {ds.feature_names[c]!r}, {ds.where(int(r))}); "
+                    "add an imputer, e.g. data.features=[impute], or fix the data (see `methodo data inspect`)")
+
+
+def _counts(y: np.ndarray, ds: Dataset) -> dict[str, int]:
+    bc = np.bincount(y, minlength=ds.n_classes)
+    return {c: int(n) for c, n in zip(ds.class_names, bc)}
+
+
+def split_dataset(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None) -> dict[str, np.ndarray]:
+    """The seeded train/val/test row indices for ``ds`` under ``data_cfg.split``."""
     s = data_cfg.split
     if ds.groups is not None:  # rows cut from documents: whole documents go to one split
-        idx = split_groups(ds.groups, val=s.val, test=s.test, seed=seed)
-    elif ds.task == "segmentation":  # stratify images by their largest foreground class
-        idx = split_indices(dominant_class(ds.y), method=s.method, val=s.val, test=s.test, seed=seed)
+        return split_groups(ds.groups, val=s.val, test=s.test, seed=seed)
+    fold = fold if fold is not None else s.fold
+    y, task = ds.y, ds.task
+    if task == "segmentation":  # stratify images by their largest foreground class
+        y, task = dominant_class(ds.y), "classification"
+    return split_indices(y, method=s.method, val=s.val, test=s.test, seed=seed, task=task,
+                         X=ds.X if s.method == "cluster" else None, groups=groups_for(ds, s),
+                         official=ds.official_test, folds=s.folds, fold=fold, clusters=s.clusters,
+                         cluster_on=s.cluster_on)
+
+
+def prepare(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None,
+            indices: dict[str, np.ndarray] | None = None) -> PreparedData:
+    """Split ``ds``, fit every transform on the training split only, and build tensors for each split."""
+    import torch
+
+    from methodo.data.augment import AugmentPipeline, fixed_normalization
+    from methodo.data.balance import BALANCERS, balance, check_balance
+    from methodo.data.features import build_pipeline, fit_transform, output_names
+
+    steps = list(getattr(data_cfg, "features", []) or [])
+    augment_items = list(data_cfg.augment or [])
+    if ds.kind != "tabular" and steps:
+        raise ConfigError(f"data.features: feature steps work on tables; dataset {ds.name!r} holds {ds.kind} "
+                          "(use data.augment for images)")
+    if ds.kind != "image" and augment_items:
+        raise ConfigError(f"data.augment: augmentations work on images; dataset {ds.name!r} is a table "
+                          "(use data.features for tables)")
+    if ds.task == "segmentation" and augment_items:
+        raise ConfigError("data.augment: the augmentations transform images only, the masks would not follow; "
+                          "segmentation trains without data.augment")
+    check_balance(data_cfg.balance, ds.task)
+    idx = indices if indices is not None else split_dataset(ds, data_cfg, seed, fold=fold)
+    tr = idx["train"]
+
+    # 1. Tables: categorical encoding and feature steps, fitted on the training rows.
+    X = ds.X
+    pipe, names = None, list(ds.feature_names)
+    if ds.kind == "tabular":
+        _check_missing(ds, steps)
+        n_cat = 0 if ds.cat is None else ds.cat.shape[1]
+        pipe, _ = build_pipeline(steps, task=ds.task, seed=seed, feature_names=names + list(ds.cat_names),
+                                 n_categorical=n_cat)
+        if pipe is not None:
+            Xin = X if not n_cat else np.concatenate([X.astype(object), ds.cat], axis=1)
+            Xt_train = fit_transform(pipe, Xin[tr], ds.y[tr])
+            X = np.empty((len(ds.y), Xt_train.shape[1]), dtype=np.float32)
+            X[tr] = Xt_train
+            rest = np.setdiff1d(np.arange(len(ds.y)), tr)
+            if len(rest):
+                X[rest] = np.asarray(pipe.transform(Xin[rest]), dtype=np.float32)
+            names = output_names(pipe, names + list(ds.cat_names))
+            if np.isnan(X).any():
+                raise DataError("data.features: missing values remain after the feature steps; put `impute` "
+                                "before the steps that need complete rows")
+
+    # 2. Scaling fitted on train (or a fixed normalization for images).
+    fixed = fixed_normalization(augment_items) if ds.kind == "image" else None
+    if fixed is not None:
+        pre = Preprocessor.fixed(*fixed, channels=X.shape[1])
     else:
-        idx = split_indices(ds.y, method=s.method, val=s.val, test=s.test, seed=seed, task=ds.task)
-    scale = "none" if ds.kind == "text" else data_cfg.scale
-    pre = Preprocessor(scale=scale).fit(ds.X[idx["train"]], ds.y[idx["train"]], ds.task)
+        pre = Preprocessor(scale="none" if ds.kind == "text" else data_cfg.scale).fit(X[tr], ds.y[tr], ds.task)
+
     tensors, raw_y, counts = {}, {}, {}
-    sets = {name: (ds.X[rows], ds.y[rows]) for name, rows in idx.items()} | dict(ds.extra)
-    for name, (Xs, ys) in sets.items():
-        X = torch.from_numpy(np.ascontiguousarray(pre.transform_x(Xs)))
-        y = torch.from_numpy(np.ascontiguousarray(pre.transform_y(ys, ds.task)))
-        tensors[name] = (X, y)
-        raw_y[name] = ys
-        if ds.task in ("classification", "segmentation") and name in idx:  # rows, or pixels
-            bc = np.bincount(ys.ravel(), minlength=ds.n_classes)
-            counts[name] = {c: int(n) for c, n in zip(ds.class_names, bc)}
-    return PreparedData(ds, idx, tensors, raw_y, pre, counts)
+    sets = {name: (X[rows], ds.y[rows]) for name, rows in idx.items()} | dict(ds.extra)
+    for name, (Xn, yn) in sets.items():
+        Xs = torch.from_numpy(np.ascontiguousarray(pre.transform_x(Xn)))
+        y = torch.from_numpy(np.ascontiguousarray(pre.transform_y(yn, ds.task)))
+        tensors[name] = (Xs, y)
+        raw_y[name] = yn
+        if ds.task == "segmentation" and name in idx:  # pixels per class
+            counts[name] = _counts(yn.ravel(), ds)
+        if ds.task == "classification":
+            counts[name] = _counts(yn, ds)
+            absent = [c for c, n in counts[name].items() if n == 0]
+            if absent:
+                total = int((ds.y == ds.class_names.index(absent[0])).sum())
+                raise DataError(
+                    f"data.split: class {absent[0]!r} ({total} rows in all) is absent from the {name} split "
+                    f"(method {data_cfg.split.method!r}); use method 'stratified', larger fractions, or more rows of that class")
+
+    # 3. Balancing: the training rows only.
+    data = PreparedData(ds, idx, tensors, raw_y, pre, counts, balance=data_cfg.balance, features=pipe,
+                        feature_names=names)
+    if ds.task == "classification":
+        data.class_counts_before_balancing = dict(counts["train"])
+        if data_cfg.balance != "none":
+            Xtr, ytr = tensors["train"]
+            b = balance(data_cfg.balance, Xtr.numpy(), ytr.numpy(), n_classes=ds.n_classes, seed=seed)
+            if BALANCERS.entry(data_cfg.balance).meta.get("resamples"):
+                data.train_inputs = Xtr
+                tensors["train"] = (torch.from_numpy(np.ascontiguousarray(b.X)), torch.from_numpy(b.y))
+                counts["train"] = _counts(b.y, ds)
+            if b.class_weights is not None:
+                data.class_weights = torch.as_tensor(b.class_weights, dtype=torch.float32)
+            if b.sample_weights is not None:
+                data.sample_weights = torch.as_tensor(b.sample_weights, dtype=torch.float64)
+    elif ds.task == "segmentation" and data_cfg.balance == "class_weights":  # pixels per class
+        b = balance("class_weights", X[tr], ds.y[tr].ravel(), n_classes=ds.n_classes, seed=seed)
+        data.class_weights = torch.as_tensor(b.class_weights, dtype=torch.float32)
+
+    # 4. Images: training-only augmentation, applied per batch by the loop.
+    if ds.kind == "image" and augment_items:
+        aug = AugmentPipeline(augment_items, seed=seed, mean=pre.mean, std=pre.std)
+        data.augment = aug if aug.steps else None
+    return data
 
 
 def dominant_class(masks: np.ndarray, background: int = 0) -> np.ndarray:

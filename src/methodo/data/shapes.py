@@ -75,11 +75,12 @@ def make_shapes(n: int, *, size: int = 32, seed: int = 0, max_shapes: int = 3,
 
 @DATASETS.register("shapes", help="generated: RGB images of circles/squares/triangles on noisy backgrounds, "
                    "per-pixel class masks (segmentation)", task="segmentation")
-def load_shapes(data_cfg, *, n: int = 600, size: int = 32, seed: int = 0, max_shapes: int = 3,
-                noise: float = 0.08) -> Dataset:
+def load_shapes(data_cfg, *, audit: bool = False, n: int = 600, size: int = 32, seed: int = 0,
+                max_shapes: int = 3, noise: float = 0.08) -> Dataset:
     """Options (``data.options``): ``n`` images of ``size``×``size`` pixels, ``seed`` of the
     generator (independent of the training seed, so changing ``seed`` re-trains on the same
-    images), up to ``max_shapes`` per image, pixel ``noise`` (standard deviation)."""
+    images), up to ``max_shapes`` per image, pixel ``noise`` (standard deviation). Generated data has
+    nothing for ``audit`` to collect."""
     if n < 3 or size < 8 or max_shapes < 1 or noise < 0:
         raise DataError(f"data.options: shapes needs n >= 3, size >= 8, max_shapes >= 1 and noise >= 0 "
                         f"(got n={n}, size={size}, max_shapes={max_shapes}, noise={noise})")

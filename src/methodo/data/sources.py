@@ -1,5 +1,12 @@
 """Dataset sources: a registry of loaders, each returning a :class:`Dataset` held in memory.
 
+Images are float32 in ``[0, 1]``, shaped ``(n, C, H, W)``; tables are ``(n, F)`` float32 with
+``NaN`` for a missing numeric value, plus raw categorical columns (encoded later, on the training
+split only). Every loader has two modes: strict (the default, used by ``methodo run``: the first
+unreadable file or bad label is a :class:`~methodo.errors.DataError` naming the file and row) and
+audit (``audit=True``, used by ``methodo data inspect``: problems are collected in
+``Dataset.problems`` and the bad rows or files left out, so every problem is reported at once).
+
 Examples
 --------
 >>> from methodo.data.sources import DATASETS
@@ -9,6 +16,7 @@ True
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,15 +28,22 @@ from methodo.registry import Registry
 
 DATASETS = Registry("dataset")
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
 
 @dataclass
 class Dataset:
     """A whole dataset in memory, before any split.
 
-    ``X`` is float32, shaped ``(n, C, H, W)`` for images and ``(n, F)`` for tables, or int64 token
-    ids ``(n, T)`` for text. ``y`` is int64 class indices for classification, float32 for
-    regression, int64 masks ``(n, H, W)`` for segmentation and the next tokens ``(n, T)`` for
-    language modeling.
+    ``X`` is float32, shaped ``(n, C, H, W)`` (values in [0, 1]) for images and ``(n, F)`` for
+    tables (``NaN`` where a value is missing), or int64 token ids ``(n, T)`` for text. ``y`` is int64
+    class indices for classification, float32 for regression, int64 masks ``(n, H, W)`` for
+    segmentation and the next tokens ``(n, T)`` for language modeling. ``cat`` holds raw categorical
+    columns (object array ``(n, K)``, ``None`` where missing) named by ``cat_names``; ``meta`` per-row
+    extras (``path`` of an image file, ``row`` of a CSV line, a group column). ``official_test`` marks
+    a dataset's own test rows. ``problems`` lists what an audit-mode load left out:
+    ``{id, path|row, reason}``.
 
     ``groups`` (optional) names the document each row was cut from: the split then keeps every
     document whole, so no held-out text was seen in training. ``extra`` holds evaluation-only sets
@@ -43,6 +58,11 @@ class Dataset:
     feature_names: list[str] = field(default_factory=list)
     class_names: list[str] | None = None
     description: str = ""
+    cat: np.ndarray | None = None
+    cat_names: list[str] = field(default_factory=list)
+    meta: dict[str, np.ndarray] = field(default_factory=dict)
+    official_test: np.ndarray | None = None
+    problems: list[dict] = field(default_factory=list)
     groups: np.ndarray | None = None
     extra: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     extra_descriptions: dict[str, str] = field(default_factory=dict)
@@ -56,33 +76,49 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.X.shape[1:])
 
+    def where(self, i: int) -> str:
+        """A human pointer to row ``i``: its file, its CSV line, or its index."""
+        if "path" in self.meta:
+            return str(self.meta["path"][i])
+        if "row" in self.meta:
+            return f"row {int(self.meta['row'][i])}"
+        return f"index {i}"
+
 
 def check_dataset_options(source: str, options: dict) -> None:
     """``data.options`` must be keyword options of the source's loader (a ConfigError names the key)."""
     from methodo.registry import check_kwargs
 
     if source in DATASETS:
-        check_kwargs(DATASETS.get(source), options, reserved=("data_cfg",), what=f"dataset {source!r}")
+        check_kwargs(DATASETS.get(source), options, reserved=("data_cfg", "audit"), what=f"dataset {source!r}")
 
 
-def load_dataset(data_cfg) -> Dataset:
-    """Load the dataset named by ``data_cfg.source`` (a :class:`~methodo.config.DataConfig`)."""
+def load_dataset(data_cfg, *, audit: bool = False) -> Dataset:
+    """Load the dataset named by ``data_cfg.source`` (a :class:`~methodo.config.DataConfig`).
+
+    ``data_cfg.options`` are passed to the loader as keywords. With ``audit=True`` unreadable files
+    and bad labels are collected in ``Dataset.problems`` instead of raising at the first one.
+    """
     loader = DATASETS.get(data_cfg.source, key="data.source")
-    ds = loader(data_cfg, **getattr(data_cfg, "options", {}))
+    ds = loader(data_cfg, audit=audit, **getattr(data_cfg, "options", {}))
     if len(ds.y) == 0:
-        raise DataError(f"dataset {ds.name!r} has no rows")
+        raise DataError(f"dataset {ds.name!r} has no rows" + (
+            f" ({len(ds.problems)} unreadable: first {ds.problems[0]})" if ds.problems else ""))
     return ds
 
 
+# --------------------------------------------------------------------------- scikit-learn
+
+
 def _sklearn(name: str, task, loader_name: str, description: str):
-    def load(data_cfg) -> Dataset:
+    def load(data_cfg, audit: bool = False) -> Dataset:
         import sklearn.datasets
 
         bunch = getattr(sklearn.datasets, loader_name)()
         X = np.asarray(bunch.data, dtype=np.float32)
         kind = "tabular"
-        if name == "digits":  # the 8×8 images, as 1-channel images
-            X = np.asarray(bunch.images, dtype=np.float32)[:, None, :, :]
+        if name == "digits":  # the 8×8 images (values 0..16), as 1-channel images in [0, 1]
+            X = np.asarray(bunch.images, dtype=np.float32)[:, None, :, :] / np.float32(16.0)
             kind = "image"
         if task == "classification":
             y = np.asarray(bunch.target, dtype=np.int64)
@@ -103,54 +139,366 @@ _sklearn("iris", "classification", "load_iris", "scikit-learn iris: 150 rows, 4 
 _sklearn("diabetes", "regression", "load_diabetes", "scikit-learn diabetes: 442 rows, 10 features, regression")
 
 
-@DATASETS.register("csv", help="a CSV file (data.path) with a target column (data.target); numeric features", task=None)
-def load_csv(data_cfg) -> Dataset:
-    """Read a CSV; the task is inferred from the target (text or ≤ 20 integer values: classification)."""
+@DATASETS.register("circles", help="two concentric noisy circles (x, y), 1000 rows, 2 classes: "
+                   "the course's case for the polar (r, θ) feature", task="classification")
+def load_circles(data_cfg, audit: bool = False) -> Dataset:
+    from sklearn.datasets import make_circles
+
+    X, y = make_circles(n_samples=1000, noise=0.08, factor=0.5, random_state=0)  # fixed: the data, not the seed
+    return Dataset("circles", "classification", "tabular", X.astype(np.float32), y.astype(np.int64),
+                   ["x", "y"], ["outer", "inner"], "two concentric circles: 1000 rows, features x and y, 2 classes")
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _numbers(s):
+    """``(values as float64 with NaN, mask of cells that are numbers)`` for a column of strings."""
+    import pandas as pd
+
+    conv = pd.to_numeric(s, errors="coerce")
+    return conv.to_numpy(dtype=np.float64), conv.notna().to_numpy()
+
+
+@DATASETS.register("csv", help="a CSV file (data.path) with a target column (data.target); numeric and "
+                   "categorical feature columns", task=None)
+def load_csv(data_cfg, audit: bool = False) -> Dataset:
+    """Read a CSV; the task is inferred from the target (text or ≤ 20 integer values: classification).
+
+    A feature column is categorical when listed in ``data.categorical`` or when fewer than half of
+    its values are numbers; it is kept raw here and one-hot encoded later, fitted on the training
+    split only. A numeric column holding a few non-numbers is an error naming the row (in audit
+    mode: a ``bad_value`` problem, the cell read as missing). Missing numeric values stay ``NaN``.
+    """
     import pandas as pd
 
     path = Path(data_cfg.path)
     if not path.is_file():
         raise DataError(f"{path}: CSV file not found (data.path)")
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype=str, keep_default_na=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: CSV file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({str(exc).splitlines()[0]})") from None
     target = data_cfg.target
-    if target not in df.columns:
-        raise DataError(f"{path}: data.target column {target!r} not found; columns: {choices(list(df.columns))}")
+    cols = list(df.columns)
+    if target not in cols:
+        raise DataError(f"{path}: data.target column {target!r} not found; columns: {choices(cols)}")
     if len(df) == 0:
         raise DataError(f"{path}: CSV file has a header but no rows")
-    features = [c for c in df.columns if c != target]
+    group_col = getattr(data_cfg.split, "group", None) if data_cfg.split.method in ("group",) else None
+    if group_col is not None and group_col not in cols:
+        raise DataError(f"{path}: data.split.group column {group_col!r} not found; columns: {choices(cols)}")
+    ignore = list(getattr(data_cfg, "ignore", []) or [])
+    for c in ignore + list(getattr(data_cfg, "categorical", []) or []):
+        if c not in cols:
+            raise DataError(f"{path}: column {c!r} (data.ignore / data.categorical) not found; columns: {choices(cols)}")
+    features = [c for c in cols if c != target and c != group_col and c not in ignore]
     if not features:
         raise DataError(f"{path}: no feature columns besides the target {target!r}")
-    for col in features:
-        if not pd.api.types.is_numeric_dtype(df[col]):
-            bad = df[col][pd.to_numeric(df[col], errors="coerce").isna() & df[col].notna()]
-            row = int(bad.index[0]) + 2 if len(bad) else "?"
-            raise DataError(
-                f"{path} row {row}: column {col!r} is not numeric (value {bad.iloc[0]!r}); "
-                "only numeric feature columns are supported"
-            )
+    rows = np.arange(len(df)) + 2  # file line of each row (line 1 is the header)
+    problems: list[dict] = []
+    keep = np.ones(len(df), dtype=bool)
+
+    # 1. The target: a missing label, or a non-number in a numeric label column, is a bad label.
     yraw = df[target]
-    missing = yraw.isna()
-    if missing.any():
-        raise DataError(f"{path} row {int(missing.idxmax()) + 2}: missing value in target column {target!r}")
-    feat_nan = df[features].isna()
-    if feat_nan.any().any():
-        r, c = np.argwhere(feat_nan.to_numpy())[0]
-        raise DataError(f"{path} row {r + 2}: missing value in feature column {features[c]!r}")
-    X = df[features].to_numpy(dtype=np.float32)
-    numeric_target = pd.api.types.is_numeric_dtype(yraw) and not pd.api.types.is_bool_dtype(yraw)
-    integer_like = numeric_target and np.all(np.asarray(yraw, dtype=float) == np.round(np.asarray(yraw, dtype=float)))
-    if not numeric_target or (integer_like and yraw.nunique() <= 20):
-        classes, y = np.unique(yraw.astype(str) if not numeric_target else yraw.to_numpy(), return_inverse=True)
-        return Dataset(path.stem, "classification", "tabular", X, y.astype(np.int64), features,
-                       [str(c) for c in classes], f"CSV {path.name}: {len(df)} rows")
-    return Dataset(path.stem, "regression", "tabular", X, yraw.to_numpy(dtype=np.float32), features,
-                   None, f"CSV {path.name}: {len(df)} rows")
+    for i in np.flatnonzero(yraw.isna().to_numpy()):
+        if not audit:
+            raise DataError(f"{path} row {rows[i]}: missing value in target column {target!r}")
+        problems.append({"id": "bad_label", "row": int(rows[i]), "column": target, "value": None,
+                         "reason": "missing label"})
+        keep[i] = False
+    present = yraw.notna().to_numpy()
+    is_num = _numbers(yraw)[1]
+    if present.any() and is_num[present].mean() >= 0.5 and not is_num[present].all():
+        for i in np.flatnonzero(present & ~is_num):
+            if not audit:
+                raise DataError(f"{path} row {rows[i]}: target column {target!r} is numeric but holds "
+                                f"{yraw.iloc[i]!r}")
+            problems.append({"id": "bad_label", "row": int(rows[i]), "column": target, "value": yraw.iloc[i],
+                             "reason": "a string in a numeric label column"})
+            keep[i] = False
+
+    # 2. Features: numeric (NaN when missing) or categorical (raw strings, None when missing).
+    forced_cat = set(getattr(data_cfg, "categorical", []) or [])
+    num_names, cat_names, num_cols, cat_cols = [], [], [], []
+    for col in features:
+        s = df[col]
+        nonmissing = s.notna().to_numpy()
+        values, num_mask = _numbers(s)
+        share = num_mask[nonmissing].mean() if nonmissing.any() else 1.0
+        if col in forced_cat or share < 0.5:
+            cat_names.append(col)
+            cat_cols.append(np.array([None if not m else str(v) for v, m in zip(s, nonmissing)], dtype=object))
+            continue
+        for i in np.flatnonzero(nonmissing & ~num_mask):
+            if not audit:
+                raise DataError(f"{path} row {rows[i]}: column {col!r} is not numeric (value {s.iloc[i]!r}); "
+                                "list it in data.categorical if it is a category")
+            problems.append({"id": "bad_value", "row": int(rows[i]), "column": col, "value": s.iloc[i],
+                             "reason": "a string in a numeric column (read as missing)"})
+        num_names.append(col)
+        num_cols.append(values)
+    X = (np.stack(num_cols, 1) if num_cols else np.zeros((len(df), 0))).astype(np.float32)
+    cat = np.stack(cat_cols, 1) if cat_cols else None
+    meta = {"row": rows}
+    if group_col is not None:
+        meta["group"] = df[group_col].fillna("(missing)").to_numpy(dtype=object)
+
+    X, yraw, rows_kept = X[keep], yraw[keep], rows[keep]
+    cat = cat[keep] if cat is not None else None
+    meta = {k: v[keep] for k, v in meta.items()}
+    desc = f"CSV {path.name}: {len(rows_kept)} rows, {len(num_names)} numeric + {len(cat_names)} categorical features"
+    yf, ynum = _numbers(yraw)
+    numeric_target = bool(len(yraw)) and bool(ynum.all())
+    integer_like = numeric_target and np.all(yf == np.round(yf))
+    common = dict(cat=cat, cat_names=cat_names, meta=meta, problems=problems)
+    if not numeric_target or (integer_like and len(np.unique(yf)) <= 20):
+        keys = yraw.to_numpy(dtype=str) if not numeric_target else yf
+        classes, y = np.unique(keys, return_inverse=True)
+        names = [str(c) if not numeric_target else f"{c:g}" for c in classes]
+        return Dataset(path.stem, "classification", "tabular", X, y.astype(np.int64), num_names, names, desc, **common)
+    return Dataset(path.stem, "regression", "tabular", X, yf.astype(np.float32), num_names, None, desc, **common)
+
+
+# --------------------------------------------------------------------------- image folder
+
+
+def _header(path: Path) -> tuple[str, tuple[int, int]] | str:
+    """``(mode, (width, height))`` from the file header, or the reason it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if path.stat().st_size == 0:
+            return "0-byte file"
+        with Image.open(path) as im:
+            return im.mode, im.size
+    except UnidentifiedImageError:
+        return "not an image (no PNG/JPEG content; is it a text file with an image name?)"
+    except OSError as exc:
+        return f"unreadable ({exc})"
+
+
+def _decode(path: str, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+    """One image as uint8 ``(C, H, W)``: alpha composited on white, then gray or RGB, then resized."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()  # decode fully now: a truncated file fails here
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(bg, rgba)
+        if im.mode.startswith("I") or im.mode == "F":
+            arr = np.asarray(im, dtype=np.float64)  # 16/32-bit gray: scale to 8 bits by its range
+            hi = 65535.0 if arr.max() > 255 else 255.0
+            im = Image.fromarray(np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8), "L")
+        im = im.convert("L" if channels == 1 else "RGB")
+        if size is not None and im.size != (size[1], size[0]):
+            im = im.resize((size[1], size[0]), Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+class _ImageFiles:
+    """A map-style torch dataset decoding one file per item; never raises (errors come back as text),
+    so a corrupt file is reported with its path even from a DataLoader worker."""
+
+    def __init__(self, paths, channels, size):
+        self.paths, self.channels, self.size = paths, channels, size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            return i, _decode(self.paths[i], self.channels, self.size), ""
+        except Exception as exc:  # noqa: BLE001 - reported with the file's path by the caller
+            reason = str(exc) or type(exc).__name__
+            if "truncated" in reason.lower():
+                reason = f"truncated image ({reason})"
+            return i, None, f"unreadable image: {reason}"
+
+
+def _collate(items):
+    return items
+
+
+def read_images(paths: list[str], *, channels: int, size: tuple[int, int], workers: int = 0,
+                audit: bool = False, progress: bool = False) -> tuple[np.ndarray, list[dict]]:
+    """Decode ``paths`` into one float32 array ``(n, C, H, W)`` in [0, 1], in DataLoader workers.
+
+    Strict mode raises :class:`DataError` with the first unreadable file's path; audit mode returns
+    the problems (those rows stay zero; the caller drops them).
+    """
+    import sys
+
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    out = np.zeros((len(paths), channels, *size), dtype=np.float32)
+    problems = []
+    loader = DataLoader(_ImageFiles(paths, channels, size), batch_size=64, num_workers=workers,
+                        collate_fn=_collate, shuffle=False)
+    for batch in tqdm(loader, disable=not (progress and sys.stderr.isatty()), desc="decoding images", leave=False):
+        for i, arr, err in batch:
+            if err:
+                if not audit:
+                    raise DataError(f"{paths[i]}: {err}")
+                problems.append({"id": "unreadable_file", "path": paths[i], "reason": err})
+                continue
+            out[i] = arr.astype(np.float32) / np.float32(255.0)
+    return out, problems
+
+
+def _image_size(value) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return (value, value)
+    return (int(value[0]), int(value[1]))
+
+
+@DATASETS.register("imagefolder", help="a folder (data.path) with one subfolder per class of PNG/JPEG images "
+                   "(RGB, RGBA and grayscale converted consistently)", task="classification")
+def load_imagefolder(data_cfg, audit: bool = False) -> Dataset:
+    """Read ``data.path/CLASS/*.png|jpg|jpeg``.
+
+    Channels: ``data.channels: auto`` gives 3 (RGB) when any image has color, else 1; an RGBA image
+    is composited on white, a grayscale one repeated to RGB when the folder is in color. Size:
+    ``data.image_size`` resizes every image; when unset every image must already have one size.
+    Files are decoded in ``data.workers`` DataLoader worker processes.
+    """
+    root = Path(data_cfg.path)
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found (data.path)")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: no class subfolders; expected {root}/CLASS_NAME/image.png for each class")
+    paths, labels, problems = [], [], []
+    for c, name in enumerate(classes):
+        for p in sorted((root / name).rglob("*")):
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+                paths.append(p)
+                labels.append(c)
+    if not paths:
+        raise DataError(f"{root}: no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} files in the class subfolders "
+                        f"{choices(classes)}")
+
+    # 1. Headers only (fast): mode and size of every file; a 0-byte or non-image file is caught here.
+    heads = []
+    for p in paths:
+        h = _header(p)
+        if isinstance(h, str):
+            if not audit:
+                raise DataError(f"{p}: {h}")
+            problems.append({"id": "unreadable_file", "path": str(p), "reason": h})
+        heads.append(h)
+    good = [i for i, h in enumerate(heads) if not isinstance(h, str)]
+    if not good:
+        raise DataError(f"{root}: none of the {len(paths)} image files is readable (first: {problems[0]['path']}: "
+                        f"{problems[0]['reason']})")
+    channels = {"auto": None, "1": 1, "3": 3}[str(data_cfg.channels)]
+    if channels is None:
+        channels = 3 if any(heads[i][0] not in _GRAY_MODES for i in good) else 1
+    size = _image_size(data_cfg.image_size)
+    if size is None:
+        sizes = {heads[i][1] for i in good}
+        if len(sizes) > 1:
+            a, b = sorted(sizes)[:2]
+            ia = next(i for i in good if heads[i][1] == a)
+            ib = next(i for i in good if heads[i][1] == b)
+            raise DataError(f"{root}: images have different sizes ({paths[ia]} is {a[0]}×{a[1]}, {paths[ib]} is "
+                            f"{b[0]}×{b[1]}); set data.image_size, e.g. data.image_size=32")
+        w, h = sizes.pop()
+        size = (h, w)
+
+    # 2. Decode the readable files in DataLoader workers; a truncated file is caught here.
+    X, decode_problems = read_images([str(paths[i]) for i in good], channels=channels, size=size,
+                                     workers=data_cfg.workers, audit=audit, progress=True)
+    problems += decode_problems
+    bad = {p["path"] for p in decode_problems}
+    keep = [k for k, i in enumerate(good) if str(paths[i]) not in bad]
+    X = X[keep]
+    kept_paths = np.array([str(paths[good[k]]) for k in keep], dtype=object)
+    y = np.array([labels[good[k]] for k in keep], dtype=np.int64)
+    desc = (f"image folder {root.name}: {len(y)} images, {len(classes)} classes, "
+            f"{'RGB' if channels == 3 else 'grayscale'} {size[0]}×{size[1]}")
+    return Dataset(root.name, "classification", "image", X, y, [], classes, desc, meta={"path": kept_paths},
+                   problems=problems)
+
+
+# --------------------------------------------------------------------------- torchvision datasets
+
+
+def default_data_root() -> Path:
+    """Where downloaded datasets live: ``$METHODO_DATA``, else ``~/.cache/methodo/datasets``."""
+    return Path(os.environ.get("METHODO_DATA") or Path.home() / ".cache" / "methodo" / "datasets")
+
+
+_TV = {
+    # name: (torchvision class, folder under root, files, where to get them)
+    "mnist": ("MNIST", "MNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                      "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"],
+              "https://ossci-datasets.s3.amazonaws.com/mnist/ (gunzip each .gz)"),
+    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw",
+                      ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                       "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"],
+                      "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ (gunzip each .gz)"),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py",
+                ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                 "test_batch", "batches.meta"],
+                "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (extract it)"),
+}
+
+
+def _torchvision(name: str, help: str):
+    cls_name, sub, files, url = _TV[name]
+
+    def load(data_cfg, audit: bool = False) -> Dataset:
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, cls_name)
+        root = Path(data_cfg.path) if data_cfg.path else default_data_root()
+        folder = root / sub
+        put = (f"put {', '.join(files)} in {folder} (from {url})")
+        if data_cfg.download:
+            try:
+                cls(str(root), train=True, download=True)
+            except Exception as exc:  # noqa: BLE001 - network errors come in many types
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise DataError(f"{name}: the download to {root} failed ({reason}); offline, {put}") from None
+        try:
+            # CIFAR-10's files are Python pickles: torchvision unpickles them only after checking
+            # each file's MD5 against the official one, so nothing but the official files is loaded.
+            parts = [cls(str(root), train=t, download=False) for t in (True, False)]
+        except RuntimeError as exc:
+            raise DataError(f"{name}: dataset files not found or corrupted under {folder} ({exc}); {put}, "
+                            "or set data.download=true when online") from None
+        arrays = []
+        for p in parts:
+            a = p.data.numpy() if hasattr(p.data, "numpy") else np.asarray(p.data)
+            a = a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2)  # (n, C, H, W)
+            arrays.append(a)
+        X = np.concatenate(arrays).astype(np.float32) / np.float32(255.0)
+        y = np.concatenate([np.asarray(p.targets, dtype=np.int64) for p in parts])
+        official = np.zeros(len(y), dtype=bool)
+        official[len(arrays[0]):] = True
+        classes = [str(c) for c in parts[0].classes]
+        desc = (f"{name}: {len(arrays[0])} train + {len(arrays[1])} official test images, "
+                f"{X.shape[1]}×{X.shape[2]}×{X.shape[3]}, {len(classes)} classes")
+        return Dataset(name, "classification", "image", X, y, [], classes, desc, official_test=official)
+
+    DATASETS.register(name, load, help=help, task="classification")
+
+
+_torchvision("mnist", "torchvision MNIST: 70000 28×28 handwritten digits (downloaded to data.path)")
+_torchvision("fashion_mnist", "torchvision Fashion-MNIST: 70000 28×28 clothing images, 10 classes")
+_torchvision("cifar10", "torchvision CIFAR-10: 60000 32×32 RGB images, 10 classes (MD5-checked before loading)")
 
 
 # Generated and text datasets register themselves on import.
-from methodo.data import shapes as _shapes, text as _text  # noqa: E402,F401
+from methodo.data import shapes as _shapes, text as _text  # noqa: E402
+
+del _shapes, _text

@@ -1,5 +1,15 @@
 """Seeded train/val/test splits. Each method returns sorted, disjoint index arrays covering all rows.
 
+Methods (``data.split.method``):
+
+- ``random``: shuffle, cut by the fractions.
+- ``stratified``: class proportions kept in every split, up to rounding (quantile bins for regression).
+- ``group``: rows sharing a group (``data.split.group``) never straddle two splits.
+- ``cluster``: KMeans clusters of the inputs; whole clusters go to one split (cluster sampling:
+  the test split holds regions of input space the model never saw).
+- ``kfold``: ``folds`` folds; fold *i* is the test split of run *i*, val is carved from the rest.
+- ``official``: the dataset's own test split (MNIST, CIFAR-10, ...), val carved from its train part.
+
 Examples
 --------
 >>> import numpy as np
@@ -21,17 +31,30 @@ SPLITS = Registry("split")
 
 
 def split_indices(y: np.ndarray, *, method: str, val: float, test: float, seed: int,
-                  task: str = "classification") -> dict[str, np.ndarray]:
-    """Split row indices into ``train``/``val``/``test`` with the named method."""
+                  task: str = "classification", X: np.ndarray | None = None, groups: np.ndarray | None = None,
+                  official: np.ndarray | None = None, folds: int = 5, fold: int | None = None,
+                  clusters: int = 8, cluster_on: str = "pca") -> dict[str, np.ndarray]:
+    """Split row indices into ``train``/``val``/``test`` with the named method.
+
+    ``X`` is needed by ``cluster``, ``groups`` (one id per row) by ``group``, ``official`` (a
+    boolean mask of the dataset's own test rows) by ``official``; ``fold`` (1-based) by ``kfold``.
+    """
     fn = SPLITS.get(method, key="data.split.method")
-    parts = fn(np.asarray(y), val=val, test=test, seed=seed, task=task)
+    parts = fn(np.asarray(y), val=val, test=test, seed=seed, task=task, X=X, groups=groups, official=official,
+               folds=folds, fold=fold, clusters=clusters, cluster_on=cluster_on)
     for name, idx in parts.items():
         if len(idx) == 0:
             raise DataError(
-                f"data.split: the {name} split is empty ({len(y)} rows, val={val}, test={test}); "
+                f"data.split: the {name} split is empty ({len(y)} rows, method={method}, val={val}, test={test}); "
                 "use more data or larger fractions"
             )
-    return {k: np.sort(v) for k, v in parts.items()}
+    return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in parts.items()}
+
+
+def _strata(y, task):
+    if task == "regression":  # stratify a continuous target by its quintiles
+        return np.digitize(y, np.quantile(y, [0.2, 0.4, 0.6, 0.8]))
+    return y
 
 
 def _two_stage(y, *, val, test, seed, stratify):
@@ -49,21 +72,59 @@ def _two_stage(y, *, val, test, seed, stratify):
     return {"train": tr, "val": va, "test": te}
 
 
+def _carve_val(rest, y, *, n_total, val, seed, stratify):
+    """Take ``val × n_total`` rows of ``rest`` for validation (stratified when asked)."""
+    from sklearn.model_selection import train_test_split
+
+    size = min(max(int(round(val * n_total)), 1), len(rest) - 1)
+    try:
+        tr, va = train_test_split(rest, test_size=size, random_state=seed + 1,
+                                  stratify=None if stratify is None else stratify[rest])
+    except ValueError as exc:
+        raise DataError(f"data.split: cannot carve a validation split from {len(rest)} rows: {exc}") from None
+    return tr, va
+
+
 @SPLITS.register("random", help="shuffle rows, then cut train/val/test by the fractions")
-def random_split(y, *, val, test, seed, task):
+def random_split(y, *, val, test, seed, task, **_):
     return _two_stage(y, val=val, test=test, seed=seed, stratify=None)
 
 
 @SPLITS.register("stratified", help="keep class proportions in every split (quantile bins for regression)")
-def stratified_split(y, *, val, test, seed, task):
-    strata = y
-    if task == "regression":  # stratify a continuous target by its quintiles
-        strata = np.digitize(y, np.quantile(y, [0.2, 0.4, 0.6, 0.8]))
-    return _two_stage(y, val=val, test=test, seed=seed, stratify=strata)
+def stratified_split(y, *, val, test, seed, task, **_):
+    return _two_stage(y, val=val, test=test, seed=seed, stratify=_strata(y, task))
+
+
+def assign_groups(groups: np.ndarray, *, val: float, test: float, seed: int, what: str = "group") -> dict:
+    """Whole groups to splits: shuffled groups fill test, then val, each up to its share of rows."""
+    uniq, inv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    if len(uniq) < 3:
+        raise DataError(f"data.split: {what} split needs at least 3 {what}s (found {len(uniq)})")
+    sizes = np.bincount(inv)
+    n = len(groups)
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    targets = {"test": test * n, "val": val * n}
+    filled = {"test": 0, "val": 0}
+    where = {}
+    for g in order:
+        for part in ("test", "val"):
+            f, t = filled[part], targets[part]
+            if f == 0 or abs(f + sizes[g] - t) < abs(f - t):  # the group brings this split nearer its share
+                filled[part] += sizes[g]
+                where[g] = part
+                break
+        else:
+            where[g] = "train"
+    if "train" not in where.values():  # the last group always leaves rows for training
+        last = order[-1]
+        filled[where[last]] -= sizes[last]
+        where[last] = "train"
+    parts = {s: np.flatnonzero(np.isin(inv, [g for g, p in where.items() if p == s])) for s in ("train", "val", "test")}
+    return parts
 
 
 def split_groups(groups: np.ndarray, *, val: float, test: float, seed: int) -> dict[str, np.ndarray]:
-    """Split rows so that each group (e.g. the document a text window was cut from) is in one split.
+    """Split rows so that each document a text window was cut from is in one split (language modeling).
 
     Groups are visited in a seeded random order; each goes to ``test`` if it still fits within the
     test share of rows (5% slack), else to ``val`` if it fits there, else to ``train``. So held-out
@@ -98,3 +159,75 @@ def split_groups(groups: np.ndarray, *, val: float, test: float, seed: int) -> d
             chosen["train"].remove(smallest)
             chosen[k].append(smallest)
     return {k: np.sort(np.flatnonzero(np.isin(groups, ids[v]))) for k, v in chosen.items()}
+
+
+@SPLITS.register("group", help="whole groups (data.split.group: a CSV column, or a regex over image paths) "
+                 "per split: no group straddles two splits")
+def group_split(y, *, val, test, seed, groups, **_):
+    if groups is None:
+        raise DataError("data.split.group: the group split needs a group per row: name a CSV column, or for an "
+                        "image folder a regex with one (...) capture over the file path")
+    return assign_groups(groups, val=val, test=test, seed=seed, what="group")
+
+
+def cluster_labels(X: np.ndarray, *, clusters: int, seed: int, on: str = "pca") -> np.ndarray:
+    """KMeans cluster of every row: on standardized features, or on their first PCA components."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    Z = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+    if np.isnan(Z).any():  # clustering needs every value: missing → column mean
+        col = np.nanmean(Z, 0)
+        Z = np.where(np.isnan(Z), np.nan_to_num(col)[None, :], Z)
+    Z = (Z - Z.mean(0)) / np.where(Z.std(0) > 1e-12, Z.std(0), 1.0)
+    if on == "pca" and Z.shape[1] > 16:
+        Z = PCA(n_components=16, random_state=seed).fit_transform(Z)
+    if clusters > len(Z):
+        raise DataError(f"data.split.clusters={clusters} is more than the {len(Z)} rows")
+    return KMeans(n_clusters=clusters, random_state=seed, n_init=4).fit_predict(Z)
+
+
+@SPLITS.register("cluster", help="KMeans clusters of the inputs (data.split.clusters, cluster_on features|pca); "
+                 "whole clusters per split")
+def cluster_split(y, *, val, test, seed, X, clusters, cluster_on, **_):
+    if X is None:
+        raise DataError("data.split: the cluster split needs the inputs X")
+    labels = cluster_labels(X, clusters=clusters, seed=seed, on=cluster_on)
+    return assign_groups(labels, val=val, test=test, seed=seed, what="cluster")
+
+
+@SPLITS.register("kfold", help="k folds (data.split.folds): run i tests on fold i, validates on rows carved "
+                 "from the rest; the report shows mean ± std over folds")
+def kfold_split(y, *, val, seed, task, folds, fold, **_):
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if fold is None:
+        raise DataError("data.split.fold: a kfold split needs the fold to use (1..folds); `methodo run` runs them all")
+    if not 1 <= fold <= folds:
+        raise DataError(f"data.split.fold={fold} is outside 1..{folds}")
+    strata = _strata(y, task)
+    if task == "classification":
+        present = np.bincount(y)[np.bincount(y) > 0]
+        if present.min() < folds:
+            raise DataError(f"data.split.folds={folds}: the smallest class has only {int(present.min())} rows; "
+                            "use fewer folds")
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    else:
+        splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    rest, te = list(splitter.split(np.zeros(len(y)), strata))[fold - 1]
+    tr, va = _carve_val(rest, y, n_total=len(y), val=val, seed=seed, stratify=strata)
+    return {"train": tr, "val": va, "test": te}
+
+
+@SPLITS.register("official", help="the dataset's own test split (mnist, fashion_mnist, cifar10); "
+                 "val carved (stratified) from its train part")
+def official_split(y, *, val, seed, task, official, **_):
+    if official is None:
+        from methodo.data.sources import DATASETS
+
+        have = [e.name for e in DATASETS.entries() if e.name in ("mnist", "fashion_mnist", "cifar10")]
+        raise DataError(f"data.split.method: this dataset has no official test split; 'official' works for "
+                        f"{', '.join(have)}; use stratified")
+    rest = np.flatnonzero(~official)
+    tr, va = _carve_val(rest, y, n_total=len(rest), val=val, seed=seed, stratify=_strata(y, task))
+    return {"train": tr, "val": va, "test": np.flatnonzero(official)}

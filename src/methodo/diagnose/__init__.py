@@ -55,6 +55,8 @@ class Facts:
     oos_rows: np.ndarray | None = None
     class_names: list[str] | None = None
     lr: float | None = None
+    monitor: list[dict] = field(default_factory=list)  # per-epoch weight/gradient stats (train.monitor)
+    skipped_batches: list[dict] = field(default_factory=list)  # batches the NaN guard skipped
 
 
 def finding(id: str, help: str):
@@ -311,17 +313,155 @@ def diagnose(facts: Facts) -> list[Finding]:
     return sorted(found, key=lambda x: SEVERITY_ORDER.get(x.severity, 9))
 
 
-def non_finite_loss(epoch: int, step: int, value: float, lr: float, limit: float | None = None) -> Finding:
-    """The finding for a run stopped by a NaN/inf or exploding loss (made by the pipeline, not a check)."""
-    what = f"became {value}" if limit is None else f"exploded to {value:.4g} (limit {limit:.4g})"
-    evidence = {"epoch": epoch, "step": step, "loss": str(value), "lr": lr}
+def non_finite_loss(epoch: int, step: int, value: float, lr: float, limit: float | None = None,
+                    tensor: str = "loss") -> Finding:
+    """The finding for a run stopped by a NaN/inf or exploding loss, or a non-finite gradient or
+    weight (made by the pipeline, not a check). ``tensor`` names what was non-finite."""
+    if limit is not None:
+        title = f"Training diverged: the loss exploded to {value:.4g} (limit {limit:.4g})"
+    elif tensor == "loss":
+        title = f"Training diverged: the loss became {value}"
+    else:
+        title = f"Training diverged: the {tensor} became non-finite ({value})"
+    evidence = {"epoch": epoch, "step": step, "tensor": tensor, "value": str(value), "lr": lr}
+    if tensor == "loss":
+        evidence["loss"] = str(value)
     if limit is not None:
         evidence["limit"] = limit
     return Finding(
-        "non_finite_loss", "critical", f"Training diverged: the loss {what} at epoch {epoch}, step {step}",
+        "non_finite_loss", "critical", f"{title} at epoch {epoch}, step {step}",
         evidence,
-        "Lower the learning rate (try `methodo lr-find`), clip gradients, and check the inputs for NaN/inf.")
+        "Lower the learning rate (try `methodo lr-find`), clip gradients (train.clip.norm), and check the "
+        "inputs for NaN/inf; train.nan_guard.policy=skip drops rare bad batches instead of stopping.")
+
+
+def _last_with_grads(monitor: list[dict]) -> dict | None:
+    rows = [r for r in monitor if any("g_rms" in v for v in r["layers"].values())]
+    return rows[-1] if rows else None
+
+
+@finding("exploding_gradients", "gradient norms grew by orders of magnitude, or are huge")
+def exploding_gradients(f: Facts) -> Finding | None:
+    rows = [r for r in f.monitor if any("g_rms" in v for v in r["layers"].values())]
+    if len(rows) < 1:
+        return None
+    first, last = rows[0], rows[-1]
+    worst = None
+    for name, st in last["layers"].items():
+        g0 = first["layers"].get(name, {}).get("g_rms")
+        g = st.get("g_rms")
+        if g is None:
+            continue
+        growth = g / g0 if g0 else float("inf")
+        if g > 1e2 or (len(rows) > 1 and growth > 1e3):
+            if worst is None or g > worst[1]:
+                worst = (name, g, growth)
+    if worst is None:
+        return None
+    name, g, growth = worst
+    return Finding(
+        "exploding_gradients", "high", f"Exploding gradients in {name}: gradient RMS {g:.3g}",
+        {"layer": name, "grad_rms_last": round(g, 6), "growth_since_first_epoch": round(growth, 2),
+         "epoch": last["epoch"]},
+        "Lower the learning rate, clip gradients (train.clip.norm=1.0), add normalization layers, or check "
+        "the input scaling.")
+
+
+@finding("vanishing_gradients", "a layer's gradients are orders of magnitude smaller than the others'")
+def vanishing_gradients(f: Facts) -> Finding | None:
+    last = _last_with_grads(f.monitor)
+    if last is None:
+        return None
+    g = {n: st["g_rms"] for n, st in last["layers"].items() if "g_rms" in st}
+    if len(g) < 2:
+        return None
+    top = max(g.values())
+    name = min(g, key=g.get)
+    if top > 0 and g[name] < 1e-5 * top:
+        return Finding(
+            "vanishing_gradients", "high", f"Vanishing gradients in {name}: {g[name]:.3g} vs {top:.3g} elsewhere",
+            {"layer": name, "grad_rms": g[name], "largest_layer_grad_rms": top,
+             "ratio": g[name] / top, "epoch": last["epoch"]},
+            "Use ReLU-family activations, residual connections or normalization layers, and a He/Xavier "
+            "initialization; check that the layer is connected to the loss.")
+    return None
+
+
+@finding("exploding_weights", "a layer's weights grew by more than 10× since initialization")
+def exploding_weights(f: Facts) -> Finding | None:
+    if len(f.monitor) < 2:
+        return None
+    first, last = f.monitor[0], f.monitor[-1]
+    growth = {n: st["w_rms"] / first["layers"][n]["w_rms"] for n, st in last["layers"].items()
+              if n in first["layers"] and first["layers"][n]["w_rms"] > 0}
+    if not growth:
+        return None
+    name = max(growth, key=growth.get)
+    if growth[name] > 10:
+        return Finding(
+            "exploding_weights", "high", f"Exploding weights in {name}: RMS grew {growth[name]:.1f}× since initialization",
+            {"layer": name, "growth": round(growth[name], 2), "w_rms_first": first["layers"][name]["w_rms"],
+             "w_rms_last": last["layers"][name]["w_rms"], "epoch": last["epoch"]},
+            "Add weight decay (train.optimizer.weight_decay or train.regularization.decoupled_wd), a max-norm "
+            "constraint (train.regularization.max_norm), or lower the learning rate.")
+    return None
+
+
+@finding("vanishing_weights", "a layer's weights shrank to under 1% of their initial size")
+def vanishing_weights(f: Facts) -> Finding | None:
+    if len(f.monitor) < 2:
+        return None
+    first, last = f.monitor[0], f.monitor[-1]
+    ratio = {n: st["w_rms"] / first["layers"][n]["w_rms"] for n, st in last["layers"].items()
+             if n in first["layers"] and first["layers"][n]["w_rms"] > 0}
+    if not ratio:
+        return None
+    name = min(ratio, key=ratio.get)
+    if ratio[name] < 0.01:
+        return Finding(
+            "vanishing_weights", "high", f"Vanishing weights in {name}: RMS fell to {100 * ratio[name]:.2g}% of its initial value",
+            {"layer": name, "ratio": ratio[name], "w_rms_first": first["layers"][name]["w_rms"],
+             "w_rms_last": last["layers"][name]["w_rms"], "epoch": last["epoch"]},
+            "Weight decay or an L1/L2 penalty is too strong for this learning rate: lower it.")
+    return None
+
+
+@finding("dead_relu", "many ReLU units output 0 for every probed training input")
+def dead_relu(f: Facts) -> Finding | None:
+    if not f.monitor or not f.monitor[-1].get("dead_relu"):
+        return None
+    dead = f.monitor[-1]["dead_relu"]
+    name = max(dead, key=dead.get)
+    if dead[name] >= 0.5:
+        return Finding(
+            "dead_relu", "high" if dead[name] >= 0.9 else "medium",
+            f"Dead ReLU units: {100 * dead[name]:.0f}% of the units of {name} never activate",
+            {"layer": name, "dead_fraction": dead[name], "epoch": f.monitor[-1]["epoch"],
+             "all_layers": {k: round(v, 3) for k, v in dead.items()}},
+            "Lower the learning rate, use LeakyReLU/GELU, check the initialization and the input scaling, "
+            "or reduce a large negative bias.")
+    return None
+
+
+@finding("skipped_batches", "the NaN guard skipped batches with a non-finite loss or gradient")
+def skipped_batches(f: Facts) -> Finding | None:
+    if not f.skipped_batches:
+        return None
+    first = f.skipped_batches[0]
+    tensors = sorted({s["tensor"] for s in f.skipped_batches})
+    return Finding(
+        "skipped_batches", "medium", f"{len(f.skipped_batches)} batch(es) skipped: non-finite {', '.join(tensors)}",
+        {"skipped": len(f.skipped_batches), "first_epoch": first["epoch"], "first_step": first["step"],
+         "tensors": tensors},
+        "Find the rows that produce them (NaN/inf inputs, log of 0, division by 0) or lower the learning rate; "
+        "skipping hides the cause.")
 
 
 FINDINGS.register("non_finite_loss", non_finite_loss, help="the loss became NaN or infinite; training stopped",
                   check=False)
+
+# The data checks (stage "data": run by `methodo data inspect` and at the start of `methodo run`) live
+# with the data stage; importing them registers them here, so one registry lists every finding.
+from methodo.data import audit as _data_audit  # noqa: E402
+
+del _data_audit

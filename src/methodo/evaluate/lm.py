@@ -131,7 +131,7 @@ def text_perplexity(model, tokenizer, text: str, *, window: int, stride: int) ->
 # --------------------------------------------------------------------------- lm-evaluation-harness
 
 
-def local_tasks_dir(into) -> "Path":
+def local_tasks_dir(into):
     """Copy methodo's own lm-eval task files into ``into`` with absolute data paths; returns the folder."""
     from pathlib import Path
 
@@ -189,7 +189,7 @@ def leaderboard_rows(results: dict, tasks: list[str], n_samples: dict | None = N
 
 def format_leaderboard(board: dict, model_name: str) -> str:
     """A Markdown table: one row per task, then the average."""
-    lines = [f"| model | task | metric | score (%) | ± stderr | n |", "|---|---|---|---:|---:|---:|"]
+    lines = ["| model | task | metric | score (%) | ± stderr | n |", "|---|---|---|---:|---:|---:|"]
     for r in board["tasks"]:
         se = "" if r["stderr"] is None else f"{r['stderr']:.2f}"
         lines.append(f"| {model_name} | {r['task']} | {r['metric']} | {r['score']:.2f} | {se} | {r['n'] or ''} |")

@@ -155,15 +155,26 @@ def roc_auc(p, y, c):
     return multiclass_auroc(p, y, num_classes=c, average="macro")
 
 
+def _ap(score: torch.Tensor, pos: torch.Tensor) -> float:
+    """Average precision as scikit-learn defines it: Σ (R_n − R_{n−1}) P_n over distinct thresholds."""
+    order = torch.argsort(score, descending=True, stable=True)
+    s, hit = score[order], pos[order].double()
+    tp, fp = hit.cumsum(0), (1 - hit).cumsum(0)
+    last = torch.ones_like(s, dtype=torch.bool)
+    last[:-1] = s[1:] != s[:-1]  # ties share one threshold: keep the last row of each score value
+    tp, fp = tp[last], fp[last]
+    recall = tp / tp[-1]
+    prev = torch.cat([recall.new_zeros(1), recall[:-1]])
+    return float(((recall - prev) * tp / (tp + fp)).sum())
+
+
 @_cls("average_precision", "area under the precision-recall curve (binary: positive class; else macro)")
 def average_precision(p, y, c):
-    from torchmetrics.functional.classification import binary_average_precision, multiclass_average_precision
-
     if len(torch.unique(y)) < 2:
         raise Undefined("only one class is present")
     if c == 2:
-        return binary_average_precision(p[:, 1], y)
-    return multiclass_average_precision(p, y, num_classes=c, average="macro")
+        return _ap(p[:, 1], y == 1)
+    return float(np.mean([_ap(p[:, k], y == k) for k in range(c) if (y == k).any()]))
 
 
 @_cls("log_loss", "mean negative log-likelihood of the true class (the loss, as a metric)", higher=False)
@@ -173,9 +184,12 @@ def log_loss(p, y, c):
 
 @_cls("ece", "expected calibration error: |confidence − accuracy| over 15 confidence bins", higher=False)
 def ece(p, y, c):
-    from torchmetrics.functional.classification import multiclass_calibration_error
-
-    return multiclass_calibration_error(p, y, num_classes=c, n_bins=15, norm="l1")
+    # bins (k/15, (k+1)/15] of the top-class confidence; weighted mean gap between accuracy and confidence
+    conf, pred = p.max(1)
+    bins = torch.clamp(torch.ceil(conf.double() * 15).long() - 1, 0, 14)
+    hit = torch.bincount(bins, weights=(pred == y).double(), minlength=15)
+    sure = torch.bincount(bins, weights=conf.double(), minlength=15)
+    return ((hit - sure).abs().sum() / len(y))
 
 
 @_reg("mae", "mean absolute error, in target units")

@@ -13,9 +13,11 @@ torch.Size([2, 3])
 from __future__ import annotations
 
 from methodo.errors import ConfigError, choices
-from methodo.models import dense as _dense, language as _language  # noqa: F401 (they register)
+from methodo.models import dense as _dense, language as _language  # they register their models
 from methodo.models.zoo import MODELS
 from methodo.registry import check_kwargs
+
+del _dense, _language
 
 __all__ = ["MODELS", "build_model", "check_model_options", "check_model_task", "model_tasks"]
 

@@ -36,6 +36,15 @@ FIGURES = {
     "regression_fit.png": "Predictions (test)",
     "segmentation.png": "Test images, true masks and predicted masks",
     "perplexity.png": "Perplexity: in-domain vs out-of-domain",
+    "lr_find.png": "LR range test",
+    "weights.png": "Weight and gradient distributions",
+    "explanations.png": "Explanations (test)",
+    "feature_importance.png": "Feature importance (test)",
+    "kfold.png": "Test metrics per fold (k-fold)",
+    "augmentation.png": "Augmentation gallery (training images, original then augmented copies)",
+    "embeddings_pca.png": "Test embeddings, penultimate layer (PCA)",
+    "embeddings_tsne.png": "Test embeddings, penultimate layer (t-SNE)",
+    "embeddings_umap.png": "Test embeddings, penultimate layer (UMAP)",
 }
 _SPLIT_LABEL = {"ood": "out-of-domain"}
 
@@ -137,8 +146,14 @@ def _data_table(summary: dict) -> str:
     if counts:
         classes = list(next(iter(counts.values())))
         head = "".join(f"<th>{escape(c)}</th>" for c in classes)
+        labels = {s: f"{s} (n={splits[s]['n']})" for s in counts}
+        before = splits.get("train", {}).get("class_counts_before_balancing")
+        if before is not None and before != counts.get("train"):
+            labels["train"] = f"train after {escape(str(data.get('balance')))} (n={splits['train'].get('n_after_balancing')})"
+            counts = {"train (before balancing)": before, **counts}
+            labels["train (before balancing)"] = f"train before balancing (n={splits['train']['n']})"
         rows = "".join(
-            f"<tr><td>{escape(s)} (n={splits[s]['n']})</td>" + "".join(f"<td>{c[k]}</td>" for k in classes) + "</tr>"
+            f"<tr><td>{escape(labels[s])}</td>" + "".join(f"<td>{c[k]}</td>" for k in classes) + "</tr>"
             for s, c in counts.items())
         parts.append(f'<table id="class-counts"><tr><th>split</th>{head}</tr>{rows}</table>')
         if data.get("count_unit"):
@@ -146,6 +161,39 @@ def _data_table(summary: dict) -> str:
     else:
         parts.append("<p>" + ", ".join(f"{escape(s)}: n={v['n']}" for s, v in splits.items()) + "</p>")
     return "".join(parts)
+
+
+def _kfold(summary: dict) -> str:
+    kf = summary.get("kfold")
+    if not kf or not kf.get("runs"):
+        return ""
+    mean, std = summary.get("metrics", {}), summary.get("metrics_std", {})
+    names = [n for n in mean.get("test", {}) if n != "loss"]
+    head = "".join(f"<th>{escape(n)}</th>" for n in names)
+    fmt = (lambda m, s: '<span class="muted">undefined</span>' if m is None else f"{m:.4f} ± {s:.4f}")
+    rows = [f"<tr><td>mean ± std ({split})</td>" + "".join(
+        f"<td>{fmt(mean[split].get(n), std[split].get(n) or 0.0)}</td>" for n in names) + "</tr>"
+        for split in ("train", "val", "test") if split in mean]
+    rows += [f"<tr><td>fold {r['fold']} (test)</td>" + "".join(
+        f"<td>{_fmt(r['metrics']['test'].get(n))}</td>" for n in names) + "</tr>" for r in kf["runs"]]
+    return (f"<h2>K-fold cross-validation ({kf['folds']} folds)</h2><p>Each fold is the test split of one run "
+            "(its run dir under <code>folds/</code>); std is the sample standard deviation over folds.</p>"
+            f'<table id="kfold"><tr><th></th>{head}</tr>{"".join(rows)}</table>')
+
+
+def _data_info(summary: dict) -> str:
+    data = summary.get("data", {})
+    parts = []
+    if data.get("class_weights"):
+        parts.append("class weights in the loss: " + ", ".join(f"{escape(str(k))}={v:.3g}"
+                                                             for k, v in data["class_weights"].items()))
+    feats = data.get("features")
+    if feats and (feats.get("steps") or feats.get("names")):
+        parts.append(f"feature steps {escape(str(feats.get('steps') or []))} → {feats.get('n')} features: "
+                     + escape(", ".join(feats.get("names", [])[:30])) + (" …" if feats.get("n", 0) > 30 else ""))
+    if data.get("augment"):
+        parts.append(f"training-only augmentation: {escape(str(data['augment']))}")
+    return "".join(f'<p class="muted">{p}</p>' for p in parts)
 
 
 def _per_class(summary: dict) -> str:
@@ -158,6 +206,38 @@ def _per_class(summary: dict) -> str:
     body = "".join(f"<tr><td>{escape(r['class'])}</td>" + "".join(f"<td>{_fmt(r[k])}</td>" for k in keys) + "</tr>"
                    for r in rows)
     return f'<h2>Per class (test)</h2><table id="per-class"><tr><th>class</th>{head}</tr>{body}</table>'
+
+
+def _training(summary: dict) -> str:
+    """LR finder, free ensembles beside the best model, and the NaN guard's skipped batches."""
+    parts = []
+    lf = summary.get("lr_find")
+    if lf:
+        sugg = ", ".join(f"{escape(k)} {v:.3g}" for k, v in lf.get("suggestions", {}).items())
+        parts.append(f'<p id="lr-find">LR range test: suggested LR <b>{lf["suggested_lr"]:.3g}</b> '
+                     f'({escape(str(lf.get("suggestion")))}; {sugg})'
+                     + (f', used for {escape(", ".join(lf["applied_to"]))}' if lf.get("applied_to") else "") + ".</p>")
+    ens = summary.get("ensembles") or {}
+    test = summary.get("metrics", {}).get("test", {})
+    if ens and test:
+        names = [k for k in test if k != "loss"]
+        head = "".join(f"<th>{escape(n)}</th>" for n in names)
+        rows = [f"<tr><td>best single model (epoch {summary.get('best_epoch')})</td>"
+                + "".join(f"<td>{_fmt(test.get(n))}</td>" for n in names) + "</tr>"]
+        for name, e in ens.items():
+            label = (f"snapshot ensemble ({e['members']} members, epochs {', '.join(map(str, e.get('epochs', [])))})"
+                     if name == "snapshot" else f"SWA ({e.get('epochs_averaged')} epochs averaged)")
+            rows.append(f"<tr><td>{escape(label)}</td>"
+                        + "".join(f"<td>{_fmt(e['metrics']['test'].get(n))}</td>" for n in names) + "</tr>")
+        parts.append(f'<table id="ensembles"><tr><th>test</th>{head}</tr>{"".join(rows)}</table>')
+    tr = summary.get("training") or {}
+    if tr.get("skipped_batches"):
+        parts.append(f"<p>NaN guard: {len(tr['skipped_batches'])} batch(es) skipped.</p>")
+    if tr.get("grad_norm"):
+        g = tr["grad_norm"]
+        clip = f", clipped to {g['clipped_to']:g}" if g.get("clipped_to") else ""
+        parts.append(f"<p>Gradient norm before clipping: median {g['median']:.3g}, max {g['max']:.3g}{clip}.</p>")
+    return "<h2>Training</h2>" + "".join(parts) if parts else ""
 
 
 def render_report(run_dir: str | Path) -> Path:
@@ -187,7 +267,9 @@ def render_report(run_dir: str | Path) -> Path:
 <p class="muted">{meta}</p>
 <h2>Findings</h2>{_findings(summary)}
 <h2>Metrics</h2>{_metric_table(summary)}
-<h2>Data</h2>{_data_table(summary)}
+{_kfold(summary)}
+<h2>Data</h2>{_data_table(summary)}{_data_info(summary)}
+{_training(summary)}
 {''.join(figs)}
 {_per_class(summary)}
 {_sample(summary)}

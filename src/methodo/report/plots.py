@@ -23,12 +23,15 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def learning_curves(history: list[dict], lrs: list[float], path: Path, *, best_epoch: int | None = None) -> Path:
-    """Train/val loss, train/val score and the learning rate per optimizer step."""
+def learning_curves(history: list[dict], lrs: list[float], path: Path, *, best_epoch: int | None = None,
+                    grad_norms: list[float] | None = None, clip: float | None = None) -> Path:
+    """Train/val loss, train/val score, the learning rate per optimizer step and, when logged, the
+    pre-clip gradient norm per step."""
     plt = _plt()
     ep = [r["epoch"] for r in history]
     score = next(k[4:] for k in history[0] if k.startswith("val_") and k != "val_loss")  # accuracy, mae, ...
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    panels = 4 if grad_norms else 3
+    fig, axes = plt.subplots(1, panels, figsize=(4.4 * panels, 3.6))
     for ax, key in zip(axes[:2], ("loss", score)):
         ax.plot(ep, [r[f"train_{key}"] for r in history], label=f"train {key}")
         ax.plot(ep, [r[f"val_{key}"] for r in history], label=f"val {key}")
@@ -42,6 +45,71 @@ def learning_curves(history: list[dict], lrs: list[float], path: Path, *, best_e
     axes[2].set_xlabel("optimizer step")
     axes[2].set_title("learning rate")
     axes[2].grid(alpha=0.3)
+    if grad_norms:
+        g = np.asarray(grad_norms, dtype=float)
+        axes[3].plot(np.arange(1, len(g) + 1), np.where(np.isfinite(g), g, np.nan), lw=0.8)
+        if clip:
+            axes[3].axhline(clip, color="#b00020", ls="--", lw=1, label=f"clip norm {clip:g}")
+            axes[3].legend()
+        if np.nanmin(np.where(g > 0, g, np.nan)) > 0:
+            axes[3].set_yscale("log")
+        axes[3].set_xlabel("optimizer step")
+        axes[3].set_title("gradient norm (before clipping)")
+        axes[3].grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def weight_distributions(monitor: list[dict], path: Path, *, max_layers: int = 6) -> Path:
+    """Per layer, over epochs: weight quantile bands, |gradient| quantile bands, and dead ReLU units.
+
+    Bands: 5–95% (light) and 25–75% (dark) with the median line; epoch 0 is the initialization.
+    """
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
+    names = list(monitor[0]["layers"])
+    if len(names) > max_layers:  # first, last and evenly spaced ones between
+        pick = np.linspace(0, len(names) - 1, max_layers).round().astype(int)
+        names = [names[i] for i in sorted(set(pick))]
+    dead_names = list(monitor[-1].get("dead_relu", {}))
+    rows = 3 if dead_names else 2
+    fig, axes = plt.subplots(rows, len(names), figsize=(2.9 * len(names), 2.5 * rows), squeeze=False)
+    for c, name in enumerate(names):
+        for r, (key, title) in enumerate((("w_q", "weights"), ("g_q", "|gradient|"))):
+            ax = axes[r, c]
+            pts = [(m["epoch"], m["layers"][name][key]) for m in monitor if key in m["layers"].get(name, {})]
+            if not pts:
+                ax.set_visible(False)
+                continue
+            e = np.array([p[0] for p in pts])
+            q = np.array([p[1] for p in pts])  # quantiles 0, 5, 25, 50, 75, 95, 100 %
+            ax.fill_between(e, q[:, 1], q[:, 5], alpha=0.25, color="#1565c0", lw=0)
+            ax.fill_between(e, q[:, 2], q[:, 4], alpha=0.45, color="#1565c0", lw=0)
+            ax.plot(e, q[:, 3], color="#0d47a1", lw=1.2)
+            if key == "g_q" and (q[:, 1:6] > 0).all():
+                ax.set_yscale("log")
+            ax.set_title(f"{name}\n{title}", fontsize=8)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+            if r == rows - 1 or (r == 1 and rows == 2):
+                ax.set_xlabel("epoch", fontsize=8)
+    if dead_names:
+        for c in range(len(names)):
+            axes[2, c].set_visible(False)
+        ax = axes[2, 0]
+        ax.set_visible(True)
+        e = [m["epoch"] for m in monitor if m.get("dead_relu")]
+        for n in dead_names:
+            ax.plot(e, [100 * m["dead_relu"].get(n, np.nan) for m in monitor if m.get("dead_relu")], label=n, lw=1)
+        ax.set_ylim(-2, 102)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title("dead ReLU units (%)", fontsize=8)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    fig.suptitle("weight and gradient distributions per layer (bands: 5–95%, 25–75%; line: median)", fontsize=9)
     return _save(fig, path)
 
 
@@ -68,10 +136,9 @@ def confusion_matrix(cm: list[list[int]], class_names: list[str], path: Path) ->
     return _save(fig, path)
 
 
-def roc_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: Path) -> Path | None:
-    """ROC curve of the positive class (binary) or of each class against the rest."""
-    from sklearn.metrics import auc, roc_curve
-
+def _one_vs_rest(probs: np.ndarray, y: np.ndarray, class_names: list[str], draw) -> tuple | None:
+    """A figure with ``draw(ax, positives, scores, name)`` called for the positive class (binary)
+    or for each class against the rest; ``None`` when no class has both positives and negatives."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     classes = [1] if len(class_names) == 2 else range(len(class_names))
@@ -80,12 +147,26 @@ def roc_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: P
         pos = (y == c)
         if pos.all() or not pos.any():
             continue
-        fpr, tpr, _ = roc_curve(pos, probs[:, c])
-        ax.plot(fpr, tpr, lw=1.3, label=f"{class_names[c]} (AUC {auc(fpr, tpr):.3f})")
+        draw(ax, pos, probs[:, c], class_names[c])
         drawn += 1
     if not drawn:
-        _plt().close(fig)
+        plt.close(fig)
         return None
+    return fig, ax
+
+
+def roc_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: Path) -> Path | None:
+    """ROC curve of the positive class (binary) or of each class against the rest."""
+    from sklearn.metrics import auc, roc_curve
+
+    def draw(ax, pos, score, name):
+        fpr, tpr, _ = roc_curve(pos, score)
+        ax.plot(fpr, tpr, lw=1.3, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+
+    made = _one_vs_rest(probs, y, class_names, draw)
+    if made is None:
+        return None
+    fig, ax = made
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
@@ -119,21 +200,15 @@ def pr_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: Pa
     """Precision-recall curve of the positive class (binary) or of each class against the rest."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    classes = [1] if len(class_names) == 2 else range(len(class_names))
-    drawn = 0
-    for c in classes:
-        pos = (y == c)
-        if pos.all() or not pos.any():
-            continue
-        prec, rec, _ = precision_recall_curve(pos, probs[:, c])
-        ax.plot(rec, prec, lw=1.3, label=f"{class_names[c]} (AP {average_precision_score(pos, probs[:, c]):.3f}, "
+    def draw(ax, pos, score, name):
+        prec, rec, _ = precision_recall_curve(pos, score)
+        ax.plot(rec, prec, lw=1.3, label=f"{name} (AP {average_precision_score(pos, score):.3f}, "
                 f"base rate {pos.mean():.2f})")
-        drawn += 1
-    if not drawn:
-        plt.close(fig)
+
+    made = _one_vs_rest(probs, y, class_names, draw)
+    if made is None:
         return None
+    fig, ax = made
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_title("precision-recall (test)")
@@ -200,7 +275,10 @@ def label_errors(suspects: list[dict], ds, path: Path) -> Path:
     ax.axis("off")
     cells = [[s["row"], s["given"], s["predicted"], f"{s['p_given']:.3f}"]
              + [f"{v:.3g}" for v in ds.X[s["row"]][:len(cols)]] for s in suspects]
-    ax.table(cellText=cells, colLabels=["row", "given", "model", "p(given)", *cols], loc="center")
+    table = ax.table(cellText=cells, colLabels=["row", "given", "model", "p(given)", *cols], loc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    table.scale(1, 1.5)
     ax.set_title("suspected label errors (validation/test)")
     return _save(fig, path)
 
@@ -258,4 +336,79 @@ def perplexity_bars(metrics: dict, baselines: dict, extra_baselines: dict, path:
     ax.set_ylabel("perplexity (log scale, lower is better)")
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def _show(ax, img: np.ndarray) -> None:
+    """Draw one (C, H, W) image in [0, 1]."""
+    img = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
+    if img.shape[0] == 1:
+        ax.imshow(img[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(img.transpose(1, 2, 0), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def augmentation_grid(originals: np.ndarray, augmented: list[np.ndarray], path: Path, *,
+                      labels: list[str] | None = None, title: str = "") -> Path:
+    """One row per image: the original (first column), then each augmented copy."""
+    plt = _plt()
+    n, k = len(originals), len(augmented)
+    fig, axes = plt.subplots(n, k + 1, figsize=(1.4 * (k + 1), 1.4 * n + (0.5 if title else 0)), squeeze=False)
+    for i in range(n):
+        _show(axes[i, 0], originals[i])
+        for j in range(k):
+            _show(axes[i, j + 1], augmented[j][i])
+        if labels:
+            axes[i, 0].set_ylabel(labels[i], fontsize=7)
+    axes[0, 0].set_title("original", fontsize=8)
+    for j in range(k):
+        axes[0, j + 1].set_title(f"augmented {j + 1}", fontsize=8)
+    if title:
+        import textwrap
+
+        fig.suptitle("\n".join(textwrap.wrap(title, width=int(18 * (k + 1)))), fontsize=8)
+    return _save(fig, path)
+
+
+def embeddings(points: np.ndarray, y: np.ndarray, pred: np.ndarray, class_names: list[str], path: Path, *,
+               method: str, title: str = "") -> Path:
+    """2-D projection of embeddings, colored by true class; wrong predictions ringed in black."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 5.4))
+    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    for c, name in enumerate(class_names):
+        m = y == c
+        if m.any():
+            ax.scatter(points[m, 0], points[m, 1], s=12, color=cmap(c % cmap.N), alpha=0.75, label=name, lw=0)
+    wrong = pred != y
+    if wrong.any():
+        ax.scatter(points[wrong, 0], points[wrong, 1], s=46, facecolors="none", edgecolors="black", lw=1.0,
+                   label=f"wrong prediction ({int(wrong.sum())})")
+    ax.set_xlabel(f"{method} 1")
+    ax.set_ylabel(f"{method} 2")
+    ax.set_title(title or f"test embeddings ({method})", fontsize=9)
+    ax.legend(fontsize=7, markerscale=1.2, loc="best", framealpha=0.8)
+    ax.grid(alpha=0.2)
+    return _save(fig, path)
+
+
+def kfold_metrics(runs: list[dict], path: Path, *, metrics: list[str]) -> Path:
+    """Test metrics of each fold as bars, with the mean over folds as a dashed line."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    folds = [r["fold"] for r in runs]
+    for ax, m in zip(axes[0], metrics):
+        vals = [r["metrics"]["test"].get(m) for r in runs]
+        ok = [v for v in vals if v is not None]
+        ax.bar(folds, [v if v is not None else 0 for v in vals], color="#4c72b0")
+        if ok:
+            mean, sd = float(np.mean(ok)), float(np.std(ok, ddof=1)) if len(ok) > 1 else 0.0
+            ax.axhline(mean, color="k", ls="--", lw=1, label=f"mean {mean:.3f} ± {sd:.3f}")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_xticks(folds)
+        ax.set_xlabel("fold")
+        ax.set_title(f"test {m}", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)

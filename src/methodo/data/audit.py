@@ -1,0 +1,442 @@
+"""The data audit: what is wrong with the data, found before any training, all at once.
+
+Every check is a pure function ``(AuditFacts) -> Finding | None`` registered in the findings
+registry (``stage="data"``), so ``methodo list findings`` shows them next to the run checks.
+``inspect_data(cfg)`` loads the data in audit mode (unreadable files and bad labels are collected,
+not raised), splits it as the run would, and returns the split sizes and every finding;
+``methodo data inspect CONFIG [--json]`` prints it. ``methodo run`` adds the same findings to
+``summary.json``.
+
+Examples
+--------
+>>> import numpy as np
+>>> from methodo.data.audit import AuditFacts, duplicates_across_splits
+>>> X = np.array([[0.0, 1], [1, 1], [2, 1], [0, 1]]); y = np.array([0, 1, 0, 0])
+>>> f = duplicates_across_splits(AuditFacts(X=X, y=y, kind="tabular", task="classification",
+...         indices={"train": np.array([0, 1]), "val": np.array([2]), "test": np.array([3])}))
+>>> f.id, f.severity, f.evidence["train_test"]
+('duplicates_across_splits', 'critical', 1)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from methodo.diagnose import FINDINGS, SEVERITY_ORDER, Finding
+
+# Thresholds, with their reasons.
+IMBALANCE_MEDIUM = 3.0  # largest/smallest class count: accuracy starts to flatter the majority
+IMBALANCE_HIGH = 10.0
+NEAR_DUPLICATE_DISTANCE = 0.05  # L2 distance of normalized 16×16 gray thumbnails (cos > 0.9987);
+#                                 the closest distinct pair in scikit-learn digits is at 0.107
+LEAKAGE_SCORE = 0.99  # held-out balanced accuracy (or R²) of ONE feature that counts as leakage
+MAX_EXAMPLES = 5  # rows or files quoted in a finding's evidence
+
+
+@dataclass
+class AuditFacts:
+    """What the data checks look at (all splits of the loaded, readable rows)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    kind: str
+    task: str
+    indices: dict[str, np.ndarray]
+    feature_names: list[str] = field(default_factory=list)
+    class_names: list[str] | None = None
+    cat: np.ndarray | None = None
+    cat_names: list[str] = field(default_factory=list)
+    problems: list[dict] = field(default_factory=list)
+    where: Any = None  # row index → "path" / "row N"
+
+    def at(self, i: int) -> str:
+        return self.where(int(i)) if self.where is not None else f"index {int(i)}"
+
+    @classmethod
+    def from_dataset(cls, ds, indices) -> "AuditFacts":
+        return cls(X=ds.X, y=ds.y, kind=ds.kind, task=ds.task, indices=indices, feature_names=list(ds.feature_names),
+                   class_names=ds.class_names, cat=ds.cat, cat_names=list(ds.cat_names), problems=list(ds.problems),
+                   where=ds.where)
+
+
+def data_finding(id: str, help: str):
+    def deco(fn):
+        FINDINGS.register(id, fn, help=help, check=False, stage="data")
+        return fn
+    return deco
+
+
+def _split_of(facts: AuditFacts) -> np.ndarray:
+    out = np.empty(len(facts.y), dtype=object)
+    for s, idx in facts.indices.items():
+        out[idx] = s
+    return out
+
+
+# --------------------------------------------------------------------------- unreadable inputs
+
+
+@data_finding("unreadable_file", "an input file cannot be read: 0-byte, truncated, or not an image")
+def unreadable_file(f: AuditFacts) -> Finding | None:
+    bad = [p for p in f.problems if p["id"] == "unreadable_file"]
+    if not bad:
+        return None
+    return Finding(
+        "unreadable_file", "high", f"{len(bad)} input file(s) cannot be read and were left out",
+        {"count": len(bad), "files": [{"path": p["path"], "reason": p["reason"]} for p in bad[:MAX_EXAMPLES]]},
+        "Delete or re-export these files (a run stops at the first one, naming it); check the copy or download "
+        "that produced them.")
+
+
+@data_finding("bad_label", "a label is missing (NaN) or is text in a numeric label column")
+def bad_label(f: AuditFacts) -> Finding | None:
+    bad = [p for p in f.problems if p["id"] == "bad_label"]
+    if not bad:
+        return None
+    return Finding(
+        "bad_label", "high", f"{len(bad)} row(s) have a bad label and were left out",
+        {"count": len(bad), "rows": [{"row": p["row"], "value": p["value"], "reason": p["reason"]}
+                                     for p in bad[:MAX_EXAMPLES]]},
+        "Fix or drop these rows: a run stops at the first one. A label typed as text in a numeric column "
+        "often means a shifted or mis-parsed line.")
+
+
+@data_finding("bad_value", "a numeric feature column holds text in some rows")
+def bad_value(f: AuditFacts) -> Finding | None:
+    bad = [p for p in f.problems if p["id"] == "bad_value"]
+    if not bad:
+        return None
+    cols = sorted({p["column"] for p in bad})
+    return Finding(
+        "bad_value", "medium", f"{len(bad)} text value(s) in numeric column(s) {', '.join(map(repr, cols))}",
+        {"count": len(bad), "columns": cols, "cells": [{"row": p["row"], "column": p["column"], "value": p["value"]}
+                                                       for p in bad[:MAX_EXAMPLES]]},
+        "Fix the cells (a run stops at the first one), or list the column in data.categorical if it is a category.")
+
+
+# --------------------------------------------------------------------------- labels
+
+
+@data_finding("class_imbalance", "some classes have many times more rows than others")
+def class_imbalance(f: AuditFacts) -> Finding | None:
+    if f.task != "classification" or not f.class_names:
+        return None
+    counts = np.bincount(f.y, minlength=len(f.class_names))
+    present = counts[counts > 0]
+    if len(present) < 2:
+        return None
+    ratio = float(present.max() / present.min())
+    if ratio < IMBALANCE_MEDIUM:
+        return None
+    small, big = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1))), int(np.argmax(counts))
+    return Finding(
+        "class_imbalance", "high" if ratio >= IMBALANCE_HIGH else "medium",
+        f"Classes are imbalanced: {f.class_names[big]!r} has {ratio:.1f}× the rows of {f.class_names[small]!r}",
+        {"class_counts": {c: int(n) for c, n in zip(f.class_names, counts)}, "ratio": round(ratio, 2),
+         "minority_class": f.class_names[small], "majority_share": round(float(counts.max() / counts.sum()), 4)},
+        "Balance the training split (data.balance: class_weights, smote, oversample, undersample or "
+        "weighted_sampler; val/test stay as they are), keep the stratified split, and judge by balanced "
+        "accuracy, per-class recall and F1 rather than accuracy.")
+
+
+@data_finding("class_missing_in_split", "a class has no row in the validation or test split")
+def class_missing_in_split(f: AuditFacts) -> Finding | None:
+    if f.task != "classification" or not f.class_names:
+        return None
+    present = set(np.unique(f.y).tolist())
+    missing = {s: [f.class_names[c] for c in sorted(present - set(np.unique(f.y[idx]).tolist()))]
+               for s, idx in f.indices.items()}
+    missing = {s: v for s, v in missing.items() if v}
+    if not missing:
+        return None
+    return Finding(
+        "class_missing_in_split", "high", "Some classes are absent from a split: "
+        + "; ".join(f"{s}: {', '.join(map(repr, v[:MAX_EXAMPLES]))}" for s, v in missing.items()),
+        {"missing": missing},
+        "Use a stratified split, larger val/test fractions, or (group/cluster splits) more groups or clusters.")
+
+
+# --------------------------------------------------------------------------- duplicates
+
+
+def _row_hashes(f: AuditFacts) -> np.ndarray:
+    X = np.ascontiguousarray(f.X.reshape(len(f.X), -1))
+    out = np.empty(len(X), dtype=object)
+    for i in range(len(X)):
+        h = hashlib.blake2b(X[i].tobytes(), digest_size=16)
+        if f.cat is not None:
+            h.update("\x1f".join("\x00" if v is None else str(v) for v in f.cat[i]).encode())
+        out[i] = h.hexdigest()
+    return out
+
+
+@data_finding("duplicates_within_split", "the same input appears more than once inside a split")
+def duplicates_within_split(f: AuditFacts) -> Finding | None:
+    h = _row_hashes(f)
+    per, conflicts, examples = {}, 0, []
+    for s, idx in f.indices.items():
+        seen: dict[str, int] = {}
+        n = 0
+        for i in idx:
+            j = seen.get(h[i])
+            if j is None:
+                seen[h[i]] = i
+                continue
+            n += 1
+            if f.task == "classification" and f.y[i] != f.y[j]:
+                conflicts += 1
+            if len(examples) < MAX_EXAMPLES:
+                examples.append({"split": s, "rows": [f.at(j), f.at(i)]})
+        if n:
+            per[s] = n
+    if not per:
+        return None
+    return Finding(
+        "duplicates_within_split", "medium" if conflicts else "low",
+        f"{sum(per.values())} duplicate input(s) inside splits"
+        + (f", {conflicts} with a different label" if conflicts else ""),
+        {"duplicates": per, "conflicting_labels": conflicts, "examples": examples},
+        "Drop the repeats (they weigh more in training and in the metrics); inputs with two labels point to "
+        "labelling errors.")
+
+
+@data_finding("duplicates_across_splits", "the same input is in train and in val/test: leakage, the test "
+              "score is inflated")
+def duplicates_across_splits(f: AuditFacts) -> Finding | None:
+    h = _row_hashes(f)
+    sets = {s: {} for s in f.indices}
+    for s, idx in f.indices.items():
+        for i in idx:
+            sets[s].setdefault(h[i], i)
+    pairs = {}
+    examples = []
+    for a, b in (("train", "test"), ("train", "val"), ("val", "test")):
+        if a not in sets or b not in sets:
+            continue
+        common = [k for k in sets[b] if k in sets[a]]
+        pairs[f"{a}_{b}"] = sum(int(np.sum(h[f.indices[b]] == k)) for k in common) if common else 0
+        for k in common[: MAX_EXAMPLES - len(examples)]:
+            examples.append({a: f.at(sets[a][k]), b: f.at(sets[b][k])})
+    if not any(pairs.values()):
+        return None
+    n_test = len(f.indices.get("test", []))
+    return Finding(
+        "duplicates_across_splits", "critical" if pairs.get("train_test") else "high",
+        f"{pairs.get('train_test', 0)} test input(s) also appear in train"
+        + (f" ({100 * pairs['train_test'] / max(n_test, 1):.1f}% of test)" if pairs.get("train_test") else "")
+        + f"; {pairs.get('train_val', 0)} val input(s) in train",
+        {**pairs, "examples": examples},
+        "Deduplicate before splitting (or split by group so copies stay together): the model is tested on "
+        "inputs it trained on, so the test score overstates how it will do on new data.")
+
+
+def _thumbnails(X: np.ndarray) -> np.ndarray:
+    """16×16 gray thumbnails, mean 0 and norm 1: insensitive to brightness and contrast changes."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    if t.shape[1] == 3:
+        t = 0.2989 * t[:, 0:1] + 0.587 * t[:, 1:2] + 0.114 * t[:, 2:3]
+    else:
+        t = t.mean(1, keepdim=True)
+    if t.shape[-1] > 16 or t.shape[-2] > 16:
+        t = F.adaptive_avg_pool2d(t, (min(16, t.shape[-2]), min(16, t.shape[-1])))
+    z = t.flatten(1).double().numpy()
+    z = z - z.mean(1, keepdims=True)
+    norm = np.linalg.norm(z, axis=1, keepdims=True)
+    return z / np.where(norm > 1e-9, norm, 1.0)
+
+
+@data_finding("near_duplicates_across_splits", "an image in val/test is a near copy (resized, re-encoded, "
+              "brightness-shifted) of a training image")
+def near_duplicates_across_splits(f: AuditFacts, *, max_queries: int = 20000) -> Finding | None:
+    if f.kind != "image" or "train" not in f.indices:
+        return None
+    from sklearn.neighbors import NearestNeighbors
+
+    Z = _thumbnails(f.X)
+    flat = np.abs(Z).sum(1) == 0  # blank images are all alike: not evidence of copying
+    h = _row_hashes(f)
+    tr = f.indices["train"][~flat[f.indices["train"]]]
+    if len(tr) == 0:
+        return None
+    nn = NearestNeighbors(n_neighbors=1).fit(Z[tr])
+    counts, examples, sampled = {}, [], {}
+    for s in ("val", "test"):
+        q = f.indices.get(s, np.array([], dtype=int))
+        q = q[~flat[q]]
+        if len(q) > max_queries:  # a seeded sample of the queries
+            q = np.sort(np.random.default_rng(0).choice(q, max_queries, replace=False))
+            sampled[s] = int(len(q))
+        if len(q) == 0:
+            continue
+        d, j = nn.kneighbors(Z[q])
+        d, j = d[:, 0], tr[j[:, 0]]
+        near = (d < NEAR_DUPLICATE_DISTANCE) & (h[q] != h[j])  # exact copies are the other finding
+        counts[s] = int(near.sum())
+        for k in np.flatnonzero(near)[: MAX_EXAMPLES - len(examples)]:
+            examples.append({s: f.at(q[k]), "train": f.at(j[k]), "distance": round(float(d[k]), 4)})
+    if not any(counts.values()):
+        return None
+    return Finding(
+        "near_duplicates_across_splits", "high",
+        f"{counts.get('test', 0)} test and {counts.get('val', 0)} val image(s) are near copies of training images",
+        {"test": counts.get("test", 0), "val": counts.get("val", 0), "threshold": NEAR_DUPLICATE_DISTANCE,
+         "examples": examples, **({"sampled_queries": sampled} if sampled else {})},
+        "Remove the copies or split by group (e.g. by source photo or patient) so near copies stay in one split; "
+        "otherwise the test score measures memory, not generalization.")
+
+
+# --------------------------------------------------------------------------- features
+
+
+@data_finding("missing_values", "some feature values are missing")
+def missing_values(f: AuditFacts) -> Finding | None:
+    if f.kind != "tabular":
+        return None
+    per = {}
+    rows = np.zeros(len(f.y), dtype=bool)
+    for j, name in enumerate(f.feature_names):
+        m = np.isnan(f.X[:, j])
+        if m.any():
+            per[name] = int(m.sum())
+            rows |= m
+    if f.cat is not None:
+        for j, name in enumerate(f.cat_names):
+            m = np.equal(f.cat[:, j], None)
+            if m.any():
+                per[name] = int(m.sum())
+                rows |= m
+    if not per:
+        return None
+    share = rows.mean()
+    first = [f.at(i) for i in np.flatnonzero(rows)[:MAX_EXAMPLES]]
+    return Finding(
+        "missing_values", "high" if share > 0.2 else "medium",
+        f"{int(rows.sum())} row(s) ({100 * share:.1f}%) have missing values in {len(per)} column(s)",
+        {"per_column": per, "rows_affected": int(rows.sum()), "first_rows": first},
+        "Add an imputer fitted on the training split (data.features: [impute], strategy median|mean|most_frequent), "
+        "or drop the column if mostly empty; a run without one stops and names the first missing cell.")
+
+
+@data_finding("constant_feature", "a feature has the same value in every row: it carries no information")
+def constant_feature(f: AuditFacts) -> Finding | None:
+    if f.kind != "tabular":
+        return None
+    const = []
+    for j, name in enumerate(f.feature_names):
+        col = f.X[:, j]
+        col = col[~np.isnan(col)]
+        if len(col) and np.all(col == col[0]):
+            const.append(name)
+    if f.cat is not None:
+        for j, name in enumerate(f.cat_names):
+            if len(set(f.cat[:, j].tolist())) == 1:
+                const.append(name)
+    if not const:
+        return None
+    return Finding(
+        "constant_feature", "low", f"{len(const)} constant feature(s): {', '.join(map(repr, const[:MAX_EXAMPLES]))}",
+        {"features": const},
+        "Drop them (data.ignore for a CSV column, or data.features: [variance_threshold]); they add nothing but "
+        "parameters.")
+
+
+def _single_feature_scores(f: AuditFacts) -> list[tuple[str, float, float]]:
+    """Held-out score of a depth-3 tree on each single feature: ``(name, score, baseline)``."""
+    from sklearn.metrics import balanced_accuracy_score, r2_score
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    tr = f.indices["train"]
+    ho = np.concatenate([f.indices[s] for s in ("val", "test") if s in f.indices])
+    if len(tr) < 10 or len(ho) < 5:
+        return []
+    cols = [(n, f.X[:, j].astype(np.float64)) for j, n in enumerate(f.feature_names)]
+    if f.cat is not None:  # a category becomes the rank of its training code
+        for j, n in enumerate(f.cat_names):
+            vals = np.array(["\x00" if v is None else str(v) for v in f.cat[:, j]])
+            codes = {v: k for k, v in enumerate(sorted(set(vals[tr])))}
+            cols.append((n, np.array([codes.get(v, -1) for v in vals], dtype=np.float64)))
+    out = []
+    for name, x in cols:
+        x = np.nan_to_num(x, nan=-1e30)[:, None]
+        if f.task == "classification":
+            m = DecisionTreeClassifier(max_depth=3, random_state=0).fit(x[tr], f.y[tr])
+            out.append((name, float(balanced_accuracy_score(f.y[ho], m.predict(x[ho]))), 1.0 / max(len(np.unique(f.y)), 1)))
+        else:
+            m = DecisionTreeRegressor(max_depth=6, random_state=0).fit(x[tr], f.y[tr])
+            out.append((name, float(r2_score(f.y[ho], m.predict(x[ho]))), 0.0))
+    return out
+
+
+@data_finding("target_leakage", "a single feature predicts the label almost perfectly on held-out rows: "
+              "probably the label in disguise")
+def target_leakage(f: AuditFacts) -> Finding | None:
+    if f.kind != "tabular" or "train" not in f.indices:
+        return None
+    scores = [s for s in _single_feature_scores(f) if s[1] >= LEAKAGE_SCORE]
+    if not scores:
+        return None
+    scores.sort(key=lambda s: -s[1])
+    metric = "balanced_accuracy" if f.task == "classification" else "r2"
+    name, score, base = scores[0]
+    return Finding(
+        "target_leakage", "critical",
+        f"Feature {name!r} alone predicts the target ({metric} {score:.3f} on held-out rows)",
+        {"features": {n: round(s, 4) for n, s, _ in scores[:MAX_EXAMPLES]}, "metric": metric,
+         "chance": round(base, 4)},
+        "Check how this column is produced: if it is computed from the label or recorded after the outcome, "
+        "drop it (data.ignore); a model using it will fail on real data.")
+
+
+# --------------------------------------------------------------------------- the audit
+
+
+def audit(facts: AuditFacts, *, max_queries: int = 20000) -> list[Finding]:
+    """Run every data check; findings ordered by severity. ``max_queries`` caps the val/test images
+    compared with the training images by the near-duplicate check (the slowest)."""
+    found = []
+    for e in FINDINGS.entries():
+        if e.meta.get("stage") != "data":
+            continue
+        r = e.obj(facts, max_queries=max_queries) if e.name == "near_duplicates_across_splits" else e.obj(facts)
+        if r is not None:
+            found.append(r)
+    return sorted(found, key=lambda x: SEVERITY_ORDER.get(x.severity, 9))
+
+
+def split_summary(ds, indices) -> dict:
+    out = {}
+    for s in ("train", "val", "test"):
+        if s not in indices:
+            continue
+        entry: dict[str, Any] = {"n": int(len(indices[s]))}
+        if ds.task == "classification":
+            bc = np.bincount(ds.y[indices[s]], minlength=ds.n_classes)
+            entry["class_counts"] = {c: int(n) for c, n in zip(ds.class_names, bc)}
+        out[s] = entry
+    return out
+
+
+def inspect_data(cfg) -> dict:
+    """Load (audit mode), split as the run would, and audit: ``{dataset, ..., splits, findings}``."""
+    from methodo.data.preprocess import split_dataset
+    from methodo.data.sources import load_dataset
+
+    ds = load_dataset(cfg.data, audit=True)
+    fold = cfg.data.split.fold or (1 if cfg.data.split.method == "kfold" else None)
+    indices = split_dataset(ds, cfg.data, cfg.seed, fold=fold)
+    findings = audit(AuditFacts.from_dataset(ds, indices))
+    return {
+        "dataset": ds.name, "description": ds.description, "task": ds.task, "kind": ds.kind,
+        "n": int(len(ds.y)), "input_shape": list(ds.input_shape), "classes": ds.class_names,
+        "features": list(ds.feature_names) + list(ds.cat_names),
+        "split": {"method": cfg.data.split.method, **({"fold": fold} if fold else {})},
+        "splits": split_summary(ds, indices),
+        "findings": [x.to_dict() for x in findings],
+    }
