@@ -67,6 +67,27 @@ def build_parser() -> argparse.ArgumentParser:
                        "the report")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--method", choices=("pca", "tsne", "umap"), default="pca", help="projection (default pca)")
+
+    lm = sub.add_parser("evaluate-lm", help="benchmark a local Hugging Face causal LM (lm-evaluation-harness) "
+                        "and/or measure its sliding-window perplexity on a text file",
+                        description="Score a local Hugging Face causal language model (a save_pretrained "
+                        "folder) on lm-evaluation-harness tasks and print a leaderboard-style table (score per "
+                        "task and their average), and/or its sliding-window perplexity on a text file. Needs "
+                        "the llm extra: pip install 'methodo[llm]'.")
+    lm.add_argument("model_path", metavar="MODEL_PATH", help="folder with config.json, weights and tokenizer")
+    lm.add_argument("--tasks", nargs="+", metavar="TASK", help="lm-eval task names (comma or space separated): "
+                    "methodo_science_mc (ships with methodo), arc_easy, arc_challenge, hellaswag, mmlu, "
+                    "truthfulqa_mc2, winogrande, gsm8k, ... or `leaderboard` for the six Open LLM Leaderboard ones")
+    lm.add_argument("--limit", type=int, metavar="N", help="at most N examples per task (quick checks)")
+    lm.add_argument("--num-fewshot", type=int, metavar="K", help="few-shot examples in each prompt (task default)")
+    lm.add_argument("--batch-size", type=int, default=8, metavar="B", help="batch size (default 8)")
+    lm.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:0, ...")
+    lm.add_argument("--perplexity", metavar="FILE", help="text file to measure sliding-window perplexity on")
+    lm.add_argument("--window", type=int, default=None, metavar="N",
+                    help="tokens per window (default: the model's context length)")
+    lm.add_argument("--stride", type=int, default=None, metavar="S",
+                    help="tokens the window moves each step (default: window/2; = window for non-overlapping chunks)")
+    lm.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     return p
 
 
@@ -109,6 +130,8 @@ def cmd_list(what: str) -> int:
             extra = f"  [{e.meta['key']}; acts at: {e.meta['stage']}]"
         elif e.meta.get("task"):
             extra = f"  [{e.meta['task']}]"
+        elif e.meta.get("tasks"):  # models: the tasks they do
+            extra = f"  [{', '.join(e.meta['tasks'])}]"
         elif e.meta.get("stage"):
             extra = f"  [{e.meta['stage']}]"
         elif e.meta.get("kind"):
@@ -215,6 +238,15 @@ def _print_result(res) -> None:
             band = f"[{iv[k][0]:.4f}, {iv[k][1]:.4f}]" if iv.get(k) else ""
             spread = f" ± {std[k]:.4f}" if std.get(k) is not None else ""
             print(f"  {k:<18} {v:.4f}{spread} {band:<18} {bl}")
+        for split, bases in s.get("extra_baselines", {}).items():  # e.g. out-of-domain text
+            descr = s.get("data", {}).get("extra", {}).get(split, {}).get("description", "")
+            print(f"{split} metrics (model | baselines){': ' + descr if descr else ''}:")
+            for k, v in s["metrics"][split].items():
+                others = "  ".join(f"{b} {m[k]:.4f}" for b, m in bases.items() if m.get(k) is not None)
+                print(f"  {k:<18} {'undefined' if v is None else f'{v:.4f}'}  | {others}")
+        sample = s.get("sample")
+        if sample:
+            print(f"sample (temperature {sample['temperature']}): {sample['prompt']!r} → {sample['continuation']!r}")
         th = s.get("threshold")
         if th:
             t = th["test"]
@@ -225,6 +257,54 @@ def _print_result(res) -> None:
     print(f"findings: {len(findings)}" + ("" if findings else " (no problem found)"))
     _print_findings(findings)
     print(f"report: {res.run_dir / 'report.html'}")
+
+
+def cmd_evaluate_lm(args, parser) -> int:
+    """`methodo evaluate-lm`: leaderboard table and/or sliding-window perplexity of a local HF model."""
+    import json
+    from pathlib import Path
+
+    from methodo.errors import BadInput
+
+    tasks = [t for item in (args.tasks or []) for t in item.split(",") if t]
+    if not tasks and not args.perplexity:
+        parser.error("evaluate-lm: give --tasks TASK ... and/or --perplexity FILE")
+    for flag, v in (("--limit", args.limit), ("--batch-size", args.batch_size), ("--window", args.window),
+                    ("--stride", args.stride)):
+        if v is not None and v < 1:
+            raise BadInput(f"{flag} {v}: must be at least 1")
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        raise BadInput(f"--num-fewshot {args.num_fewshot}: must be 0 or more")
+    from methodo.evaluate import lm
+
+    out: dict = {"model": str(args.model_path)}
+    name = Path(args.model_path).name or str(args.model_path)
+    if args.perplexity:
+        path = Path(args.perplexity)
+        if not path.is_file():
+            raise BadInput(f"--perplexity {path}: file not found")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise BadInput(f"--perplexity {path}: not UTF-8 text") from None
+        model, tok = lm.load_hf_causal(args.model_path, device=args.device)
+        limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024)
+        window = args.window or limit
+        stride = args.stride or max(1, window // 2)
+        p = lm.text_perplexity(model, tok, text, window=window, stride=stride)
+        out["perplexity"] = {"file": str(path), **p}
+        print(f"perplexity of {name} on {path.name}: {p['perplexity']:.3f}  ({p['bits_per_token']:.4f} bits/token, "
+              f"{p['bits_per_byte']:.4f} bits/byte)")
+        print(f"  {p['tokens']} tokens, {p['scored_tokens']} scored in {p['windows']} windows of {p['window']} "
+              f"tokens, stride {p['stride']}")
+    if tasks:
+        board = lm.run_benchmarks(args.model_path, tasks, limit=args.limit, num_fewshot=args.num_fewshot,
+                                  batch_size=args.batch_size, device=args.device)
+        out["leaderboard"] = board
+        print(lm.format_leaderboard(board, name))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "list":
             return cmd_list(args.what)
+        if args.command == "evaluate-lm":
+            return cmd_evaluate_lm(args, parser)
         if args.command == "report":
             from methodo.report.html import render_report
 

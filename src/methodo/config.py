@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from methodo.errors import ConfigError, choices
 
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "segmentation", "language_modeling")
 
 
 class _Strict(BaseModel):
@@ -115,6 +115,9 @@ class DataConfig(_Strict):
     scale: Literal["standard", "none"] = Field(
         "standard", description="Feature scaling, fitted on the training split only."
     )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the dataset's loader, e.g. shapes: {n: 600, size: 32}."
+    )
     categorical: list[str] = Field(default_factory=list, description="csv: columns to treat as categories "
                                    "(others are found automatically: mostly non-numeric).")
     ignore: list[str] = Field(default_factory=list, description="csv: columns that are not features (ids, ...).")
@@ -173,6 +176,16 @@ class DataConfig(_Strict):
         return v
 
     @model_validator(mode="after")
+    def _loader_options(self):
+        from methodo.data.sources import check_dataset_options
+
+        try:
+            check_dataset_options(self.source, self.options)
+        except ConfigError as exc:
+            raise _KeyError(f"data.options.{exc.key}", str(exc)) from None
+        return self
+
+    @model_validator(mode="after")
     def _source_needs(self):
         if self.source == "csv":
             if not self.path:
@@ -224,7 +237,7 @@ class EarlyStoppingConfig(_Strict):
     def resolved_mode(self) -> str:
         if self.mode:
             return self.mode
-        return "min" if self.monitor.endswith(("loss", "mae", "rmse", "error")) else "max"
+        return "min" if self.monitor.endswith(("loss", "mae", "rmse", "error", "perplexity")) else "max"
 
 
 class LRFindConfig(_Strict):
@@ -402,7 +415,7 @@ class Config(_Strict):
     name: str = Field("experiment", min_length=1, max_length=100,
                       description="Experiment name; it names the run dir, so letters, digits, '.', '_', '-'.")
     seed: int = Field(0, ge=0, description="The one seed behind every random choice.")
-    task: Literal["classification", "regression"] | None = Field(
+    task: Literal["classification", "regression", "segmentation", "language_modeling"] | None = Field(
         None, description="Task; inferred from the dataset when omitted."
     )
     data: DataConfig
@@ -589,9 +602,15 @@ def validate(data: dict, *, source: str = "config", node: yaml.Node | None = Non
 
 def _check_components(cfg: Config) -> None:
     """Check names and options of registry-backed components (model, optimizer, scheduler)."""
-    from methodo.models import check_model_options
+    from methodo.models import check_model_options, check_model_task
     from methodo.train.optim import check_optimizer_options
     from methodo.train.schedules import check_scheduler_options
+
+    if cfg.task is not None:  # a declared task picks the models that fit before their options are checked
+        try:
+            check_model_task(cfg.model.name, cfg.task)
+        except ConfigError as exc:
+            raise _KeyError("model.name", str(exc)) from None
 
     for fn, sub, key in (
         (check_model_options, cfg.model, "model"),

@@ -136,7 +136,7 @@ def prepare_run(cfg: Config):
 
     # 2. Model, sized from the data (after feature steps).
     model = build_model(cfg.model.name, input_shape=data.input_shape, n_outputs=data.n_outputs,
-                        kind=ds.kind, **cfg.model.options)
+                        kind=ds.kind, task=ds.task, **cfg.model.options)
     return cfg, ds, data, class_weights, model
 
 
@@ -228,6 +228,9 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
             "splits": {s: {"n": int(len(ix)), **({"class_counts": data.class_counts[s]} if data.class_counts else {})}
                        for s, ix in data.indices.items()},
             **_data_stage_summary(cfg, data),
+            **({"count_unit": "pixels"} if ds.task == "segmentation" else {}),
+            **({"extra": {s: {"n": int(len(X)), "description": ds.extra_descriptions.get(s, "")}
+                          for s, (X, _) in ds.extra.items()}} if ds.extra else {}),
         },
         "model": {"name": cfg.model.name, "parameters": int(sum(p.numel() for p in model.parameters()))},
         "metrics": {}, "baselines": {}, "findings": [], "epochs_run": 0, "best_epoch": None,
@@ -308,11 +311,13 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
 
         # 5. Evaluate every split with the best weights; the test split only here, once.
         inv = data.preprocessor.inverse_y
+        y_lm = ds.task == "language_modeling"  # predict() scores the target tokens: it needs them
         preds = {s: predict(model, data.inputs(s), task=ds.task, batch_size=cfg.train.eval_batch_size,
-                            inverse_y=inv) for s in data.tensors}
-        summary.update(evaluate_splits(ds.task, preds, data.raw_y, n_classes=ds.n_classes,
+                            inverse_y=inv, y=data.tensors[s][1] if y_lm else None) for s in data.tensors}
+        summary.update(evaluate_splits(ds.task, preds, data.raw_y, n_classes=_n_classes(ds),
                                        class_names=ds.class_names, ecfg=cfg.evaluate, seed=cfg.seed))
-        tracker.log_metrics({f"test_{k}": v for k, v in summary["metrics"]["test"].items()})
+        for split in ("test", *ds.extra):
+            tracker.log_metrics({f"{split}_{k}": v for k, v in summary["metrics"][split].items()})
 
         # 5b. Free ensembles beside the single best model: snapshots (averaged predictions), SWA.
         summary["ensembles"] = _evaluate_ensembles(model, res, data, ds, cfg, inv)
@@ -322,10 +327,14 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         signals.check()
         # 6. Diagnose; label errors are hunted on rows the model never trained on (val + test).
         classify = ds.task == "classification"
-        test_pred = preds["test"].argmax(1) if classify else preds["test"]
+        test_pred, test_true = preds["test"].argmax(1) if classify else preds["test"], data.raw_y["test"]
+        if ds.task == "segmentation":  # the checks look at pixels
+            test_pred, test_true = preds["test"].argmax(1).ravel(), test_true.ravel()
+        elif ds.task == "language_modeling":  # no single prediction per token to look at
+            test_pred = test_true = None
         facts = dg.Facts(
             task=ds.task, history=history, metrics=summary["metrics"], baselines=summary["baselines"],
-            test_pred=test_pred, test_true=data.raw_y["test"], intervals=summary["intervals"]["test"],
+            test_pred=test_pred, test_true=test_true, intervals=summary["intervals"]["test"],
             undefined=summary["undefined"].get("test", {}), class_names=ds.class_names, lr=cfg.train.optimizer.lr,
             oos_proba=np.concatenate([preds["val"], preds["test"]]) if classify else None,
             oos_true=np.concatenate([data.raw_y["val"], data.raw_y["test"]]),
@@ -354,12 +363,26 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
             suspects = next((f.evidence["top"] for f in findings if f.id == "label_errors"), None)
             if suspects:
                 plots.label_errors(suspects, ds, fig("label_errors.png"))
+        elif ds.task == "segmentation":
+            plots.confusion_matrix(summary["tables"]["test"]["confusion_matrix"], ds.class_names,
+                                   fig("confusion_matrix.png"))
+            plots.segmentation_samples(ds.X[data.indices["test"]], data.raw_y["test"], preds["test"].argmax(1),
+                                       ds.class_names, fig("segmentation.png"))
+            _write_segmentation_predictions(run_dir / "predictions_test.csv", data.indices["test"],
+                                            data.raw_y["test"], preds["test"].argmax(1), ds.class_names)
+        elif ds.task == "language_modeling":
+            from methodo.evaluate.lm import sample_text
+
+            summary["sample"] = sample_text(model, data.tensors["test"][0][0], ds.vocab, seed=cfg.seed)
+            plots.perplexity_bars(summary["metrics"], summary["baselines"], summary.get("extra_baselines", {}),
+                                  fig("perplexity.png"))
         else:
             plots.regression_fit(preds["test"], data.raw_y["test"], fig("regression_fit.png"))
         if data.augment is not None:  # the augmentation gallery: training images beside augmented copies
             gallery(ds, data.indices["train"], cfg.data.augment, seed=cfg.seed, path=fig("augmentation.png"))
-        _write_predictions(run_dir / "predictions_test.csv", data.indices["test"], data.raw_y["test"],
-                           preds["test"], ds.class_names)
+        if ds.task in ("classification", "regression"):
+            _write_predictions(run_dir / "predictions_test.csv", data.indices["test"], data.raw_y["test"],
+                               preds["test"], ds.class_names)
 
         # 8. Explanations of the test predictions (captum): an image gallery or ranked features.
         if cfg.explain.enabled:
@@ -447,17 +470,27 @@ def _evaluate_ensembles(model, res, data, ds, cfg, inv) -> dict:
     for name, (weights, info) in members.items():
         metrics = {}
         for split in ("val", "test"):
-            p = ensemble_predict(model, weights, data.tensors[split][0], task=ds.task,
-                                 batch_size=cfg.train.eval_batch_size, inverse_y=inv)
-            metrics[split] = compute_metrics(ds.task, p, data.raw_y[split], ds.n_classes)
+            X, Y = data.tensors[split]
+            p = ensemble_predict(model, weights, X, task=ds.task, batch_size=cfg.train.eval_batch_size,
+                                 inverse_y=inv, y=Y if ds.task == "language_modeling" else None)
+            if ds.task == "segmentation":  # averaged pixel probabilities → the decided class
+                p = p.argmax(1)
+            metrics[split] = compute_metrics(ds.task, p, data.raw_y[split], _n_classes(ds))
         out[name] = {"members": len(weights), **info, "metrics": metrics}
     return out
+
+
+def _n_classes(ds) -> int:
+    """Classes per row or pixel; for language modeling the vocabulary size (0 for regression)."""
+    return ds.n_classes or len(ds.vocab or [])
 
 
 def _explain(model, data, ds, cfg, test_probs, figs: Path) -> dict:
     """The report's explanations: attributions for test images, or feature importance for tables."""
     from methodo.explain.report import image_gallery, tabular_importance
 
+    if ds.task not in ("classification", "regression"):
+        return {"skipped": f"explanations are drawn for classification and regression only (task: {ds.task})"}
     X, y = data.tensors["test"]
     if ds.kind == "image":
         if ds.task != "classification":
@@ -559,8 +592,8 @@ def _run_kfold(cfg: Config, *, out: str | Path | None) -> RunResult:
         summary["epochs_run"] = int(sum(f["epochs_run"] for f in fold_summaries))
         from methodo.report import plots
 
-        keys = (["accuracy", "balanced_accuracy", "f1_macro"] if summary["task"] == "classification"
-                else ["r2", "mae", "rmse"])
+        keys = {"classification": ["accuracy", "balanced_accuracy", "f1_macro"], "regression": ["r2", "mae", "rmse"]
+                }.get(summary["task"], list(first["metrics"]["test"])[:3])
         plots.kfold_metrics(summary["kfold"]["runs"], run_dir / "figures" / "kfold.png",
                             metrics=[m for m in keys if m in first["metrics"]["test"]])
         tracker.log_metrics({f"test_{m}": v for m, v in summary["metrics"]["test"].items()})
@@ -608,3 +641,15 @@ def _write_predictions(path: Path, rows, y_true, pred, class_names) -> None:
             w.writerow(["row", "true", "predicted"])
             for r, t, p in zip(rows, y_true, pred):
                 w.writerow([int(r), f"{float(t):.6g}", f"{float(p):.6g}"])
+
+
+def _write_segmentation_predictions(path: Path, rows, masks, pred, class_names) -> None:
+    """One row per test image: pixel accuracy and the classes in the true and predicted masks."""
+    import numpy as np
+
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["row", "pixel_accuracy", "true_classes", "predicted_classes"])
+        for r, t, p in zip(rows, masks, pred):
+            names = lambda m: " ".join(class_names[c] for c in np.unique(m))
+            w.writerow([int(r), f"{float((t == p).mean()):.4f}", names(t), names(p)])

@@ -44,8 +44,11 @@ def balance(name: str, X: np.ndarray, y: np.ndarray, *, n_classes: int, seed: in
 
 
 def check_balance(name: str, task: str) -> None:
+    if task == "segmentation" and name == "class_weights":  # weights per pixel class
+        return
     if name != "none" and task != "classification":
-        raise ConfigError(f"data.balance: {name!r} balances classes, but the task is {task}; use 'none'")
+        hint = "'none' or 'class_weights'" if task == "segmentation" else "'none'"
+        raise ConfigError(f"data.balance: {name!r} balances classes, but the task is {task}; use {hint}")
 
 
 def _counts(y, n_classes):

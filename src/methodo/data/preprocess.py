@@ -2,10 +2,11 @@
 
 The order, for one split (``prepare``):
 
-1. split the rows (``data.split``);
+1. split the rows (``data.split``; text: whole documents per split);
 2. tables: the feature pipeline (categorical encoding, ``data.features``), fitted on train;
 3. scaling: tables standardized per feature, images per channel, fitted on train (or a fixed
-   ``normalize`` from ``data.augment``); a regression target standardized for training;
+   ``normalize`` from ``data.augment``); text token ids are left as they are; a regression target
+   standardized for training;
 4. balancing (``data.balance``) of the training rows only;
 5. images: the training-only augmentation pipeline (``data.augment``), run by the loop per batch.
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from methodo.errors import ConfigError, DataError
 from methodo.data.sources import Dataset
-from methodo.data.split import split_indices
+from methodo.data.split import split_groups, split_indices
 
 
 @dataclass
@@ -54,8 +55,8 @@ class Preprocessor:
         return cls(scale="fixed", mean=m.copy(), std=s.copy())
 
     def transform_x(self, X: np.ndarray) -> np.ndarray:
-        if self.mean is None:
-            return X.astype(np.float32, copy=False)
+        if self.mean is None:  # token ids stay integers
+            return X if X.dtype.kind in "iu" else X.astype(np.float32, copy=False)
         return ((X - self.mean) / self.std).astype(np.float32)
 
     def transform_y(self, y: np.ndarray, task: str) -> np.ndarray:
@@ -94,6 +95,7 @@ class PreparedData:
     dataset: Dataset
     indices: dict[str, np.ndarray]
     tensors: dict[str, tuple]  # split → (X, y) torch tensors, scaled; train possibly resampled
+    #   (plus evaluation-only sets, e.g. "ood")
     raw_y: dict[str, np.ndarray]  # split → y in original units / class indices (real rows)
     preprocessor: Preprocessor
     class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -112,7 +114,11 @@ class PreparedData:
 
     @property
     def n_outputs(self) -> int:
-        return self.dataset.n_classes if self.task == "classification" else 1
+        if self.task == "regression":
+            return 1
+        if self.task == "language_modeling":
+            return len(self.dataset.vocab)
+        return self.dataset.n_classes  # classes per row, or per pixel
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -171,8 +177,13 @@ def _counts(y: np.ndarray, ds: Dataset) -> dict[str, int]:
 def split_dataset(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None) -> dict[str, np.ndarray]:
     """The seeded train/val/test row indices for ``ds`` under ``data_cfg.split``."""
     s = data_cfg.split
+    if ds.groups is not None:  # rows cut from documents: whole documents go to one split
+        return split_groups(ds.groups, val=s.val, test=s.test, seed=seed)
     fold = fold if fold is not None else s.fold
-    return split_indices(ds.y, method=s.method, val=s.val, test=s.test, seed=seed, task=ds.task,
+    y, task = ds.y, ds.task
+    if task == "segmentation":  # stratify images by their largest foreground class
+        y, task = dominant_class(ds.y), "classification"
+    return split_indices(y, method=s.method, val=s.val, test=s.test, seed=seed, task=task,
                          X=ds.X if s.method == "cluster" else None, groups=groups_for(ds, s),
                          official=ds.official_test, folds=s.folds, fold=fold, clusters=s.clusters,
                          cluster_on=s.cluster_on)
@@ -190,11 +201,14 @@ def prepare(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None,
     steps = list(getattr(data_cfg, "features", []) or [])
     augment_items = list(data_cfg.augment or [])
     if ds.kind != "tabular" and steps:
-        raise ConfigError(f"data.features: feature steps work on tables; dataset {ds.name!r} holds images "
+        raise ConfigError(f"data.features: feature steps work on tables; dataset {ds.name!r} holds {ds.kind} "
                           "(use data.augment for images)")
     if ds.kind != "image" and augment_items:
         raise ConfigError(f"data.augment: augmentations work on images; dataset {ds.name!r} is a table "
                           "(use data.features for tables)")
+    if ds.task == "segmentation" and augment_items:
+        raise ConfigError("data.augment: the augmentations transform images only, the masks would not follow; "
+                          "segmentation trains without data.augment")
     check_balance(data_cfg.balance, ds.task)
     idx = indices if indices is not None else split_dataset(ds, data_cfg, seed, fold=fold)
     tr = idx["train"]
@@ -225,16 +239,19 @@ def prepare(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None,
     if fixed is not None:
         pre = Preprocessor.fixed(*fixed, channels=X.shape[1])
     else:
-        pre = Preprocessor(scale=data_cfg.scale).fit(X[tr], ds.y[tr], ds.task)
+        pre = Preprocessor(scale="none" if ds.kind == "text" else data_cfg.scale).fit(X[tr], ds.y[tr], ds.task)
 
     tensors, raw_y, counts = {}, {}, {}
-    for name, rows in idx.items():
-        Xs = torch.from_numpy(pre.transform_x(X[rows]))
-        y = torch.from_numpy(np.ascontiguousarray(pre.transform_y(ds.y[rows], ds.task)))
+    sets = {name: (X[rows], ds.y[rows]) for name, rows in idx.items()} | dict(ds.extra)
+    for name, (Xn, yn) in sets.items():
+        Xs = torch.from_numpy(np.ascontiguousarray(pre.transform_x(Xn)))
+        y = torch.from_numpy(np.ascontiguousarray(pre.transform_y(yn, ds.task)))
         tensors[name] = (Xs, y)
-        raw_y[name] = ds.y[rows]
+        raw_y[name] = yn
+        if ds.task == "segmentation" and name in idx:  # pixels per class
+            counts[name] = _counts(yn.ravel(), ds)
         if ds.task == "classification":
-            counts[name] = _counts(ds.y[rows], ds)
+            counts[name] = _counts(yn, ds)
             absent = [c for c, n in counts[name].items() if n == 0]
             if absent:
                 total = int((ds.y == ds.class_names.index(absent[0])).sum())
@@ -258,9 +275,21 @@ def prepare(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None,
                 data.class_weights = torch.as_tensor(b.class_weights, dtype=torch.float32)
             if b.sample_weights is not None:
                 data.sample_weights = torch.as_tensor(b.sample_weights, dtype=torch.float64)
+    elif ds.task == "segmentation" and data_cfg.balance == "class_weights":  # pixels per class
+        b = balance("class_weights", X[tr], ds.y[tr].ravel(), n_classes=ds.n_classes, seed=seed)
+        data.class_weights = torch.as_tensor(b.class_weights, dtype=torch.float32)
 
     # 4. Images: training-only augmentation, applied per batch by the loop.
     if ds.kind == "image" and augment_items:
         aug = AugmentPipeline(augment_items, seed=seed, mean=pre.mean, std=pre.std)
         data.augment = aug if aug.steps else None
     return data
+
+
+def dominant_class(masks: np.ndarray, background: int = 0) -> np.ndarray:
+    """Per mask, its most frequent non-background class (``background`` when there is none)."""
+    flat = masks.reshape(len(masks), -1)
+    n_classes = int(flat.max()) + 1
+    counts = np.stack([(flat == c).sum(1) for c in range(n_classes)], 1)
+    counts[:, background] = 0
+    return np.where(counts.max(1) > 0, counts.argmax(1), background)

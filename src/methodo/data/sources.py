@@ -37,16 +37,22 @@ class Dataset:
     """A whole dataset in memory, before any split.
 
     ``X`` is float32, shaped ``(n, C, H, W)`` (values in [0, 1]) for images and ``(n, F)`` for
-    tables (``NaN`` where a value is missing). ``y`` is int64 class indices for classification and
-    float32 for regression. ``cat`` holds raw categorical columns (object array ``(n, K)``, ``None``
-    where missing) named by ``cat_names``; ``meta`` per-row extras (``path`` of an image file,
-    ``row`` of a CSV line, a group column). ``official_test`` marks a dataset's own test rows.
-    ``problems`` lists what an audit-mode load left out: ``{id, path|row, reason}``.
+    tables (``NaN`` where a value is missing), or int64 token ids ``(n, T)`` for text. ``y`` is int64
+    class indices for classification, float32 for regression, int64 masks ``(n, H, W)`` for
+    segmentation and the next tokens ``(n, T)`` for language modeling. ``cat`` holds raw categorical
+    columns (object array ``(n, K)``, ``None`` where missing) named by ``cat_names``; ``meta`` per-row
+    extras (``path`` of an image file, ``row`` of a CSV line, a group column). ``official_test`` marks
+    a dataset's own test rows. ``problems`` lists what an audit-mode load left out:
+    ``{id, path|row, reason}``.
+
+    ``groups`` (optional) names the document each row was cut from: the split then keeps every
+    document whole, so no held-out text was seen in training. ``extra`` holds evaluation-only sets
+    that are never split nor trained on, e.g. ``{"ood": (X, y)}`` (out-of-domain text).
     """
 
     name: str
-    task: Literal["classification", "regression"]
-    kind: Literal["image", "tabular"]
+    task: Literal["classification", "regression", "segmentation", "language_modeling"]
+    kind: Literal["image", "tabular", "text"]
     X: np.ndarray
     y: np.ndarray
     feature_names: list[str] = field(default_factory=list)
@@ -57,6 +63,10 @@ class Dataset:
     meta: dict[str, np.ndarray] = field(default_factory=dict)
     official_test: np.ndarray | None = None
     problems: list[dict] = field(default_factory=list)
+    groups: np.ndarray | None = None
+    extra: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    extra_descriptions: dict[str, str] = field(default_factory=dict)
+    vocab: list[str] | None = None  # language modeling: the token of each id
 
     @property
     def n_classes(self) -> int:
@@ -75,14 +85,22 @@ class Dataset:
         return f"index {i}"
 
 
+def check_dataset_options(source: str, options: dict) -> None:
+    """``data.options`` must be keyword options of the source's loader (a ConfigError names the key)."""
+    from methodo.registry import check_kwargs
+
+    if source in DATASETS:
+        check_kwargs(DATASETS.get(source), options, reserved=("data_cfg", "audit"), what=f"dataset {source!r}")
+
+
 def load_dataset(data_cfg, *, audit: bool = False) -> Dataset:
     """Load the dataset named by ``data_cfg.source`` (a :class:`~methodo.config.DataConfig`).
 
-    With ``audit=True`` unreadable files and bad labels are collected in ``Dataset.problems``
-    instead of raising at the first one.
+    ``data_cfg.options`` are passed to the loader as keywords. With ``audit=True`` unreadable files
+    and bad labels are collected in ``Dataset.problems`` instead of raising at the first one.
     """
     loader = DATASETS.get(data_cfg.source, key="data.source")
-    ds = loader(data_cfg, audit=audit)
+    ds = loader(data_cfg, audit=audit, **getattr(data_cfg, "options", {}))
     if len(ds.y) == 0:
         raise DataError(f"dataset {ds.name!r} has no rows" + (
             f" ({len(ds.problems)} unreadable: first {ds.problems[0]})" if ds.problems else ""))
@@ -478,3 +496,9 @@ def _torchvision(name: str, help: str):
 _torchvision("mnist", "torchvision MNIST: 70000 28×28 handwritten digits (downloaded to data.path)")
 _torchvision("fashion_mnist", "torchvision Fashion-MNIST: 70000 28×28 clothing images, 10 classes")
 _torchvision("cifar10", "torchvision CIFAR-10: 60000 32×32 RGB images, 10 classes (MD5-checked before loading)")
+
+
+# Generated and text datasets register themselves on import.
+from methodo.data import shapes as _shapes, text as _text  # noqa: E402
+
+del _shapes, _text

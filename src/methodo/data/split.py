@@ -123,6 +123,44 @@ def assign_groups(groups: np.ndarray, *, val: float, test: float, seed: int, wha
     return parts
 
 
+def split_groups(groups: np.ndarray, *, val: float, test: float, seed: int) -> dict[str, np.ndarray]:
+    """Split rows so that each document a text window was cut from is in one split (language modeling).
+
+    Groups are visited in a seeded random order; each goes to ``test`` if it still fits within the
+    test share of rows (5% slack), else to ``val`` if it fits there, else to ``train``. So held-out
+    groups are a random pick and the fractions come out close to ``val``/``test`` when there are
+    many groups; a split left empty takes the smallest training group.
+
+    Examples
+    --------
+    >>> g = np.repeat(np.arange(10), 10)
+    >>> parts = split_groups(g, val=0.2, test=0.2, seed=0)
+    >>> [len(parts[s]) for s in ("train", "val", "test")]
+    [60, 20, 20]
+    >>> set(g[parts["train"]]) & set(g[parts["test"]])
+    set()
+    """
+    groups = np.asarray(groups)
+    ids, sizes = np.unique(groups, return_counts=True)
+    if len(ids) < 3:
+        raise DataError(f"data.split: {len(ids)} documents cannot fill train, val and test; use more text")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    target = {"val": val * len(groups) * 1.05, "test": test * len(groups) * 1.05}
+    chosen: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    filled = {"val": 0, "test": 0}
+    for i in order:
+        home = next((k for k in ("test", "val") if filled[k] + sizes[i] <= target[k]), "train")
+        chosen[home].append(i)
+        if home != "train":
+            filled[home] += sizes[i]
+    for k in ("test", "val"):
+        if not chosen[k]:  # every group was too large for it: take the smallest training group
+            smallest = min(chosen["train"], key=lambda i: sizes[i])
+            chosen["train"].remove(smallest)
+            chosen[k].append(smallest)
+    return {k: np.sort(np.flatnonzero(np.isin(groups, ids[v]))) for k, v in chosen.items()}
+
+
 @SPLITS.register("group", help="whole groups (data.split.group: a CSV column, or a regex over image paths) "
                  "per split: no group straddles two splits")
 def group_split(y, *, val, test, seed, groups, **_):

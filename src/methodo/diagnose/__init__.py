@@ -45,7 +45,7 @@ class Facts:
     history: list[dict] = field(default_factory=list)
     metrics: dict[str, dict] = field(default_factory=dict)  # split → metric → value
     baselines: dict[str, dict] = field(default_factory=dict)  # strategy → metric → value (test)
-    test_pred: np.ndarray | None = None  # predicted class (or value) per test row
+    test_pred: np.ndarray | None = None  # predicted class (or value) per test row (per pixel: segmentation)
     test_true: np.ndarray | None = None
     intervals: dict[str, list | None] = field(default_factory=dict)  # test metric → [low, high]
     undefined: dict[str, str] = field(default_factory=dict)  # test metric → why it has no value
@@ -121,14 +121,15 @@ def underfitting(f: Facts) -> Finding | None:
 def constant_predictions(f: Facts) -> Finding | None:
     if f.test_pred is None or f.test_true is None or len(f.test_pred) < 5:
         return None
-    if f.task == "classification":
+    if f.task in ("classification", "segmentation"):
         values, counts = np.unique(f.test_pred, return_counts=True)
         share = counts.max() / counts.sum()
         true_share = np.bincount(f.test_true).max() / len(f.test_true)
+        unit = "pixels" if f.task == "segmentation" else "rows"
         if share >= 0.98 and true_share < 0.95:
             return Finding(
                 "constant_predictions", "critical",
-                f"The model predicts class {int(values[counts.argmax()])} for {100 * share:.0f}% of test rows",
+                f"The model predicts class {int(values[counts.argmax()])} for {100 * share:.0f}% of test {unit}",
                 {"predicted_share": round(float(share), 4), "true_share_of_largest_class": round(float(true_share), 4),
                  "distinct_predictions": int(len(values))},
                 "The model ignores its input: check the learning rate (too high collapses, too low never "
@@ -148,10 +149,9 @@ def not_better_than_baseline(f: Facts) -> Finding | None:
     test = f.metrics.get("test", {})
     if not test or not f.baselines:
         return None
-    if f.task == "classification":
-        key, better = "accuracy", 1
-    else:
-        key, better = "rmse", -1
+    # the metric that says whether the input was used, and its direction
+    key, better = {"classification": ("accuracy", 1), "segmentation": ("mean_iou", 1),
+                   "language_modeling": ("perplexity", -1)}.get(f.task, ("rmse", -1))
     model = test.get(key)
     scored = {s: m.get(key) for s, m in f.baselines.items() if m.get(key) is not None}
     if model is None or not scored:
@@ -204,7 +204,8 @@ def misleading_metric(f: Facts) -> Finding | None:
 @finding("no_signal", "predictions are unrelated to the labels (noise): test agreement is at chance level")
 def no_signal(f: Facts) -> Finding | None:
     test = f.metrics.get("test", {})
-    if f.test_pred is None or f.test_true is None or len(f.test_true) < 10:
+    if f.test_pred is None or f.test_true is None or len(f.test_true) < 10 or f.task not in (
+            "classification", "regression"):
         return None
     if f.task == "classification":
         kappa = test.get("cohen_kappa")
@@ -461,4 +462,6 @@ FINDINGS.register("non_finite_loss", non_finite_loss, help="the loss became NaN 
 
 # The data checks (stage "data": run by `methodo data inspect` and at the start of `methodo run`) live
 # with the data stage; importing them registers them here, so one registry lists every finding.
-from methodo.data import audit as _data_audit  # noqa: E402,F401
+from methodo.data import audit as _data_audit  # noqa: E402
+
+del _data_audit

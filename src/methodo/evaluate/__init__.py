@@ -1,5 +1,6 @@
 """Evaluation: metrics with bootstrap intervals, per-class tables, dummy baselines, and the binary
-decision threshold chosen on validation."""
+decision threshold chosen on validation. Evaluation-only sets (``ood``: out-of-domain text) get
+the same metrics, intervals and baselines as the test split."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from methodo.errors import ConfigError, choices
 from methodo.evaluate.baselines import baseline_metrics
 from methodo.evaluate.metrics import (
     METRICS, bootstrap_intervals, classification_tables, compute_metrics, metric_names, predict,
+    segmentation_tables,
 )
 
 __all__ = ["METRICS", "compute_metrics", "classification_tables", "predict", "baseline_metrics",
@@ -26,19 +28,34 @@ def check_metric_names(task: str, names: list[str] | None) -> None:
 def evaluate_splits(task: str, preds: dict[str, np.ndarray], y: dict[str, np.ndarray], *, n_classes: int,
                     class_names: list[str] | None, ecfg, seed: int) -> dict:
     """Everything the summary reports about predictions: metrics per split (and why some are
-    undefined), bootstrap intervals and tables on test, baselines, and the binary threshold."""
+    undefined), bootstrap intervals and tables on test, baselines, and the binary threshold.
+
+    ``preds`` may hold evaluation-only sets besides train/val/test (``ood``); they get metrics,
+    intervals and, under ``extra_baselines``, the baselines too."""
     names = ecfg.metrics or [n for n in metric_names(task) if not (n == "top3_accuracy" and n_classes <= 3)]
+    extra = [s for s in preds if s not in ("train", "val", "test")]
+    probs = preds
+    if task == "segmentation":  # every segmentation metric scores the decided class of each pixel
+        preds = {s: p.argmax(1) for s, p in preds.items()}
     out: dict = {"metrics": {}, "undefined": {}}
-    for s in ("train", "val", "test"):
+    for s in ("train", "val", "test", *extra):
         why: dict[str, str] = {}
         out["metrics"][s] = compute_metrics(task, preds[s], y[s], n_classes, names=names, undefined=why)
         if why:
             out["undefined"][s] = why
-    out["intervals"] = {"test": bootstrap_intervals(task, preds["test"], y["test"], n_classes, names=names,
-                                                    n_boot=ecfg.bootstrap, seed=seed, level=ecfg.confidence)
-                        if ecfg.bootstrap else {}}
-    out["baselines"] = {k: {m: v for m, v in vals.items() if m in names}
-                        for k, vals in baseline_metrics(task, y["train"], y["test"], n_classes, seed=seed).items()}
+    out["intervals"] = {s: bootstrap_intervals(task, preds[s], y[s], n_classes, names=names,
+                                               n_boot=ecfg.bootstrap, seed=seed, level=ecfg.confidence)
+                        if ecfg.bootstrap else {} for s in ("test", *extra)}
+
+    def baselines(split):
+        return {k: {m: v for m, v in vals.items() if m in names}
+                for k, vals in baseline_metrics(task, y["train"], y[split], n_classes, seed=seed).items()}
+
+    out["baselines"] = baselines("test")
+    if extra:
+        out["extra_baselines"] = {s: baselines(s) for s in extra}
+    if task == "segmentation":
+        out["tables"] = {"test": segmentation_tables(probs["test"], y["test"], class_names)}
     if task == "classification":
         out["tables"] = {"test": classification_tables(preds["test"], y["test"], class_names)}
         if n_classes == 2:

@@ -19,12 +19,20 @@ from methodo.evaluate.metrics import compute_metrics
 
 CLASSIFICATION = ("most_frequent", "stratified", "uniform")
 REGRESSION = ("mean", "median")
+SEGMENTATION = ("most_frequent", "stratified")  # most_frequent: every pixel background, when it dominates
+LANGUAGE_MODELING = ("unigram", "uniform")
 
 
 def baseline_metrics(task: str, y_train: np.ndarray, y_eval: np.ndarray, n_classes: int,
                      *, seed: int) -> dict[str, dict[str, float | None]]:
-    """Metrics of each dummy strategy on ``y_eval`` (most frequent/stratified/uniform, or mean/median)."""
+    """Metrics of each dummy strategy on ``y_eval``: most frequent/stratified/uniform class,
+    mean/median value, most frequent/stratified pixel class, or unigram/uniform next token."""
     from sklearn.dummy import DummyClassifier, DummyRegressor
+
+    if task == "segmentation":
+        return _segmentation(y_train, y_eval, n_classes, seed)
+    if task == "language_modeling":
+        return _language(y_train, y_eval, n_classes)
 
     X_tr, X_ev = np.zeros((len(y_train), 1)), np.zeros((len(y_eval), 1))
     out = {}
@@ -44,3 +52,34 @@ def baseline_metrics(task: str, y_train: np.ndarray, y_eval: np.ndarray, n_class
             dummy = DummyRegressor(strategy=strategy).fit(X_tr, y_train)
             out[strategy] = compute_metrics(task, dummy.predict(X_ev).astype(np.float32), y_eval)
     return out
+
+
+def _segmentation(y_train, y_eval, n_classes: int, seed: int) -> dict[str, dict]:
+    """Pixel dummies fitted on the training masks: the class prior at every pixel (its argmax, the
+    most frequent class, everywhere), or a random class per pixel drawn from that prior."""
+    prior = np.bincount(np.asarray(y_train).ravel(), minlength=n_classes) / np.asarray(y_train).size
+    n, h, w = np.asarray(y_eval).shape
+    out = {}
+    proba = np.broadcast_to(prior.astype(np.float32)[None, :, None, None], (n, n_classes, h, w))
+    out["most_frequent"] = compute_metrics("segmentation", np.ascontiguousarray(proba), y_eval, n_classes)
+    draw = np.random.default_rng(seed).choice(n_classes, size=(n, h, w), p=prior)
+    onehot = np.moveaxis(np.eye(n_classes, dtype=np.float32)[draw], -1, 1)
+    out["stratified"] = compute_metrics("segmentation", onehot, y_eval, n_classes)
+    return out
+
+
+def _language(y_train, y_eval, vocab_size: int) -> dict[str, dict]:
+    """Next-token dummies: training-token frequencies with add-one smoothing (unigram), or 1/V."""
+    y_eval = np.asarray(y_eval)
+    return {
+        "unigram": compute_metrics("language_modeling", unigram_logprob(y_train, y_eval, vocab_size), y_eval,
+                                   vocab_size),
+        "uniform": compute_metrics("language_modeling", np.full(y_eval.shape, -np.log(vocab_size)), y_eval,
+                                   vocab_size),
+    }
+
+
+def unigram_logprob(y_train, y_eval, vocab_size: int) -> np.ndarray:
+    """Log probability of each ``y_eval`` token under the add-one-smoothed unigram of ``y_train``."""
+    counts = np.bincount(np.asarray(y_train).ravel(), minlength=vocab_size).astype(np.float64)
+    return np.log((counts + 1) / (counts.sum() + vocab_size))[np.asarray(y_eval)]

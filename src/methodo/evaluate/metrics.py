@@ -1,7 +1,13 @@
 """Task metrics on torchmetrics, as a registry of scalar metrics plus per-class tables.
 
 Every metric takes ``(scores, y, n_classes)`` as tensors: class probabilities ``(N, C)`` and class
-indices for classification; predictions and targets in the target's units for regression.
+indices for classification; predictions and targets in the target's units for regression; class
+probabilities ``(N, C, H, W)`` and masks ``(N, H, W)`` for segmentation; for language modeling the
+natural-log probability the model gave each target token ``(N, T)`` and the targets.
+
+Segmentation metrics are computed over all pixels of the split at once (the dataset-level IoU of
+PASCAL VOC and Cityscapes), not averaged per image. Detection metrics (box IoU, mAP) are plain
+functions at the end of this module: no task trains a detector yet.
 
 A metric that is mathematically undefined on the data (precision when nothing is predicted
 positive, ROC AUC with one class present) raises :class:`Undefined` with the reason; it is reported
@@ -209,6 +215,148 @@ def r2(p, y, c):
     return r2_score(p, y)
 
 
+def _seg(name, help, higher=True):
+    def deco(fn):
+        METRICS.register(name, fn, help=help, task="segmentation", higher_is_better=higher)
+        return fn
+    return deco
+
+
+def _lm(name, help, higher=False):
+    def deco(fn):
+        METRICS.register(name, fn, help=help, task="language_modeling", higher_is_better=higher)
+        return fn
+    return deco
+
+
+def pixel_confusion(p, y, c) -> torch.Tensor:
+    """Confusion matrix over all pixels (rows: true class, columns: predicted).
+
+    ``p`` is class probabilities ``(N, C, H, W)`` or already-decided class maps ``(N, H, W)``
+    (the bootstrap passes maps, so the argmax is not redone for every resample).
+    """
+    pred = p if (p.ndim == y.ndim and not p.is_floating_point()) else p.argmax(1)
+    pairs = y.reshape(-1).long() * c + pred.reshape(-1).long()
+    return torch.bincount(pairs, minlength=c * c).reshape(c, c).double()
+
+
+def _overlap(cm: torch.Tensor):
+    tp = cm.diag()
+    return tp, cm.sum(0) - tp, cm.sum(1) - tp  # tp, fp, fn per class
+
+
+def per_class_iou(p, y, c) -> list[float | None]:
+    """IoU of each class over all pixels; ``None`` for a class absent from both truth and prediction."""
+    tp, fp, fn = _overlap(pixel_confusion(p, y, c))
+    den = tp + fp + fn
+    return [float(t / d) if d > 0 else None for t, d in zip(tp, den)]
+
+
+@_seg("pixel_accuracy", "fraction of pixels whose class is right (misleads when background dominates)")
+def pixel_accuracy(p, y, c):
+    cm = pixel_confusion(p, y, c)
+    return cm.trace() / cm.sum()
+
+
+@_seg("mean_iou", "intersection over union per class over all pixels, averaged over classes present "
+      "in the truth or the prediction (background included)")
+def mean_iou(p, y, c):
+    vals = [v for v in per_class_iou(p, y, c) if v is not None]
+    return sum(vals) / len(vals)
+
+
+@_seg("dice", "Dice / F1 per class (2·overlap / (predicted + true pixels)), averaged like mean_iou")
+def dice(p, y, c):
+    tp, fp, fn = _overlap(pixel_confusion(p, y, c))
+    ok = (2 * tp + fp + fn) > 0
+    return (2 * tp[ok] / (2 * tp[ok] + fp[ok] + fn[ok])).mean()
+
+
+@_lm("perplexity", "exp(mean negative log-likelihood per token): the number of equally likely next "
+     "tokens the model hesitates between (vocabulary size for a uniform guess)")
+def perplexity(p, y, c):
+    return torch.exp(-p.double().mean())
+
+
+@_lm("bits_per_token", "mean negative log2-likelihood per token (bits per character for a character model)")
+def bits_per_token(p, y, c):
+    return -p.double().mean() / math.log(2)
+
+
+def perplexity_from_logits(logits, target, *, ignore_index: int | None = None) -> float:
+    """Perplexity of next-token ``logits`` ``(N, T, V)`` on ``target`` ``(N, T)`` (torchmetrics).
+
+    Examples
+    --------
+    >>> import torch
+    >>> round(perplexity_from_logits(torch.zeros(1, 5, 8), torch.zeros(1, 5, dtype=torch.long)), 4)
+    8.0
+    """
+    from torchmetrics.functional.text import perplexity as tm_perplexity
+
+    return float(tm_perplexity(torch.as_tensor(logits).float(), torch.as_tensor(target), ignore_index=ignore_index))
+
+
+def segmentation_tables(probs, y, class_names: list[str]) -> dict:
+    """Pixel confusion matrix and per-class IoU, Dice and pixel counts (true and predicted)."""
+    probs, y = torch.as_tensor(probs), torch.as_tensor(y)
+    c = len(class_names)
+    cm = pixel_confusion(probs, y, c)
+    tp, fp, fn = _overlap(cm)
+    iou = per_class_iou(probs, y, c)
+    rows = []
+    for i, name in enumerate(class_names):
+        d = 2 * tp[i] + fp[i] + fn[i]
+        rows.append({"class": name, "iou": iou[i], "dice": float(2 * tp[i] / d) if d > 0 else None,
+                     "true_pixels": int(tp[i] + fn[i]), "predicted_pixels": int(tp[i] + fp[i])})
+    return {"confusion_matrix": cm.long().tolist(), "per_class": rows}
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def box_iou(boxes1, boxes2) -> torch.Tensor:
+    """Pairwise IoU ``(N, M)`` of boxes given as ``(x1, y1, x2, y2)`` (torchvision.ops.box_iou).
+
+    Examples
+    --------
+    >>> import torch
+    >>> box_iou(torch.tensor([[0., 0, 2, 2]]), torch.tensor([[1., 0, 3, 2], [5., 5, 6, 6]]))
+    tensor([[0.3333, 0.0000]])
+    """
+    from torchvision.ops import box_iou as tv_box_iou
+
+    b1, b2 = torch.as_tensor(boxes1, dtype=torch.float32), torch.as_tensor(boxes2, dtype=torch.float32)
+    for name, b in (("boxes1", b1), ("boxes2", b2)):
+        if b.ndim != 2 or b.shape[-1] != 4:
+            raise ValueError(f"{name}: expected boxes of shape (N, 4) as x1, y1, x2, y2 (got {tuple(b.shape)})")
+        if ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).any():
+            raise ValueError(f"{name}: a box has x2 < x1 or y2 < y1; boxes are (x1, y1, x2, y2)")
+    return tv_box_iou(b1, b2)
+
+
+def mean_average_precision(preds: list[dict], targets: list[dict], *, iou_thresholds: list[float] | None = None
+                           ) -> dict[str, float]:
+    """COCO-style mAP of detections (torchmetrics ``MeanAveragePrecision``, box IoU).
+
+    ``preds``: one dict per image with ``boxes`` ``(N, 4)`` as x1, y1, x2, y2, ``scores`` ``(N,)``,
+    ``labels`` ``(N,)``; ``targets``: ``boxes`` and ``labels``. Returns ``map`` (averaged over IoU
+    thresholds 0.50:0.95), ``map_50``, ``map_75`` and ``mar_100`` (recall with up to 100
+    detections); a value is ``None`` when undefined (no ground-truth box).
+    """
+    from torchmetrics.detection import MeanAveragePrecision
+
+    m = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", iou_thresholds=iou_thresholds)
+    conv = lambda d: {k: torch.as_tensor(v, dtype=torch.float32 if k != "labels" else torch.long) for k, v in d.items()}
+    m.update([conv(p) for p in preds], [conv(t) for t in targets])
+    out = m.compute()
+    res = {}
+    for k in ("map", "map_50", "map_75", "mar_100"):
+        v = float(out[k])
+        res[k] = None if v < 0 else v  # torchmetrics reports -1 where there is nothing to score
+    return res
+
+
 def metric_names(task: str) -> list[str]:
     return [e.name for e in METRICS.entries() if e.meta["task"] == task]
 
@@ -275,13 +423,22 @@ def classification_tables(probs, y, class_names: list[str]) -> dict:
 
 @torch.no_grad()
 def predict(model, X: torch.Tensor, *, task: str, batch_size: int = 1024, device=None,
-            inverse_y=None) -> np.ndarray:
-    """Probabilities ``(N, C)`` for classification, predictions in target units for regression."""
+            inverse_y=None, y: torch.Tensor | None = None) -> np.ndarray:
+    """Probabilities ``(N, C)`` for classification, predictions in target units for regression,
+    per-pixel probabilities ``(N, C, H, W)`` for segmentation, and for language modeling the log
+    probability of each target token ``(N, T)`` (``y``, the targets, is then required)."""
     model.eval()
     device = device or next(model.parameters()).device
     outs = []
     for s in range(0, len(X), batch_size):
-        out = model(X[s:s + batch_size].to(device)).float().cpu()
-        outs.append(out.softmax(1) if task == "classification" else out.squeeze(-1))
+        out = model(X[s:s + batch_size].to(device)).float()
+        if task == "language_modeling":
+            target = y[s:s + batch_size].to(device)
+            out = out.log_softmax(-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        elif task in ("classification", "segmentation"):
+            out = out.softmax(1)
+        else:
+            out = out.squeeze(-1)
+        outs.append(out.cpu())
     res = torch.cat(outs).numpy()
     return inverse_y(res) if (inverse_y is not None and task == "regression") else res

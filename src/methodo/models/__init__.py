@@ -4,7 +4,7 @@ Examples
 --------
 >>> from methodo.models import MODELS, build_model
 >>> MODELS.names()
-['cnn', 'mlp', 'resnet']
+['cnn', 'fcn', 'gru', 'mlp', 'resnet', 'transformer', 'unet']
 >>> net = build_model("mlp", input_shape=(4,), n_outputs=3)
 >>> net(__import__("torch").zeros(2, 4)).shape
 torch.Size([2, 3])
@@ -13,12 +13,28 @@ torch.Size([2, 3])
 from __future__ import annotations
 
 from methodo.errors import ConfigError, choices
+from methodo.models import dense as _dense, language as _language  # they register their models
 from methodo.models.zoo import MODELS
 from methodo.registry import check_kwargs
 
-__all__ = ["MODELS", "build_model", "check_model_options"]
+del _dense, _language
+
+__all__ = ["MODELS", "build_model", "check_model_options", "check_model_task", "model_tasks"]
 
 _RESERVED = ("input_shape", "n_outputs")
+_ROW_TASKS = ("classification", "regression")  # tasks of a model registered without `tasks=`
+
+
+def model_tasks(name: str) -> tuple[str, ...]:
+    return tuple(MODELS.entry(name).meta.get("tasks", _ROW_TASKS))
+
+
+def check_model_task(name: str, task: str, kind: str | None = None) -> None:
+    """A ConfigError (without the key) when model ``name`` cannot do ``task``; it names the models that can."""
+    if name in MODELS and task not in model_tasks(name):
+        fits = [n for n in MODELS.names() if task in model_tasks(n)
+                and (kind is None or kind in MODELS.entry(n).meta.get("inputs", ("image", "tabular")))]
+        raise ConfigError(f"model {name!r} does {' or '.join(model_tasks(name))}, not {task}; choose {choices(fits)}")
 
 
 def check_model_options(name: str, options: dict) -> None:
@@ -26,9 +42,15 @@ def check_model_options(name: str, options: dict) -> None:
     check_kwargs(fn, options, reserved=_RESERVED, what=f"model {name!r}")
 
 
-def build_model(name: str, *, input_shape: tuple[int, ...], n_outputs: int, kind: str = "tabular", **options):
-    """Build the registered model ``name`` sized for the data."""
+def build_model(name: str, *, input_shape: tuple[int, ...], n_outputs: int, kind: str = "tabular",
+                task: str | None = None, **options):
+    """Build the registered model ``name`` sized for the data (and checked against ``task`` when given)."""
     entry = MODELS.entry(name, key="model.name")
+    if task is not None:
+        try:
+            check_model_task(name, task, kind)
+        except ConfigError as exc:
+            raise ConfigError(f"model.name: {exc}") from None
     accepts = entry.meta.get("inputs", ("image", "tabular"))
     if kind not in accepts:
         fits = [e.name for e in MODELS.entries() if kind in e.meta.get("inputs", ("image", "tabular"))]

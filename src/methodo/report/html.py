@@ -34,6 +34,8 @@ FIGURES = {
     "reliability.png": "Calibration: reliability diagram (test)",
     "label_errors.png": "Suspected label errors",
     "regression_fit.png": "Predictions (test)",
+    "segmentation.png": "Test images, true masks and predicted masks",
+    "perplexity.png": "Perplexity: in-domain vs out-of-domain",
     "lr_find.png": "LR range test",
     "weights.png": "Weight and gradient distributions",
     "explanations.png": "Explanations (test)",
@@ -44,6 +46,7 @@ FIGURES = {
     "embeddings_tsne.png": "Test embeddings, penultimate layer (t-SNE)",
     "embeddings_umap.png": "Test embeddings, penultimate layer (UMAP)",
 }
+_SPLIT_LABEL = {"ood": "out-of-domain"}
 
 
 def _fmt(v) -> str:
@@ -68,8 +71,8 @@ def _metric_table(summary: dict) -> str:
     base = summary.get("baselines", {})
     iv = summary.get("intervals", {}).get("test", {})
     why = summary.get("undefined", {}).get("test", {})
-    splits = [s for s in ("train", "val", "test") if s in metrics]
-    head = ("<tr><th>metric</th>" + "".join(f"<th>model ({s})</th>" for s in splits)
+    splits = [s for s in ("train", "val", "test", "ood") if s in metrics]
+    head = ("<tr><th>metric</th>" + "".join(f"<th>model ({_SPLIT_LABEL.get(s, s)})</th>" for s in splits)
             + "<th>test 95% interval</th>" + "".join(f"<th>baseline: {escape(b)}</th>" for b in base) + "</tr>")
     rows = []
     for n in test:
@@ -87,7 +90,36 @@ def _metric_table(summary: dict) -> str:
                   f'<table id="threshold"><tr><th></th>{"".join(f"<th>{escape(k)}</th>" for k in keys)}</tr>'
                   + trow("validation at chosen threshold", th["val"]) + trow("test at chosen threshold", th["test"])
                   + trow("test at 0.5", th["test_at_0.5"]) + "</table>")
-    return table
+    return table + _extra_table(summary)
+
+
+def _extra_table(summary: dict) -> str:
+    """Evaluation-only sets (out-of-domain text) beside the test split: model and baselines."""
+    extra = summary.get("extra_baselines", {})
+    if not extra:
+        return ""
+    metrics, base = summary["metrics"], summary.get("baselines", {})
+    names = list(metrics.get("test", {}))
+    head = "<tr><th>split</th><th>who</th>" + "".join(f"<th>{escape(n)}</th>" for n in names) + "</tr>"
+    rows = []
+    for split in ("test", *extra):
+        label = escape(_SPLIT_LABEL.get(split, split))
+        who = {"model": metrics.get(split, {}), **(base if split == "test" else extra[split])}
+        for w, vals in who.items():
+            rows.append(f"<tr><td>{label}</td><td>{escape(w)}</td>"
+                        + "".join(f"<td>{_fmt(vals.get(n))}</td>" for n in names) + "</tr>")
+    descr = summary.get("data", {}).get("extra", {})
+    notes = "".join(f'<p class="muted">{escape(_SPLIT_LABEL.get(k, k))}: {escape(v.get("description", ""))}</p>'
+                    for k, v in descr.items())
+    return f'<h3>In-domain (test) vs out-of-domain</h3><table id="in-vs-out">{head}{"".join(rows)}</table>{notes}'
+
+
+def _sample(summary: dict) -> str:
+    s = summary.get("sample")
+    if not s:
+        return ""
+    return (f'<h2>Sample (temperature {s["temperature"]})</h2><pre><span class="muted">{escape(s["prompt"])}</span>'
+            f'<b>{escape(s["continuation"])}</b></pre>')
 
 
 def _findings(summary: dict) -> str:
@@ -124,6 +156,8 @@ def _data_table(summary: dict) -> str:
             f"<tr><td>{escape(labels[s])}</td>" + "".join(f"<td>{c[k]}</td>" for k in classes) + "</tr>"
             for s, c in counts.items())
         parts.append(f'<table id="class-counts"><tr><th>split</th>{head}</tr>{rows}</table>')
+        if data.get("count_unit"):
+            parts.append(f'<p class="muted">class counts are {escape(data["count_unit"])}</p>')
     else:
         parts.append("<p>" + ", ".join(f"{escape(s)}: n={v['n']}" for s, v in splits.items()) + "</p>")
     return "".join(parts)
@@ -166,11 +200,12 @@ def _per_class(summary: dict) -> str:
     rows = summary.get("tables", {}).get("test", {}).get("per_class")
     if not rows:
         return ""
-    body = "".join(
-        f"<tr><td>{escape(r['class'])}</td><td>{_fmt(r['precision'])}</td><td>{_fmt(r['recall'])}</td>"
-        f"<td>{_fmt(r['f1'])}</td><td>{r['support']}</td></tr>" for r in rows)
-    return ('<h2>Per class (test)</h2><table id="per-class"><tr><th>class</th><th>precision</th>'
-            f"<th>recall</th><th>F1</th><th>support</th></tr>{body}</table>")
+    keys = [k for k in rows[0] if k != "class"]  # precision/recall/f1/support, or iou/dice/pixels
+    label = {"f1": "F1", "iou": "IoU", "dice": "Dice"}
+    head = "".join(f"<th>{escape(label.get(k, k.replace('_', ' ')))}</th>" for k in keys)
+    body = "".join(f"<tr><td>{escape(r['class'])}</td>" + "".join(f"<td>{_fmt(r[k])}</td>" for k in keys) + "</tr>"
+                   for r in rows)
+    return f'<h2>Per class (test)</h2><table id="per-class"><tr><th>class</th>{head}</tr>{body}</table>'
 
 
 def _training(summary: dict) -> str:
@@ -237,6 +272,7 @@ def render_report(run_dir: str | Path) -> Path:
 {_training(summary)}
 {''.join(figs)}
 {_per_class(summary)}
+{_sample(summary)}
 <h2>Config</h2><pre>{escape(config)}</pre>
 </body></html>
 """

@@ -29,7 +29,7 @@ def learning_curves(history: list[dict], lrs: list[float], path: Path, *, best_e
     pre-clip gradient norm per step."""
     plt = _plt()
     ep = [r["epoch"] for r in history]
-    score = "accuracy" if "val_accuracy" in history[0] else "mae"
+    score = next(k[4:] for k in history[0] if k.startswith("val_") and k != "val_loss")  # accuracy, mae, ...
     panels = 4 if grad_norms else 3
     fig, axes = plt.subplots(1, panels, figsize=(4.4 * panels, 3.6))
     for ax, key in zip(axes[:2], ("loss", score)):
@@ -280,6 +280,62 @@ def label_errors(suspects: list[dict], ds, path: Path) -> Path:
     table.set_fontsize(9)
     table.scale(1, 1.5)
     ax.set_title("suspected label errors (validation/test)")
+    return _save(fig, path)
+
+
+# class colours for masks: background dark, then distinct hues
+_MASK_COLOURS = np.array([[0.12, 0.12, 0.12], [0.90, 0.30, 0.25], [0.25, 0.60, 0.95], [0.98, 0.80, 0.20],
+                          [0.45, 0.80, 0.35], [0.70, 0.40, 0.85], [0.95, 0.55, 0.75], [0.60, 0.60, 0.60]])
+
+
+def segmentation_samples(images: np.ndarray, masks: np.ndarray, pred: np.ndarray, class_names: list[str],
+                         path: Path, n: int = 6) -> Path:
+    """Rows: test image, true mask, predicted mask (with its pixel accuracy), for ``n`` test images."""
+    from matplotlib.patches import Patch
+
+    plt = _plt()
+    n = min(n, len(images))
+    colours = _MASK_COLOURS[np.arange(len(class_names)) % len(_MASK_COLOURS)]
+    fig, axes = plt.subplots(3, n, figsize=(1.9 * n + 0.4, 6.2), squeeze=False)
+    for j in range(n):
+        img = np.moveaxis(images[j], 0, -1)
+        axes[0, j].imshow(img.squeeze(-1) if img.shape[-1] == 1 else np.clip(img, 0, 1), cmap="gray")
+        axes[1, j].imshow(colours[masks[j]])
+        axes[2, j].imshow(colours[pred[j]])
+        axes[2, j].set_xlabel(f"pixel acc {float((masks[j] == pred[j]).mean()):.2f}", fontsize=8)
+    for i, label in enumerate(("image", "true mask", "predicted")):
+        axes[i, 0].set_ylabel(label)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.legend(handles=[Patch(color=colours[c], label=name) for c, name in enumerate(class_names)],
+               loc="lower center", ncol=len(class_names), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def perplexity_bars(metrics: dict, baselines: dict, extra_baselines: dict, path: Path) -> Path:
+    """Perplexity of the model and of the baselines per split (log scale): in-domain vs out-of-domain."""
+    plt = _plt()
+    splits = [s for s in ("train", "val", "test", "ood") if s in metrics]
+    series = {"model": [metrics[s].get("perplexity") for s in splits]}
+    for b in baselines:  # baselines are computed on test, and on each evaluation-only set
+        series[b] = [(baselines[b] if s == "test" else extra_baselines.get(s, {}).get(b, {})).get("perplexity")
+                     if s in ("test", *extra_baselines) else None for s in splits]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    width = 0.8 / len(series)
+    for k, (name, vals) in enumerate(series.items()):
+        xs = np.arange(len(splits)) + (k - (len(series) - 1) / 2) * width
+        ok = [(x, v) for x, v in zip(xs, vals) if v is not None]
+        bars = ax.bar([x for x, _ in ok], [v for _, v in ok], width, label=name)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(splits)), ["out-of-domain" if s == "ood" else s for s in splits])
+    ax.set_yscale("log")
+    ax.set_ylabel("perplexity (log scale, lower is better)")
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
 
 

@@ -26,11 +26,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from methodo import signals
 from methodo.errors import ConfigError, DataError
 from methodo.seed import generator
+from methodo.tasks import task_spec
 from methodo.train.checkpoint import load_checkpoint, save_checkpoint
 from methodo.train.optim import build_optimizer, needs_closure
 from methodo.train.regularize import Regularization, first_non_finite_grad, first_non_finite_param, grad_norm
@@ -58,7 +58,7 @@ class NonFiniteLoss(Exception):
 
 def epoch_metric_names(task: str) -> list[str]:
     """Columns of ``metrics.csv`` that early stopping can monitor."""
-    m = "accuracy" if task == "classification" else "mae"
+    m = task_spec(task).score
     return ["train_loss", f"train_{m}", "val_loss", f"val_{m}"]
 
 
@@ -125,9 +125,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def loss_function(task: str, class_weights: torch.Tensor | None, label_smoothing: float = 0.0) -> Callable:
-    if task == "classification":
-        return lambda out, y: F.cross_entropy(out, y, weight=class_weights, label_smoothing=label_smoothing)
-    return lambda out, y: F.mse_loss(out.squeeze(-1).float(), y)
+    """The task's training loss (``methodo.tasks``): cross-entropy per row, pixel or token; MSE."""
+    loss = task_spec(task).loss
+    return lambda out, y: loss(out, y, class_weights, label_smoothing)
 
 
 _loss_fn = loss_function  # the foundation's name
@@ -147,27 +147,25 @@ def batches_per_epoch(n: int, bs: int) -> int:
 
 
 @torch.no_grad()
-def _score(out: torch.Tensor, y: torch.Tensor, task: str, y_std: float) -> float:
-    """Correct predictions (classification) or summed absolute error in target units (regression)."""
-    if task == "classification":
-        return (out.argmax(1) == y).sum().item()
-    return (out.squeeze(-1).float() - y).abs().sum().item() * y_std
+def _score(out: torch.Tensor, y: torch.Tensor, spec, y_std: float) -> tuple[float, int]:
+    """The task's epoch score of a batch as ``(sum, count)``: correct rows or pixels, summed absolute
+    error in target units, or summed token NLL (``methodo.tasks``)."""
+    return spec.batch_score(out.float(), y, y_std)
 
 
 @torch.no_grad()
 def evaluate_loss(model, X, y, loss_fn, task: str, batch_size: int, y_std: float = 1.0) -> tuple[float, float]:
-    """``(mean loss, accuracy or MAE in target units)`` over ``X`` in eval mode."""
+    """``(mean loss, the task's epoch score)`` over ``X`` in eval mode (MAE in target units)."""
     model.eval()
-    total, score, n = 0.0, 0.0, len(X)
+    spec = task_spec(task)
+    total, score, count, n = 0.0, 0.0, 0, len(X)
     for s in range(0, n, batch_size):
         out = model(X[s:s + batch_size])
         yb = y[s:s + batch_size]
         total += loss_fn(out, yb).item() * len(yb)
-        if task == "classification":
-            score += (out.argmax(1) == yb).sum().item()
-        else:
-            score += (out.squeeze(-1) - yb).abs().sum().item() * y_std
-    return total / n, score / n
+        num, den = _score(out, yb, spec, y_std)
+        score, count = score + num, count + den
+    return total / n, spec.finish(score / max(count, 1))
 
 
 def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None = None,
@@ -206,6 +204,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     check_batch_size(bs, n)
     n_batches = batches_per_epoch(n, bs)
     steps_per_epoch = math.ceil(n_batches / accum)  # optimizer steps: what schedulers count
+    spec = task_spec(task)
     reg = Regularization(model, tcfg.regularization, tcfg.clip)
     cw = None if class_weights is None else class_weights.to(device)
     loss_fn = loss_function(task, cw, tcfg.regularization.label_smoothing)
@@ -293,7 +292,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                 perm = torch.multinomial(sample_weights, n, replacement=True, generator=shuffle).to(device)
             else:
                 perm = torch.randperm(n, generator=shuffle).to(device)
-            loss_sum, score_sum, seen = 0.0, 0.0, 0
+            loss_sum, score_sum, score_count, seen = 0.0, 0.0, 0, 0
             group_loss, group_bad = 0.0, None  # accumulation group: summed data loss, first bad tensor
             step = 0  # optimizer steps in this epoch (1-based in messages)
             for b in range(n_batches):
@@ -330,7 +329,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                     result.losses.append(lv)
                     sched.after_step()
                     loss_sum += lv * len(idx)
-                    score_sum += _score(out, yb, task, y_std)
+                    num, den = _score(out, yb, spec, y_std)
+                    score_sum, score_count = score_sum + num, score_count + den
                     seen += len(idx)
                     bar.update(1)
                 else:
@@ -349,7 +349,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                         (loss / group if group > 1 else loss).backward()
                         group_loss += lv
                         loss_sum += lv * len(idx)
-                        score_sum += _score(out, yb, task, y_std)
+                        num, den = _score(out, yb, spec, y_std)
+                        score_sum, score_count = score_sum + num, score_count + den
                         seen += len(idx)
                     elif group_bad is None:
                         group_bad = "loss"
@@ -396,10 +397,10 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
 
             # 4. Validation, the epoch row, weight monitoring.
             val_loss, val_score = evaluate_loss(model, Xva, yva, eval_loss_fn, task, tcfg.eval_batch_size, y_std)
-            m = "accuracy" if task == "classification" else "mae"
+            m = spec.score
             row = {
                 "epoch": epoch, "lr": result.lrs[-1] if result.lrs else oc.lr,
-                "train_loss": loss_sum / max(seen, 1), f"train_{m}": score_sum / max(seen, 1),
+                "train_loss": loss_sum / max(seen, 1), f"train_{m}": spec.finish(score_sum / max(score_count, 1)),
                 "val_loss": val_loss, f"val_{m}": val_score,
             }
             if need_norm and result.grad_norms:

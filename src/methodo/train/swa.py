@@ -101,8 +101,9 @@ class SWA:
 
 @torch.no_grad()
 def ensemble_predict(model: torch.nn.Module, members: list[dict[str, torch.Tensor]], X: torch.Tensor, *,
-                     task: str, batch_size: int = 1024, inverse_y=None) -> np.ndarray:
-    """Average of the members' predictions (class probabilities, or values in target units).
+                     task: str, batch_size: int = 1024, inverse_y=None, y: torch.Tensor | None = None) -> np.ndarray:
+    """Average of the members' predictions (class probabilities, or values in target units; for
+    language modeling the target tokens' log probabilities, given the targets ``y``).
 
     ``model`` is a template of the right architecture; its own weights are put back afterwards.
     """
@@ -115,7 +116,7 @@ def ensemble_predict(model: torch.nn.Module, members: list[dict[str, torch.Tenso
         total = None
         for w in members:
             model.load_state_dict(w)
-            p = predict(model, X, task=task, batch_size=batch_size, inverse_y=inverse_y)
+            p = predict(model, X, task=task, batch_size=batch_size, inverse_y=inverse_y, y=y)
             total = p if total is None else total + p
         return total / len(members)
     finally:
