@@ -60,4 +60,4 @@ def test_resume_continues_a_run(tmp_path):
     assert summary["epochs_run"] == 4 and summary["resumed"] is True
     assert (out / "metrics.csv").read_text().count("\n") == 5  # header + 4 epochs
     bad = cli("run", "--resume", str(tmp_path))
-    assert bad.returncode == 2 and "no checkpoints/last.safetensors" in bad.stderr
+    assert bad.returncode == 2 and "not a run dir (no config.yaml)" in bad.stderr

@@ -88,3 +88,57 @@ def test_findings_are_ordered_by_severity_and_serializable():
 @pytest.mark.parametrize("name", FINDINGS.names())
 def test_every_finding_has_help(name):
     assert len(FINDINGS.entry(name).help) > 10
+
+
+def test_no_signal_fires_on_chance_agreement_with_varied_predictions():
+    rng = np.random.default_rng(0)
+    y, pred = rng.integers(0, 3, 300), rng.integers(0, 3, 300)
+    f = Facts(task="classification", metrics={"test": {"cohen_kappa": 0.01}, "train": {"accuracy": 0.99}},
+              test_pred=pred, test_true=y, intervals={"cohen_kappa": [-0.07, 0.08]})
+    (found,) = [x for x in diagnose(f) if x.id == "no_signal"]
+    assert "memorized" in found.title and found.severity == "critical"
+    f.metrics["test"]["cohen_kappa"] = 0.6
+    f.intervals = {"cohen_kappa": [0.5, 0.7]}
+    assert not [x for x in diagnose(f) if x.id == "no_signal"]
+
+
+def test_lr_too_high_and_too_low():
+    hi = Facts(task="classification", history=_hist([1.0, 1.8, 0.9, 2.5, 1.2, 3.0], [1.0] * 6, [0.95] * 6, [0.95] * 6))
+    assert "lr_too_high" in [x.id for x in diagnose(hi)]
+    lo = Facts(task="classification", history=_hist([2.30, 2.29, 2.28, 2.27, 2.26], [2.3] * 5, [0.12] * 5, [0.11] * 5), lr=1e-6)
+    ids = [x.id for x in diagnose(lo)]
+    assert "lr_too_low" in ids and "lr_too_high" not in ids
+    assert [x.id for x in diagnose(CLEAN)] == []
+
+
+def test_label_errors_finds_the_flipped_rows():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    p = np.full((200, 3), 0.02)
+    p[np.arange(200), y] = 0.96
+    flipped = [5, 17, 42]
+    for i in flipped:  # the model is confident of the true class; the recorded label is wrong
+        y[i] = (y[i] + 1) % 3
+    f = Facts(task="classification", oos_proba=p, oos_true=y, oos_rows=np.arange(1000, 1200), class_names=list("abc"))
+    (found,) = diagnose(f)
+    assert found.id == "label_errors" and found.evidence["suspects"] == 3
+    assert sorted(r["row"] for r in found.evidence["top"]) == [1005, 1017, 1042]
+    f.oos_true = p.argmax(1)
+    assert diagnose(f) == []
+
+
+def test_miscalibrated_needs_high_ece_beyond_its_interval():
+    f = Facts(task="classification", metrics={"test": {"ece": 0.25}}, intervals={"ece": [0.2, 0.3]})
+    assert [x.id for x in diagnose(f)] == ["miscalibrated"]
+    f.intervals = {"ece": [0.01, 0.3]}
+    assert diagnose(f) == []
+    f.metrics = {"test": {"ece": 0.03}}
+    assert diagnose(f) == []
+
+
+def test_not_better_than_baseline_uses_the_interval():
+    f = Facts(task="classification", metrics={"test": {"accuracy": 0.93}}, baselines={"most_frequent": {"accuracy": 0.90}},
+              intervals={"accuracy": [0.88, 0.97]})
+    assert [x.id for x in diagnose(f)] == ["not_better_than_baseline"]
+    f.intervals = {"accuracy": [0.91, 0.95]}
+    assert diagnose(f) == []

@@ -72,7 +72,7 @@ def test_checkpoints_load_safely_and_test_uses_best_weights(digits_run):
 def test_cli_and_api_give_the_same_numbers(tmp_path, digits_run):
     res = cli("run", str(EXAMPLES / "digits.yaml"), "train.epochs=3", *FAST[1:], "--out", str(tmp_path / "c"))
     assert res.returncode == 0, res.stderr
-    assert "test metrics (model | best dummy baseline)" in res.stdout and "findings:" in res.stdout
+    assert "test metrics (model [95% bootstrap interval] | best dummy baseline)" in res.stdout and "findings:" in res.stdout
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert summary["metrics"] == digits_run.summary["metrics"]  # deterministic: same seed, same numbers
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-LISTABLE = ("datasets", "models", "optimizers", "schedulers", "metrics", "findings", "splits",
-            "balancers", "augmentations", "features")
+LISTABLE = ("datasets", "models", "optimizers", "schedulers", "regularizers", "explainers", "metrics", "findings",
+            "splits", "balancers", "augmentations", "features")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,6 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=3")
     r.add_argument("--out", metavar="DIR", help="run dir to create (default runs/NAME-TIMESTAMP-XXXX)")
     r.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+
+    lf = sub.add_parser("lr-find", help="LR range test: plot the loss against an exponential LR ramp and "
+                        "suggest a learning rate", description="Run the LR range test (exponential ramp, "
+                        "smoothed loss, stop on divergence; the model is restored afterwards), write "
+                        "lr_find.json (suggested_lr) and lr_find.png, and print the suggestion. Ramp options: "
+                        "train.lr_find.{start_lr,end_lr,num_iter,smooth,diverge,suggestion}.")
+    lf.add_argument("config", help="YAML config")
+    lf.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.batch_size=32")
+    lf.add_argument("--out", metavar="DIR", help="output folder (default runs/NAME-lrfind-TIMESTAMP-XXXX)")
 
     ls = sub.add_parser("list", help="list a registry: " + ", ".join(LISTABLE))
     ls.add_argument("what", choices=LISTABLE, metavar="WHAT", help=" | ".join(LISTABLE))
@@ -70,6 +79,10 @@ def _registry(what: str):
         from methodo.train.optim import OPTIMIZERS as reg
     elif what == "schedulers":
         from methodo.train.schedules import SCHEDULERS as reg
+    elif what == "regularizers":
+        from methodo.train.regularize import REGULARIZERS as reg
+    elif what == "explainers":
+        from methodo.explain import EXPLAINERS as reg
     elif what == "metrics":
         from methodo.evaluate.metrics import METRICS as reg
     elif what == "findings":
@@ -92,6 +105,8 @@ def cmd_list(what: str) -> int:
         extra = ""
         if "interval" in e.meta:
             extra = f"  [per {e.meta['interval']}]"
+        elif "key" in e.meta:
+            extra = f"  [{e.meta['key']}; acts at: {e.meta['stage']}]"
         elif e.meta.get("task"):
             extra = f"  [{e.meta['task']}]"
         elif e.meta.get("stage"):
@@ -181,11 +196,13 @@ def _print_result(res) -> None:
         print(f"k-fold: {s['kfold']['folds']} folds, test metrics are mean ± std over folds "
               f"(each fold's run dir under {res.run_dir / 'folds'})")
     if test:
-        print("test metrics (model | best dummy baseline):")
+        print("test metrics (model [95% bootstrap interval] | best dummy baseline):")
         base = s.get("baselines", {})
+        iv = s.get("intervals", {}).get("test", {})
+        why = s.get("undefined", {}).get("test", {})
         for k, v in test.items():
             if v is None:
-                print(f"  {k:<18} undefined")
+                print(f"  {k:<18} undefined ({why.get(k, 'no value')})")
                 continue
             vals = {b: m.get(k) for b, m in base.items() if m.get(k) is not None}
             bl = ""
@@ -195,8 +212,15 @@ def _print_result(res) -> None:
                 higher = METRICS.entry(k).meta.get("higher_is_better", True) if k in METRICS else True
                 name = (max if higher else min)(vals, key=vals.get)
                 bl = f"| {vals[name]:.4f} ({name})"
+            band = f"[{iv[k][0]:.4f}, {iv[k][1]:.4f}]" if iv.get(k) else ""
             spread = f" ± {std[k]:.4f}" if std.get(k) is not None else ""
-            print(f"  {k:<18} {v:.4f}{spread} {bl}")
+            print(f"  {k:<18} {v:.4f}{spread} {band:<18} {bl}")
+        th = s.get("threshold")
+        if th:
+            t = th["test"]
+            show = lambda x: "undefined" if x is None else f"{x:.4f}"
+            print(f"decision threshold {th['value']:.3f} ({th['rule']}: {th['why']}): test precision "
+                  f"{show(t['precision'])}, recall {show(t['recall'])}, f1 {show(t['f1'])}")
     findings = s.get("findings", [])
     print(f"findings: {len(findings)}" + ("" if findings else " (no problem found)"))
     _print_findings(findings)
@@ -215,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
 
-    from methodo.errors import BadInput, RunFailed
+    from methodo.errors import BadInput, RunFailed, Terminated
 
     try:
         if args.command == "run":
@@ -230,6 +254,19 @@ def main(argv: list[str] | None = None) -> int:
 
             res = run(config, overrides, out=args.out, resume=args.resume)
             _print_result(res)
+            return 0
+        if args.command == "lr-find":
+            from methodo.pipeline import lr_find
+
+            out_dir, res = lr_find(args.config, list(args.overrides), out=args.out)
+            print(f"LR range test: {len(res.lrs)} steps from {res.lrs[0]:.3g} to {res.lrs[-1]:.3g}"
+                  + (" (stopped: the loss diverged)" if res.diverged else ""))
+            for name, lr in res.suggestions.items():
+                mark = "  <- suggested" if name == res.suggestion else ""
+                print(f"  {name:<10} {lr:.4g}{mark}")
+            print(f"suggested_lr: {res.suggested_lr:.4g}")
+            print(f"use it: train.optimizer.lr={res.suggested_lr:.3g} (or train.optimizer.lr=auto)")
+            print(f"plot: {out_dir / 'lr_find.png'}\nnumbers: {out_dir / 'lr_find.json'}")
             return 0
         if args.command == "list":
             return cmd_list(args.what)
@@ -253,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated (SIGTERM); the run is marked KILLED", file=sys.stderr)
+        return 143
     return 1
 
 

@@ -190,7 +190,15 @@ class ModelConfig(_Named):
 
 class OptimizerConfig(_Named):
     name: str = Field("sgd", description="A torch.optim optimizer (see `methodo list optimizers`).")
-    lr: float = Field(0.01, gt=0, description="Learning rate.")
+    lr: float | Literal["auto"] = Field(
+        0.01, description="Learning rate, or 'auto': the LR finder's suggestion (train.lr_find).")
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_lr(cls, v):
+        if v != "auto" and not v > 0:
+            raise ValueError("learning rate must be greater than 0, or 'auto'")
+        return v
 
 
 class SchedulerConfig(_Named):
@@ -219,6 +227,66 @@ class EarlyStoppingConfig(_Strict):
         return "min" if self.monitor.endswith(("loss", "mae", "rmse", "error")) else "max"
 
 
+class LRFindConfig(_Strict):
+    start_lr: float = Field(1e-7, gt=0, description="LR range test: first learning rate.")
+    end_lr: float = Field(10.0, gt=0, description="LR range test: last learning rate.")
+    num_iter: int = Field(100, ge=5, description="LR range test: number of steps (exponential ramp).")
+    smooth: float = Field(0.9, ge=0, lt=1, description="Exponential smoothing factor of the loss (0: none).")
+    diverge: float = Field(4.0, gt=1, description="Stop when the smoothed loss exceeds this × its minimum.")
+    suggestion: Literal["valley", "steepest", "min_div10"] = Field(
+        "steepest", description="Which suggestion `lr=auto` uses: the steepest descent of the loss, the "
+        "middle of its longest valley (fastai), or the LR of the minimum loss / 10.")
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.end_lr <= self.start_lr:
+            raise _KeyError("train.lr_find.end_lr",
+                            f"end_lr must be above start_lr (start_lr={self.start_lr}, end_lr={self.end_lr})")
+        return self
+
+
+class RegularizationConfig(_Strict):
+    l1: float = Field(0.0, ge=0, description="L1 penalty λ·Σ|w| added to the loss (weights of dim ≥ 2).")
+    l2: float = Field(0.0, ge=0, description="L2 penalty λ/2·Σw² added to the loss (weights of dim ≥ 2).")
+    decoupled_wd: float = Field(
+        0.0, ge=0, description="Decoupled weight decay (as AdamW) for any optimizer: after each step "
+        "w ← w − lr·λ·w (weights of dim ≥ 2).")
+    max_norm: float | None = Field(
+        None, gt=0, description="Max-norm constraint: after each step, rescale each unit's incoming "
+        "weight vector to L2 norm ≤ this.")
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="Set the rate of every dropout layer of the model (null: the model's own).")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy target.")
+
+
+class ClipConfig(_Strict):
+    norm: float | None = Field(None, gt=0, description="Clip the global gradient norm to this.")
+    value: float | None = Field(None, gt=0, description="Clip every gradient element to [-value, value].")
+    norm_type: float = Field(2.0, gt=0, description="The p of the p-norm for clipping and logging.")
+
+
+class NanGuardConfig(_Strict):
+    policy: Literal["stop", "skip"] = Field(
+        "stop", description="On a non-finite loss or gradient: stop the run (exit 3) or skip the batch.")
+    check_grads: bool = Field(True, description="Check the gradients too (one norm per step).")
+    max_skips: int = Field(
+        10, ge=1, description="With policy skip: stop after this many consecutive skipped batches.")
+
+
+class MonitorConfig(_Strict):
+    enabled: bool = Field(True, description="Per-layer weight/gradient quantiles and dead ReLU units each epoch.")
+    probe_rows: int = Field(128, ge=1, description="Training rows fed once per epoch to count dead ReLU units.")
+
+
+class SWAConfig(_Strict):
+    start: float = Field(
+        0.75, gt=0, description="First averaged epoch: an epoch number (≥ 1) or a fraction of the epochs (< 1).")
+    lr: float | None = Field(None, gt=0, description="SWA learning rate (SWALR); null: keep the schedule's.")
+    anneal_epochs: int = Field(
+        2, ge=1, description="Epochs to anneal to the SWA learning rate (SWALR starts after the first averaged "
+        "epoch and reaches it after this many more).")
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(30, ge=1, le=100_000, description="Maximum number of epochs.")
     batch_size: int = Field(64, ge=1, description="Training batch size.")
@@ -234,6 +302,73 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when present.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null keeps torch's default.")
     progress: bool = Field(True, description="Show a progress bar.")
+    lr_find: LRFindConfig = Field(default_factory=LRFindConfig, description="LR range test (lr=auto, lr-find).")
+    regularization: RegularizationConfig = Field(
+        default_factory=RegularizationConfig, description="Penalties, constraints, dropout, label smoothing.")
+    clip: ClipConfig = Field(default_factory=ClipConfig, description="Gradient clipping (pre-clip norm logged).")
+    nan_guard: NanGuardConfig = Field(default_factory=NanGuardConfig, description="Non-finite loss/gradient policy.")
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Weight/gradient monitoring.")
+    snapshot_ensemble: bool | None = Field(
+        None, description="Save a snapshot at each cosine_restarts cycle end and evaluate their averaged "
+        "predictions; null: on with cosine_restarts.")
+    swa: SWAConfig | None = Field(None, description="Stochastic weight averaging; null disables it.")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast the forward pass to bfloat16.")
+    accumulate: int = Field(1, ge=1, description="Gradient accumulation: micro-batches per optimizer step.")
+    compile: bool = Field(False, description="torch.compile the model's forward (needs a C compiler on CPU).")
+    channels_last: bool = Field(False, description="channels_last memory format for image models and inputs.")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.snapshot_ensemble and self.scheduler.name != "cosine_restarts":
+            raise _KeyError("train.snapshot_ensemble", "snapshot ensembles need cycles: use "
+                            f"train.scheduler.name=cosine_restarts (got {self.scheduler.name!r})")
+        if self.swa is not None and self.swa.start >= 1 and self.swa.start > self.epochs:
+            raise _KeyError("train.swa.start", f"SWA would start at epoch {self.swa.start:g}, after the last "
+                            f"epoch ({self.epochs}); use an epoch <= {self.epochs} or a fraction < 1")
+        if self.optimizer.name == "lbfgs":  # steps through a closure that re-evaluates the loss
+            for key, on in (("train.accumulate", self.accumulate > 1), ("train.clip.norm", self.clip.norm),
+                            ("train.clip.value", self.clip.value), ("train.swa", self.swa is not None),
+                            ("train.optimizer.lr", self.optimizer.lr == "auto")):
+                if on:
+                    raise _KeyError(key, "not supported with the 'lbfgs' optimizer (it steps through a closure "
+                                    "that re-evaluates the loss); choose another optimizer or turn this off")
+        return self
+
+
+class ThresholdConfig(_Strict):
+    rule: Literal["max_f1", "youden", "target_recall", "target_precision", "fixed"] = Field(
+        "max_f1", description="How the binary decision threshold is chosen on the validation split."
+    )
+    value: float | None = Field(
+        None, ge=0, le=1, description="The target recall/precision, or the fixed threshold."
+    )
+
+    @model_validator(mode="after")
+    def _needs_value(self):
+        if self.rule in ("target_recall", "target_precision", "fixed") and self.value is None:
+            raise _KeyError("evaluate.threshold.value", f"rule {self.rule!r} needs a value between 0 and 1")
+        return self
+
+
+class EvaluateConfig(_Strict):
+    metrics: list[str] | None = Field(
+        None, description="Metrics to report (see `methodo list metrics`); default: all of the task's."
+    )
+    bootstrap: int = Field(300, ge=0, description="Bootstrap resamples for the test intervals (0: none).")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the bootstrap intervals.")
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig, description="Binary threshold rule.")
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, v):
+        if v is None:
+            return v
+        from methodo.evaluate.metrics import METRICS
+
+        for name in v:
+            if name not in METRICS:
+                raise ValueError(f"unknown metric {name!r}; choose from {choices(METRICS.names())}")
+        return v
 
 
 class TrackConfig(_Strict):
@@ -244,8 +379,28 @@ class TrackConfig(_Strict):
     experiment: str | None = Field(None, description="MLflow experiment; default the config name.")
 
 
+class ExplainConfig(_Strict):
+    enabled: bool = Field(True, description="Explain the model's test predictions in the report.")
+    methods: list[str] = Field(
+        default_factory=lambda: ["saliency", "integrated_gradients", "occlusion", "lime"],
+        description="Image attribution methods (see `methodo list explainers`).")
+    n_images: int = Field(6, ge=1, le=32, description="Test images in the gallery (right and wrong predictions).")
+    permutation_repeats: int = Field(5, ge=1, description="Shuffles per feature for permutation importance.")
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, v):
+        from methodo.explain import EXPLAINERS
+
+        for m in v:
+            if m not in EXPLAINERS:
+                raise ValueError(f"unknown explainer {m!r}; choose one of {choices(EXPLAINERS.names())}")
+        return v
+
+
 class Config(_Strict):
-    name: str = Field("experiment", min_length=1, description="Experiment name.")
+    name: str = Field("experiment", min_length=1, max_length=100,
+                      description="Experiment name; it names the run dir, so letters, digits, '.', '_', '-'.")
     seed: int = Field(0, ge=0, description="The one seed behind every random choice.")
     task: Literal["classification", "regression"] | None = Field(
         None, description="Task; inferred from the dataset when omitted."
@@ -253,7 +408,17 @@ class Config(_Strict):
     data: DataConfig
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig, description="Explainability in the report.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+            raise ValueError(f"name must start with a letter or digit and hold only letters, digits, "
+                             f"'.', '_' or '-' (it names the run dir; got {v!r})")
+        return v
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")

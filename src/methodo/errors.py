@@ -44,3 +44,11 @@ def choices(values) -> str:
     if len(vals) == 1:
         return vals[0]
     return ", ".join(vals[:-1]) + " or " + vals[-1]
+
+
+class CheckpointWriteError(RunFailed):
+    """A checkpoint could not be written (disk full, file size limit, ...); the previous one is kept."""
+
+
+class Terminated(BaseException):
+    """The process received SIGTERM; raised in the main thread so the run is closed as KILLED."""

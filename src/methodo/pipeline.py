@@ -12,13 +12,16 @@ import json
 import os
 import platform
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from methodo.config import Config, dump_yaml, flat_params, load_config
-from methodo.errors import BadInput, ConfigError, DataError, RunFailed
+from methodo import signals
+from methodo.errors import BadInput, ConfigError, DataError, RunFailed, Terminated
+from methodo.paths import safe_child
 
 
 @dataclass
@@ -95,6 +98,48 @@ def _git_commit() -> str | None:
         return None
 
 
+def prepare_run(cfg: Config):
+    """Steps 1-2 of :func:`run`: ``(cfg, dataset, prepared data, class weights, model)``.
+
+    Seeds everything, loads and checks the data, splits it, fits scaling on the training split
+    only, and builds the model sized from the data. Writes nothing. ``methodo lr-find`` uses it too.
+    """
+    import torch
+
+    from methodo.data import load_dataset, prepare
+    from methodo.evaluate import check_metric_names
+    from methodo.models import build_model
+    from methodo.seed import seed_everything
+    from methodo.train.loop import check_batch_size, epoch_metric_names, resolve_device
+
+    # 1. Data: load, check the task, split, fit scaling on train only.
+    seed_everything(cfg.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    ds = load_dataset(cfg.data)
+    if cfg.task is not None and cfg.task != ds.task:
+        raise ConfigError(f"task: dataset {ds.name!r} is a {ds.task} dataset (got task: {cfg.task}); "
+                          f"use task: {ds.task} or omit it")
+    cfg = cfg.model_copy(update={"task": ds.task})
+    if cfg.train.early_stopping and cfg.train.early_stopping.monitor not in epoch_metric_names(ds.task):
+        raise ConfigError(f"train.early_stopping.monitor: {cfg.train.early_stopping.monitor!r} is not an "
+                          f"epoch metric of this task; choose one of {epoch_metric_names(ds.task)}")
+    data = prepare(ds, cfg.data, cfg.seed)
+    n_fit = len(data.tensors["train"][1])
+    if cfg.train.batch_size > n_fit and n_fit != len(data.indices["train"]):
+        raise DataError(f"train.batch_size={cfg.train.batch_size} is larger than the training split after "
+                        f"data.balance={cfg.data.balance} ({n_fit} rows); use at most {n_fit}")
+    check_batch_size(cfg.train.batch_size, n_fit)
+    check_metric_names(ds.task, cfg.evaluate.metrics)
+    resolve_device(cfg.train.device)  # `cuda` without a GPU is bad input, found before anything is written
+    class_weights = data.class_weights  # data.balance: class_weights (else None)
+
+    # 2. Model, sized from the data (after feature steps).
+    model = build_model(cfg.model.name, input_shape=data.input_shape, n_outputs=data.n_outputs,
+                        kind=ds.kind, **cfg.model.options)
+    return cfg, ds, data, class_weights, model
+
+
 def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = (), *,
         out: str | Path | None = None, resume: str | Path | None = None) -> RunResult:
     """Run the whole pipeline and return its :class:`RunResult`.
@@ -114,27 +159,28 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
     True
     """
     import numpy as np
-    import torch
 
     from methodo import diagnose as dg
-    from methodo.data import load_dataset, prepare
     from methodo.data.audit import AuditFacts, audit as audit_data
     from methodo.data.augment import gallery
     from methodo.data.features import save_pipeline
-    from methodo.evaluate import baseline_metrics, classification_tables, compute_metrics, predict
-    from methodo.models import build_model
+    from methodo.evaluate import evaluate_splits, predict
     from methodo.report import plots
     from methodo.report.html import render_report
-    from methodo.seed import seed_everything
     from methodo.track import make_tracker
-    from methodo.train.loop import NonFiniteLoss, check_batch_size, epoch_metric_names, fit
+    from methodo.train.loop import NonFiniteLoss, fit
 
     t_start = time.perf_counter()
     resume_dir = Path(resume) if resume is not None else None
+    resume_from = None
     if resume_dir is not None:
-        if not (resume_dir / "checkpoints" / "last.safetensors").is_file():
-            raise BadInput(f"--resume {resume_dir}: no checkpoints/last.safetensors to resume from")
+        if not (resume_dir / "config.yaml").is_file():
+            raise BadInput(f"--resume {resume_dir}: not a run dir (no config.yaml)")
         cfg = load_config(resume_dir / "config.yaml", overrides)
+        if (resume_dir / "checkpoints" / "last.safetensors").is_file():
+            resume_from = resume_dir / "checkpoints"
+        else:  # killed before the first epoch ended: start again from scratch, in the same dir
+            print(f"--resume {resume_dir}: no checkpoint yet, starting from epoch 1", file=sys.stderr)
     elif isinstance(config, Config):
         cfg = config
     else:
@@ -145,33 +191,29 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
                            f"--resume {resume_dir}/folds/fold-I")
         return _run_kfold(cfg, out=out)
 
-    # 1. Data: load, check the task, split, fit every transform on train only.
-    seed_everything(cfg.seed)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    ds = load_dataset(cfg.data)
-    if cfg.task is not None and cfg.task != ds.task:
-        raise ConfigError(f"task: dataset {ds.name!r} is a {ds.task} dataset (got task: {cfg.task}); "
-                          f"use task: {ds.task} or omit it")
-    cfg = cfg.model_copy(update={"task": ds.task})
-    if cfg.train.early_stopping and cfg.train.early_stopping.monitor not in epoch_metric_names(ds.task):
-        raise ConfigError(f"train.early_stopping.monitor: {cfg.train.early_stopping.monitor!r} is not an "
-                          f"epoch metric of this task; choose one of {epoch_metric_names(ds.task)}")
-    data = prepare(ds, cfg.data, cfg.seed)
-    n_fit = len(data.tensors["train"][1])
-    if cfg.train.batch_size > n_fit and n_fit != len(data.indices["train"]):
-        raise DataError(f"train.batch_size={cfg.train.batch_size} is larger than the training split after "
-                        f"data.balance={cfg.data.balance} ({n_fit} rows); use at most {n_fit}")
-    check_batch_size(cfg.train.batch_size, n_fit)
-    class_weights = data.class_weights  # data.balance: class_weights (else None)
-    data_findings = audit_data(AuditFacts.from_dataset(ds, data.indices), max_queries=2000)
+    # 1-2. Data (split, scaling fitted on train only) and the model sized from it.
+    cfg, ds, data, class_weights, model = prepare_run(cfg)
 
-    # 2. Model, sized from the data (after feature steps).
-    model = build_model(cfg.model.name, input_shape=data.input_shape, n_outputs=data.n_outputs,
-                        kind=ds.kind, **cfg.model.options)
+    # 2b. lr=auto / max_lr=auto: the LR range test picks the LR (model and RNGs restored after).
+    lr_found = None
+    lr_auto_keys = [k for k, v in (("train.optimizer.lr", cfg.train.optimizer.lr),
+                                   ("train.scheduler.max_lr", cfg.train.scheduler.options.get("max_lr")))
+                    if v == "auto"]
+    if lr_auto_keys:
+        from methodo.train.lr_find import resolve_auto_lr
+
+        try:
+            tcfg, lr_found = resolve_auto_lr(model, data, cfg.train, seed=cfg.seed, class_weights=class_weights)
+        except ValueError as exc:
+            raise BadInput(f"train.lr_find: {exc}") from None
+        cfg = cfg.model_copy(update={"train": tcfg})
+    data_findings = audit_data(AuditFacts.from_dataset(ds, data.indices), max_queries=2000)
 
     # 3. The run dir (nothing was written before this line) and tracking.
     run_dir = resume_dir or _new_run_dir(out, cfg.name)
+    if resume_dir is not None:
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        (run_dir / "figures").mkdir(exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_yaml(cfg))
     (run_dir / "preprocessor.json").write_text(data.preprocessor.to_json())
     if data.features is not None:  # the fitted feature Pipeline, saved with the model (skops: no pickle)
@@ -190,7 +232,7 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         "model": {"name": cfg.model.name, "parameters": int(sum(p.numel() for p in model.parameters()))},
         "metrics": {}, "baselines": {}, "findings": [], "epochs_run": 0, "best_epoch": None,
         "duration_s": 0.0, "mlflow_run_id": None, "versions": _versions(), "git_commit": _git_commit(),
-        "resumed": resume_dir is not None,
+        "resumed": resume_from is not None,
     }
     if data.class_counts_before_balancing is not None:
         train_entry = summary["data"]["splits"]["train"]
@@ -198,11 +240,26 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
         train_entry["n_after_balancing"] = int(len(data.tensors["train"][1]))
     params = flat_params(cfg)
     params["world_size"] = summary["world_size"]
+    previous_sigterm = signals.install()
     tracker.start(params, {"methodo.run_dir": str(run_dir.resolve()), "methodo.run_name": run_dir.name,
                            "methodo.dataset": ds.name})
     summary["mlflow_run_id"] = tracker.run_id
+    if lr_found is not None:
+        from methodo.train.lr_find import write as write_lr_find
+
+        write_lr_find(lr_found, run_dir, figure=run_dir / "figures" / "lr_find.png")
+        summary["lr_find"] = {"suggested_lr": lr_found.suggested_lr, "suggestion": lr_found.suggestion,
+                              "suggestions": lr_found.suggestions, "steps": len(lr_found.lrs),
+                              "diverged": lr_found.diverged, "applied_to": lr_auto_keys}
+    elif resume_dir is not None and (run_dir / "lr_find.json").is_file():  # found before the interruption
+        found = json.loads((run_dir / "lr_find.json").read_text())
+        summary["lr_find"] = {k: found[k] for k in ("suggested_lr", "suggestion", "suggestions", "diverged")}
     _write_json(run_dir / "summary.json", summary)
     history: list[dict] = []
+    if resume_from is not None:  # metrics.csv keeps the epochs run before the interruption
+        from methodo.train.checkpoint import load_checkpoint
+
+        history = list(load_checkpoint(resume_from / "last.safetensors")[1]["history"])
 
     def on_epoch(row: dict) -> None:
         history.append(row)
@@ -212,70 +269,206 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
     def close(status: str, mlflow_status: str) -> RunResult:
         summary["status"] = status
         summary["duration_s"] = round(time.perf_counter() - t_start, 3)
-        _write_json(run_dir / "summary.json", summary)
-        render_report(run_dir)
-        tracker.finish(mlflow_status, run_dir)
+        try:
+            _write_json(run_dir / "summary.json", summary)
+            render_report(run_dir)
+        finally:  # the tracking run is ended even when the disk refuses the summary
+            tracker.finish(mlflow_status, run_dir)
         return RunResult(run_dir, summary)
 
     try:
         # 4. Train: the best weights (by the monitor) are loaded into the model at the end.
         try:
             res = fit(model, data, cfg.train, seed=cfg.seed, ckpt_dir=run_dir / "checkpoints",
-                      class_weights=class_weights, on_epoch=on_epoch, resume_from=(run_dir / "checkpoints") if resume_dir else None)
+                      class_weights=class_weights, on_epoch=on_epoch, resume_from=resume_from)
         except NonFiniteLoss as exc:
             lr = cfg.train.optimizer.lr
-            summary["findings"] = [dg.non_finite_loss(exc.epoch, exc.step, exc.value, lr, exc.limit).to_dict()]
+            summary["findings"] = [dg.non_finite_loss(exc.epoch, exc.step, exc.value, lr, exc.limit,
+                                                      tensor=exc.tensor).to_dict()]
             summary["epochs_run"] = len(history)
             summary["failure"] = str(exc)
             close("failed", "FAILED")
             raise RunFailed(f"training stopped: {exc} (lr={lr}); run dir {run_dir}") from None
+        signals.check()
         history[:] = res.history
         _write_metrics_csv(run_dir / "metrics.csv", history)
+        _write_steps_csv(run_dir / "steps.csv", res, len(data.indices["train"]), cfg.train)
         summary.update(epochs_run=res.epochs_run, best_epoch=res.best_epoch, stopped_early=res.stopped_early)
+        summary["training"] = {
+            "optimizer_steps": len(res.lrs), "skipped_batches": res.skipped_batches,
+            "grad_norm": ({"median": float(np.median(res.grad_norms)), "max": float(np.max(res.grad_norms)),
+                           "clipped_to": cfg.train.clip.norm} if res.grad_norms else None),
+        }
+        if res.monitor:
+            _write_json(run_dir / "monitor.json", res.monitor)
+        series = {"step_lr": res.lrs, "step_loss": res.losses}
+        if len(res.grad_norms) == len(res.lrs):
+            series["step_grad_norm"] = res.grad_norms
+        tracker.log_series(series)
 
         # 5. Evaluate every split with the best weights; the test split only here, once.
         inv = data.preprocessor.inverse_y
-        preds = {s: predict(model, data.inputs(s), task=ds.task, batch_size=cfg.train.eval_batch_size, inverse_y=inv)
-                 for s in data.tensors}
-        for s in ("train", "val", "test"):
-            summary["metrics"][s] = compute_metrics(ds.task, preds[s], data.raw_y[s], ds.n_classes)
-        if ds.task == "classification":
-            summary["tables"] = {"test": classification_tables(preds["test"], data.raw_y["test"], ds.class_names)}
-        summary["baselines"] = baseline_metrics(ds.task, data.raw_y["train"], data.raw_y["test"], ds.n_classes,
-                                                seed=cfg.seed)
+        preds = {s: predict(model, data.inputs(s), task=ds.task, batch_size=cfg.train.eval_batch_size,
+                            inverse_y=inv) for s in data.tensors}
+        summary.update(evaluate_splits(ds.task, preds, data.raw_y, n_classes=ds.n_classes,
+                                       class_names=ds.class_names, ecfg=cfg.evaluate, seed=cfg.seed))
         tracker.log_metrics({f"test_{k}": v for k, v in summary["metrics"]["test"].items()})
 
-        # 6. Diagnose.
-        test_pred = preds["test"].argmax(1) if ds.task == "classification" else preds["test"]
-        facts = dg.Facts(task=ds.task, history=history, metrics=summary["metrics"],
-                         baselines=summary["baselines"], test_pred=test_pred, test_true=data.raw_y["test"])
-        found = sorted(data_findings + dg.diagnose(facts), key=lambda x: dg.SEVERITY_ORDER.get(x.severity, 9))
-        summary["findings"] = [f.to_dict() for f in found]
+        # 5b. Free ensembles beside the single best model: snapshots (averaged predictions), SWA.
+        summary["ensembles"] = _evaluate_ensembles(model, res, data, ds, cfg, inv)
+        for name, e in summary["ensembles"].items():
+            tracker.log_metrics({f"test_{name}_{k}": v for k, v in e["metrics"]["test"].items()})
+
+        signals.check()
+        # 6. Diagnose; label errors are hunted on rows the model never trained on (val + test).
+        classify = ds.task == "classification"
+        test_pred = preds["test"].argmax(1) if classify else preds["test"]
+        facts = dg.Facts(
+            task=ds.task, history=history, metrics=summary["metrics"], baselines=summary["baselines"],
+            test_pred=test_pred, test_true=data.raw_y["test"], intervals=summary["intervals"]["test"],
+            undefined=summary["undefined"].get("test", {}), class_names=ds.class_names, lr=cfg.train.optimizer.lr,
+            oos_proba=np.concatenate([preds["val"], preds["test"]]) if classify else None,
+            oos_true=np.concatenate([data.raw_y["val"], data.raw_y["test"]]),
+            oos_rows=np.concatenate([data.indices["val"], data.indices["test"]]),
+            monitor=res.monitor, skipped_batches=res.skipped_batches)
+        findings = sorted(data_findings + dg.diagnose(facts), key=lambda x: dg.SEVERITY_ORDER.get(x.severity, 9))
+        summary["findings"] = [f.to_dict() for f in findings]
 
         # 7. Figures, predictions, summary, report, tracking.
-        figs = run_dir / "figures"
-        plots.learning_curves(history, res.lrs, figs / "learning_curves.png", best_epoch=res.best_epoch)
+        def fig(name: str) -> Path:  # every figure path is checked to stay inside the run dir
+            return safe_child(run_dir, f"figures/{name}")
+
+        plots.learning_curves(history, res.lrs, fig("learning_curves.png"), best_epoch=res.best_epoch,
+                              grad_norms=res.grad_norms, clip=cfg.train.clip.norm)
+        if res.monitor:
+            plots.weight_distributions(res.monitor, fig("weights.png"))
         if ds.task == "classification":
             plots.confusion_matrix(summary["tables"]["test"]["confusion_matrix"], ds.class_names,
-                                   figs / "confusion_matrix.png")
-            plots.roc_curves(preds["test"], data.raw_y["test"], ds.class_names, figs / "roc.png")
+                                   fig("confusion_matrix.png"))
+            plots.roc_curves(preds["test"], data.raw_y["test"], ds.class_names, fig("roc.png"))
+            plots.pr_curves(preds["test"], data.raw_y["test"], ds.class_names, fig("pr.png"))
+            plots.reliability(preds["test"], data.raw_y["test"], fig("reliability.png"))
+            if "threshold" in summary:
+                plots.threshold_sweep(preds["val"][:, 1], data.raw_y["val"], summary["threshold"]["value"],
+                                      fig("threshold.png"))
+            suspects = next((f.evidence["top"] for f in findings if f.id == "label_errors"), None)
+            if suspects:
+                plots.label_errors(suspects, ds, fig("label_errors.png"))
         else:
-            plots.regression_fit(preds["test"], data.raw_y["test"], figs / "regression_fit.png")
+            plots.regression_fit(preds["test"], data.raw_y["test"], fig("regression_fit.png"))
         if data.augment is not None:  # the augmentation gallery: training images beside augmented copies
-            gallery(ds, data.indices["train"], cfg.data.augment, seed=cfg.seed, path=figs / "augmentation.png")
+            gallery(ds, data.indices["train"], cfg.data.augment, seed=cfg.seed, path=fig("augmentation.png"))
         _write_predictions(run_dir / "predictions_test.csv", data.indices["test"], data.raw_y["test"],
                            preds["test"], ds.class_names)
+
+        # 8. Explanations of the test predictions (captum): an image gallery or ranked features.
+        if cfg.explain.enabled:
+            summary["explain"] = _explain(model, data, ds, cfg, preds["test"], safe_child(run_dir, "figures"))
         return close("finished", "FINISHED")
-    except RunFailed:
-        raise
     except BaseException as exc:
-        summary["failure"] = f"{type(exc).__name__}: {exc}"
-        killed = isinstance(exc, KeyboardInterrupt)
-        try:
-            close("failed", "KILLED" if killed else "FAILED")
-        except Exception:  # the original error matters more than a failed report
-            pass
+        if summary["status"] == "running":  # not closed yet (the divergence branch closes itself)
+            summary["failure"] = f"{type(exc).__name__}: {exc}"
+            killed = isinstance(exc, (KeyboardInterrupt, Terminated))
+            try:
+                close("failed", "KILLED" if killed else "FAILED")
+            except Exception:  # the original error matters more than a failed report
+                pass
         raise
+    finally:
+        signals.restore(previous_sigterm)
+
+
+def lr_find(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = (), *,
+            out: str | Path | None = None):
+    """Run the LR range test for a config; returns ``(out_dir, LRFindResult)``.
+
+    Writes ``lr_find.json`` (with ``suggested_lr``) and ``lr_find.png`` (loss vs LR with the
+    suggestions marked) into ``out`` (default ``runs/NAME-lrfind-TIMESTAMP-XXXX``).
+
+    Examples
+    --------
+    >>> out, res = lr_find("examples/digits.yaml")   # doctest: +SKIP
+    >>> 1e-4 < res.suggested_lr < 1                  # doctest: +SKIP
+    True
+    """
+    from methodo.train.lr_find import lr_range_test, write
+
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    cfg, ds, data, class_weights, model = prepare_run(cfg)
+    tcfg = cfg.train
+    if tcfg.optimizer.lr == "auto":  # the ramp sets the LR; any number validates the optimizer
+        oc = tcfg.optimizer
+        tcfg = tcfg.model_copy(update={"optimizer": type(oc).model_validate({**oc.model_dump(), "lr": 1.0})})
+    try:
+        res = lr_range_test(model, data, tcfg, seed=cfg.seed, class_weights=class_weights)
+    except ValueError as exc:
+        raise BadInput(f"train.lr_find: {exc}") from None
+    if out is None:
+        out_dir = Path("runs") / f"{cfg.name}-lrfind-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    else:
+        out_dir = Path(out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
+    write(res, out_dir)
+    return out_dir, res
+
+
+def _write_steps_csv(path: Path, res, n_train: int, tcfg) -> None:
+    """One row per optimizer step: epoch, LR, data loss and (when computed) the pre-clip gradient norm."""
+    import math
+
+    from methodo.train.loop import batches_per_epoch
+
+    per_epoch = math.ceil(batches_per_epoch(n_train, tcfg.batch_size) / tcfg.accumulate)
+    norms = res.grad_norms if len(res.grad_norms) == len(res.lrs) else [None] * len(res.lrs)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["step", "epoch", "lr", "loss", "grad_norm"])
+        for i, (lr, loss, g) in enumerate(zip(res.lrs, res.losses, norms)):
+            w.writerow([i + 1, i // per_epoch + 1, f"{lr:.6g}", f"{loss:.6g}", "" if g is None else f"{g:.6g}"])
+    tmp.replace(path)
+
+
+def _evaluate_ensembles(model, res, data, ds, cfg, inv) -> dict:
+    """Val/test metrics of the snapshot ensemble and of the SWA model, when the run made them."""
+    from methodo.evaluate import compute_metrics
+    from methodo.train.swa import ensemble_predict
+
+    out = {}
+    members = {}
+    if res.snapshots:
+        members["snapshot"] = ([s["weights"] for s in res.snapshots], {"epochs": [s["epoch"] for s in res.snapshots],
+                                                                        "steps": [s["step"] for s in res.snapshots]})
+    if res.swa_weights is not None:
+        members["swa"] = ([res.swa_weights], {"epochs_averaged": res.swa_epochs})
+    for name, (weights, info) in members.items():
+        metrics = {}
+        for split in ("val", "test"):
+            p = ensemble_predict(model, weights, data.tensors[split][0], task=ds.task,
+                                 batch_size=cfg.train.eval_batch_size, inverse_y=inv)
+            metrics[split] = compute_metrics(ds.task, p, data.raw_y[split], ds.n_classes)
+        out[name] = {"members": len(weights), **info, "metrics": metrics}
+    return out
+
+
+def _explain(model, data, ds, cfg, test_probs, figs: Path) -> dict:
+    """The report's explanations: attributions for test images, or feature importance for tables."""
+    from methodo.explain.report import image_gallery, tabular_importance
+
+    X, y = data.tensors["test"]
+    if ds.kind == "image":
+        if ds.task != "classification":
+            return {"skipped": "image attributions are drawn for classification only"}
+        pre = data.preprocessor
+        return image_gallery(model, X, test_probs, data.raw_y["test"], ds.class_names, cfg.explain.methods,
+                             cfg.explain.n_images, figs / "explanations.png", seed=cfg.seed,
+                             mean=None if pre.mean is None else pre.mean.ravel(),
+                             std=None if pre.std is None else pre.std.ravel())
+    return tabular_importance(model, X, y, ds.task, ds.feature_names, figs / "feature_importance.png",
+                              repeats=cfg.explain.permutation_repeats, seed=cfg.seed)
 
 
 def _mean_std(values: list) -> tuple[float | None, float | None]:

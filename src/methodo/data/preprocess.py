@@ -235,6 +235,12 @@ def prepare(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None,
         raw_y[name] = ds.y[rows]
         if ds.task == "classification":
             counts[name] = _counts(ds.y[rows], ds)
+            absent = [c for c, n in counts[name].items() if n == 0]
+            if absent:
+                total = int((ds.y == ds.class_names.index(absent[0])).sum())
+                raise DataError(
+                    f"data.split: class {absent[0]!r} ({total} rows in all) is absent from the {name} split "
+                    f"(method {data_cfg.split.method!r}); use method 'stratified', larger fractions, or more rows of that class")
 
     # 3. Balancing: the training rows only.
     data = PreparedData(ds, idx, tensors, raw_y, pre, counts, balance=data_cfg.balance, features=pipe,

@@ -47,6 +47,16 @@ class Facts:
     baselines: dict[str, dict] = field(default_factory=dict)  # strategy → metric → value (test)
     test_pred: np.ndarray | None = None  # predicted class (or value) per test row
     test_true: np.ndarray | None = None
+    intervals: dict[str, list | None] = field(default_factory=dict)  # test metric → [low, high]
+    undefined: dict[str, str] = field(default_factory=dict)  # test metric → why it has no value
+    # out-of-sample rows (val + test) for label-error hunting: probabilities, given labels, row ids
+    oos_proba: np.ndarray | None = None
+    oos_true: np.ndarray | None = None
+    oos_rows: np.ndarray | None = None
+    class_names: list[str] | None = None
+    lr: float | None = None
+    monitor: list[dict] = field(default_factory=list)  # per-epoch weight/gradient stats (train.monitor)
+    skipped_batches: list[dict] = field(default_factory=list)  # batches the NaN guard skipped
 
 
 def finding(id: str, help: str):
@@ -147,15 +157,153 @@ def not_better_than_baseline(f: Facts) -> Finding | None:
     if model is None or not scored:
         return None
     best_name = max(scored, key=lambda s: better * scored[s])
-    margin = 0.01 * (1 if better > 0 else max(abs(scored[best_name]), 1e-12))
-    if better * (model - scored[best_name]) <= margin:
+    iv = f.intervals.get(key)
+    if iv is not None:  # the model must beat the baseline beyond its own uncertainty
+        worst_case = iv[0] if better > 0 else iv[1]
+        beaten = better * (worst_case - scored[best_name]) > 0
+    else:
+        margin = 0.01 * (1 if better > 0 else max(abs(scored[best_name]), 1e-12))
+        beaten = better * (model - scored[best_name]) > margin
+    if not beaten:
         return Finding(
             "not_better_than_baseline", "critical",
             f"The model's test {key} ({model:.4g}) is no better than the '{best_name}' dummy ({scored[best_name]:.4g})",
-            {"metric": key, "model": round(model, 6), "baseline": best_name, "baseline_value": round(scored[best_name], 6)},
+            {"metric": key, "model": round(model, 6), "model_interval": iv, "baseline": best_name,
+             "baseline_value": round(scored[best_name], 6)},
             "The model has learned nothing usable: check labels and features for signal, the learning "
             "rate, and whether the metric suits the class balance.")
     return None
+
+
+@finding("misleading_metric", "accuracy looks good only because one class dominates")
+def misleading_metric(f: Facts) -> Finding | None:
+    test = f.metrics.get("test", {})
+    if f.task != "classification" or f.test_true is None or "accuracy" not in test:
+        return None
+    counts = np.bincount(f.test_true)
+    share = counts.max() / counts.sum()
+    acc, bal = test.get("accuracy"), test.get("balanced_accuracy")
+    if acc is None or bal is None or share < 0.8 or acc - bal < 0.1:
+        return None
+    minority = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
+    pred = f.test_pred
+    hits = int(((pred == minority) & (f.test_true == minority)).sum())
+    recall = hits / max(int(counts[minority]), 1)
+    ev = {"accuracy": round(acc, 4), "balanced_accuracy": round(bal, 4), "majority_share": round(float(share), 4),
+          "minority_class": (f.class_names or [str(minority)] * (minority + 1))[minority],
+          "minority_recall": round(recall, 4)}
+    if "precision" in test:
+        ev["precision"] = "undefined (" + f.undefined["precision"] + ")" if test["precision"] is None else round(test["precision"], 4)
+    return Finding(
+        "misleading_metric", "high",
+        f"Accuracy {acc:.3f} misleads: {100 * share:.0f}% of test rows are one class, and always guessing it scores {share:.3f}",
+        ev, "Watch balanced accuracy, the minority-class recall and precision, MCC or average precision instead; "
+            "rebalance the training data (data.balance: class_weights) and choose the decision threshold on validation.")
+
+
+@finding("no_signal", "predictions are unrelated to the labels (noise): test agreement is at chance level")
+def no_signal(f: Facts) -> Finding | None:
+    test = f.metrics.get("test", {})
+    if f.test_pred is None or f.test_true is None or len(f.test_true) < 10:
+        return None
+    if f.task == "classification":
+        kappa = test.get("cohen_kappa")
+        if kappa is None or len(np.unique(f.test_pred)) < 2 or kappa > 0.1:
+            return None
+        iv = f.intervals.get("cohen_kappa")
+        if iv is not None and iv[0] > 0:
+            return None
+        train_acc = f.metrics.get("train", {}).get("accuracy")
+        ev = {"test_cohen_kappa": round(kappa, 4), "kappa_interval": iv, "test_accuracy": test.get("accuracy"),
+              "train_accuracy": train_acc}
+        return Finding(
+            "no_signal", "critical",
+            "The model's test predictions agree with the labels no more than chance"
+            + (f" (yet it fits {train_acc:.0%} of the training rows: it memorized noise)" if train_acc and train_acc > 0.8 else ""),
+            ev, "Check that labels are aligned with inputs (a shuffled or mis-joined label column looks exactly like "
+                "this) and that the features carry information about the target.")
+    corr = float(np.corrcoef(f.test_pred, f.test_true)[0, 1]) if np.std(f.test_pred) > 0 else 0.0
+    if abs(corr) < 0.1 and (test.get("r2") is None or test["r2"] < 0.02):
+        return Finding("no_signal", "critical", "Test predictions are uncorrelated with the target",
+                       {"correlation": round(corr, 4), "test_r2": test.get("r2")},
+                       "Check the target column and the features for signal.")
+    return None
+
+
+@finding("lr_too_high", "training loss oscillates or climbs from epoch to epoch: the learning rate is too high")
+def lr_too_high(f: Facts) -> Finding | None:
+    tr = [r["train_loss"] for r in f.history]
+    if len(tr) < 4:
+        return None
+    ups = sum(b > a * 1.02 for a, b in zip(tr, tr[1:]))
+    climbing = tr[-1] > 1.2 * min(tr)
+    if (ups / (len(tr) - 1) >= 0.4 and climbing) or tr[-1] > 1.5 * tr[0]:
+        return Finding(
+            "lr_too_high", "high", "Training loss oscillates or climbs instead of settling",
+            {"epochs_with_rising_train_loss": ups, "epochs": len(tr), "first_train_loss": round(tr[0], 4),
+             "min_train_loss": round(min(tr), 4), "last_train_loss": round(tr[-1], 4), "lr": f.lr},
+            "Lower the learning rate (3-10×; `methodo lr-find` suggests one), add warm-up, or clip gradients.")
+    return None
+
+
+@finding("lr_too_low", "training loss barely moves: the learning rate is too low")
+def lr_too_low(f: Facts) -> Finding | None:
+    tr = [r["train_loss"] for r in f.history]
+    if len(tr) < 5:
+        return None
+    drop = (tr[0] - tr[-1]) / max(abs(tr[0]), 1e-12)
+    acc = f.history[-1].get("train_accuracy")
+    if drop < 0.05 and (acc is None or acc < 0.9):
+        return Finding(
+            "lr_too_low", "high", f"Training loss moved only {100 * drop:.1f}% in {len(tr)} epochs",
+            {"first_train_loss": round(tr[0], 4), "last_train_loss": round(tr[-1], 4),
+             "relative_drop_pct": round(100 * drop, 2), "lr": f.lr},
+            "Raise the learning rate (try 10×, or `methodo lr-find`), or check that gradients reach the weights.")
+    return None
+
+
+@finding("label_errors", "out-of-sample rows the model confidently assigns to another class (confident learning)")
+def label_errors(f: Facts) -> Finding | None:
+    if f.task != "classification" or f.oos_proba is None or len(f.oos_true) < 10:
+        return None
+    p, y = f.oos_proba, f.oos_true
+    c = p.shape[1]
+    # per-class confidence threshold: mean probability the model gives class j on rows labeled j
+    thr = np.array([p[y == j, j].mean() if (y == j).any() else 1.0 for j in range(c)])
+    given = p[np.arange(len(y)), y]
+    other = p.copy()
+    other[np.arange(len(y)), y] = -1
+    j = other.argmax(1)
+    suspect = (other[np.arange(len(y)), j] >= thr[j] - 1e-9) & (given < 0.1) & (j != y)
+    idx = np.flatnonzero(suspect)
+    if len(idx) == 0:
+        return None
+    idx = idx[np.argsort(given[idx])][:10]
+    names = f.class_names or [str(k) for k in range(c)]
+    rows = [{"row": int(f.oos_rows[i]) if f.oos_rows is not None else int(i), "given": names[y[i]],
+             "predicted": names[j[i]], "p_given": round(float(given[i]), 4), "p_predicted": round(float(p[i, j[i]]), 4)}
+            for i in idx]
+    share = suspect.mean()
+    return Finding(
+        "label_errors", "medium" if share >= 0.01 else "low",
+        f"{int(suspect.sum())} validation/test rows look mislabeled (the model is confident they are another class)",
+        {"suspects": int(suspect.sum()), "share": round(float(share), 4), "top": rows},
+        "Inspect these rows (figure label_errors.png); fix wrong labels or remove ambiguous inputs, then retrain.")
+
+
+@finding("miscalibrated", "predicted probabilities do not match observed frequencies (high ECE)")
+def miscalibrated(f: Facts) -> Finding | None:
+    e = f.metrics.get("test", {}).get("ece")
+    if e is None or e < 0.1:
+        return None
+    iv = f.intervals.get("ece")
+    if iv is not None and iv[0] < 0.05:
+        return None
+    return Finding(
+        "miscalibrated", "medium", f"Probabilities are miscalibrated: expected calibration error {e:.3f}",
+        {"ece": round(e, 4), "ece_interval": iv},
+        "Do not read the probabilities as confidences as they are: calibrate on validation (temperature scaling), "
+        "or train with label smoothing; see the reliability diagram.")
 
 
 def diagnose(facts: Facts) -> list[Finding]:
@@ -164,16 +312,148 @@ def diagnose(facts: Facts) -> list[Finding]:
     return sorted(found, key=lambda x: SEVERITY_ORDER.get(x.severity, 9))
 
 
-def non_finite_loss(epoch: int, step: int, value: float, lr: float, limit: float | None = None) -> Finding:
-    """The finding for a run stopped by a NaN/inf or exploding loss (made by the pipeline, not a check)."""
-    what = f"became {value}" if limit is None else f"exploded to {value:.4g} (limit {limit:.4g})"
-    evidence = {"epoch": epoch, "step": step, "loss": str(value), "lr": lr}
+def non_finite_loss(epoch: int, step: int, value: float, lr: float, limit: float | None = None,
+                    tensor: str = "loss") -> Finding:
+    """The finding for a run stopped by a NaN/inf or exploding loss, or a non-finite gradient or
+    weight (made by the pipeline, not a check). ``tensor`` names what was non-finite."""
+    if limit is not None:
+        title = f"Training diverged: the loss exploded to {value:.4g} (limit {limit:.4g})"
+    elif tensor == "loss":
+        title = f"Training diverged: the loss became {value}"
+    else:
+        title = f"Training diverged: the {tensor} became non-finite ({value})"
+    evidence = {"epoch": epoch, "step": step, "tensor": tensor, "value": str(value), "lr": lr}
+    if tensor == "loss":
+        evidence["loss"] = str(value)
     if limit is not None:
         evidence["limit"] = limit
     return Finding(
-        "non_finite_loss", "critical", f"Training diverged: the loss {what} at epoch {epoch}, step {step}",
+        "non_finite_loss", "critical", f"{title} at epoch {epoch}, step {step}",
         evidence,
-        "Lower the learning rate (try `methodo lr-find`), clip gradients, and check the inputs for NaN/inf.")
+        "Lower the learning rate (try `methodo lr-find`), clip gradients (train.clip.norm), and check the "
+        "inputs for NaN/inf; train.nan_guard.policy=skip drops rare bad batches instead of stopping.")
+
+
+def _last_with_grads(monitor: list[dict]) -> dict | None:
+    rows = [r for r in monitor if any("g_rms" in v for v in r["layers"].values())]
+    return rows[-1] if rows else None
+
+
+@finding("exploding_gradients", "gradient norms grew by orders of magnitude, or are huge")
+def exploding_gradients(f: Facts) -> Finding | None:
+    rows = [r for r in f.monitor if any("g_rms" in v for v in r["layers"].values())]
+    if len(rows) < 1:
+        return None
+    first, last = rows[0], rows[-1]
+    worst = None
+    for name, st in last["layers"].items():
+        g0 = first["layers"].get(name, {}).get("g_rms")
+        g = st.get("g_rms")
+        if g is None:
+            continue
+        growth = g / g0 if g0 else float("inf")
+        if g > 1e2 or (len(rows) > 1 and growth > 1e3):
+            if worst is None or g > worst[1]:
+                worst = (name, g, growth)
+    if worst is None:
+        return None
+    name, g, growth = worst
+    return Finding(
+        "exploding_gradients", "high", f"Exploding gradients in {name}: gradient RMS {g:.3g}",
+        {"layer": name, "grad_rms_last": round(g, 6), "growth_since_first_epoch": round(growth, 2),
+         "epoch": last["epoch"]},
+        "Lower the learning rate, clip gradients (train.clip.norm=1.0), add normalization layers, or check "
+        "the input scaling.")
+
+
+@finding("vanishing_gradients", "a layer's gradients are orders of magnitude smaller than the others'")
+def vanishing_gradients(f: Facts) -> Finding | None:
+    last = _last_with_grads(f.monitor)
+    if last is None:
+        return None
+    g = {n: st["g_rms"] for n, st in last["layers"].items() if "g_rms" in st}
+    if len(g) < 2:
+        return None
+    top = max(g.values())
+    name = min(g, key=g.get)
+    if top > 0 and g[name] < 1e-5 * top:
+        return Finding(
+            "vanishing_gradients", "high", f"Vanishing gradients in {name}: {g[name]:.3g} vs {top:.3g} elsewhere",
+            {"layer": name, "grad_rms": g[name], "largest_layer_grad_rms": top,
+             "ratio": g[name] / top, "epoch": last["epoch"]},
+            "Use ReLU-family activations, residual connections or normalization layers, and a He/Xavier "
+            "initialization; check that the layer is connected to the loss.")
+    return None
+
+
+@finding("exploding_weights", "a layer's weights grew by more than 10× since initialization")
+def exploding_weights(f: Facts) -> Finding | None:
+    if len(f.monitor) < 2:
+        return None
+    first, last = f.monitor[0], f.monitor[-1]
+    growth = {n: st["w_rms"] / first["layers"][n]["w_rms"] for n, st in last["layers"].items()
+              if n in first["layers"] and first["layers"][n]["w_rms"] > 0}
+    if not growth:
+        return None
+    name = max(growth, key=growth.get)
+    if growth[name] > 10:
+        return Finding(
+            "exploding_weights", "high", f"Exploding weights in {name}: RMS grew {growth[name]:.1f}× since initialization",
+            {"layer": name, "growth": round(growth[name], 2), "w_rms_first": first["layers"][name]["w_rms"],
+             "w_rms_last": last["layers"][name]["w_rms"], "epoch": last["epoch"]},
+            "Add weight decay (train.optimizer.weight_decay or train.regularization.decoupled_wd), a max-norm "
+            "constraint (train.regularization.max_norm), or lower the learning rate.")
+    return None
+
+
+@finding("vanishing_weights", "a layer's weights shrank to under 1% of their initial size")
+def vanishing_weights(f: Facts) -> Finding | None:
+    if len(f.monitor) < 2:
+        return None
+    first, last = f.monitor[0], f.monitor[-1]
+    ratio = {n: st["w_rms"] / first["layers"][n]["w_rms"] for n, st in last["layers"].items()
+             if n in first["layers"] and first["layers"][n]["w_rms"] > 0}
+    if not ratio:
+        return None
+    name = min(ratio, key=ratio.get)
+    if ratio[name] < 0.01:
+        return Finding(
+            "vanishing_weights", "high", f"Vanishing weights in {name}: RMS fell to {100 * ratio[name]:.2g}% of its initial value",
+            {"layer": name, "ratio": ratio[name], "w_rms_first": first["layers"][name]["w_rms"],
+             "w_rms_last": last["layers"][name]["w_rms"], "epoch": last["epoch"]},
+            "Weight decay or an L1/L2 penalty is too strong for this learning rate: lower it.")
+    return None
+
+
+@finding("dead_relu", "many ReLU units output 0 for every probed training input")
+def dead_relu(f: Facts) -> Finding | None:
+    if not f.monitor or not f.monitor[-1].get("dead_relu"):
+        return None
+    dead = f.monitor[-1]["dead_relu"]
+    name = max(dead, key=dead.get)
+    if dead[name] >= 0.5:
+        return Finding(
+            "dead_relu", "high" if dead[name] >= 0.9 else "medium",
+            f"Dead ReLU units: {100 * dead[name]:.0f}% of the units of {name} never activate",
+            {"layer": name, "dead_fraction": dead[name], "epoch": f.monitor[-1]["epoch"],
+             "all_layers": {k: round(v, 3) for k, v in dead.items()}},
+            "Lower the learning rate, use LeakyReLU/GELU, check the initialization and the input scaling, "
+            "or reduce a large negative bias.")
+    return None
+
+
+@finding("skipped_batches", "the NaN guard skipped batches with a non-finite loss or gradient")
+def skipped_batches(f: Facts) -> Finding | None:
+    if not f.skipped_batches:
+        return None
+    first = f.skipped_batches[0]
+    tensors = sorted({s["tensor"] for s in f.skipped_batches})
+    return Finding(
+        "skipped_batches", "medium", f"{len(f.skipped_batches)} batch(es) skipped: non-finite {', '.join(tensors)}",
+        {"skipped": len(f.skipped_batches), "first_epoch": first["epoch"], "first_step": first["step"],
+         "tensors": tensors},
+        "Find the rows that produce them (NaN/inf inputs, log of 0, division by 0) or lower the learning rate; "
+        "skipping hides the cause.")
 
 
 FINDINGS.register("non_finite_loss", non_finite_loss, help="the loss became NaN or infinite; training stopped",

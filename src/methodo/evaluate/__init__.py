@@ -1,6 +1,52 @@
-"""Evaluation: metrics, per-class tables and dummy baselines."""
+"""Evaluation: metrics with bootstrap intervals, per-class tables, dummy baselines, and the binary
+decision threshold chosen on validation."""
 
+from __future__ import annotations
+
+import numpy as np
+
+from methodo.errors import ConfigError, choices
 from methodo.evaluate.baselines import baseline_metrics
-from methodo.evaluate.metrics import METRICS, classification_tables, compute_metrics, predict
+from methodo.evaluate.metrics import (
+    METRICS, bootstrap_intervals, classification_tables, compute_metrics, metric_names, predict,
+)
 
-__all__ = ["METRICS", "compute_metrics", "classification_tables", "predict", "baseline_metrics"]
+__all__ = ["METRICS", "compute_metrics", "classification_tables", "predict", "baseline_metrics",
+           "bootstrap_intervals", "evaluate_splits", "check_metric_names"]
+
+
+def check_metric_names(task: str, names: list[str] | None) -> None:
+    """``evaluate.metrics`` must name metrics of the run's task."""
+    allowed = metric_names(task)
+    for n in names or []:
+        if n not in allowed:
+            raise ConfigError(f"evaluate.metrics: {n!r} is not a {task} metric; choose from {choices(allowed)}")
+
+
+def evaluate_splits(task: str, preds: dict[str, np.ndarray], y: dict[str, np.ndarray], *, n_classes: int,
+                    class_names: list[str] | None, ecfg, seed: int) -> dict:
+    """Everything the summary reports about predictions: metrics per split (and why some are
+    undefined), bootstrap intervals and tables on test, baselines, and the binary threshold."""
+    names = ecfg.metrics or [n for n in metric_names(task) if not (n == "top3_accuracy" and n_classes <= 3)]
+    out: dict = {"metrics": {}, "undefined": {}}
+    for s in ("train", "val", "test"):
+        why: dict[str, str] = {}
+        out["metrics"][s] = compute_metrics(task, preds[s], y[s], n_classes, names=names, undefined=why)
+        if why:
+            out["undefined"][s] = why
+    out["intervals"] = {"test": bootstrap_intervals(task, preds["test"], y["test"], n_classes, names=names,
+                                                    n_boot=ecfg.bootstrap, seed=seed, level=ecfg.confidence)
+                        if ecfg.bootstrap else {}}
+    out["baselines"] = {k: {m: v for m, v in vals.items() if m in names}
+                        for k, vals in baseline_metrics(task, y["train"], y["test"], n_classes, seed=seed).items()}
+    if task == "classification":
+        out["tables"] = {"test": classification_tables(preds["test"], y["test"], class_names)}
+        if n_classes == 2:
+            from methodo.evaluate import threshold as th
+
+            t, why = th.choose(th.sweep(preds["val"][:, 1], y["val"]), ecfg.threshold.rule, ecfg.threshold.value)
+            out["threshold"] = {"rule": ecfg.threshold.rule, "value": t, "why": why,
+                                "val": th.at_threshold(preds["val"][:, 1], y["val"], t),
+                                "test": th.at_threshold(preds["test"][:, 1], y["test"], t),
+                                "test_at_0.5": th.at_threshold(preds["test"][:, 1], y["test"], 0.5)}
+    return out

@@ -22,7 +22,7 @@ _RESERVED = ("input_shape", "n_outputs")
 
 
 def check_model_options(name: str, options: dict) -> None:
-    fn = MODELS.get(name, key="model.name")
+    fn = MODELS.get(name)  # the config loader adds the key (model.name) to the message
     check_kwargs(fn, options, reserved=_RESERVED, what=f"model {name!r}")
 
 

@@ -29,7 +29,15 @@ FIGURES = {
     "learning_curves.png": "Learning curves",
     "confusion_matrix.png": "Confusion matrix (test)",
     "roc.png": "ROC curves (test)",
+    "pr.png": "Precision-recall curves (test)",
+    "threshold.png": "Decision threshold (validation sweep)",
+    "reliability.png": "Calibration: reliability diagram (test)",
+    "label_errors.png": "Suspected label errors",
     "regression_fit.png": "Predictions (test)",
+    "lr_find.png": "LR range test",
+    "weights.png": "Weight and gradient distributions",
+    "explanations.png": "Explanations (test)",
+    "feature_importance.png": "Feature importance (test)",
     "kfold.png": "Test metrics per fold (k-fold)",
     "augmentation.png": "Augmentation gallery (training images, original then augmented copies)",
     "embeddings_pca.png": "Test embeddings, penultimate layer (PCA)",
@@ -52,21 +60,34 @@ def _img(path: Path, alt: str) -> str:
 
 
 def _metric_table(summary: dict) -> str:
+    """Metrics as rows; model splits, the test interval and each baseline as columns."""
     metrics = summary.get("metrics", {})
     test = metrics.get("test", {})
     if not test:
         return "<p>No test metrics (the run did not finish).</p>"
-    names = [k for k in test if k != "loss"]
     base = summary.get("baselines", {})
-    head = "".join(f"<th>{escape(n)}</th>" for n in names)
+    iv = summary.get("intervals", {}).get("test", {})
+    why = summary.get("undefined", {}).get("test", {})
+    splits = [s for s in ("train", "val", "test") if s in metrics]
+    head = ("<tr><th>metric</th>" + "".join(f"<th>model ({s})</th>" for s in splits)
+            + "<th>test 95% interval</th>" + "".join(f"<th>baseline: {escape(b)}</th>" for b in base) + "</tr>")
     rows = []
-    for split in ("train", "val", "test"):
-        if split in metrics:
-            rows.append(f"<tr><td>model ({split})</td>" + "".join(f"<td>{_fmt(metrics[split].get(n))}</td>" for n in names) + "</tr>")
-    for strategy, vals in base.items():
-        rows.append(f"<tr><td>baseline: {escape(strategy)} (test)</td>"
-                    + "".join(f"<td>{_fmt(vals.get(n))}</td>" for n in names) + "</tr>")
-    return f'<table id="metrics"><tr><th></th>{head}</tr>{"".join(rows)}</table>'
+    for n in test:
+        i = iv.get(n)
+        cell_iv = f"[{i[0]:.4f}, {i[1]:.4f}]" if i else '<span class="muted">—</span>'
+        note = f' <span class="muted">({escape(why[n])})</span>' if n in why else ""
+        rows.append(f"<tr><td>{escape(n)}{note}</td>" + "".join(f"<td>{_fmt(metrics[s].get(n))}</td>" for s in splits)
+                    + f"<td>{cell_iv}</td>" + "".join(f"<td>{_fmt(v.get(n))}</td>" for v in base.values()) + "</tr>")
+    table = f'<table id="metrics">{head}{"".join(rows)}</table>'
+    th = summary.get("threshold")
+    if th:
+        keys = list(th["test"])
+        trow = lambda label, d: f"<tr><td>{label}</td>" + "".join(f"<td>{_fmt(d.get(k))}</td>" for k in keys) + "</tr>"
+        table += (f'<h3>Decision threshold: {th["value"]:.3f} ({escape(th["rule"])}: {escape(th["why"])})</h3>'
+                  f'<table id="threshold"><tr><th></th>{"".join(f"<th>{escape(k)}</th>" for k in keys)}</tr>'
+                  + trow("validation at chosen threshold", th["val"]) + trow("test at chosen threshold", th["test"])
+                  + trow("test at 0.5", th["test_at_0.5"]) + "</table>")
+    return table
 
 
 def _findings(summary: dict) -> str:
@@ -152,6 +173,38 @@ def _per_class(summary: dict) -> str:
             f"<th>recall</th><th>F1</th><th>support</th></tr>{body}</table>")
 
 
+def _training(summary: dict) -> str:
+    """LR finder, free ensembles beside the best model, and the NaN guard's skipped batches."""
+    parts = []
+    lf = summary.get("lr_find")
+    if lf:
+        sugg = ", ".join(f"{escape(k)} {v:.3g}" for k, v in lf.get("suggestions", {}).items())
+        parts.append(f'<p id="lr-find">LR range test: suggested LR <b>{lf["suggested_lr"]:.3g}</b> '
+                     f'({escape(str(lf.get("suggestion")))}; {sugg})'
+                     + (f', used for {escape(", ".join(lf["applied_to"]))}' if lf.get("applied_to") else "") + ".</p>")
+    ens = summary.get("ensembles") or {}
+    test = summary.get("metrics", {}).get("test", {})
+    if ens and test:
+        names = [k for k in test if k != "loss"]
+        head = "".join(f"<th>{escape(n)}</th>" for n in names)
+        rows = [f"<tr><td>best single model (epoch {summary.get('best_epoch')})</td>"
+                + "".join(f"<td>{_fmt(test.get(n))}</td>" for n in names) + "</tr>"]
+        for name, e in ens.items():
+            label = (f"snapshot ensemble ({e['members']} members, epochs {', '.join(map(str, e.get('epochs', [])))})"
+                     if name == "snapshot" else f"SWA ({e.get('epochs_averaged')} epochs averaged)")
+            rows.append(f"<tr><td>{escape(label)}</td>"
+                        + "".join(f"<td>{_fmt(e['metrics']['test'].get(n))}</td>" for n in names) + "</tr>")
+        parts.append(f'<table id="ensembles"><tr><th>test</th>{head}</tr>{"".join(rows)}</table>')
+    tr = summary.get("training") or {}
+    if tr.get("skipped_batches"):
+        parts.append(f"<p>NaN guard: {len(tr['skipped_batches'])} batch(es) skipped.</p>")
+    if tr.get("grad_norm"):
+        g = tr["grad_norm"]
+        clip = f", clipped to {g['clipped_to']:g}" if g.get("clipped_to") else ""
+        parts.append(f"<p>Gradient norm before clipping: median {g['median']:.3g}, max {g['max']:.3g}{clip}.</p>")
+    return "<h2>Training</h2>" + "".join(parts) if parts else ""
+
+
 def render_report(run_dir: str | Path) -> Path:
     """(Re-)write ``run_dir/report.html`` from the run's files; returns its path."""
     run_dir = Path(run_dir)
@@ -181,6 +234,7 @@ def render_report(run_dir: str | Path) -> Path:
 <h2>Metrics</h2>{_metric_table(summary)}
 {_kfold(summary)}
 <h2>Data</h2>{_data_table(summary)}{_data_info(summary)}
+{_training(summary)}
 {''.join(figs)}
 {_per_class(summary)}
 <h2>Config</h2><pre>{escape(config)}</pre>

@@ -23,12 +23,15 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def learning_curves(history: list[dict], lrs: list[float], path: Path, *, best_epoch: int | None = None) -> Path:
-    """Train/val loss, train/val score and the learning rate per optimizer step."""
+def learning_curves(history: list[dict], lrs: list[float], path: Path, *, best_epoch: int | None = None,
+                    grad_norms: list[float] | None = None, clip: float | None = None) -> Path:
+    """Train/val loss, train/val score, the learning rate per optimizer step and, when logged, the
+    pre-clip gradient norm per step."""
     plt = _plt()
     ep = [r["epoch"] for r in history]
     score = "accuracy" if "val_accuracy" in history[0] else "mae"
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    panels = 4 if grad_norms else 3
+    fig, axes = plt.subplots(1, panels, figsize=(4.4 * panels, 3.6))
     for ax, key in zip(axes[:2], ("loss", score)):
         ax.plot(ep, [r[f"train_{key}"] for r in history], label=f"train {key}")
         ax.plot(ep, [r[f"val_{key}"] for r in history], label=f"val {key}")
@@ -42,6 +45,71 @@ def learning_curves(history: list[dict], lrs: list[float], path: Path, *, best_e
     axes[2].set_xlabel("optimizer step")
     axes[2].set_title("learning rate")
     axes[2].grid(alpha=0.3)
+    if grad_norms:
+        g = np.asarray(grad_norms, dtype=float)
+        axes[3].plot(np.arange(1, len(g) + 1), np.where(np.isfinite(g), g, np.nan), lw=0.8)
+        if clip:
+            axes[3].axhline(clip, color="#b00020", ls="--", lw=1, label=f"clip norm {clip:g}")
+            axes[3].legend()
+        if np.nanmin(np.where(g > 0, g, np.nan)) > 0:
+            axes[3].set_yscale("log")
+        axes[3].set_xlabel("optimizer step")
+        axes[3].set_title("gradient norm (before clipping)")
+        axes[3].grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def weight_distributions(monitor: list[dict], path: Path, *, max_layers: int = 6) -> Path:
+    """Per layer, over epochs: weight quantile bands, |gradient| quantile bands, and dead ReLU units.
+
+    Bands: 5–95% (light) and 25–75% (dark) with the median line; epoch 0 is the initialization.
+    """
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
+    names = list(monitor[0]["layers"])
+    if len(names) > max_layers:  # first, last and evenly spaced ones between
+        pick = np.linspace(0, len(names) - 1, max_layers).round().astype(int)
+        names = [names[i] for i in sorted(set(pick))]
+    dead_names = list(monitor[-1].get("dead_relu", {}))
+    rows = 3 if dead_names else 2
+    fig, axes = plt.subplots(rows, len(names), figsize=(2.9 * len(names), 2.5 * rows), squeeze=False)
+    for c, name in enumerate(names):
+        for r, (key, title) in enumerate((("w_q", "weights"), ("g_q", "|gradient|"))):
+            ax = axes[r, c]
+            pts = [(m["epoch"], m["layers"][name][key]) for m in monitor if key in m["layers"].get(name, {})]
+            if not pts:
+                ax.set_visible(False)
+                continue
+            e = np.array([p[0] for p in pts])
+            q = np.array([p[1] for p in pts])  # quantiles 0, 5, 25, 50, 75, 95, 100 %
+            ax.fill_between(e, q[:, 1], q[:, 5], alpha=0.25, color="#1565c0", lw=0)
+            ax.fill_between(e, q[:, 2], q[:, 4], alpha=0.45, color="#1565c0", lw=0)
+            ax.plot(e, q[:, 3], color="#0d47a1", lw=1.2)
+            if key == "g_q" and (q[:, 1:6] > 0).all():
+                ax.set_yscale("log")
+            ax.set_title(f"{name}\n{title}", fontsize=8)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+            if r == rows - 1 or (r == 1 and rows == 2):
+                ax.set_xlabel("epoch", fontsize=8)
+    if dead_names:
+        for c in range(len(names)):
+            axes[2, c].set_visible(False)
+        ax = axes[2, 0]
+        ax.set_visible(True)
+        e = [m["epoch"] for m in monitor if m.get("dead_relu")]
+        for n in dead_names:
+            ax.plot(e, [100 * m["dead_relu"].get(n, np.nan) for m in monitor if m.get("dead_relu")], label=n, lw=1)
+        ax.set_ylim(-2, 102)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title("dead ReLU units (%)", fontsize=8)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    fig.suptitle("weight and gradient distributions per layer (bands: 5–95%, 25–75%; line: median)", fontsize=9)
     return _save(fig, path)
 
 
@@ -68,10 +136,9 @@ def confusion_matrix(cm: list[list[int]], class_names: list[str], path: Path) ->
     return _save(fig, path)
 
 
-def roc_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: Path) -> Path | None:
-    """ROC curve of the positive class (binary) or of each class against the rest."""
-    from sklearn.metrics import auc, roc_curve
-
+def _one_vs_rest(probs: np.ndarray, y: np.ndarray, class_names: list[str], draw) -> tuple | None:
+    """A figure with ``draw(ax, positives, scores, name)`` called for the positive class (binary)
+    or for each class against the rest; ``None`` when no class has both positives and negatives."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     classes = [1] if len(class_names) == 2 else range(len(class_names))
@@ -80,12 +147,26 @@ def roc_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: P
         pos = (y == c)
         if pos.all() or not pos.any():
             continue
-        fpr, tpr, _ = roc_curve(pos, probs[:, c])
-        ax.plot(fpr, tpr, lw=1.3, label=f"{class_names[c]} (AUC {auc(fpr, tpr):.3f})")
+        draw(ax, pos, probs[:, c], class_names[c])
         drawn += 1
     if not drawn:
-        _plt().close(fig)
+        plt.close(fig)
         return None
+    return fig, ax
+
+
+def roc_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: Path) -> Path | None:
+    """ROC curve of the positive class (binary) or of each class against the rest."""
+    from sklearn.metrics import auc, roc_curve
+
+    def draw(ax, pos, score, name):
+        fpr, tpr, _ = roc_curve(pos, score)
+        ax.plot(fpr, tpr, lw=1.3, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+
+    made = _one_vs_rest(probs, y, class_names, draw)
+    if made is None:
+        return None
+    fig, ax = made
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
@@ -112,6 +193,93 @@ def regression_fit(pred: np.ndarray, y: np.ndarray, path: Path) -> Path:
     axes[1].set_title("residuals (test)")
     for ax in axes:
         ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def pr_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: Path) -> Path | None:
+    """Precision-recall curve of the positive class (binary) or of each class against the rest."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    def draw(ax, pos, score, name):
+        prec, rec, _ = precision_recall_curve(pos, score)
+        ax.plot(rec, prec, lw=1.3, label=f"{name} (AP {average_precision_score(pos, score):.3f}, "
+                f"base rate {pos.mean():.2f})")
+
+    made = _one_vs_rest(probs, y, class_names, draw)
+    if made is None:
+        return None
+    fig, ax = made
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("precision-recall (test)")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def reliability(probs: np.ndarray, y: np.ndarray, path: Path, bins: int = 15) -> Path:
+    """Reliability diagram: accuracy vs confidence of the predicted class, with bin counts."""
+    plt = _plt()
+    conf, pred = probs.max(1), probs.argmax(1)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges) - 1, 0, bins - 1)
+    acc = np.array([(pred[which == b] == y[which == b]).mean() if (which == b).any() else np.nan for b in range(bins)])
+    cnt = np.bincount(which, minlength=bins)
+    ece = np.nansum(cnt / cnt.sum() * np.abs(acc - np.array([conf[which == b].mean() if cnt[b] else 0 for b in range(bins)])))
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    centers = (edges[:-1] + edges[1:]) / 2
+    ax.bar(centers, np.nan_to_num(acc), width=1 / bins, edgecolor="k", alpha=0.7, label="accuracy in bin")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
+    for x, n in zip(centers, cnt):
+        if n:
+            ax.text(x, 0.02, str(n), ha="center", fontsize=6, rotation=90)
+    ax.set_xlabel("confidence (max probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability (test), ECE {ece:.3f}")
+    ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)
+
+
+def threshold_sweep(p_pos: np.ndarray, y: np.ndarray, chosen: float, path: Path) -> Path:
+    """Precision, recall, F1 and specificity of the positive class vs the threshold (validation)."""
+    from methodo.evaluate.threshold import sweep
+
+    plt = _plt()
+    sw = sweep(p_pos, y, np.linspace(0.005, 0.995, 199))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for k in ("precision", "recall", "f1", "specificity"):
+        ax.plot(sw["threshold"], sw[k], label=k)
+    ax.axvline(chosen, color="k", ls="--", lw=1, label=f"chosen {chosen:.3f}")
+    ax.axvline(0.5, color="grey", ls=":", lw=1, label="0.5")
+    ax.set_xlabel("threshold on P(positive)")
+    ax.set_title("threshold sweep (validation)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def label_errors(suspects: list[dict], ds, path: Path) -> Path:
+    """The suspect rows with their inputs: images for image data, feature values for tables."""
+    plt = _plt()
+    n = len(suspects)
+    if ds.kind == "image":
+        fig, axes = plt.subplots(1, n, figsize=(1.8 * n + 0.4, 2.3), squeeze=False)
+        for ax, s in zip(axes[0], suspects):
+            img = ds.X[s["row"]]
+            ax.imshow(img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1) / max(img.max(), 1e-8), cmap="gray")
+            ax.set_title(f"row {s['row']}\ngiven {s['given']}\nmodel {s['predicted']} ({s['p_predicted']:.2f})", fontsize=7)
+            ax.axis("off")
+        return _save(fig, path)
+    cols = ds.feature_names[:8]
+    fig, ax = plt.subplots(figsize=(min(14, 1.3 * len(cols) + 4), 0.4 * n + 1))
+    ax.axis("off")
+    cells = [[s["row"], s["given"], s["predicted"], f"{s['p_given']:.3f}"]
+             + [f"{v:.3g}" for v in ds.X[s["row"]][:len(cols)]] for s in suspects]
+    table = ax.table(cellText=cells, colLabels=["row", "given", "model", "p(given)", *cols], loc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    table.scale(1, 1.5)
+    ax.set_title("suspected label errors (validation/test)")
     return _save(fig, path)
 
 

@@ -2,11 +2,23 @@
 
 The embedded default is MLflow's own: a SQLite store ``./mlflow.db`` in the working directory,
 no server. ``$MLFLOW_TRACKING_URI`` or ``track.tracking_uri`` points the same code at a server.
+
+Crash safety:
+
+- every call that writes to a local SQLite store holds an exclusive file lock (``mlflow.db.lock``),
+  so several ``methodo run`` processes started at once on a fresh store do not race on the schema
+  creation or on writes;
+- a run that raises ends ``FAILED``, one stopped by Ctrl-C or SIGTERM ends ``KILLED``;
+- a run whose process died without a word (SIGKILL, power loss) stays ``RUNNING`` in the store;
+  the next ``methodo run`` on the same host finds it (tags ``methodo.host``/``methodo.pid``) and
+  marks it ``FAILED``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +34,48 @@ class NullTracker:
 
     def log_metrics(self, metrics: dict[str, float]) -> None: ...
 
+    def log_series(self, series: dict[str, list[float]]) -> None: ...
+
     def finish(self, status: str, artifacts_dir: Path | None = None) -> None: ...
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):])
+    return None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """Hold an exclusive inter-process lock beside a local SQLite store (no-op for servers)."""
+    db = _sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    import fcntl
+
+    lock = db.with_name(db.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    """Is a methodo process with this pid still running on this host?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # the pid may have been reused by another program
+        return b"methodo" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
 
 
 class MlflowTracker(NullTracker):
@@ -32,7 +85,12 @@ class MlflowTracker(NullTracker):
         self.experiment = experiment
         self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         self.run_id: str | None = None
-        self._client = None
+        self.reaped: list[str] = []  # stale RUNNING runs marked FAILED at start
+
+    def _uri(self) -> str:
+        import mlflow
+
+        return mlflow.get_tracking_uri()
 
     def start(self, params: dict[str, Any], tags: dict[str, str]) -> None:
         import logging
@@ -43,38 +101,78 @@ class MlflowTracker(NullTracker):
         logging.getLogger("alembic").setLevel(logging.WARNING)
         if self.tracking_uri:
             mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_experiment(self.experiment)
-        run = mlflow.start_run(run_name=tags.get("methodo.run_name"), tags=tags)
-        self.run_id = run.info.run_id
-        # MLflow params are strings of at most 6000 characters; None is logged as "None".
-        items = [(k, str(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            mlflow.log_params(dict(items[i:i + 100]))
+        host = socket.gethostname()
+        with store_lock(self._uri()):
+            self.reaped = self._reap_stale(host)
+            mlflow.set_experiment(self.experiment)
+            run = mlflow.start_run(run_name=tags.get("methodo.run_name"),
+                                   tags={**tags, "methodo.host": host, "methodo.pid": str(os.getpid())})
+            self.run_id = run.info.run_id
+            # MLflow params are strings of at most 6000 characters; None is logged as "None".
+            items = [(k, str(v)[:6000]) for k, v in params.items()]
+            for i in range(0, len(items), 100):
+                mlflow.log_params(dict(items[i:i + 100]))
+
+    @staticmethod
+    def _reap_stale(host: str) -> list[str]:
+        """Mark FAILED the RUNNING runs of this host whose methodo process is gone."""
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                  filter_string=f"attributes.status = 'RUNNING' and tags.`methodo.host` = '{host}'")
+        reaped = []
+        for r in runs:
+            pid = r.data.tags.get("methodo.pid", "")
+            if pid.isdigit() and not _alive(int(pid)):
+                client.set_tag(r.info.run_id, "methodo.failure", f"process {pid} died without ending the run")
+                client.set_terminated(r.info.run_id, status="FAILED")
+                reaped.append(r.info.run_id)
+        return reaped
 
     def log_epoch(self, row: dict[str, float]) -> None:
         import mlflow
 
         step = int(row["epoch"])
-        mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch" and v is not None}, step=step)
+        with store_lock(self._uri()):
+            mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch" and v is not None}, step=step)
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         import mlflow
 
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+        with store_lock(self._uri()):
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+
+    def log_series(self, series: dict[str, list[float]]) -> None:
+        """Per-step series (LR, loss, gradient norm), logged in batches with step = optimizer step."""
+        import math
+        import time
+
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.tracking_uri) if self.tracking_uri else MlflowClient()
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, float(v), now, i + 1) for name, values in series.items()
+                   for i, v in enumerate(values) if v is not None and math.isfinite(v)]
+        for i in range(0, len(metrics), 1000):  # MLflow's limit per batch
+            client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
 
     def finish(self, status: str, artifacts_dir: Path | None = None) -> None:
         import mlflow
 
-        try:
-            if artifacts_dir is not None:
-                for name in ("config.yaml", "summary.json", "report.html", "metrics.csv"):
-                    p = artifacts_dir / name
-                    if p.is_file():
-                        mlflow.log_artifact(str(p))
-                if (artifacts_dir / "figures").is_dir():
-                    mlflow.log_artifacts(str(artifacts_dir / "figures"), artifact_path="figures")
-        finally:
-            mlflow.end_run(status=status)
+        with store_lock(self._uri()):
+            try:
+                if artifacts_dir is not None:
+                    for name in ("config.yaml", "summary.json", "report.html", "metrics.csv"):
+                        p = artifacts_dir / name
+                        if p.is_file():
+                            mlflow.log_artifact(str(p))
+                    if (artifacts_dir / "figures").is_dir():
+                        mlflow.log_artifacts(str(artifacts_dir / "figures"), artifact_path="figures")
+            finally:
+                mlflow.end_run(status=status)
 
 
 def make_tracker(track_cfg, default_experiment: str) -> NullTracker:

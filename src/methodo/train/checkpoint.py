@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from methodo.errors import BadInput, CheckpointWriteError
+
 _STATE = "_state."
 _META_KEY = "methodo_state"
 
@@ -70,6 +72,7 @@ def _unflatten(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def save_checkpoint(path: str | Path, weights: dict[str, torch.Tensor], state: Any = None,
                     meta: dict[str, Any] | None = None) -> Path:
     """Atomically write ``weights`` (+ optional training ``state`` and ``meta``) to ``path``."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -88,6 +91,10 @@ def save_checkpoint(path: str | Path, weights: dict[str, torch.Tensor], state: A
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as exc:  # disk full, file size limit, unwritable dir
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).split(": ", 1)[-1]
+        kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
+        raise CheckpointWriteError(f"could not write checkpoint {path}: {why}; {kept}") from None
     finally:
         tmp.unlink(missing_ok=True)
     try:  # make the rename itself durable
@@ -102,16 +109,32 @@ def save_checkpoint(path: str | Path, weights: dict[str, torch.Tensor], state: A
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Any, dict[str, Any]]:
-    """``(weights, state or None, meta)`` from a checkpoint written by :func:`save_checkpoint`."""
+    """``(weights, state or None, meta)`` from a checkpoint written by :func:`save_checkpoint`.
+
+    Only the safetensors format is read — a pickle (``torch.save``) file, a truncated file or a
+    header that lies about its size is refused with :class:`~methodo.errors.BadInput`; nothing in
+    the file can run code.
+    """
     from safetensors import safe_open
 
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path}: checkpoint not found")
+    head = path.read_bytes()[:8]
+    if head[:2] in (b"\x80\x02", b"\x80\x04", b"\x80\x05") or head[:2] == b"PK":
+        raise BadInput(f"{path}: this is a pickle/torch.save file; methodo loads only safetensors "
+                       "checkpoints and never unpickles (unpickling can run arbitrary code)")
     tensors: dict[str, torch.Tensor] = {}
-    with safe_open(str(path), framework="pt") as fh:
-        metadata = fh.metadata() or {}
-        for k in fh.keys():
-            tensors[k] = fh.get_tensor(k)
-    weights = {k: v for k, v in tensors.items() if not k.startswith(_STATE)}
-    state = None
-    if _META_KEY in metadata:
-        state = _unflatten(json.loads(metadata[_META_KEY]), tensors)
-    return weights, state, json.loads(metadata.get("meta", "{}"))
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            for k in fh.keys():
+                tensors[k] = fh.get_tensor(k)
+        weights = {k: v for k, v in tensors.items() if not k.startswith(_STATE)}
+        state = None
+        if _META_KEY in metadata:
+            state = _unflatten(json.loads(metadata[_META_KEY]), tensors)
+        meta = json.loads(metadata.get("meta", "{}"))
+    except Exception as exc:  # SafetensorError, JSON errors, unknown nodes: all mean a bad file
+        raise BadInput(f"{path}: not a valid methodo safetensors checkpoint ({str(exc).splitlines()[0]})") from None
+    return weights, state, meta

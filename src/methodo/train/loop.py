@@ -1,12 +1,21 @@
 """The training loop: one function, read top to bottom.
 
 Data is in memory, so batches are cut by tensor indexing from one seeded permutation per epoch
-(no per-sample collation). Each epoch: train → validate → step the scheduler → early stopping →
-checkpoints (``best`` on improvement, ``last`` every epoch, both atomic and pickle-free).
+(no per-sample collation). Each optimizer step: forward (autocast when bf16) → loss (+ L1/L2
+penalty) → guard → backward (accumulated over ``accumulate`` micro-batches) → gradient norm,
+NaN check, clipping → decoupled weight decay → optimizer step → max-norm → LR schedule.
+A warm-restart cycle that ends at a step leaves a snapshot (snapshot ensembles).
+Each epoch: validate → monitor weights → LR schedule / SWA → early stopping →
+checkpoints (``best`` on improvement, ``last`` every epoch, both atomic and pickle-free, never
+written from non-finite weights).
+
+Helpers live in their own modules: ``schedules`` (LR), ``regularize`` (penalties, clipping,
+constraints), ``monitor`` (weight statistics), ``swa`` (snapshots and SWA), ``checkpoint``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -19,35 +28,51 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from methodo.errors import DataError
+from methodo import signals
+from methodo.errors import ConfigError, DataError
 from methodo.seed import generator
 from methodo.train.checkpoint import load_checkpoint, save_checkpoint
 from methodo.train.optim import build_optimizer, needs_closure
-from methodo.train.schedules import build_scheduler
+from methodo.train.regularize import Regularization, first_non_finite_grad, first_non_finite_param, grad_norm
+from methodo.train.schedules import build_schedule
 
 
 class NonFiniteLoss(Exception):
-    """The loss became NaN/inf, or exploded past ``divergence_factor`` × the first loss.
+    """The loss (or a gradient, or a weight) became NaN/inf, or the loss exploded past
+    ``divergence_factor`` × the first loss.
 
-    Training stopped at ``epoch``/``step`` before the optimizer applied that step.
+    Training stopped at ``epoch``/``step`` before the optimizer applied that step. ``tensor``
+    names what was non-finite: ``"loss"``, ``"val_loss"``, ``"grad of NAME"`` or ``"weight NAME"``.
     """
 
-    def __init__(self, epoch: int, step: int, value: float, limit: float | None = None):
-        what = f"non-finite loss ({value})" if limit is None else f"exploding loss ({value:.4g} > limit {limit:.4g})"
+    def __init__(self, epoch: int, step: int, value: float, limit: float | None = None, tensor: str = "loss"):
+        if limit is not None:
+            what = f"exploding loss ({value:.4g} > limit {limit:.4g})"
+        elif tensor == "loss":
+            what = f"non-finite loss ({value})"
+        else:
+            what = f"non-finite {tensor} ({value})"
         super().__init__(f"{what} at epoch {epoch}, step {step}")
-        self.epoch, self.step, self.value, self.limit = epoch, step, value, limit
+        self.epoch, self.step, self.value, self.limit, self.tensor = epoch, step, value, limit, tensor
 
 
 def epoch_metric_names(task: str) -> list[str]:
     """Columns of ``metrics.csv`` that early stopping can monitor."""
     m = "accuracy" if task == "classification" else "mae"
-    return [f"train_loss", f"train_{m}", "val_loss", f"val_{m}"]
+    return ["train_loss", f"train_{m}", "val_loss", f"val_{m}"]
 
 
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)  # one row per epoch (metrics.csv)
     lrs: list[float] = field(default_factory=list)  # LR of every optimizer step
+    losses: list[float] = field(default_factory=list)  # data loss of every optimizer step (mean of micro-batches)
+    grad_norms: list[float] = field(default_factory=list)  # pre-clip gradient norm of every step (when computed)
+    monitor: list[dict] = field(default_factory=list)  # per-epoch weight/gradient statistics
+    skipped_batches: list[dict] = field(default_factory=list)  # {epoch, step, tensor} skipped by the NaN guard
+    snapshots: list[dict] = field(default_factory=list)  # {epoch, step, file, weights} at each cycle's end
+    swa_weights: dict | None = None  # averaged weights (batch-norm recomputed), when SWA ran
+    swa_epochs: int = 0  # how many epochs were averaged
     best_epoch: int = 0
     best_value: float | None = None
     epochs_run: int = 0
@@ -99,10 +124,34 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _loss_fn(task: str, class_weights: torch.Tensor | None) -> Callable:
+def loss_function(task: str, class_weights: torch.Tensor | None, label_smoothing: float = 0.0) -> Callable:
     if task == "classification":
-        return lambda out, y: F.cross_entropy(out, y, weight=class_weights)
-    return lambda out, y: F.mse_loss(out.squeeze(-1), y)
+        return lambda out, y: F.cross_entropy(out, y, weight=class_weights, label_smoothing=label_smoothing)
+    return lambda out, y: F.mse_loss(out.squeeze(-1).float(), y)
+
+
+_loss_fn = loss_function  # the foundation's name
+
+
+def autocast_factory(device: torch.device, precision: str) -> Callable:
+    """A zero-argument context factory: bf16 autocast, or a no-op for fp32."""
+    if precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def batches_per_epoch(n: int, bs: int) -> int:
+    """Batches the loop uses per epoch (a trailing 1-row batch is dropped: it breaks batch norm)."""
+    full, rest = divmod(n, bs)
+    return full + (1 if rest >= 2 or (rest == 1 and n == 1) else 0)
+
+
+@torch.no_grad()
+def _score(out: torch.Tensor, y: torch.Tensor, task: str, y_std: float) -> float:
+    """Correct predictions (classification) or summed absolute error in target units (regression)."""
+    if task == "classification":
+        return (out.argmax(1) == y).sum().item()
+    return (out.squeeze(-1).float() - y).abs().sum().item() * y_std
 
 
 @torch.no_grad()
@@ -127,70 +176,117 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     """Train ``model`` on ``data.tensors['train']``, validating on ``'val'``; returns the history.
 
     The model ends with the best weights by the early-stopping monitor (``val_loss`` when early
-    stopping is off: the epoch count is then fixed, but model selection still uses validation). Raises :class:`NonFiniteLoss` when the loss becomes NaN/inf.
+    stopping is off: the epoch count is then fixed, but model selection still uses validation).
+    Raises :class:`NonFiniteLoss` when the loss, a gradient or a weight becomes NaN/inf (with
+    ``train.nan_guard.policy=stop``; ``skip`` drops such batches instead).
     """
     task = data.task
     device = resolve_device(tcfg.device)
+    oc = tcfg.optimizer
+    if oc.lr == "auto":
+        raise ConfigError("train.optimizer.lr: 'auto' must be resolved by the LR finder before fit "
+                          "(methodo.train.lr_find.resolve_auto_lr, as the pipeline does)")
+    closure_step = needs_closure(oc.name)
+    if closure_step and (tcfg.accumulate > 1 or tcfg.clip.norm or tcfg.clip.value or tcfg.swa):
+        raise ConfigError(f"train.optimizer.name: {oc.name!r} steps through a closure; it does not combine "
+                          "with train.accumulate > 1, train.clip or train.swa")
+
+    # 0. Model and data on the device; memory format; compiled forward (weights stay in `model`).
     model.to(device)
     Xtr, ytr = (t.to(device) for t in data.tensors["train"])
     Xva, yva = (t.to(device) for t in data.tensors["val"])
+    channels_last = tcfg.channels_last and Xtr.ndim == 4
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        Xva = Xva.contiguous(memory_format=torch.channels_last)
+    forward = torch.compile(model) if tcfg.compile else model
+    autocast = autocast_factory(device, tcfg.precision)
     y_std = data.preprocessor.y_std if task == "regression" else 1.0
-    n, bs = len(Xtr), tcfg.batch_size
+    n, bs, accum = len(Xtr), tcfg.batch_size, tcfg.accumulate
     check_batch_size(bs, n)
-    steps_per_epoch = math.ceil(n / bs)
-    loss_fn = _loss_fn(task, None if class_weights is None else class_weights.to(device))
+    n_batches = batches_per_epoch(n, bs)
+    steps_per_epoch = math.ceil(n_batches / accum)  # optimizer steps: what schedulers count
+    reg = Regularization(model, tcfg.regularization, tcfg.clip)
+    cw = None if class_weights is None else class_weights.to(device)
+    loss_fn = loss_function(task, cw, tcfg.regularization.label_smoothing)
+    eval_loss_fn = loss_function(task, cw)  # validation loss without smoothing: comparable across runs
+    guard = tcfg.nan_guard
+    need_norm = reg.clips or guard.check_grads  # the pre-clip norm: logged every step when computed
     # Data-stage hooks: per-row draw weights (data.balance: weighted_sampler) and the training-only
     # batch augmentation (data.augment). Both absent by default.
     sample_weights = getattr(data, "sample_weights", None)
     augment = getattr(data, "augment", None)
 
-    # 1. Optimizer and scheduler; the scheduler steps per batch ("step") or per epoch.
-    oc = tcfg.optimizer
+    # 1. Optimizer, LR schedule (warmup + scheduler at its own frequency), early stopping, SWA.
     opt = build_optimizer(model.parameters(), oc.name, oc.lr, oc.options)
-    closure_step = needs_closure(oc.name)
-    sched, interval = build_scheduler(opt, tcfg.scheduler.name, tcfg.scheduler.options,
-                                      epochs=tcfg.epochs, steps_per_epoch=steps_per_epoch)
+    sc = tcfg.scheduler
+    sched = build_schedule(opt, sc.name, sc.options, epochs=tcfg.epochs, steps_per_epoch=steps_per_epoch)
     es_cfg = tcfg.early_stopping
     monitor = es_cfg.monitor if es_cfg else "val_loss"
     stopper = EarlyStopping(monitor, es_cfg.resolved_mode if es_cfg else "min",
                             es_cfg.patience if es_cfg else 0, es_cfg.min_delta if es_cfg else 0.0)
+    swa = None
+    if tcfg.swa is not None:
+        from methodo.train.swa import SWA
+
+        swa = SWA(model, opt, tcfg.swa, tcfg.epochs)
+    snapshot_on = tcfg.snapshot_ensemble if tcfg.snapshot_ensemble is not None else sc.name == "cosine_restarts"
+    watcher = None
+    if tcfg.monitor.enabled:
+        from methodo.train.monitor import WeightMonitor
+
+        watcher = WeightMonitor(model)
+    probe = Xtr[: tcfg.monitor.probe_rows]
+    if channels_last:
+        probe = probe.contiguous(memory_format=torch.channels_last)
     shuffle = generator(seed, offset=1)
     result = TrainResult()
     best_weights = copy.deepcopy(model.state_dict())
     start_epoch = 1
     first_loss: float | None = None  # the divergence guard compares against the first batch's loss
+    consecutive_skips = 0
 
-    # 2. Resume: model, optimizer, scheduler, RNGs, counters and history from `last`.
+    # 2. Resume: model, optimizer, schedule, RNGs, counters, history and extras from `last`.
     if resume_from is not None:
         weights, state, _ = load_checkpoint(resume_from / "last.safetensors")
         model.load_state_dict(weights)
         opt.load_state_dict(state["optimizer"])
-        if sched is not None and state["scheduler"] is not None:
-            sched.load_state_dict(state["scheduler"])
+        sched.load_state_dict(state["schedule"])
         torch.set_rng_state(state["rng_torch"])
         np.random.set_state(state["rng_numpy"])
         random.setstate(state["rng_python"])
         shuffle.set_state(state["rng_shuffle"])
         stopper.best, stopper.bad_epochs = state["stopper_best"], state["stopper_bad_epochs"]
         result.history, result.lrs = state["history"], state["lrs"]
+        result.losses, result.grad_norms = state["losses"], state["grad_norms"]
+        result.skipped_batches, consecutive_skips = state["skipped_batches"], state["consecutive_skips"]
         result.best_epoch, result.best_value = state["best_epoch"], state["best_value"]
         first_loss = state["first_loss"]
         start_epoch = state["epoch"] + 1
+        if watcher is not None and state.get("monitor") is not None:
+            watcher.history = state["monitor"]
+        if swa is not None and state.get("swa") is not None:
+            swa.load_state_dict(state["swa"])
+        for snap in state["snapshots"]:
+            result.snapshots.append({**snap, "weights": load_checkpoint(resume_from / snap["file"])[0]})
         best_path = resume_from / "best.safetensors"
         best_weights = load_checkpoint(best_path)[0] if best_path.exists() else copy.deepcopy(weights)
+    elif watcher is not None:
+        watcher.record(0, model, probe)  # the initial distribution: epoch 0, weights only
 
-    total_steps = tcfg.epochs * steps_per_epoch
+    total_steps = tcfg.epochs * n_batches
     import sys
 
     from tqdm.auto import tqdm
 
     # A live bar on a terminal; in a log file (CI, Slurm) one line per epoch instead.
     live = tcfg.progress and sys.stderr.isatty()
-    bar = tqdm(total=total_steps, initial=(start_epoch - 1) * steps_per_epoch, disable=not live,
-               unit="step", dynamic_ncols=True, leave=False)
+    bar = tqdm(total=total_steps, initial=(start_epoch - 1) * n_batches, disable=not live,
+               unit="batch", dynamic_ncols=True, leave=False)
     try:
         for epoch in range(start_epoch, tcfg.epochs + 1):
             t0 = time.perf_counter()
+            swa_on = swa is not None and swa.owns_lr  # SWALR drives the LR: no per-step schedule
             # 3. One pass over a fresh permutation of the training rows.
             model.train()
             if sample_weights is not None:  # n draws with replacement, every class equally likely
@@ -198,63 +294,133 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             else:
                 perm = torch.randperm(n, generator=shuffle).to(device)
             loss_sum, score_sum, seen = 0.0, 0.0, 0
-            for step, s in enumerate(range(0, n, bs)):
-                idx = perm[s:s + bs]
-                if len(idx) < 2 and n > 1:  # a 1-row batch breaks batch norm; it is dropped
-                    continue
+            group_loss, group_bad = 0.0, None  # accumulation group: summed data loss, first bad tensor
+            step = 0  # optimizer steps in this epoch (1-based in messages)
+            for b in range(n_batches):
+                signals.check()  # SIGTERM stops here, between two batches
+                idx = perm[b * bs:(b + 1) * bs]
                 xb, yb = Xtr[idx], ytr[idx]
                 if augment is not None:  # training batches only; evaluation never augments
                     xb = augment(xb)
-                result.lrs.append(opt.param_groups[0]["lr"])
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                first_micro = b % accum == 0
+                group = min(accum, n_batches - (b - b % accum))  # micro-batches in this group
+                last_micro = b % accum == group - 1
+                if first_micro:
+                    step += 1
+                    group_loss, group_bad = 0.0, None
+                    opt.zero_grad(set_to_none=True)
                 if closure_step:  # L-BFGS re-evaluates the loss several times per step
                     def closure():
                         opt.zero_grad(set_to_none=True)
-                        l = loss_fn(model(xb), yb)
-                        l.backward()
-                        return l
+                        loss_ = loss_fn(model(xb), yb)
+                        if reg.has_penalty:
+                            loss_ = loss_ + reg.penalty()
+                        loss_.backward()
+                        return loss_
+                    result.lrs.append(opt.param_groups[0]["lr"])
                     opt.step(closure)
                     with torch.no_grad():
                         out = model(xb)
-                        loss = loss_fn(out, yb)
+                        lv = loss_fn(out, yb).item()
+                    _guard(lv, epoch, step, first_loss, tcfg.divergence_factor)
+                    if first_loss is None:
+                        first_loss = lv
+                    result.losses.append(lv)
+                    sched.after_step()
+                    loss_sum += lv * len(idx)
+                    score_sum += _score(out, yb, task, y_std)
+                    seen += len(idx)
+                    bar.update(1)
                 else:
-                    out = model(xb)
-                    loss = loss_fn(out, yb)
+                    # 3a. Forward and loss (the penalty is added for backward, not to the logged loss).
+                    with autocast():
+                        out = forward(xb)
+                        loss = loss_fn(out, yb)
                     lv = loss.item()
-                    _guard(lv, epoch, step + 1, first_loss, tcfg.divergence_factor)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    # 3b. The loss guard: exploding → stop; non-finite → stop, or skip the batch.
+                    if math.isfinite(lv) or guard.policy == "stop":
+                        _guard(lv, epoch, step, first_loss, tcfg.divergence_factor)
+                        if first_loss is None:
+                            first_loss = lv
+                        if reg.has_penalty:
+                            loss = loss + reg.penalty()
+                        (loss / group if group > 1 else loss).backward()
+                        group_loss += lv
+                        loss_sum += lv * len(idx)
+                        score_sum += _score(out, yb, task, y_std)
+                        seen += len(idx)
+                    elif group_bad is None:
+                        group_bad = "loss"
+                    bar.update(1)
+                    if not last_micro:
+                        continue
+                    # 3c. Gradient: the pre-clip norm (logged), the NaN/inf check, clipping.
+                    if need_norm and group_bad is None:
+                        gnorm = grad_norm(reg.params, tcfg.clip.norm_type)
+                        gv = gnorm.item()
+                        result.grad_norms.append(gv)
+                        if not math.isfinite(gv) and guard.check_grads:
+                            name = first_non_finite_grad(model) or "?"
+                            if guard.policy == "stop":
+                                raise NonFiniteLoss(epoch, step, gv, tensor=f"gradient of {name}")
+                            group_bad = f"gradient of {name}"
+                        elif reg.clips:
+                            reg.clip_grads(gnorm)
+                    if group_bad is not None:  # skip policy: drop this step's gradients
+                        opt.zero_grad(set_to_none=True)
+                        result.skipped_batches.append({"epoch": epoch, "step": step, "tensor": group_bad})
+                        consecutive_skips += 1
+                        if consecutive_skips >= guard.max_skips:
+                            raise NonFiniteLoss(epoch, step, float("nan"),
+                                                tensor=f"{group_bad} ({consecutive_skips} consecutive batches skipped)")
+                        continue
+                    consecutive_skips = 0
+                    # 3d. Decoupled weight decay, the optimizer step, max-norm, the LR schedule.
+                    lr = opt.param_groups[0]["lr"]
+                    result.lrs.append(lr)
+                    if reg.has_before:
+                        reg.before_step(lr)
                     opt.step()
-                lv = loss.item()
-                _guard(lv, epoch, step + 1, first_loss, tcfg.divergence_factor)
-                if first_loss is None:
-                    first_loss = lv
-                if sched is not None and interval == "step":
-                    sched.step()
-                loss_sum += lv * len(idx)
-                with torch.no_grad():
-                    if task == "classification":
-                        score_sum += (out.argmax(1) == yb).sum().item()
-                    else:
-                        score_sum += (out.squeeze(-1) - yb).abs().sum().item() * y_std
-                seen += len(idx)
-                bar.update(1)
+                    if reg.has_after:
+                        reg.after_step()
+                    cycle_ended = sched.after_step() if not swa_on else False
+                    result.losses.append(group_loss / group)
+                    # 3e. Snapshot at the end of a warm-restart cycle (the LR is at its minimum here).
+                    if cycle_ended and snapshot_on:
+                        snap = {"epoch": epoch, "step": len(result.lrs), "file": f"snapshot_{len(result.snapshots) + 1}.safetensors"}
+                        result.snapshots.append({**snap, "weights": copy.deepcopy(model.state_dict())})
+                        if ckpt_dir is not None:
+                            save_checkpoint(ckpt_dir / snap["file"], result.snapshots[-1]["weights"], meta=snap)
 
-            # 4. Validation, the epoch row, the epoch-level scheduler step.
-            val_loss, val_score = evaluate_loss(model, Xva, yva, loss_fn, task, tcfg.eval_batch_size, y_std)
+            # 4. Validation, the epoch row, weight monitoring.
+            val_loss, val_score = evaluate_loss(model, Xva, yva, eval_loss_fn, task, tcfg.eval_batch_size, y_std)
             m = "accuracy" if task == "classification" else "mae"
             row = {
                 "epoch": epoch, "lr": result.lrs[-1] if result.lrs else oc.lr,
                 "train_loss": loss_sum / max(seen, 1), f"train_{m}": score_sum / max(seen, 1),
                 "val_loss": val_loss, f"val_{m}": val_score,
             }
+            if need_norm and result.grad_norms:
+                norms = result.grad_norms[-step:]
+                row["grad_norm"] = float(np.median(norms))
             if not math.isfinite(val_loss):
-                raise NonFiniteLoss(epoch, steps_per_epoch, val_loss)
-            if sched is not None and interval == "epoch":
-                sched.step()
-            elif sched is not None and interval == "plateau":
-                sched.step(row[monitor])
+                bad = first_non_finite_param(model)
+                raise NonFiniteLoss(epoch, step, val_loss, tensor=f"weight {bad}" if bad else "val_loss")
+            bad = first_non_finite_param(model)  # never checkpoint a non-finite weight
+            if bad is not None:
+                raise NonFiniteLoss(epoch, step, float("nan"), tensor=f"weight {bad}")
+            if watcher is not None:
+                watcher.record(epoch, model, probe)
 
-            # 5. Early stopping bookkeeping and checkpoints (best on improvement, last always).
+            # 5. Epoch-level LR schedule, or SWA (averaging; SWALR owns the LR from its start).
+            if swa is not None and swa.active(epoch):
+                swa.after_epoch(model)
+            if not (swa is not None and swa.owns_lr):
+                sched.after_epoch(row[monitor])
+
+            # 6. Early stopping bookkeeping and checkpoints (best on improvement, last always).
             if stopper.improved(row[monitor]):
                 result.best_epoch, result.best_value = epoch, row[monitor]
                 best_weights = copy.deepcopy(model.state_dict())
@@ -265,14 +431,18 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             result.history.append(row)
             if ckpt_dir is not None:
                 state = {
-                    "epoch": epoch, "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict() if sched is not None else None,
+                    "epoch": epoch, "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
                     "rng_torch": torch.get_rng_state(), "rng_numpy": np.random.get_state(),
                     "rng_python": random.getstate(), "rng_shuffle": shuffle.get_state(),
                     "stopper_best": stopper.best, "stopper_bad_epochs": stopper.bad_epochs,
-                    "history": result.history, "lrs": result.lrs,
+                    "history": result.history, "lrs": result.lrs, "losses": result.losses,
+                    "grad_norms": result.grad_norms, "skipped_batches": result.skipped_batches,
+                    "consecutive_skips": consecutive_skips,
                     "best_epoch": result.best_epoch, "best_value": result.best_value,
                     "first_loss": first_loss,
+                    "monitor": watcher.history if watcher is not None else None,
+                    "swa": swa.state_dict() if swa is not None else None,
+                    "snapshots": [{k: v for k, v in sn.items() if k != "weights"} for sn in result.snapshots],
                 }
                 save_checkpoint(ckpt_dir / "last.safetensors", model.state_dict(), state, meta={"epoch": epoch})
             if on_epoch is not None:
@@ -288,5 +458,11 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     finally:
         bar.close()
     result.epochs_run = len(result.history)
+    result.monitor = watcher.history if watcher is not None else []
+    if swa is not None and swa.n_averaged > 0:
+        result.swa_weights = swa.weights(Xtr, bs)
+        result.swa_epochs = swa.n_averaged
+        if ckpt_dir is not None:
+            save_checkpoint(ckpt_dir / "swa.safetensors", result.swa_weights, meta={"epochs_averaged": swa.n_averaged})
     model.load_state_dict(best_weights)
     return result

@@ -35,10 +35,10 @@ for _name, (_cls, _help) in _TORCH.items():
     OPTIMIZERS.register(_name, _cls, help=_help, closure=_name == "lbfgs")
 
 
-def _cls(name: str):
+def _cls(name: str, key: str | None = "train.optimizer.name"):
     import torch.optim
 
-    return getattr(torch.optim, OPTIMIZERS.get(name, key="train.optimizer.name"))
+    return getattr(torch.optim, OPTIMIZERS.get(name, key=key))
 
 
 def check_optimizer_options(name: str, options: dict) -> None:
@@ -49,7 +49,7 @@ def check_optimizer_options(name: str, options: dict) -> None:
     """
     import torch
 
-    cls = _cls(name)
+    cls = _cls(name, key=None)  # the config loader adds the key to the message
     check_kwargs(cls.__init__, options, reserved=("params", "lr"), what=f"optimizer {name!r}")
     try:
         cls([torch.zeros(1, requires_grad=True)], lr=0.1, **_coerce(options))

@@ -1,0 +1,162 @@
+"""Explanations of a trained model for the report: an image gallery, or ranked tabular features.
+
+Examples
+--------
+>>> import numpy as np
+>>> from methodo.explain.report import choose_examples
+>>> probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.7, 0.3]])
+>>> choose_examples(probs, np.array([0, 0, 1, 1]), 4)   # wrong ones first, most confident first
+[3, 1, 0, 2]
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def choose_examples(probs: np.ndarray, y_true: np.ndarray, n: int) -> list[int]:
+    """Up to ``n`` rows: half wrong predictions (most confident first), the rest right ones."""
+    pred = probs.argmax(1)
+    conf = probs.max(1)
+    wrong = [int(i) for i in np.argsort(-conf, kind="stable") if pred[i] != y_true[i]]
+    right = [int(i) for i in np.argsort(-conf, kind="stable") if pred[i] == y_true[i]]
+    k_wrong = min(len(wrong), n // 2)
+    k_right = min(len(right), n - k_wrong)
+    k_wrong = min(len(wrong), n - k_right)
+    return wrong[:k_wrong] + right[:k_right]
+
+
+def image_gallery(model, X, probs: np.ndarray, y_true: np.ndarray, class_names: list[str], methods: list[str],
+                  n: int, path: Path, *, seed: int = 0, mean=None, std=None) -> dict:
+    """Attributions of each method for ``n`` test images, drawn as one figure; returns what was shown."""
+    import torch
+
+    from methodo.explain import attribute
+    from methodo.report.plots import _plt, _save
+
+    rows = choose_examples(probs, y_true, n)
+    device = next(model.parameters()).device
+    x = X[rows].to(device).float()
+    target = torch.as_tensor(probs[rows].argmax(1), device=device)  # explain the prediction
+    t0 = time.perf_counter()
+    maps = {m: attribute(m, model, x, target, seed).float().cpu().numpy() for m in methods}
+    elapsed = time.perf_counter() - t0
+    img = x.detach().cpu().numpy()
+    if mean is not None and std is not None:  # back to pixel units for display
+        img = img * np.asarray(std).reshape(1, -1, 1, 1) + np.asarray(mean).reshape(1, -1, 1, 1)
+
+    plt = _plt()
+    cols = 1 + len(methods)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.9 * cols, 1.9 * len(rows)), squeeze=False)
+    shown = []
+    for r, i in enumerate(rows):
+        pred, truth = int(probs[i].argmax()), int(y_true[i])
+        ok = pred == truth
+        pic = img[r].transpose(1, 2, 0)
+        if pic.shape[2] == 1:
+            axes[r, 0].imshow(pic[:, :, 0], cmap="gray")
+        else:
+            lo, hi = pic.min(), pic.max()
+            axes[r, 0].imshow((pic - lo) / max(hi - lo, 1e-12))
+        axes[r, 0].set_title(f"{'right' if ok else 'WRONG'}: {class_names[pred]} ({probs[i, pred]:.2f})\n"
+                             f"true {class_names[truth]}", fontsize=7, color="black" if ok else "#b00020")
+        for c, m in enumerate(methods, start=1):
+            a = maps[m][r].sum(0)  # over channels
+            lim = max(float(np.abs(a).max()), 1e-12)
+            axes[r, c].imshow(a, cmap="bwr", vmin=-lim, vmax=lim)
+            if r == 0:
+                axes[r, c].set_title(m.replace("_", " "), fontsize=8)
+        shown.append({"test_row": i, "true": class_names[truth], "predicted": class_names[pred],
+                      "probability": round(float(probs[i, pred]), 4), "correct": bool(ok)})
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("attributions for the predicted class (red: for, blue: against)", fontsize=9)
+    _save(fig, path)
+    return {"kind": "image", "methods": list(methods), "examples": shown, "time_s": round(elapsed, 3),
+            "figure": path.name}
+
+
+def _score(model, X, y, task: str, batch_size: int = 4096) -> float:
+    """Minus the loss: cross-entropy (classification) or mean squared error (regression).
+
+    The loss, not the accuracy: it moves with every prediction's confidence, so features that
+    matter but rarely flip a decision still rank above those that do not matter.
+    """
+    import torch
+
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for s in range(0, len(X), batch_size):
+            outs.append(model(X[s:s + batch_size]).float())
+    out = torch.cat(outs)
+    if task == "classification":
+        return -float(torch.nn.functional.cross_entropy(out, y))
+    return -float((out.squeeze(-1) - y.float()).pow(2).mean())
+
+
+def permutation_importance(model, X, y, task: str, *, repeats: int = 5, seed: int = 0) -> dict[int, tuple[float, float]]:
+    """Feature index → (mean, std) over ``repeats`` of the loss increase when that column is shuffled."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    base = _score(model, X, y, task)
+    out = {}
+    for j in range(X.shape[1]):
+        drops = []
+        for _ in range(repeats):
+            Xp = X.clone()
+            Xp[:, j] = X[torch.as_tensor(rng.permutation(len(X)), device=X.device), j]
+            drops.append(base - _score(model, Xp, y, task))
+        out[j] = (float(np.mean(drops)), float(np.std(drops)))
+    return out
+
+
+def tabular_importance(model, X, y, task: str, feature_names: list[str], path: Path, *, repeats: int = 5,
+                       seed: int = 0, top: int = 20) -> dict:
+    """Permutation importance and mean |integrated gradients| per feature, as a ranked bar chart."""
+    import torch
+    from captum.attr import IntegratedGradients
+
+    from methodo.report.plots import _plt, _save
+
+    t0 = time.perf_counter()
+    device = next(model.parameters()).device
+    X, y = X.to(device).float(), y.to(device)
+    perm = permutation_importance(model, X, y, task, repeats=repeats, seed=seed)
+    model.eval()
+    with torch.enable_grad():
+        if task == "classification":
+            with torch.no_grad():
+                target = model(X).argmax(1)
+        else:
+            target = 0
+        ig = IntegratedGradients(model).attribute(X.clone().requires_grad_(True), baselines=0.0, target=target,
+                                                  n_steps=32)
+    ig_mean = ig.detach().abs().mean(0).cpu().numpy()
+    elapsed = time.perf_counter() - t0
+    order = sorted(range(X.shape[1]), key=lambda j: -perm[j][0])
+    ranked = [{"feature": feature_names[j] if j < len(feature_names) else f"x{j}",
+               "permutation_mean": round(perm[j][0], 6), "permutation_std": round(perm[j][1], 6),
+               "integrated_gradients": round(float(ig_mean[j]), 6)} for j in order]
+
+    plt = _plt()
+    show = ranked[:top][::-1]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(show) + 1.6))
+    names = [r["feature"] for r in show]
+    what = "cross-entropy" if task == "classification" else "MSE (standardized target)"
+    axes[0].barh(names, [r["permutation_mean"] for r in show], xerr=[r["permutation_std"] for r in show],
+                 color="#1565c0")
+    axes[0].set_title(f"permutation importance: {what} increase when shuffled (test)", fontsize=9)
+    axes[1].barh(names, [r["integrated_gradients"] for r in show], color="#e65100")
+    axes[1].set_title("mean |integrated gradients| (test)", fontsize=9)
+    for ax in axes:
+        ax.grid(alpha=0.3, axis="x")
+        ax.tick_params(axis="y", labelsize=7)
+    _save(fig, path)
+    return {"kind": "tabular", "features": ranked, "repeats": repeats, "time_s": round(elapsed, 3),
+            "figure": path.name}

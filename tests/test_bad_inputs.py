@@ -1,0 +1,141 @@
+"""The bad-input matrix: every case exits 2 with one `error:` line that names the problem (and the
+allowed choices where there are some), no traceback, and no run recorded as finished."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from methodo.cli import main
+
+from conftest import EXAMPLES
+
+GOOD = """\
+name: t
+data:
+  source: iris
+model:
+  name: mlp
+train:
+  epochs: 2
+  progress: false
+  optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+track:
+  mlflow: false
+"""
+
+
+def _csv(tmp: Path, text: str) -> str:
+    (tmp / "d.csv").write_text(text)
+    return f"name: t\ndata: {{source: csv, path: {tmp / 'd.csv'}, target: y}}\nmodel: {{name: mlp}}\n" \
+           "train: {epochs: 2, progress: false}\ntrack: {mlflow: false}\n"
+
+
+ROWS = "\n".join(f"{i},{i % 3}" for i in range(60))
+
+# (case id, config text or callable(tmp) -> text, extra CLI args, substrings the error must contain)
+CASES = [
+    # --- config
+    ("unknown key", GOOD.replace("epochs: 2", "epoch: 2"), [], ["train.epoch", "unknown key", "'epochs'"]),
+    ("unknown top-level key", GOOD + "trian: {}\n", [], ["trian", "unknown key", "'train'"]),
+    ("wrong type", GOOD.replace("epochs: 2", "epochs: two"), [], ["train.epochs", "valid integer", "'two'"]),
+    ("negative lr", GOOD.replace("lr: 0.05", "lr: -0.1"), [], ["train.optimizer.lr", "greater than 0"]),
+    ("epochs=0", GOOD, ["train.epochs=0"], ["train.epochs", "greater than or equal to 1"]),
+    ("unknown model", GOOD.replace("name: mlp", "name: vgg"), [], ["model.name", "'vgg'", "'cnn'", "'resnet'"]),
+    ("unknown optimizer", GOOD.replace("name: sgd", "name: adamx"), [], ["train.optimizer.name", "'adamax'"]),
+    ("unknown scheduler", GOOD, ["train.scheduler=cosine_restart"], ["train.scheduler.name", "'onecycle'"]),
+    ("unknown metric", GOOD, ["evaluate.metrics=[accuracy,acurracy]"], ["evaluate.metrics", "'acurracy'", "'f1'"]),
+    ("metric of another task", GOOD, ["evaluate.metrics=[mae]"], ["evaluate.metrics", "not a classification metric"]),
+    ("option of another optimizer", GOOD, ["train.optimizer.betas=[0.9,0.99]"], ["train.optimizer.betas", "'momentum'"]),
+    ("option value torch refuses", GOOD, ["train.optimizer.momentum=-1"], ["train.optimizer.momentum", "Invalid momentum"]),
+    ("rule needs its value", GOOD, ["evaluate.threshold.rule=target_recall"], ["evaluate.threshold.value", "needs a value"]),
+    ("task contradicts the data", GOOD, ["task=regression"], ["task", "classification dataset"]),
+    ("monitor not an epoch metric", GOOD, ["train.early_stopping.monitor=val_f2"], ["monitor", "'val_accuracy'"]),
+    ("empty file", "", [], ["config file is empty"]),
+    ("not a mapping", "- a\n", [], ["must be a mapping"]),
+    ("python tag", GOOD + "seed: !!python/object/apply:os.system ['true']\n", [], ["line 12", "plain YAML"]),
+    ("broken YAML", "name: [t\n", [], ["invalid YAML", "line"]),
+    ("bad override syntax", GOOD, ["train.epochs"], ["expected key=value"]),
+    ("run name escaping its dir", GOOD.replace("name: t", "name: ../../x"), [], ["name", "run dir"]),
+    ("cuda without a GPU", GOOD, ["train.device=cuda"], ["train.device", "no CUDA device"]),
+    # --- data
+    ("missing CSV file", lambda t: _csv(t, "") .replace("d.csv", "nope.csv"), [], ["nope.csv", "not found"]),
+    ("empty CSV", lambda t: _csv(t, ""), [], ["d.csv", "empty"]),
+    ("header-only CSV", lambda t: _csv(t, "a,y\n"), [], ["d.csv", "no rows"]),
+    ("missing target column", lambda t: _csv(t, "a,b\n1,2\n"), [], ["'y' not found", "'a' or 'b'"]),
+    ("NaN label", lambda t: _csv(t, "a,y\n" + ROWS + "\n7,\n"), [], ["row 62", "missing value in target column 'y'"]),
+    ("string in a numeric column", lambda t: _csv(t, "a,y\n" + ROWS + "\nseven,1\n"), [], ["row 62", "column 'a' is not numeric", "'seven'"]),
+    ("missing feature value", lambda t: _csv(t, "a,b,y\n1,,0\n" + "\n".join(f"{i},{i},{i % 2}" for i in range(40))), [], ["column 'b', row 2", "missing values", "impute"]),
+    ("no feature column", lambda t: _csv(t, "y\n1\n2\n"), [], ["no feature columns"]),
+    ("class absent from a split", lambda t: _csv(t, "a,y\n" + ROWS + "\n99,7\n").replace("source: csv", "source: csv, split: {method: random}"), [], ["class '7'", "absent from the", "'stratified'"]),
+    ("class too rare to stratify", lambda t: _csv(t, "a,y\n" + ROWS + "\n99,7\n"), [], ["data.split", "cannot split"]),
+    ("fractions that do not sum", GOOD.replace("source: iris", "source: iris\n  split: {val: 0.6, test: 0.4}"), [], ["data.split", "val + test"]),
+    # --- runtime
+    ("batch larger than the data", GOOD, ["train.batch_size=1000"], ["train.batch_size=1000", "at most"]),
+]
+
+
+@pytest.mark.parametrize("case,text,extra,needles", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_matrix(tmp_path, capsys, case, text, extra, needles):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text(tmp_path) if callable(text) else text)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main(["run", str(cfg), *extra, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run dir, no mlflow.db
+
+
+def test_matrix_has_at_least_30_cases():
+    assert len(CASES) + len(RUNTIME) >= 30
+
+
+def _file_parent(tmp):  # a "directory" that is a regular file: not even root can write there
+    (tmp / "afile").write_text("x")
+    return ["--out", str(tmp / "afile" / "run")], ["cannot write there"]
+
+
+def _run_dir_reused(tmp):
+    (tmp / "old").mkdir()
+    (tmp / "old" / "summary.json").write_text("{}")
+    return ["--out", str(tmp / "old")], ["already holds a run", "--resume"]
+
+
+RUNTIME = [("unwritable output dir", _file_parent), ("output dir holding a run", _run_dir_reused)]
+
+
+@pytest.mark.parametrize("case,make", RUNTIME, ids=[c[0] for c in RUNTIME])
+def test_runtime_bad_inputs(tmp_path, capsys, case, make):
+    (tmp_path / "c.yaml").write_text(GOOD)
+    args, needles = make(tmp_path)
+    code = main(["run", str(tmp_path / "c.yaml"), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "\n" not in err
+    for n in needles:
+        assert n in err
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_argument_errors_are_one_line(capsys):
+    for argv in (["run"], ["list", "everything"], ["frobnicate"], ["run", "--resume"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err.strip()
+        assert exc.value.code == 2 and err.startswith("error: ") and "\n" not in err, (argv, err)
+
+
+def test_other_commands_on_bad_dirs(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a run dir (no summary.json)" in capsys.readouterr().err
+    assert main(["run", "--resume", str(tmp_path)]) == 2
+    assert "not a run dir (no config.yaml)" in capsys.readouterr().err
+    (tmp_path / "summary.json").write_text("{not json")
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
