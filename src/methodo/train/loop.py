@@ -210,7 +210,9 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     loss_fn = loss_function(task, cw, tcfg.regularization.label_smoothing)
     eval_loss_fn = loss_function(task, cw)  # validation loss without smoothing: comparable across runs
     guard = tcfg.nan_guard
-    need_norm = reg.clips or guard.check_grads  # the pre-clip norm: logged every step when computed
+    # auto: when clipping computes the norm anyway, or when skipping (a NaN step would poison the weights)
+    check_grads = guard.check_grads if guard.check_grads is not None else (reg.clips or guard.policy == "skip")
+    need_norm = reg.clips or check_grads  # the pre-clip norm: logged every step when computed
 
     # 1. Optimizer, LR schedule (warmup + scheduler at its own frequency), early stopping, SWA.
     opt = build_optimizer(model.parameters(), oc.name, oc.lr, oc.options)
@@ -350,7 +352,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                         gnorm = grad_norm(reg.params, tcfg.clip.norm_type)
                         gv = gnorm.item()
                         result.grad_norms.append(gv)
-                        if not math.isfinite(gv) and guard.check_grads:
+                        if not math.isfinite(gv) and check_grads:
                             name = first_non_finite_grad(model) or "?"
                             if guard.policy == "stop":
                                 raise NonFiniteLoss(epoch, step, gv, tensor=f"gradient of {name}")
