@@ -53,7 +53,7 @@ def _setup(**train):
 
 
 def test_non_finite_gradient_stops_at_that_step_and_names_the_tensor(tmp_path):
-    cfg, data = _setup()
+    cfg, data = _setup(nan_guard={"check_grads": True})
     steps = math.ceil(104 / 16)  # 7 batches per epoch (iris train split: 104 rows)
     net = Saboteur(bad_calls={steps * 2 + 3})  # epoch 3, step 3
     seen = {}
@@ -76,12 +76,22 @@ def test_non_finite_gradient_stops_at_that_step_and_names_the_tensor(tmp_path):
     assert all(torch.isfinite(p).all() for p in net.parameters())
 
 
-def test_gradient_check_can_be_turned_off():
-    cfg, data = _setup(nan_guard={"check_grads": False}, epochs=1)
-    net = Saboteur(bad_calls={3})
-    with pytest.raises(NonFiniteLoss) as exc:  # the NaN reaches the weight; caught at the next loss or epoch end
-        fit(net, data, cfg.train, seed=0)
-    assert exc.value.step > 3 or exc.value.tensor.startswith("weight")
+def test_unchecked_gradient_is_caught_before_any_checkpoint(tmp_path):
+    cfg, data = _setup()  # default: gradients unchecked (no clipping, policy stop)
+    net = Saboteur(bad_calls={7 + 3})  # epoch 2, step 3
+    # the NaN reaches trap.w, which no later loss uses: the weight check at the end of epoch 2 stops it
+    with pytest.raises(NonFiniteLoss) as exc:
+        fit(net, data, cfg.train, seed=0, ckpt_dir=tmp_path)
+    assert (exc.value.epoch, exc.value.step, exc.value.tensor) == (2, 7, "weight trap.w")
+    assert load_checkpoint(tmp_path / "last.safetensors")[2]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in load_checkpoint(tmp_path / "last.safetensors")[0].values())
+
+
+def test_clipping_turns_the_gradient_check_on():
+    cfg, data = _setup(clip={"norm": 1.0}, epochs=1)
+    with pytest.raises(NonFiniteLoss) as exc:
+        fit(Saboteur(bad_calls={3}), data, cfg.train, seed=0)
+    assert (exc.value.step, exc.value.tensor) == (3, "gradient of trap.w")
 
 
 @pytest.mark.parametrize("kind", ["grad", "loss"])

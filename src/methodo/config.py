@@ -281,7 +281,10 @@ class ClipConfig(_Strict):
 class NanGuardConfig(_Strict):
     policy: Literal["stop", "skip"] = Field(
         "stop", description="On a non-finite loss or gradient: stop the run (exit 3) or skip the batch.")
-    check_grads: bool = Field(True, description="Check the gradients too (one norm per step).")
+    check_grads: bool | None = Field(
+        None, description="Check the gradients before each optimizer step (one norm per step); null: when "
+        "clipping computes the norm anyway or the policy is skip. Unchecked, a NaN gradient is caught by the "
+        "next step's loss and the per-epoch weight check, before any checkpoint.")
     max_skips: int = Field(
         10, ge=1, description="With policy skip: stop after this many consecutive skipped batches.")
 
@@ -335,9 +338,6 @@ class TrainConfig(_Strict):
         if self.snapshot_ensemble and self.scheduler.name != "cosine_restarts":
             raise _KeyError("train.snapshot_ensemble", "snapshot ensembles need cycles: use "
                             f"train.scheduler.name=cosine_restarts (got {self.scheduler.name!r})")
-        if self.swa is not None and self.swa.start >= 1 and self.swa.start > self.epochs:
-            raise _KeyError("train.swa.start", f"SWA would start at epoch {self.swa.start:g}, after the last "
-                            f"epoch ({self.epochs}); use an epoch <= {self.epochs} or a fraction < 1")
         if self.optimizer.name == "lbfgs":  # steps through a closure that re-evaluates the loss
             for key, on in (("train.accumulate", self.accumulate > 1), ("train.clip.norm", self.clip.norm),
                             ("train.clip.value", self.clip.value), ("train.swa", self.swa is not None),

@@ -210,7 +210,9 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     loss_fn = loss_function(task, cw, tcfg.regularization.label_smoothing)
     eval_loss_fn = loss_function(task, cw)  # validation loss without smoothing: comparable across runs
     guard = tcfg.nan_guard
-    need_norm = reg.clips or guard.check_grads  # the pre-clip norm: logged every step when computed
+    # auto: when clipping computes the norm anyway, or when skipping (a NaN step would poison the weights)
+    check_grads = guard.check_grads if guard.check_grads is not None else (reg.clips or guard.policy == "skip")
+    need_norm = reg.clips or check_grads  # the pre-clip norm: logged every step when computed
     # Data-stage hooks: per-row draw weights (data.balance: weighted_sampler) and the training-only
     # batch augmentation (data.augment). Both absent by default.
     sample_weights = getattr(data, "sample_weights", None)
@@ -362,7 +364,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                         gnorm = grad_norm(reg.params, tcfg.clip.norm_type)
                         gv = gnorm.item()
                         result.grad_norms.append(gv)
-                        if not math.isfinite(gv) and guard.check_grads:
+                        if not math.isfinite(gv) and check_grads:
                             name = first_non_finite_grad(model) or "?"
                             if guard.policy == "stop":
                                 raise NonFiniteLoss(epoch, step, gv, tensor=f"gradient of {name}")
