@@ -125,7 +125,9 @@ def text_perplexity(model, tokenizer, text: str, *, window: int, stride: int) ->
     mean = nll / scored
     return {"tokens": len(ids), "scored_tokens": scored, "windows": n_windows, "window": window, "stride": stride,
             "nll": nll, "perplexity": math.exp(mean), "bits_per_token": mean / math.log(2),
-            "bits_per_byte": nll / math.log(2) / len(text.encode("utf-8"))}
+            # per byte: the mean over scored tokens, spread over the text's bytes (comparable across tokenizers;
+            # non-overlapping chunks leave some tokens unscored, so the summed NLL alone would be too low)
+            "bits_per_byte": mean * len(ids) / math.log(2) / len(text.encode("utf-8"))}
 
 
 # --------------------------------------------------------------------------- lm-evaluation-harness
