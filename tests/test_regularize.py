@@ -134,7 +134,7 @@ def _setup(**train):
 
 
 def _weight_rms(net):
-    return math.sqrt(sum(float(w.pow(2).sum()) for w in decayed(net)) / sum(w.numel() for w in decayed(net)))
+    return math.sqrt(sum(float(w.detach().pow(2).sum()) for w in decayed(net)) / sum(w.numel() for w in decayed(net)))
 
 
 @pytest.mark.parametrize("reg", [{"l2": 0.5}, {"l1": 0.05}, {"decoupled_wd": 2.0}, {"max_norm": 0.3}])

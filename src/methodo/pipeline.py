@@ -445,13 +445,18 @@ def _write_steps_csv(path: Path, res, n_train: int, tcfg) -> None:
     from methodo.train.loop import batches_per_epoch
 
     per_epoch = math.ceil(batches_per_epoch(n_train, tcfg.batch_size) / tcfg.accumulate)
+    skipped: dict[int, int] = {}
+    for sk in res.skipped_batches:  # a skipped batch took no optimizer step
+        skipped[sk["epoch"]] = skipped.get(sk["epoch"], 0) + 1
+    epochs = [e for e in range(1, res.epochs_run + 1) for _ in range(per_epoch - skipped.get(e, 0))]
     norms = res.grad_norms if len(res.grad_norms) == len(res.lrs) else [None] * len(res.lrs)
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["step", "epoch", "lr", "loss", "grad_norm"])
         for i, (lr, loss, g) in enumerate(zip(res.lrs, res.losses, norms)):
-            w.writerow([i + 1, i // per_epoch + 1, f"{lr:.6g}", f"{loss:.6g}", "" if g is None else f"{g:.6g}"])
+            w.writerow([i + 1, epochs[i] if i < len(epochs) else "", f"{lr:.6g}", f"{loss:.6g}",
+                        "" if g is None else f"{g:.6g}"])
     tmp.replace(path)
 
 
