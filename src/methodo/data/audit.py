@@ -218,7 +218,8 @@ def duplicates_across_splits(f: AuditFacts) -> Finding | None:
         if a not in sets or b not in sets:
             continue
         common = [k for k in sets[b] if k in sets[a]]
-        pairs[f"{a}_{b}"] = sum(int(np.sum(h[f.indices[b]] == k)) for k in common) if common else 0
+        shared = set(common)
+        pairs[f"{a}_{b}"] = sum(1 for i in f.indices[b] if h[i] in shared)  # rows of b with a copy in a
         for k in common[: MAX_EXAMPLES - len(examples)]:
             examples.append({a: f.at(sets[a][k]), b: f.at(sets[b][k])})
     if not any(pairs.values()):
