@@ -9,11 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 # Small and fast: a few epochs, no MLflow, no progress bar.
 FAST = ["train.epochs=2", "track.mlflow=false", "train.progress=false"]
+
+_TORCH_THREADS = torch.get_num_threads()  # torch's default on this machine, before any test changes it
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +24,10 @@ def _in_tmp_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     yield
+    # A test that calls torch.set_num_threads must not change the float summation order (and so the
+    # last digits of the metrics) of the tests after it: the CLI-vs-API equality test compares bits.
+    if torch.get_num_threads() != _TORCH_THREADS:
+        torch.set_num_threads(_TORCH_THREADS)
 
 
 def write_yaml(path: Path, text: str) -> Path:

@@ -191,3 +191,15 @@ def test_breast_cancer_example_reaches_auc_098(tmp_path):
     res = methodo.run(str(EXAMPLES / "breast_cancer.yaml"), ["track.mlflow=false", "train.progress=false"],
                       out=tmp_path / "bc")
     assert res.metrics["test"]["roc_auc"] >= 0.98
+
+
+def test_train_threads_applies_to_its_run_only(tmp_path):
+    """`train.threads` must not leak: a later in-process run with threads: null keeps the caller's count."""
+    import torch
+
+    import methodo
+
+    before = torch.get_num_threads()
+    methodo.run(EXAMPLES / "iris.yaml", overrides=[*FAST, "train.epochs=1", "train.threads=1",
+                                                   "evaluate.bootstrap=0"], out=tmp_path / "r")
+    assert torch.get_num_threads() == before

@@ -7,6 +7,7 @@ so a bad input leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -158,6 +159,24 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
     >>> res.metrics["test"]["accuracy"] > 0.8                                  # doctest: +SKIP
     True
     """
+    with _torch_threads_kept():
+        return _run(config, overrides, out=out, resume=resume)
+
+
+@contextlib.contextmanager
+def _torch_threads_kept():
+    """``train.threads`` applies to this run only: the caller's torch thread count comes back after."""
+    import torch
+
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+
+def _run(config, overrides, *, out, resume) -> RunResult:
     import numpy as np
 
     from methodo import diagnose as dg
@@ -416,6 +435,11 @@ def lr_find(config: str | Path | Config, overrides: list[str] | tuple[str, ...] 
     """
     from methodo.train.lr_find import lr_range_test, write
 
+    with _torch_threads_kept():
+        return _lr_find(config, overrides, out=out, lr_range_test=lr_range_test, write=write)
+
+
+def _lr_find(config, overrides, *, out, lr_range_test, write):
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     cfg, ds, data, class_weights, model = prepare_run(cfg)
     tcfg = cfg.train
