@@ -33,6 +33,33 @@ def _csv(tmp: Path, text: str) -> str:
            "train: {epochs: 2, progress: false}\ntrack: {mlflow: false}\n"
 
 
+def _images(tmp: Path, spoil=None) -> str:
+    """A real PNG image folder (2 classes × 12 gray 8×8 images); ``spoil(folder)`` then breaks it."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp / "imgs"
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), "L").save(root / c / f"{i}.png")
+    if spoil:
+        spoil(root)
+    return f"name: t\ndata: {{source: imagefolder, path: {root}}}\nmodel: {{name: cnn}}\n" \
+           "train: {epochs: 2, progress: false}\ntrack: {mlflow: false}\n"
+
+
+def _truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[:60])
+
+
+def _bigger(p: Path) -> None:
+    from PIL import Image
+
+    Image.new("L", (12, 10), 128).save(p)
+
+
 ROWS = "\n".join(f"{i},{i % 3}" for i in range(60))
 
 # (case id, config text or callable(tmp) -> text, extra CLI args, substrings the error must contain)
@@ -72,6 +99,11 @@ CASES = [
     ("class absent from a split", lambda t: _csv(t, "a,y\n" + ROWS + "\n99,7\n").replace("source: csv", "source: csv, split: {method: random}"), [], ["class '7'", "absent from the", "'stratified'"]),
     ("class too rare to stratify", lambda t: _csv(t, "a,y\n" + ROWS + "\n99,7\n"), [], ["data.split", "cannot split"]),
     ("fractions that do not sum", GOOD.replace("source: iris", "source: iris\n  split: {val: 0.6, test: 0.4}"), [], ["data.split", "val + test"]),
+    ("corrupt image", lambda t: _images(t, lambda r: _truncate(r / "b" / "3.png")), [], ["b/3.png", "truncated"]),
+    ("0-byte image", lambda t: _images(t, lambda r: (r / "a" / "5.png").write_bytes(b"")), [], ["a/5.png", "0-byte file"]),
+    ("text named .png", lambda t: _images(t, lambda r: (r / "a" / "2.png").write_text("hello")), [], ["a/2.png", "not an image"]),
+    ("mixed image sizes", lambda t: _images(t, lambda r: _bigger(r / "b" / "7.png")), [], ["different sizes", "b/7.png is 12×10", "data.image_size"]),
+    ("wrong channels", _images, ["data.channels=4"], ["data.channels", "'1'", "'3'", "'auto'"]),
     # --- runtime
     ("batch larger than the data", GOOD, ["train.batch_size=1000"], ["train.batch_size=1000", "at most"]),
 ]
