@@ -20,8 +20,8 @@ from methodo.train.monitor import WeightMonitor
 from conftest import EXAMPLES, FAST
 
 
-def _setup(epochs, **train):
-    cfg = validate({"data": {"source": "digits"}, "model": {"name": "cnn", "width": 8}, "seed": 0,
+def _setup(epochs, augment=None, **train):
+    cfg = validate({"data": {"source": "digits", "augment": augment}, "model": {"name": "cnn", "width": 8}, "seed": 0,
                     "train": {"epochs": epochs, "batch_size": 64, "progress": False, "early_stopping": None,
                               "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}, **train}})
     ds = load_dataset(cfg.data)
@@ -67,6 +67,20 @@ def test_resume_is_bit_exact_with_every_stateful_feature(tmp_path):
     assert full.swa_epochs == resumed.swa_epochs == 2
     assert all(torch.equal(full.swa_weights[k], resumed.swa_weights[k]) for k in full.swa_weights)
     assert [r["val_loss"] for r in full.history] == [r["val_loss"] for r in resumed.history]
+
+
+def test_resume_is_bit_exact_with_augmentation(tmp_path):
+    """The augmentation generator is part of the saved state: a resumed run draws the same crops and flips."""
+    aug = [{"rotation": {"degrees": 15}}, {"random_resized_crop": {"scale": [0.7, 1.0]}}]
+    weights = {}
+    for run, epochs, resume in (("a", 3, False), ("b", 1, False), ("b", 3, True)):
+        cfg, data, net = _setup(epochs, augment=aug, monitor={"enabled": False})
+        assert data.augment is not None and data.augment.steps
+        torch.manual_seed(0 if not resume else 99)
+        (tmp_path / run).mkdir(exist_ok=True)
+        fit(net, data, cfg.train, seed=0, ckpt_dir=tmp_path / run, resume_from=tmp_path / run if resume else None)
+        weights[run] = load_checkpoint(tmp_path / run / "last.safetensors")[0]
+    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
 
 
 def test_swa_averages_weights_and_owns_the_lr_from_its_start():

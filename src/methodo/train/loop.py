@@ -257,6 +257,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
         np.random.set_state(state["rng_numpy"])
         random.setstate(state["rng_python"])
         shuffle.set_state(state["rng_shuffle"])
+        if augment is not None and state.get("rng_augment") is not None:  # the same augmentations from here on
+            augment.generator.set_state(state["rng_augment"])
         stopper.best, stopper.bad_epochs = state["stopper_best"], state["stopper_bad_epochs"]
         result.history, result.lrs = state["history"], state["lrs"]
         result.losses, result.grad_norms = state["losses"], state["grad_norms"]
@@ -437,6 +439,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                     "epoch": epoch, "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
                     "rng_torch": torch.get_rng_state(), "rng_numpy": np.random.get_state(),
                     "rng_python": random.getstate(), "rng_shuffle": shuffle.get_state(),
+                    "rng_augment": augment.generator.get_state() if augment is not None else None,
                     "stopper_best": stopper.best, "stopper_bad_epochs": stopper.bad_epochs,
                     "history": result.history, "lrs": result.lrs, "losses": result.losses,
                     "grad_norms": result.grad_norms, "skipped_batches": result.skipped_batches,
