@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import EXAMPLES, FAST, cli
+from conftest import EXAMPLES, FAST, cli, cli_inproc
 
 
 @pytest.mark.parametrize("what,expect", [
@@ -51,13 +51,15 @@ def test_report_rerenders_from_the_run_dir(tmp_path):
     assert bad.returncode == 2 and "not a run dir" in bad.stderr
 
 
-def test_resume_continues_a_run(tmp_path):
+def test_resume_continues_a_run(tmp_path, capsys):
     out = tmp_path / "r"
-    assert cli("run", str(EXAMPLES / "iris.yaml"), *FAST, "train.early_stopping=null", "--out", str(out)).returncode == 0
-    res = cli("run", "--resume", str(out), "train.epochs=4")
-    assert res.returncode == 0, res.stderr
+    code, _, err = cli_inproc(capsys, "run", str(EXAMPLES / "iris.yaml"), *FAST, "train.early_stopping=null",
+                              "evaluate.bootstrap=0", "--out", str(out))
+    assert code == 0, err
+    code, _, err = cli_inproc(capsys, "run", "--resume", str(out), "train.epochs=4")
+    assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs_run"] == 4 and summary["resumed"] is True
     assert (out / "metrics.csv").read_text().count("\n") == 5  # header + 4 epochs
-    bad = cli("run", "--resume", str(tmp_path))
-    assert bad.returncode == 2 and "not a run dir (no config.yaml)" in bad.stderr
+    code, _, err = cli_inproc(capsys, "run", "--resume", str(tmp_path))
+    assert code == 2 and "not a run dir (no config.yaml)" in err

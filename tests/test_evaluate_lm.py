@@ -14,7 +14,7 @@ pytest.importorskip("lm_eval")
 
 from methodo.evaluate.lm import leaderboard_rows, load_hf_causal, sliding_window_nll  # noqa: E402
 
-from conftest import cli  # noqa: E402
+from conftest import cli, cli_inproc  # noqa: E402
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
@@ -98,15 +98,15 @@ def test_public_suite_without_its_data_is_a_clear_error(tiny_gpt2):
     assert "Traceback" not in res.stderr
 
 
-def test_bad_inputs_exit_2_with_one_line(tiny_gpt2, tmp_path):
+def test_bad_inputs_exit_2_with_one_line(tiny_gpt2, tmp_path, capsys):
     cases = [((tiny_gpt2, "--tasks", "arc_chalenge"), "unknown lm-eval task 'arc_chalenge'; did you mean 'arc_challenge'"),
              ((tmp_path, "--tasks", "methodo_science_mc"), "not a Hugging Face model folder (no config.json)"),
              ((tiny_gpt2,), "give --tasks TASK ... and/or --perplexity FILE"),
              ((tiny_gpt2, "--perplexity", tmp_path / "missing.txt"), "file not found")]
-    for args, needle in cases:
-        res = _run(*args)
-        assert res.returncode == 2, (args, res.stderr[-1000:])
-        assert needle in res.stderr and "Traceback" not in res.stderr
+    for args, needle in cases:  # in process: each is refused before any model or data set loads
+        code, _, err = cli_inproc(capsys, "evaluate-lm", *map(str, args))
+        assert code == 2, (args, err[-1000:])
+        assert needle in err and "Traceback" not in err and err.strip().startswith("error: ")
 
 
 def test_sliding_window_scores_every_token_once_with_the_right_context(tiny_gpt2):

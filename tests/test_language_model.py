@@ -19,7 +19,7 @@ from methodo.evaluate.baselines import baseline_metrics
 from methodo.evaluate.metrics import perplexity_from_logits
 from methodo.models import MODELS, build_model, model_tasks
 
-from conftest import EXAMPLES, cli
+from conftest import EXAMPLES, cli, cli_inproc
 
 LM_MODELS = [n for n in MODELS.names() if "language_modeling" in model_tasks(n)]
 TINY = ["data.options.seq_len=32", "data.options.max_chars=20000", "model.hidden=32", "model.embed=16",
@@ -170,12 +170,12 @@ def test_methodo_run_language_model_end_to_end(tmp_path):
     assert 'id="in-vs-out"' in html and "model (out-of-domain)" in html and "Sample (temperature" in html
 
 
-def test_language_model_config_errors(tmp_path):
+def test_language_model_config_errors(tmp_path, capsys):
     for over, needle in (("model.name=mlp", "model.name: model 'mlp' does classification or regression, "
                                             "not language_modeling; choose 'gru' or 'transformer'"),
                          ("data.options.seq_len=1", "python_docs needs seq_len >= 2"),
                          ("train.early_stopping.monitor=val_accuracy", "choose one of")):
-        res = cli("run", str(EXAMPLES / "text_gru.yaml"), *TINY, over, "--out", str(tmp_path / "x"))
-        assert res.returncode == 2, (over, res.stderr)
-        assert needle in res.stderr and "Traceback" not in res.stderr
+        code, _, err = cli_inproc(capsys, "run", str(EXAMPLES / "text_gru.yaml"), *TINY, over, "--out", str(tmp_path / "x"))
+        assert code == 2, (over, err)
+        assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "x").exists()

@@ -17,7 +17,7 @@ from methodo.evaluate.baselines import baseline_metrics
 from methodo.evaluate.metrics import per_class_iou, segmentation_tables
 from methodo.models import MODELS, build_model, model_tasks
 
-from conftest import EXAMPLES, cli
+from conftest import EXAMPLES, cli, cli_inproc
 
 SEG_METRICS = [e.name for e in METRICS.entries() if e.meta["task"] == "segmentation"]
 SMALL = ["data.options.n=48", "data.options.size=16", "train.epochs=2", "train.batch_size=8",
@@ -190,12 +190,12 @@ def test_methodo_run_segmentation_end_to_end(tmp_path):
     assert "Test images, true masks and predicted masks" in html and "<th>IoU</th>" in html
 
 
-def test_segmentation_config_errors_name_the_key(tmp_path):
+def test_segmentation_config_errors_name_the_key(tmp_path, capsys):
     for over, needle in (("model.name=cnn", "model.name: model 'cnn' does classification or regression, "
                                             "not segmentation; choose 'fcn' or 'unet'"),
                          ("data.options.colours=3", "data.options.colours: option not accepted by dataset 'shapes'"),
                          ("data.options.n=2", "shapes needs n >= 3")):
-        res = cli("run", str(EXAMPLES / "shapes_unet.yaml"), *SMALL, over, "--out", str(tmp_path / "x"))
-        assert res.returncode == 2, (over, res.stderr)
-        assert needle in res.stderr and "Traceback" not in res.stderr
+        code, _, err = cli_inproc(capsys, "run", str(EXAMPLES / "shapes_unet.yaml"), *SMALL, over, "--out", str(tmp_path / "x"))
+        assert code == 2, (over, err)
+        assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "x").exists()

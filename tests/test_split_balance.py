@@ -229,7 +229,8 @@ def test_smote_and_class_weights_raise_minority_recall_over_none(imbalanced):
     recall = {}
     for seed in (0, 1):
         for b in ("none", "class_weights", "smote"):
-            res = methodo.run(str(cfg), [f"data.balance={b}", f"seed={seed}", *FAST], out=d / f"{b}-{seed}")
+            res = methodo.run(str(cfg), [f"data.balance={b}", f"seed={seed}", *FAST, "evaluate.bootstrap=0",
+                                          "explain.enabled=false"], out=d / f"{b}-{seed}")
             per = {r["class"]: r["recall"] for r in res.summary["tables"]["test"]["per_class"]}
             recall[b, seed] = per["malignant"]
             splits = res.summary["data"]["splits"]
