@@ -198,7 +198,6 @@ def run_indexing(model, data, cfg, seed):
 
 def run_lightning(model, data, cfg, seed):
     import lightning as L
-    import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
 

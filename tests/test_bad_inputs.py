@@ -3,14 +3,12 @@ allowed choices where there are some), no traceback, and no run recorded as fini
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from methodo.cli import main
 
-from conftest import EXAMPLES
 
 GOOD = """\
 name: t

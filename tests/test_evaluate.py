@@ -135,9 +135,9 @@ def test_intervals_threshold_and_undefined_land_in_summary(tmp_path):
     import methodo
     from conftest import EXAMPLES, FAST
 
-    res = methodo.run(str(EXAMPLES / "breast_cancer.yaml"),
-                      ["train.epochs=4", "evaluate.bootstrap=50", "evaluate.threshold.rule=target_recall",
-                       "evaluate.threshold.value=0.99", *FAST[1:]], out=tmp_path / "bc")
+    methodo.run(str(EXAMPLES / "breast_cancer.yaml"),
+                ["train.epochs=4", "evaluate.bootstrap=50", "evaluate.threshold.rule=target_recall",
+                 "evaluate.threshold.value=0.99", *FAST[1:]], out=tmp_path / "bc")
     s = json.loads((tmp_path / "bc" / "summary.json").read_text())
     for k, v in s["metrics"]["test"].items():
         lo, hi = s["intervals"]["test"][k]

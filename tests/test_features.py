@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import methodo
-from methodo.config import load_config, validate
+from methodo.config import validate
 from methodo.data import load_dataset, prepare
 from methodo.data.features import FEATURES, build_pipeline, load_pipeline, save_pipeline
 from methodo.errors import BadInput, ConfigError, DataError

@@ -8,6 +8,7 @@ import json
 import pytest
 
 import methodo
+from methodo.config import load_config
 from methodo.pipeline import RunResult
 from methodo.train.checkpoint import load_checkpoint
 
@@ -54,7 +55,7 @@ def test_resolved_config_is_saved_with_defaults(digits_run):
 def test_checkpoints_load_safely_and_test_uses_best_weights(digits_run):
     import torch
 
-    from methodo.evaluate import compute_metrics, predict
+    from methodo.data import load_dataset, prepare
     from methodo.models import build_model
 
     weights, state, meta = load_checkpoint(digits_run.run_dir / "checkpoints" / "best.safetensors")
@@ -63,10 +64,18 @@ def test_checkpoints_load_safely_and_test_uses_best_weights(digits_run):
     assert last_state["epoch"] == 3 and "optimizer" in last_state
     net = build_model("cnn", input_shape=(1, 8, 8), n_outputs=10, kind="image", width=32, dropout=0.25)
     net.load_state_dict(weights)
-    # re-evaluate the test rows from predictions_test.csv with the best weights: same accuracy
+    # the best weights, re-applied to the test split rebuilt from the saved config, give exactly the
+    # predictions written in predictions_test.csv and the reported test accuracy
+    cfg = load_config(digits_run.run_dir / "config.yaml")
+    ds = load_dataset(cfg.data)
+    X, y = prepare(ds, cfg.data, cfg.seed).tensors["test"]
+    net.eval()
+    with torch.no_grad():
+        pred = net(X).argmax(1)
     rows = list(csv.DictReader((digits_run.run_dir / "predictions_test.csv").open()))
-    acc = sum(r["true"] == r["predicted"] for r in rows) / len(rows)
-    assert acc == pytest.approx(digits_run.metrics["test"]["accuracy"])
+    assert [r["predicted"] for r in rows] == [ds.class_names[i] for i in pred.tolist()]
+    assert [r["true"] for r in rows] == [ds.class_names[i] for i in y.tolist()]
+    assert (pred == y).double().mean().item() == pytest.approx(digits_run.metrics["test"]["accuracy"])
 
 
 def test_cli_and_api_give_the_same_numbers(tmp_path, digits_run):
