@@ -49,6 +49,29 @@ def test_underfitting_regression_uses_r2():
     assert diagnose(f) == []
 
 
+def test_noise_or_bias_asks_a_flexible_reference():
+    """High train error close to val: bias if a flexible model does clearly better on val, noise if not."""
+    f = Facts(task="regression", history=[{"epoch": 1, "train_loss": 1, "val_loss": 1}],
+              metrics={"train": {"r2": 0.55}, "val": {"r2": 0.52}},
+              reference={"model": "HistGradientBoostingRegressor", "metric": "r2", "train": 0.80, "val": 0.53})
+    (found,) = diagnose(f)
+    assert found.id == "noise_floor" and found.severity == "low"
+    assert found.evidence == {"train_r2": 0.55, "val_r2": 0.52, "reference_train_r2": 0.8, "reference_val_r2": 0.53}
+    f.reference = {**f.reference, "val": 0.90}  # the reference finds what the network misses: bias
+    (found,) = diagnose(f)
+    assert found.id == "underfitting" and found.evidence["reference_val_r2"] == 0.9
+    f.reference = None  # no reference (images, text): the old rule alone
+    assert [x.id for x in diagnose(f)] == ["underfitting"]
+    f.metrics = {"train": {"r2": 0.9}, "val": {"r2": 0.85}}  # no high error: neither
+    f.reference = {"model": "x", "metric": "r2", "train": 0.9, "val": 0.8}
+    assert diagnose(f) == []
+    c = Facts(task="classification", history=_hist([2.0, 1.9], [2.0, 1.95], [0.30, 0.70], [0.31, 0.69]),
+              reference={"model": "HistGradientBoostingClassifier", "metric": "accuracy", "train": 0.9, "val": 0.70})
+    assert [x.id for x in diagnose(c)] == ["noise_floor"]
+    c.reference = {**c.reference, "val": 0.95}
+    assert [x.id for x in diagnose(c)] == ["underfitting"]
+
+
 def test_constant_predictions_fires_for_a_cat_says_cat_model():
     f = Facts(task="classification", test_pred=np.zeros(50, int), test_true=np.arange(50) % 3)
     (found,) = diagnose(f)

@@ -370,6 +370,8 @@ class EvaluateConfig(_Strict):
     bootstrap: int = Field(300, ge=0, description="Bootstrap resamples for the test intervals (0: none).")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the bootstrap intervals.")
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig, description="Binary threshold rule.")
+    reference: bool = Field(True, description="Tables: fit a gradient-boosting reference on the same features, "
+                            "so a high error is diagnosed as bias (underfitting) or noise (noise_floor).")
 
     @field_validator("metrics")
     @classmethod

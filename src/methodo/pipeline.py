@@ -337,6 +337,14 @@ def _run(config, overrides, *, out, resume) -> RunResult:
                                        class_names=ds.class_names, ecfg=cfg.evaluate, seed=cfg.seed))
         for split in ("test", *ds.extra):
             tracker.log_metrics({f"{split}_{k}": v for k, v in summary["metrics"][split].items()})
+        reference = None
+        if cfg.evaluate.reference and ds.kind == "tabular" and ds.task in ("classification", "regression"):
+            from methodo.evaluate.baselines import reference_model  # noise or bias? (the finding decides)
+
+            reference = reference_model(ds.task, data.inputs("train").numpy(), data.raw_y["train"],
+                                        data.inputs("val").numpy(), data.raw_y["val"], seed=cfg.seed)
+            if reference is not None:
+                summary["reference"] = reference
 
         # 5b. Free ensembles beside the single best model: snapshots (averaged predictions), SWA.
         summary["ensembles"] = _evaluate_ensembles(model, res, data, ds, cfg, inv)
@@ -358,7 +366,7 @@ def _run(config, overrides, *, out, resume) -> RunResult:
             oos_proba=np.concatenate([preds["val"], preds["test"]]) if classify else None,
             oos_true=np.concatenate([data.raw_y["val"], data.raw_y["test"]]),
             oos_rows=np.concatenate([data.indices["val"], data.indices["test"]]),
-            monitor=res.monitor, skipped_batches=res.skipped_batches)
+            monitor=res.monitor, skipped_batches=res.skipped_batches, reference=reference)
         findings = sorted(data_findings + dg.diagnose(facts), key=lambda x: dg.SEVERITY_ORDER.get(x.severity, 9))
         summary["findings"] = [f.to_dict() for f in findings]
 

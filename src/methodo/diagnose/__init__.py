@@ -57,6 +57,8 @@ class Facts:
     lr: float | None = None
     monitor: list[dict] = field(default_factory=list)  # per-epoch weight/gradient stats (train.monitor)
     skipped_batches: list[dict] = field(default_factory=list)  # batches the NaN guard skipped
+    # a flexible scikit-learn model on the same table (evaluate.baselines.reference_model): noise or bias?
+    reference: dict | None = None
 
 
 def finding(id: str, help: str):
@@ -94,27 +96,68 @@ def overfitting(f: Facts) -> Finding | None:
     return None
 
 
-@finding("underfitting", "high bias: training error is high and close to validation error")
-def underfitting(f: Facts) -> Finding | None:
+def _high_bias(f: Facts) -> tuple[str, float, float] | None:
+    """``(metric, train, val)`` when the training score is poor and close to val (high bias, or noise)."""
     if not f.history:
         return None
-    last = f.history[-1]
     if f.task == "classification":
-        tr_err, va_err = 1 - last.get("train_accuracy", 1), 1 - last.get("val_accuracy", 1)
-        if tr_err >= 0.15 and va_err - tr_err < 0.05:
-            return Finding(
-                "underfitting", "high", "The model underfits: it does not even fit the training data",
-                {"train_error": round(tr_err, 4), "val_error": round(va_err, 4), "epochs": last["epoch"]},
-                "Increase capacity (wider/deeper model), train longer, raise the learning rate "
-                "(see `methodo lr-find`), or reduce regularization.")
-        return None
-    tr, va = f.metrics.get("train", {}).get("r2"), f.metrics.get("val", {}).get("r2")
-    if tr is not None and va is not None and tr < 0.6 and tr - va < 0.1:
-        return Finding(
-            "underfitting", "medium", "The model underfits: it explains little of the training target",
-            {"train_r2": round(tr, 4), "val_r2": round(va, 4)},
-            "Increase capacity, train longer, tune the learning rate, or add informative features.")
+        last = f.history[-1]
+        tr, va = last.get("train_accuracy", 1), last.get("val_accuracy", 1)
+        return ("accuracy", tr, va) if 1 - tr >= 0.15 and (1 - va) - (1 - tr) < 0.05 else None
+    if f.task == "regression":
+        tr, va = f.metrics.get("train", {}).get("r2"), f.metrics.get("val", {}).get("r2")
+        if tr is not None and va is not None and tr < 0.6 and tr - va < 0.1:
+            return "r2", tr, va
     return None
+
+
+# The reference must beat the network on val by this much for the error to count as removable bias.
+_REFERENCE_MARGIN = {"accuracy": 0.02, "r2": 0.03}
+
+
+def _reference_no_better(f: Facts, metric: str, val: float) -> bool:
+    ref = f.reference
+    return bool(ref) and ref.get("metric") == metric and ref["val"] <= val + _REFERENCE_MARGIN[metric]
+
+
+@finding("underfitting", "high bias: training error is high and close to validation error")
+def underfitting(f: Facts) -> Finding | None:
+    hb = _high_bias(f)
+    if hb is None:
+        return None
+    metric, tr, va = hb
+    if _reference_no_better(f, metric, va):
+        return None  # a flexible model does no better: noise, not bias (see noise_floor)
+    ref = {} if not f.reference else {f"reference_val_{metric}": round(f.reference["val"], 4),
+                                      "reference_model": f.reference["model"]}
+    if metric == "accuracy":
+        return Finding(
+            "underfitting", "high", "The model underfits: it does not even fit the training data",
+            {"train_error": round(1 - tr, 4), "val_error": round(1 - va, 4), "epochs": f.history[-1]["epoch"], **ref},
+            "Increase capacity (wider/deeper model), train longer, raise the learning rate "
+            "(see `methodo lr-find`), or reduce regularization.")
+    return Finding(
+        "underfitting", "medium", "The model underfits: it explains little of the training target",
+        {"train_r2": round(tr, 4), "val_r2": round(va, 4), **ref},
+        "Increase capacity, train longer, tune the learning rate, or add informative features.")
+
+
+@finding("noise_floor", "noise, not bias: training error is high, but a flexible reference model does no better")
+def noise_floor(f: Facts) -> Finding | None:
+    hb = _high_bias(f)
+    if hb is None:
+        return None
+    metric, tr, va = hb
+    if not _reference_no_better(f, metric, va):
+        return None
+    ref = f.reference
+    return Finding(
+        "noise_floor", "low",
+        f"The error left looks like noise in the target, not bias: {ref['model']} does no better on val",
+        {f"train_{metric}": round(tr, 4), f"val_{metric}": round(va, 4),
+         f"reference_train_{metric}": round(ref["train"], 4), f"reference_val_{metric}": round(ref["val"], 4)},
+        "More capacity or epochs will not lower this error (the reference fits train better yet generalizes "
+        "no better); better features, cleaner labels or more rows might. Report this ceiling with the result.")
 
 
 @finding("constant_predictions", "the model predicts (almost) the same output for every input")
