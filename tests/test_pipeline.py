@@ -224,6 +224,8 @@ def test_diabetes_error_is_diagnosed_as_noise_not_bias(tmp_path):
     assert ref["val"] < res.metrics["val"]["r2"] + 0.03  # ... and generalizes no better
     ids = [f["id"] for f in res.summary["findings"]]
     assert "noise_floor" in ids and "underfitting" not in ids
+    html = (tmp_path / "d" / "report.html").read_text()
+    assert 'id="reference"' in html and f"val {ref['val']:.4f}" in html
     off = methodo.run(str(EXAMPLES / "diabetes.yaml"), [*FAST[1:], "evaluate.bootstrap=0", "evaluate.reference=false"],
                       out=tmp_path / "e")
     assert "reference" not in off.summary and "noise_floor" not in [f["id"] for f in off.summary["findings"]]

@@ -90,6 +90,12 @@ def _metric_table(summary: dict) -> str:
                   f'<table id="threshold"><tr><th></th>{"".join(f"<th>{escape(k)}</th>" for k in keys)}</tr>'
                   + trow("validation at chosen threshold", th["val"]) + trow("test at chosen threshold", th["test"])
                   + trow("test at 0.5", th["test_at_0.5"]) + "</table>")
+    ref = summary.get("reference")
+    if ref:
+        table += (f'<p id="reference">Reference on the same features ({escape(ref["model"])}, for "noise or bias?"): '
+                  f'{escape(ref["metric"])} train {_fmt(ref["train"])}, val {_fmt(ref["val"])} — beside the model\'s '
+                  f'train {_fmt(metrics.get("train", {}).get(ref["metric"]))}, '
+                  f'val {_fmt(metrics.get("val", {}).get(ref["metric"]))}.</p>')
     return table + _extra_table(summary)
 
 
