@@ -21,7 +21,7 @@ from conftest import EXAMPLES, FAST
 
 
 def _setup(epochs, augment=None, **train):
-    cfg = validate({"data": {"source": "digits", "augment": augment}, "model": {"name": "cnn", "width": 8}, "seed": 0,
+    cfg = validate({"data": {"source": "digits", **({"augment": augment} if augment else {})}, "model": {"name": "cnn", "width": 8}, "seed": 0,
                     "train": {"epochs": epochs, "batch_size": 64, "progress": False, "early_stopping": None,
                               "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}, **train}})
     ds = load_dataset(cfg.data)
