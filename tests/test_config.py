@@ -82,6 +82,8 @@ def test_null_override_unsets_an_optimizer_option(tmp_path):
     assert cfg.train.optimizer.name == "adam" and cfg.train.optimizer.options == {}
     cfg = load_config(p, ["train.scheduler=onecycle"])  # string shorthand
     assert cfg.train.scheduler.name == "onecycle"
+    cfg = load_config(p, ["data.augment=null", "data.features=null"])  # null empties a list key
+    assert cfg.data.augment == [] and cfg.data.features == []
 
 
 def test_missing_file(tmp_path):

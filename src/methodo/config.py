@@ -137,6 +137,11 @@ class DataConfig(_Strict):
             raise ValueError(f"unknown dataset {v!r}; choose one of {choices(DATASETS.names())}")
         return v
 
+    @field_validator("augment", "features", mode="before")
+    @classmethod
+    def _null_is_none(cls, v):  # `data.augment=null` unsets the list, as null does for other options
+        return [] if v is None else v
+
     @field_validator("channels", mode="before")
     @classmethod
     def _channels_as_text(cls, v):
