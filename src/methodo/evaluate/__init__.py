@@ -43,6 +43,10 @@ def evaluate_splits(task: str, preds: dict[str, np.ndarray], y: dict[str, np.nda
         out["metrics"][s] = compute_metrics(task, preds[s], y[s], n_classes, names=names, undefined=why)
         if why:
             out["undefined"][s] = why
+    # Bootstrap resamples rows: whole images for segmentation and whole windows for language
+    # modeling, never single pixels or tokens (neighbours are too correlated for that to mean
+    # anything). Windows cut from one document are still correlated, so the LM interval is a
+    # lower bound on the real uncertainty.
     out["intervals"] = {s: bootstrap_intervals(task, preds[s], y[s], n_classes, names=names,
                                                n_boot=ecfg.bootstrap, seed=seed, level=ecfg.confidence)
                         if ecfg.bootstrap else {} for s in ("test", *extra)}
