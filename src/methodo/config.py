@@ -139,7 +139,7 @@ class DataConfig(_Strict):
 
     @field_validator("augment", "features", mode="before")
     @classmethod
-    def _null_is_none(cls, v):  # `data.augment=null` unsets the list, as null does for other options
+    def _null_is_empty(cls, v):  # `data.augment=null` empties the list, as null unsets other options
         return [] if v is None else v
 
     @field_validator("channels", mode="before")

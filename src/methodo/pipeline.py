@@ -99,6 +99,19 @@ def _git_commit() -> str | None:
         return None
 
 
+@contextlib.contextmanager
+def _torch_threads_kept():
+    """``train.threads`` applies to this run only: the caller's torch thread count comes back after."""
+    import torch
+
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+
 def prepare_run(cfg: Config):
     """Steps 1-2 of :func:`run`: ``(cfg, dataset, prepared data, class weights, model)``.
 
@@ -141,6 +154,7 @@ def prepare_run(cfg: Config):
     return cfg, ds, data, class_weights, model
 
 
+@_torch_threads_kept()
 def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = (), *,
         out: str | Path | None = None, resume: str | Path | None = None) -> RunResult:
     """Run the whole pipeline and return its :class:`RunResult`.
@@ -159,24 +173,6 @@ def run(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = ()
     >>> res.metrics["test"]["accuracy"] > 0.8                                  # doctest: +SKIP
     True
     """
-    with _torch_threads_kept():
-        return _run(config, overrides, out=out, resume=resume)
-
-
-@contextlib.contextmanager
-def _torch_threads_kept():
-    """``train.threads`` applies to this run only: the caller's torch thread count comes back after."""
-    import torch
-
-    n = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != n:
-            torch.set_num_threads(n)
-
-
-def _run(config, overrides, *, out, resume) -> RunResult:
     import numpy as np
 
     from methodo import diagnose as dg
@@ -338,7 +334,7 @@ def _run(config, overrides, *, out, resume) -> RunResult:
         for split in ("test", *ds.extra):
             tracker.log_metrics({f"{split}_{k}": v for k, v in summary["metrics"][split].items()})
         reference = None
-        if cfg.evaluate.reference and ds.kind == "tabular" and ds.task in ("classification", "regression"):
+        if cfg.evaluate.reference and ds.kind == "tabular":  # reference_model says None for other tasks
             from methodo.evaluate.baselines import reference_model  # noise or bias? (the finding decides)
 
             reference = reference_model(ds.task, data.inputs("train").numpy(), data.raw_y["train"],
@@ -428,6 +424,7 @@ def _run(config, overrides, *, out, resume) -> RunResult:
         signals.restore(previous_sigterm)
 
 
+@_torch_threads_kept()
 def lr_find(config: str | Path | Config, overrides: list[str] | tuple[str, ...] = (), *,
             out: str | Path | None = None):
     """Run the LR range test for a config; returns ``(out_dir, LRFindResult)``.
@@ -443,11 +440,6 @@ def lr_find(config: str | Path | Config, overrides: list[str] | tuple[str, ...] 
     """
     from methodo.train.lr_find import lr_range_test, write
 
-    with _torch_threads_kept():
-        return _lr_find(config, overrides, out=out, lr_range_test=lr_range_test, write=write)
-
-
-def _lr_find(config, overrides, *, out, lr_range_test, write):
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     cfg, ds, data, class_weights, model = prepare_run(cfg)
     tcfg = cfg.train

@@ -430,15 +430,20 @@ def vanishing_gradients(f: Facts) -> Finding | None:
     return None
 
 
+def _weight_growth(f: Facts) -> dict[str, float]:
+    """Per layer, weight RMS at the last monitored epoch over its RMS at the first."""
+    if len(f.monitor) < 2:
+        return {}
+    first, last = f.monitor[0]["layers"], f.monitor[-1]["layers"]
+    return {n: st["w_rms"] / first[n]["w_rms"] for n, st in last.items() if n in first and first[n]["w_rms"] > 0}
+
+
 @finding("exploding_weights", "a layer's weights grew by more than 10× since initialization")
 def exploding_weights(f: Facts) -> Finding | None:
-    if len(f.monitor) < 2:
-        return None
-    first, last = f.monitor[0], f.monitor[-1]
-    growth = {n: st["w_rms"] / first["layers"][n]["w_rms"] for n, st in last["layers"].items()
-              if n in first["layers"] and first["layers"][n]["w_rms"] > 0}
+    growth = _weight_growth(f)
     if not growth:
         return None
+    first, last = f.monitor[0], f.monitor[-1]
     name = max(growth, key=growth.get)
     if growth[name] > 10:
         return Finding(
@@ -452,13 +457,10 @@ def exploding_weights(f: Facts) -> Finding | None:
 
 @finding("vanishing_weights", "a layer's weights shrank to under 1% of their initial size")
 def vanishing_weights(f: Facts) -> Finding | None:
-    if len(f.monitor) < 2:
-        return None
-    first, last = f.monitor[0], f.monitor[-1]
-    ratio = {n: st["w_rms"] / first["layers"][n]["w_rms"] for n, st in last["layers"].items()
-             if n in first["layers"] and first["layers"][n]["w_rms"] > 0}
+    ratio = _weight_growth(f)
     if not ratio:
         return None
+    first, last = f.monitor[0], f.monitor[-1]
     name = min(ratio, key=ratio.get)
     if ratio[name] < 0.01:
         return Finding(
