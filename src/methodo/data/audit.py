@@ -70,13 +70,6 @@ def data_finding(id: str, help: str):
     return deco
 
 
-def _split_of(facts: AuditFacts) -> np.ndarray:
-    out = np.empty(len(facts.y), dtype=object)
-    for s, idx in facts.indices.items():
-        out[idx] = s
-    return out
-
-
 # --------------------------------------------------------------------------- unreadable inputs
 
 

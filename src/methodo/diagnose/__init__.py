@@ -69,10 +69,6 @@ def finding(id: str, help: str):
     return deco
 
 
-def _score_key(task):
-    return "accuracy" if task == "classification" else "mae"
-
-
 @finding("overfitting", "high variance: validation loss rises while training loss keeps falling")
 def overfitting(f: Facts) -> Finding | None:
     h = f.history

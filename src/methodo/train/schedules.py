@@ -236,15 +236,6 @@ def build_schedule(optimizer, name: str, options: dict, *, epochs: int, steps_pe
                       name=name, cycles=bool(entry.meta.get("cycles")))
 
 
-def build_scheduler(optimizer, name: str, options: dict, *, epochs: int, steps_per_epoch: int):
-    """``(torch scheduler or None, interval)`` for the named scheduler (no warmup)."""
-    entry = SCHEDULERS.entry(name, key="train.scheduler.name")
-    own, _ = _split_warmup(options)
-    sched = entry.obj(optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                      total_steps=epochs * steps_per_epoch, **own)
-    return sched, entry.meta["interval"]
-
-
 def check_scheduler_options(name: str, options: dict) -> None:
     """Raise ``ConfigError`` for options the scheduler refuses (tried on a dummy optimizer)."""
     import torch
