@@ -23,14 +23,13 @@ import datetime as _dt
 import gc
 import os
 import platform
-import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, code_version, cpu_and_nproc, loadavg, replace_section  # bench/ is sys.path[0]
+
 SECTION = "## Augmentation"
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -80,38 +79,13 @@ def run_per_image(ref, X) -> int:
     return len(X)
 
 
-def loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().split()[0]
-    except OSError:
-        return "n/a"
-
-
 def machine() -> dict:
     import torch
     import torchvision
 
-    cpu = platform.processor() or "unknown"
-    try:
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        cpu = m.group(1).strip() if m else cpu
-    except OSError:
-        pass
-    try:
-        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT")}
-        nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=True, env=env).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        nproc = str(os.cpu_count())
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src/methodo/data/augment.py"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        head, dirty = "unknown", ""
-    code = f"commit `{head}`" + (" plus uncommitted changes to `src/methodo/data/augment.py`" if dirty else "")
+    cpu, nproc = cpu_and_nproc()
     return {"nproc": nproc, "cpu": cpu, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "python": platform.python_version(), "code": code}
+            "python": platform.python_version(), "code": code_version("src/methodo/data/augment.py")}
 
 
 def main(argv=None) -> int:
@@ -194,16 +168,7 @@ box up to 10 times before a centre crop (methodo clips the box to the image). Wi
 parameters the outputs agree with torchvision's kernels (rotation within 1e-5, flip, grayscale,
 sharpness and Gaussian blur exactly: `tests/test_augment.py`).
 """
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        new = "".join(lines[:start]) + body + ("\n" + tail if tail else "")
-    path.write_text(new, encoding="utf-8")
+    replace_section(path, SECTION, body)
 
 
 if __name__ == "__main__":

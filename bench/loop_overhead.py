@@ -30,15 +30,14 @@ import gc
 import logging
 import os
 import platform
-import re
 import statistics
-import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, code_version, cpu_and_nproc, loadavg, replace_section  # bench/ is sys.path[0]
+
 TARGET = 1.10  # methodo must be within this factor of (c)
 SECTION = "## Loop overhead"
 
@@ -267,52 +266,15 @@ def time_one(key, ds, data, cfg, seed, threads):
     return dt, acc
 
 
-def loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().split()[0]
-    except OSError:
-        return "n/a"
-
-
-def code_version() -> str:
-    """The commit measured, and any uncommitted change under src/ (the loop may be mid-edit)."""
-    import hashlib
-
-    def git(*a):
-        out = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else ""
-
-    try:
-        head = git("rev-parse", "--short", "HEAD") or "unknown"
-        dirty = [ln.split(maxsplit=1)[-1] for ln in git("status", "--porcelain", "--", "src").splitlines()]
-    except (OSError, subprocess.SubprocessError):
-        head, dirty = "unknown", []
-    loop = ROOT / "src" / "methodo" / "train" / "loop.py"
-    digest = hashlib.sha256(loop.read_bytes()).hexdigest()[:12] if loop.exists() else "n/a"
-    text = f"commit `{head}`"
-    if dirty:
-        text += " plus uncommitted changes to " + ", ".join(f"`{d}`" for d in dirty)
-    return text + f"; `src/methodo/train/loop.py` sha256 `{digest}`"
-
-
 def machine() -> dict:
     import torch
 
-    cpu = platform.processor() or "unknown"
-    try:
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        cpu = m.group(1).strip() if m else cpu
-    except OSError:
-        pass
-    try:
-        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT")}
-        nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=True, env=env).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        nproc = str(os.cpu_count())
+    cpu, nproc = cpu_and_nproc()
     import lightning
 
     return {"nproc": nproc, "cpu": cpu, "torch": torch.__version__, "lightning": lightning.__version__,
-            "python": platform.python_version(), "code": code_version()}
+            "python": platform.python_version(),
+            "code": code_version("src", digest_of="src/methodo/train/loop.py")}
 
 
 def main(argv=None) -> int:
@@ -424,16 +386,7 @@ permutations and dropout masks, so they should agree exactly; (b) and (d) shuffl
 `DataLoader`, which also draws a base seed from the shuffle generator every epoch, so their batch
 order differs from (a)/(c) but matches each other.
 """
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        new = "".join(lines[:start]) + body + ("\n" + tail if tail else "")
-    path.write_text(new, encoding="utf-8")
+    replace_section(path, SECTION, body)
 
 
 if __name__ == "__main__":
