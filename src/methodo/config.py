@@ -24,9 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from methodo.errors import ConfigError, choices
 
-TASKS = ("classification", "regression", "segmentation", "language_modeling")
-
-
 class _Strict(BaseModel):
     """Base: unknown keys are errors and values are not silently coerced (no "3" → 3)."""
 
@@ -422,8 +419,8 @@ class Config(_Strict):
     name: str = Field("experiment", min_length=1, max_length=100,
                       description="Experiment name; it names the run dir, so letters, digits, '.', '_', '-'.")
     seed: int = Field(0, ge=0, description="The one seed behind every random choice.")
-    task: Literal["classification", "regression", "segmentation", "language_modeling"] | None = Field(
-        None, description="Task; inferred from the dataset when omitted."
+    task: str | None = Field(
+        None, description="Task (see `methodo list tasks`); inferred from the dataset when omitted."
     )
     data: DataConfig
     model: ModelConfig
@@ -431,6 +428,15 @@ class Config(_Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig, description="Explainability in the report.")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v):
+        from methodo.tasks import TASKS
+
+        if v is not None and v not in TASKS:
+            raise ValueError(f"unknown task {v!r}; choose one of {choices(TASKS.names())}")
+        return v
 
     @field_validator("name")
     @classmethod
