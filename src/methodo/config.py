@@ -394,6 +394,8 @@ class TrackConfig(_Strict):
         None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or ./mlflow.db."
     )
     experiment: str | None = Field(None, description="MLflow experiment; default the config name.")
+    required: bool = Field(True, description="When the tracking store cannot be reached before the run starts: "
+                           "true refuses to run (exit 2, naming the URI); false warns once and runs untracked.")
 
 
 class ExplainConfig(_Strict):

@@ -92,10 +92,11 @@ def run(config: str | Path | Config | None, overrides: list[str] | tuple[str, ..
     resume_from = stages.check_resume(resume_rd, prep)
     prep, lr_found, lr_keys = stages.auto_lr(prep)
     data_findings = stages.audit(prep)
+    tracker = stages.connect_tracking(prep.cfg)  # an unreachable store is found here, before any write
 
     # 3. The run dir (created exclusively, or the one resumed), the run's inputs, tracking.
-    rd, record, tracker = stages.open_run(prep, out=out, resume_rd=resume_rd, resumed=resume_from is not None,
-                                          lr_found=lr_found, lr_keys=lr_keys)
+    rd, record = stages.open_run(prep, tracker, out=out, resume_rd=resume_rd, resumed=resume_from is not None,
+                                 lr_found=lr_found, lr_keys=lr_keys)
     previous_sigterm = signals.install()
     try:
         # 4. Train: the best weights (by the monitor) end up in the model.
@@ -171,7 +172,6 @@ def _run_kfold(cfg: Config, *, out: str | Path | None) -> RunResult:
     import sys
 
     from methodo.data import load_dataset, split_dataset
-    from methodo.track import make_tracker
 
     t_start = time.perf_counter()
     k = cfg.data.split.folds
@@ -179,9 +179,9 @@ def _run_kfold(cfg: Config, *, out: str | Path | None) -> RunResult:
     for i in range(1, k + 1):
         split_dataset(ds, cfg.data, cfg.seed, fold=i)
     del ds
+    tracker = stages.connect_tracking(cfg)
     rd = RunDir.create(out, name=cfg.name)
     rd.write_text(LAYOUT["config"], stages.dump_yaml(cfg))
-    tracker = make_tracker(cfg.track, cfg.name)
     record = RunRecord(name=cfg.name, task=cfg.task, dataset=cfg.data.source, seed=cfg.seed,
                        world_size=stages.world_size(), metrics_std={}, versions=stages.versions(),
                        git_commit=stages.git_commit(), kfold={"folds": k, "runs": []})

@@ -138,6 +138,20 @@ def check_resume(rd: RunDir | None, prep: Prepared) -> Path | None:
     if extra:
         raise BadInput(f"{last}: has weights the model does not ({extra[0]}); resume with the config the run "
                        "started with")
+    oc = prep.cfg.train.optimizer
+    if oc.lr != "auto":  # the optimizer's saved state must load into the optimizer the config builds
+        from methodo.train.optim import build_optimizer
+
+        try:
+            opt = build_optimizer(prep.model.parameters(), oc.name, oc.lr, oc.options)
+            saved, built = state["optimizer"]["param_groups"], opt.state_dict()["param_groups"]
+            if [sorted(g) for g in saved] != [sorted(g) for g in built]:  # another optimizer's hyper-parameters
+                raise ValueError(f"the checkpoint's optimizer has the options {sorted(set(saved[0]) - {'params'})}")
+            opt.load_state_dict(state["optimizer"])
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+            raise BadInput(f"{last}: its optimizer state does not fit train.optimizer ({oc.name}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); resume with the "
+                           "config the run started with") from None
     return rd.checkpoints
 
 
@@ -217,15 +231,21 @@ def new_record(prep: Prepared, *, resumed: bool) -> RunRecord:
                      versions=versions(), git_commit=git_commit(), resumed=resumed)
 
 
-def open_run(prep: Prepared, *, out, resume_rd: RunDir | None, resumed: bool, lr_found=None,
-             lr_keys: list[str] = ()) -> tuple[RunDir, RunRecord, Any]:
+def connect_tracking(cfg: Config):
+    """The tracker, its store checked before anything is written (``methodo.track.connect``)."""
+    from methodo.track import connect
+
+    return connect(cfg.track, cfg.name)
+
+
+def open_run(prep: Prepared, tracker, *, out, resume_rd: RunDir | None, resumed: bool, lr_found=None,
+             lr_keys: list[str] = ()) -> tuple[RunDir, RunRecord]:
     """Create (or reopen) the run dir, write the run's inputs, and start tracking.
 
     Writes ``config.yaml`` (resolved), ``preprocessor.json``, ``features.skops`` (tables with feature
     steps), the LR finder's result, and a first ``summary.json`` with status ``running``.
     """
     from methodo.data.features import save_pipeline
-    from methodo.track import make_tracker
 
     cfg, data = prep.cfg, prep.data
     rd = resume_rd if resume_rd is not None else RunDir.create(out, name=cfg.name)
@@ -245,14 +265,13 @@ def open_run(prep: Prepared, *, out, resume_rd: RunDir | None, resumed: bool, lr
     elif resume_rd is not None and rd.has(LAYOUT["lr_find"]):  # found before the interruption
         found = rd.read_json(LAYOUT["lr_find"])
         record.lr_find = {k: found[k] for k in ("suggested_lr", "suggestion", "suggestions", "diverged")}
-    tracker = make_tracker(cfg.track, cfg.name)
     params = flat_params(cfg)
     params["world_size"] = record.world_size
     tracker.start(params, {"methodo.run_dir": str(rd.path.resolve()), "methodo.run_name": rd.path.name,
                            "methodo.dataset": prep.ds.name})
     record.mlflow_run_id = tracker.run_id
     rd.write_record(record)
-    return rd, record, tracker
+    return rd, record
 
 
 # --------------------------------------------------------------------------- 4. train

@@ -105,8 +105,11 @@ def render_report(run_dir: str | Path) -> Path:
     rd = RunDir.open(run_dir, needs="summary")
     record = rd.read_record()
     config = rd.read_text("config.yaml") if rd.has("config.yaml") else ""
-    figures = [(title, base64.b64encode(rd.read_bytes(f"figures/{name}")).decode("ascii"))
-               for name, title in FIGURES.items() if rd.has(f"figures/{name}")]
+    figures = []
+    for name, title in FIGURES.items():
+        path = rd.file(f"figures/{name}")  # a link leading outside the run dir is refused here
+        if path.is_symlink() or path.exists():  # ... and any other link or non-file by read_bytes
+            figures.append((title, base64.b64encode(rd.read_bytes(f"figures/{name}")).decode("ascii")))
     html = _environment().get_template("report.html.j2").render(
         r=record, config=config, figures=figures, css=_CSS, class_counts=_class_counts(record),
         split_order=("train", "val", "test", "ood"), split_label=_SPLIT_LABEL, column_label=_COLUMN_LABEL)

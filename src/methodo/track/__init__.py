@@ -183,3 +183,73 @@ def make_tracker(track_cfg, default_experiment: str) -> NullTracker:
     if not track_cfg.mlflow:
         return NullTracker()
     return MlflowTracker(track_cfg.experiment or default_experiment, track_cfg.tracking_uri)
+
+
+def store_problem(uri: str, *, timeout: float = 3.0) -> str | None:
+    """Why the MLflow store at ``uri`` cannot be used now (``None`` when it can), found in seconds.
+
+    A server (http/https) must answer its ``/health`` endpoint within ``timeout`` seconds; a local
+    SQLite store needs a writable folder, file and lock file; a file store a writable folder. Other
+    schemes (databricks, ...) are not checked here.
+    """
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    scheme = urllib.parse.urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):  # noqa: S310 (http/https only)
+                return None
+        except urllib.error.HTTPError:
+            return None  # something answered: a server behind a proxy or auth, MLflow reports its own errors
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            return f"no answer within {timeout:g} s ({reason})"
+    db = _sqlite_path(uri)
+    if db is not None:
+        folder = db.parent if str(db.parent) else Path(".")
+        if not folder.is_dir():
+            return f"folder {folder} does not exist"
+        for p, what in ((db, "database file"), (db.with_name(db.name + ".lock"), "lock file")):
+            if p.exists() and not os.access(p, os.W_OK):
+                return f"{what} {p} is not writable"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"folder {folder} is not writable"
+        return None
+    if scheme in ("", "file"):
+        folder = Path(urllib.parse.urlparse(uri).path if scheme == "file" else uri)
+        probe = folder if folder.exists() else folder.parent
+        if not os.access(probe, os.W_OK | os.X_OK):
+            return f"folder {probe} is not writable"
+    return None
+
+
+def connect(track_cfg, default_experiment: str) -> NullTracker:
+    """The run's tracker, after checking its store answers (before anything is written).
+
+    An unreachable store is bad input naming the URI, or with ``track.required: false`` a warning and
+    an untracked run.
+    """
+    tracker = make_tracker(track_cfg, default_experiment)
+    if not isinstance(tracker, MlflowTracker):
+        return tracker
+    import mlflow
+
+    uri = tracker.tracking_uri or mlflow.get_tracking_uri()
+    why = store_problem(uri)
+    if why is None:
+        # a store that dies mid-run must not cost minutes of retries per call
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        return tracker
+    from methodo.errors import BadInput
+
+    if track_cfg.required:
+        raise BadInput(f"track.tracking_uri: the MLflow store {uri} cannot be used: {why}; start it or fix the URI, "
+                       "or run untracked with track.mlflow=false (track.required=false: warn and go on)")
+    import sys
+
+    print(f"warning: the MLflow store {uri} cannot be used ({why}); this run is not tracked "
+          "(track.required=false)", file=sys.stderr)
+    return NullTracker()
