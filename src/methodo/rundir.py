@@ -129,6 +129,23 @@ class RunDir:
             raise BadInput(f"{where}: not a run dir (no {LAYOUT[needs]})")
         return rd
 
+    def check_integrity(self, *, what: str = "it") -> None:
+        """Before writing into an existing run dir: no symbolic link anywhere in it, and each name of the
+        layout of its kind (a file where a file belongs, a folder where a folder does). ``what`` says what
+        is refused (e.g. "it cannot be resumed")."""
+        folders = {LAYOUT[k] for k in ("figures", "checkpoints", "folds")}
+        for dirpath, dirs, files in os.walk(self.path):
+            for name in dirs + files:
+                p = Path(dirpath) / name
+                if p.is_symlink():
+                    raise BadInput(f"{p}: is a symbolic link; a run dir holds only the files methodo wrote, so "
+                                   f"{what} (remove the link)")
+        for name in LAYOUT.values():
+            p = self.path / name
+            if p.exists() and p.is_dir() != (name in folders):
+                raise BadInput(f"{p}: is a {'folder' if p.is_dir() else 'file'} where the run dir has a "
+                               f"{'folder' if name in folders else 'file'}; {what}")
+
     def make_layout(self) -> None:
         """The folders of the layout (``figures/``, ``checkpoints/``); existing ones are kept."""
         for sub in ("figures", "checkpoints"):
@@ -199,6 +216,8 @@ class RunDir:
 
     def write_bytes(self, name: str, data: bytes) -> Path:
         p = self.file(name)
+        if p.is_dir() and not p.is_symlink():
+            raise BadInput(f"{p}: is a folder where methodo writes a file; the run dir is damaged")
         tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
         try:
             tmp.write_bytes(data)

@@ -119,6 +119,7 @@ def check_resume(rd: RunDir | None, prep: Prepared) -> Path | None:
     """
     if rd is None:
         return None
+    rd.check_integrity(what="it cannot be resumed")
     if not rd.has(f"{LAYOUT['checkpoints']}/last.safetensors"):
         print(f"--resume {rd.path}: no checkpoint yet, starting from epoch 1", file=sys.stderr)
         return None
@@ -145,7 +146,8 @@ def check_resume(rd: RunDir | None, prep: Prepared) -> Path | None:
         try:
             opt = build_optimizer(prep.model.parameters(), oc.name, oc.lr, oc.options)
             saved, built = state["optimizer"]["param_groups"], opt.state_dict()["param_groups"]
-            if [sorted(g) for g in saved] != [sorted(g) for g in built]:  # another optimizer's hyper-parameters
+            # another optimizer's hyper-parameters (a scheduler adds its own keys, e.g. initial_lr, to the saved ones)
+            if len(saved) != len(built) or any(not set(b) <= set(a) for a, b in zip(saved, built)):
                 raise ValueError(f"the checkpoint's optimizer has the options {sorted(set(saved[0]) - {'params'})}")
             opt.load_state_dict(state["optimizer"])
         except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
@@ -382,7 +384,7 @@ def evaluate(prep: Prepared, res, preds: dict, record: RunRecord, tracker) -> No
                                            data.inputs("val").numpy(), data.raw_y["val"], seed=cfg.seed)
     record.ensembles = evaluate_ensembles(prep, res)
     for name, e in record.ensembles.items():
-        tracker.log_metrics({f"test_{name}_{k}": v for k, v in e["metrics"]["test"].items()})
+        tracker.log_metrics({f"test_{name}_{k}": v for k, v in e.metrics["test"].items()})
 
 
 def evaluate_ensembles(prep: Prepared, res) -> dict:
