@@ -229,6 +229,7 @@ for _name, _target, _help in (
     ("datasets", "methodo.data.sources:DATASETS", "dataset loaders (data.source)"),
     ("explainers", "methodo.explain:EXPLAINERS", "image attribution methods (explain.methods)"),
     ("features", "methodo.data.features:FEATURES", "table feature steps fitted on train (data.features)"),
+    ("feature_functions", "methodo.data.features:FUNCTIONS", "named functions of the 'function' feature step (fn)"),
     ("findings", "methodo.diagnose:FINDINGS", "what diagnose and the data audit can report"),
     ("metrics", "methodo.evaluate.metrics:METRICS", "task metrics (evaluate.metrics)"),
     ("models", "methodo.models:MODELS", "models (model.name)"),
