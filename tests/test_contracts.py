@@ -259,7 +259,12 @@ def _run_facts() -> dict:
             oos_proba=proba, oos_true=y, oos_rows=np.arange(100, 160), class_names=["a", "b", "c"], lr=0.05,
             monitor=_monitor(3), reference={"model": "HistGradientBoostingClassifier", "metric": "accuracy",
                                             "train": 0.97, "val": 0.94}),
-        "sick": Facts(  # overfits, diverges, memorizes noise, miscalibrated, imbalanced, dying units
+        "overfitting": Facts(
+            task="classification", history=_hist([1.0, 0.5, 0.2, 0.1, 0.05], [1.0, 0.6, 0.5, 0.7, 0.9], "accuracy",
+                                                 [0.6, 0.8, 0.95, 0.99, 1.0], [0.6, 0.75, 0.8, 0.78, 0.76]),
+            metrics={"train": {"accuracy": 1.0}, "val": {"accuracy": 0.76}, "test": {"accuracy": 0.75}},
+            baselines={"most_frequent": {"accuracy": 0.34}}, lr=0.01),
+        "sick": Facts(  # diverges, memorizes noise, miscalibrated, imbalanced, dying units
             task="classification", history=_hist([2.0, 1.0, 0.5, 0.2, 0.1, 3.5], [2.0, 1.5, 1.6, 2.0, 2.5, 3.0],
                                                  "accuracy", [0.3, 0.5, 0.7, 0.9, 0.99, 0.6],
                                                  [0.3, 0.35, 0.33, 0.34, 0.3, 0.3]),
@@ -308,10 +313,11 @@ def _audit_facts() -> dict:
     Xm = X.copy()
     Xm[:, 1] = 3.0  # constant
     Xm[:5, 2] = np.nan  # missing
-    Xm[:, 3] = y  # leaks the label
     Xm[61] = Xm[0]  # across splits
     Xm[10] = Xm[11]  # within a split
-    ym = np.where(np.arange(n) < 70, 0, y)  # imbalanced; class 1 and 2 absent from val
+    rows = np.arange(n)
+    ym = np.where((rows % 6 < 3) & ((rows < 60) | (rows >= 75)), rows % 6, 0)  # imbalanced; val: class 0 only
+    Xm[:, 3] = ym  # leaks the label
     problems = [{"id": "unreadable_file", "path": "img/0.png", "reason": "0-byte file"},
                 {"id": "bad_label", "row": 4, "value": "cat?", "reason": "text in a numeric label column"},
                 {"id": "bad_value", "row": 7, "column": "b", "value": "n/a"}]
@@ -345,8 +351,9 @@ def test_finding_is_well_formed_or_none_on_standard_facts(entry):
         facts = _run_facts()
     elif entry.meta.get("stage") == "data":
         facts = _audit_facts()
-    else:
-        pytest.skip(f"{entry.name} is made by the pipeline from its own arguments, not a check over facts")
+    else:  # made by the pipeline from its own arguments: the registry gives an example call
+        _assert_well_formed(entry.obj(**entry.meta["example"]), entry.name)
+        return
     for label, f in facts.items():
         found = entry.obj(f)
         if found is not None:
@@ -362,7 +369,7 @@ def test_the_standard_facts_make_most_checks_speak():
 
     run = {f.id for facts in _run_facts().values() for f in diagnose(facts)}
     data = {f.id for facts in _audit_facts().values() for f in audit(facts)}
-    assert len(run) >= 12, sorted(run)
+    assert len(run) >= 14, sorted(run)
     assert len(data) >= 10, sorted(data)
 
 

@@ -502,7 +502,7 @@ def skipped_batches(f: Facts) -> Finding | None:
 
 
 FINDINGS.register("non_finite_loss", non_finite_loss, help="the loss became NaN or infinite; training stopped",
-                  check=False)
+                  check=False, example={"epoch": 3, "step": 7, "value": float("nan"), "lr": 0.1})
 
 # The data checks (stage "data": run by `methodo data inspect` and at the start of `methodo run`) live
 # with the data stage; importing them registers them here, so one registry lists every finding.
