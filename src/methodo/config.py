@@ -25,9 +25,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from methodo.errors import ConfigError, choices
 from methodo.registry import REGISTRIES
 
-TASKS = ("classification", "regression", "segmentation", "language_modeling")
-
-
 class _NamesValue(ValueError):
     """A validation message that already names the bad value (no "(got ...)" is appended)."""
 
@@ -109,8 +106,9 @@ class SplitConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    source: Annotated[str, registered("datasets")] = Field(description="Dataset: a registry name (see `methodo list datasets`), csv, imagefolder, "
-                        "mnist, fashion_mnist or cifar10.")
+    source: Annotated[str, registered("datasets")] = Field(
+        description="Dataset: a registry name (see `methodo list datasets`), csv, imagefolder, mnist, fashion_mnist "
+        "or cifar10.")
     path: str | None = Field(None, description="File or folder for csv / imagefolder; download folder for mnist, "
                              "fashion_mnist, cifar10 (default $METHODO_DATA or ~/.cache/methodo/datasets).")
     target: str | None = Field(None, description="Target column for csv.")
@@ -393,8 +391,9 @@ class Config(_Strict):
     name: str = Field("experiment", min_length=1, max_length=100,
                       description="Experiment name; it names the run dir, so letters, digits, '.', '_', '-'.")
     seed: int = Field(0, ge=0, description="The one seed behind every random choice.")
-    task: Literal["classification", "regression", "segmentation", "language_modeling"] | None = Field(
-        None, description="Task; inferred from the dataset when omitted."
+    task: Annotated[str, registered("tasks")] | None = Field(
+        None, description="Task: classification, regression, segmentation or language_modeling (see `methodo list "
+        "tasks`); inferred from the dataset when omitted."
     )
     data: DataConfig
     model: ModelConfig
