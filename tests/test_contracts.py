@@ -74,7 +74,7 @@ TASK_NAMES = REGISTRIES.get("tasks").names()
 # The data of each task, for the contracts below: which inputs its models read, and a batch of the
 # model's raw outputs with matching targets. A new task fails here until it gets a line.
 _TASK_KINDS = {"classification": ("image", "tabular"), "regression": ("image", "tabular"),
-               "segmentation": ("image",), "language_modeling": ("text",)}
+               "multilabel": ("image", "tabular"), "segmentation": ("image",), "language_modeling": ("text",)}
 
 
 def _task_batch(task: str, *, n: int = 6, classes: int = 3, vocab: int = 11, seq: int = 12, side: int = 16,
@@ -85,6 +85,8 @@ def _task_batch(task: str, *, n: int = 6, classes: int = 3, vocab: int = 11, seq
         return torch.randn(n, classes, generator=g), torch.randint(0, classes, (n,), generator=g)
     if task == "regression":
         return torch.randn(n, 1, generator=g), torch.randn(n, generator=g)
+    if task == "multilabel":
+        return torch.randn(n, classes, generator=g), torch.randint(0, 2, (n, classes), generator=g).float()
     if task == "segmentation":
         return torch.randn(n, classes, side, side, generator=g), torch.randint(0, classes, (n, side, side), generator=g)
     if task == "language_modeling":
@@ -112,7 +114,7 @@ def test_task_loss_is_finite_and_its_score_a_sum_and_a_count(entry):
                           else spec.loss(out.detach(), y, None))
     s, count = spec.batch_score(out.detach(), y)
     assert isinstance(s, float) and math.isfinite(s) and s >= 0
-    assert isinstance(count, int) and count == y.numel()
+    assert isinstance(count, int) and 0 < count <= y.numel()  # rows, pixels or tokens
     assert math.isfinite(spec.finish(s / count))
     # the epoch score is one of the task's metrics, with the same direction
     assert spec.score in metric_names(entry.name)
@@ -133,6 +135,10 @@ def _perfect(task: str, c: int) -> tuple[torch.Tensor, torch.Tensor]:
     if task == "regression":
         y = torch.randn(40, generator=g, dtype=torch.float64)
         return y.clone(), y
+    if task == "multilabel":  # every label both present and absent
+        y = torch.randint(0, 2, (40, c), generator=g).float()
+        y[0], y[1] = 0, 1
+        return y.double(), y
     if task == "segmentation":
         y = torch.randint(0, c, (5, 8, 8), generator=g)
         return torch.nn.functional.one_hot(y, c).permute(0, 3, 1, 2).double(), y
@@ -149,6 +155,8 @@ def _poor(task: str, y: torch.Tensor, c: int) -> torch.Tensor:
         return torch.randn(len(y), c, generator=g, dtype=torch.float64).softmax(1)
     if task == "regression":
         return y + torch.randn(len(y), generator=g, dtype=torch.float64)
+    if task == "multilabel":
+        return torch.rand(len(y), c, generator=g, dtype=torch.float64)
     if task == "segmentation":
         return torch.randn(y.shape[0], c, *y.shape[1:], generator=g, dtype=torch.float64).softmax(1)
     logp = torch.randn(*y.shape, c, generator=g, dtype=torch.float64).log_softmax(-1)
@@ -170,7 +178,7 @@ def _value(fn, p, y, c) -> float | None:
 def _cases(entry):
     """``(p_perfect, p_poor, y, n_classes)`` for each class count the metric is defined on."""
     task = entry.meta["task"]
-    for c in (_CLASSES if task in ("classification", "segmentation") else (7,)):
+    for c in (_CLASSES if task in ("classification", "multilabel", "segmentation") else (7,)):
         p, y = _perfect(task, c)
         if _value(entry.obj, p, y, c) is not None:
             yield p, _poor(task, y, c), y, c
@@ -406,6 +414,8 @@ def test_dataset_loads_with_its_declared_task_kind_and_shapes(entry):
         assert ds.y.shape == (n,) and ds.y.dtype == np.int64 and 0 <= ds.y.min() and ds.y.max() < ds.n_classes
     elif ds.task == "regression":
         assert ds.y.shape == (n,) and ds.y.dtype == np.float32 and np.isfinite(ds.y).all()
+    elif ds.task == "multilabel":
+        assert ds.y.shape == (n, ds.n_classes) and set(np.unique(ds.y)) <= {0, 1}
     elif ds.task == "segmentation":
         assert ds.y.shape == (n, *ds.X.shape[2:]) and ds.y.dtype == np.int64 and ds.y.max() < ds.n_classes
     elif ds.task == "language_modeling":
@@ -584,7 +594,7 @@ def test_regularizer_does_what_its_stage_promises(entry):
     elif stage in ("before_step", "after_step"):  # weights shrink or stay: never grow
         norms = [p.detach().norm() for p in params]
         entry.obj(params, value, 0.1) if stage == "before_step" else entry.obj(params, value)
-        assert all(float(p.norm()) <= float(n) + 1e-6 for p, n in zip(params, norms))
+        assert all(float(p.detach().norm()) <= float(n) + 1e-6 for p, n in zip(params, norms))
     elif stage == "model":
         assert entry.obj(net, value) >= 1
     elif stage == "criterion":

@@ -144,12 +144,13 @@ def test_cli_lr_1e6_on_digits_fails_with_exit_3(tmp_path):
 def test_steps_csv_epochs_account_for_skipped_batches(tmp_path):
     from types import SimpleNamespace
 
-    from methodo.pipeline import _write_steps_csv
+    from methodo.rundir import RunDir
+    from methodo.stages import write_steps_csv
 
     res = SimpleNamespace(lrs=[0.1] * 5, losses=[1.0] * 5, grad_norms=[2.0] * 5, epochs_run=2,
                           skipped_batches=[{"epoch": 1, "step": 2, "tensor": "loss"}])
-    _write_steps_csv(tmp_path / "s.csv", res, 48, SimpleNamespace(batch_size=16, accumulate=1))  # 3 batches/epoch
-    rows = [line.split(",") for line in (tmp_path / "s.csv").read_text().splitlines()]
+    write_steps_csv(RunDir(tmp_path), res, 48, SimpleNamespace(batch_size=16, accumulate=1))  # 3 batches/epoch
+    rows = [line.split(",") for line in (tmp_path / "steps.csv").read_text().splitlines()]
     assert rows[0] == ["step", "epoch", "lr", "loss", "grad_norm"]
     assert [int(r[1]) for r in rows[1:]] == [1, 1, 2, 2, 2]  # epoch 1 took 2 steps: one batch skipped
     assert [float(r[4]) for r in rows[1:]] == [2.0] * 5

@@ -185,25 +185,25 @@ def cmd_embed(run_dir: str, method: str) -> int:
 
 
 def _print_result(res) -> None:
-    s = res.summary
-    test = s.get("metrics", {}).get("test", {})
+    """The run's headline on stdout, from its record: status, test metrics beside the best baseline, findings."""
+    r = res.record
+    test = r.metrics.get("test", {})
     print(f"\nrun dir: {res.run_dir}")
-    print(f"status: {s['status']}  epochs run: {s['epochs_run']} (best epoch {s['best_epoch']})  "
-          f"duration: {s['duration_s']:.1f} s  MLflow run: {s.get('mlflow_run_id')}")
-    std = s.get("metrics_std", {}).get("test", {})
+    print(f"status: {r.status}  epochs run: {r.epochs_run} (best epoch {r.best_epoch})  "
+          f"duration: {r.duration_s:.1f} s  MLflow run: {r.mlflow_run_id}")
+    std = (r.metrics_std or {}).get("test", {})
     if std:
-        print(f"k-fold: {s['kfold']['folds']} folds, test metrics are mean ± std over folds "
+        print(f"k-fold: {r.kfold.folds} folds, test metrics are mean ± std over folds "
               f"(each fold's run dir under {res.run_dir / 'folds'})")
     if test:
         print("test metrics (model [95% bootstrap interval] | best dummy baseline):")
-        base = s.get("baselines", {})
-        iv = s.get("intervals", {}).get("test", {})
-        why = s.get("undefined", {}).get("test", {})
+        iv = (r.intervals or {}).get("test", {})
+        why = (r.undefined or {}).get("test", {})
         for k, v in test.items():
             if v is None:
                 print(f"  {k:<18} undefined ({why.get(k, 'no value')})")
                 continue
-            vals = {b: m.get(k) for b, m in base.items() if m.get(k) is not None}
+            vals = {b: m.get(k) for b, m in r.baselines.items() if m.get(k) is not None}
             bl = ""
             if vals:
                 from methodo.evaluate.metrics import METRICS
@@ -214,22 +214,21 @@ def _print_result(res) -> None:
             band = f"[{iv[k][0]:.4f}, {iv[k][1]:.4f}]" if iv.get(k) else ""
             spread = f" ± {std[k]:.4f}" if std.get(k) is not None else ""
             print(f"  {k:<18} {v:.4f}{spread} {band:<18} {bl}")
-        for split, bases in s.get("extra_baselines", {}).items():  # e.g. out-of-domain text
-            descr = s.get("data", {}).get("extra", {}).get(split, {}).get("description", "")
+        for split, bases in (r.extra_baselines or {}).items():  # e.g. out-of-domain text
+            descr = ((r.data.extra or {}).get(split, {}).get("description", "")) if r.data else ""
             print(f"{split} metrics (model | baselines){': ' + descr if descr else ''}:")
-            for k, v in s["metrics"][split].items():
+            for k, v in r.metrics[split].items():
                 others = "  ".join(f"{b} {m[k]:.4f}" for b, m in bases.items() if m.get(k) is not None)
                 print(f"  {k:<18} {'undefined' if v is None else f'{v:.4f}'}  | {others}")
-        sample = s.get("sample")
-        if sample:
-            print(f"sample (temperature {sample['temperature']}): {sample['prompt']!r} → {sample['continuation']!r}")
-        th = s.get("threshold")
+        if r.sample:
+            print(f"sample (temperature {r.sample.temperature}): {r.sample.prompt!r} → {r.sample.continuation!r}")
+        th = r.threshold
         if th:
-            t = th["test"]
-            show = lambda x: "undefined" if x is None else f"{x:.4f}"
-            print(f"decision threshold {th['value']:.3f} ({th['rule']}: {th['why']}): test precision "
+            t = th.test
+            show = lambda x: "undefined" if x is None else f"{x:.4f}"  # noqa: E731
+            print(f"decision threshold {th.value:.3f} ({th.rule}: {th.why}): test precision "
                   f"{show(t['precision'])}, recall {show(t['recall'])}, f1 {show(t['f1'])}")
-    findings = s.get("findings", [])
+    findings = [f.model_dump() for f in r.findings]
     print(f"findings: {len(findings)}" + ("" if findings else " (no problem found)"))
     _print_findings(findings)
     print(f"report: {res.run_dir / 'report.html'}")

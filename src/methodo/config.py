@@ -392,8 +392,7 @@ class Config(_Strict):
                       description="Experiment name; it names the run dir, so letters, digits, '.', '_', '-'.")
     seed: int = Field(0, ge=0, description="The one seed behind every random choice.")
     task: Annotated[str, registered("tasks")] | None = Field(
-        None, description="Task: classification, regression, segmentation or language_modeling (see `methodo list "
-        "tasks`); inferred from the dataset when omitted."
+        None, description="Task (see `methodo list tasks`); inferred from the dataset when omitted."
     )
     data: DataConfig
     model: ModelConfig

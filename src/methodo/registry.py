@@ -237,7 +237,7 @@ for _name, _target, _help in (
     ("regularizers", "methodo.train.regularize:REGULARIZERS", "penalties, constraints and clipping (train.*)"),
     ("schedulers", "methodo.train.schedules:SCHEDULERS", "learning-rate schedulers (train.scheduler.name)"),
     ("splits", "methodo.data.split:SPLITS", "train/val/test split methods (data.split.method)"),
-    ("tasks", "methodo.tasks:TASKS", "tasks: loss and epoch score (task)"),
+    ("tasks", "methodo.tasks:TASKS", "tasks: what differs per task, from the loss to the outputs (task)"),
 ):
     REGISTRIES.register_lazy(_name, _target, help=_help)
 del _name, _target, _help

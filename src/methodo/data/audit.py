@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from methodo.diagnose import FINDINGS, SEVERITY_ORDER, Finding
+from methodo.tasks import task_spec
 
 # Thresholds, with their reasons.
 IMBALANCE_MEDIUM = 3.0  # largest/smallest class count: accuracy starts to flatter the majority
@@ -112,7 +113,7 @@ def bad_value(f: AuditFacts) -> Finding | None:
 @FINDINGS.register("class_imbalance", stage="data", check=False,
                     help="some classes have many times more rows than others")
 def class_imbalance(f: AuditFacts) -> Finding | None:
-    if f.task != "classification" or not f.class_names:
+    if not task_spec(f.task).has_classes or not f.class_names:
         return None
     counts = np.bincount(f.y, minlength=len(f.class_names))
     present = counts[counts > 0]
@@ -135,7 +136,7 @@ def class_imbalance(f: AuditFacts) -> Finding | None:
 @FINDINGS.register("class_missing_in_split", stage="data", check=False,
                     help="a class has no row in the validation or test split")
 def class_missing_in_split(f: AuditFacts) -> Finding | None:
-    if f.task != "classification" or not f.class_names:
+    if not task_spec(f.task).has_classes or not f.class_names:
         return None
     present = set(np.unique(f.y).tolist())
     missing = {s: [f.class_names[c] for c in sorted(present - set(np.unique(f.y[idx]).tolist()))]
@@ -178,7 +179,7 @@ def duplicates_within_split(f: AuditFacts) -> Finding | None:
                 seen[h[i]] = i
                 continue
             n += 1
-            if f.task == "classification" and f.y[i] != f.y[j]:
+            if task_spec(f.task).has_classes and f.y[i] != f.y[j]:
                 conflicts += 1
             if len(examples) < MAX_EXAMPLES:
                 examples.append({"split": s, "rows": [f.at(j), f.at(i)]})
@@ -360,7 +361,7 @@ def _single_feature_scores(f: AuditFacts) -> list[tuple[str, float, float]]:
     out = []
     for name, x in cols:
         x = np.nan_to_num(x, nan=-1e30)[:, None]
-        if f.task == "classification":
+        if task_spec(f.task).has_classes:
             m = DecisionTreeClassifier(max_depth=3, random_state=0).fit(x[tr], f.y[tr])
             out.append((name, float(balanced_accuracy_score(f.y[ho], m.predict(x[ho]))), 1.0 / max(len(np.unique(f.y)), 1)))
         else:
@@ -379,7 +380,7 @@ def target_leakage(f: AuditFacts) -> Finding | None:
     if not scores:
         return None
     scores.sort(key=lambda s: -s[1])
-    metric = "balanced_accuracy" if f.task == "classification" else "r2"
+    metric = "balanced_accuracy" if task_spec(f.task).has_classes else "r2"
     name, score, base = scores[0]
     return Finding(
         "target_leakage", "critical",
@@ -412,7 +413,7 @@ def split_summary(ds, indices) -> dict:
         if s not in indices:
             continue
         entry: dict[str, Any] = {"n": int(len(indices[s]))}
-        if ds.task == "classification":
+        if task_spec(ds.task).has_classes:
             bc = np.bincount(ds.y[indices[s]], minlength=ds.n_classes)
             entry["class_counts"] = {c: int(n) for c, n in zip(ds.class_names, bc)}
         out[s] = entry

@@ -27,6 +27,7 @@ import math
 from typing import Any
 
 from methodo.errors import ConfigError
+from methodo.tasks import task_spec
 from methodo.registry import Registry
 
 AUGMENTATIONS = Registry("augmentation")
@@ -519,7 +520,7 @@ def gallery(ds, rows, items: list, *, seed: int, path, n: int = 8, copies: int =
     rows = np.asarray(rows)
     picked: list[int] = []
     for c in range(max(ds.n_classes, 1)):  # one image of each class first, then the next ones in order
-        hit = rows[ds.y[rows] == c] if ds.task == "classification" else rows
+        hit = rows[ds.y[rows] == c] if task_spec(ds.task).has_classes else rows
         if len(hit) and len(picked) < n:
             picked.append(int(hit[0]))
     picked += [int(r) for r in rows if int(r) not in picked][: n - len(picked)]

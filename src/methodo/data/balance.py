@@ -44,10 +44,13 @@ def balance(name: str, X: np.ndarray, y: np.ndarray, *, n_classes: int, seed: in
 
 
 def check_balance(name: str, task: str) -> None:
-    if task == "segmentation" and name == "class_weights":  # weights per pixel class
+    from methodo.tasks import task_spec
+
+    spec = task_spec(task)
+    if spec.pixel_classes and name == "class_weights":  # weights per pixel class
         return
-    if name != "none" and task != "classification":
-        hint = "'none' or 'class_weights'" if task == "segmentation" else "'none'"
+    if name != "none" and not spec.has_classes:
+        hint = "'none' or 'class_weights'" if spec.pixel_classes else "'none'"
         raise ConfigError(f"data.balance: {name!r} balances classes, but the task is {task}; use {hint}")
 
 

@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from methodo.errors import BadInput, ConfigError, DataError
+from methodo.tasks import task_spec
 from methodo.registry import Registry, check_kwargs
 
 FEATURES = Registry("feature step")
@@ -174,7 +175,7 @@ class MutualInfoSelect(_MaskSelector):
     def fit(self, X, y):
         from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
 
-        fn = mutual_info_classif if self.task == "classification" else mutual_info_regression
+        fn = mutual_info_classif if task_spec(self.task).has_classes else mutual_info_regression
         self.scores_ = fn(np.asarray(X, dtype=np.float64), y, random_state=self.seed)
         keep = np.argsort(-self.scores_, kind="stable")[: min(self.k, len(self.scores_))]
         self.support_ = np.isin(np.arange(len(self.scores_)), keep)
@@ -192,7 +193,7 @@ class L1Select(_MaskSelector):
         from sklearn.linear_model import Lasso, LogisticRegression
 
         Z = _standardized(X)
-        if self.task == "classification":
+        if task_spec(self.task).has_classes:
             m = LogisticRegression(l1_ratio=1.0, C=self.C, solver="saga", max_iter=5000, random_state=self.seed)
             coef = np.abs(np.atleast_2d(m.fit(Z, y).coef_)).max(0)
         else:
@@ -214,7 +215,7 @@ class RFESelect(_MaskSelector):
         from sklearn.feature_selection import RFE
         from sklearn.linear_model import LinearRegression, LogisticRegression
 
-        est = (LogisticRegression(max_iter=2000, random_state=self.seed) if self.task == "classification"
+        est = (LogisticRegression(max_iter=2000, random_state=self.seed) if task_spec(self.task).has_classes
                else LinearRegression())
         Z = _standardized(X)
         rfe = RFE(est, n_features_to_select=min(self.n_features, Z.shape[1]), step=self.step).fit(Z, y)

@@ -38,12 +38,14 @@ class Preprocessor:
     y_std: float = 1.0
 
     def fit(self, X: np.ndarray, y: np.ndarray, task: str) -> "Preprocessor":
+        from methodo.tasks import task_spec
+
         if self.scale == "standard":
             axes = (0,) if X.ndim == 2 else (0, 2, 3)  # per feature, or per image channel
             self.mean = X.mean(axis=axes, keepdims=True).astype(np.float32)
             std = X.std(axis=axes, keepdims=True)
             self.std = np.where(std > 1e-8, std, 1.0).astype(np.float32)  # constant features stay put
-        if task == "regression":
+        if task_spec(task).standardize_target:
             self.y_mean, self.y_std = float(y.mean()), float(y.std() or 1.0)
         return self
 
@@ -60,7 +62,9 @@ class Preprocessor:
         return ((X - self.mean) / self.std).astype(np.float32)
 
     def transform_y(self, y: np.ndarray, task: str) -> np.ndarray:
-        if task == "regression":
+        from methodo.tasks import task_spec
+
+        if task_spec(task).standardize_target:
             return ((y - self.y_mean) / self.y_std).astype(np.float32)
         return y
 
@@ -114,11 +118,10 @@ class PreparedData:
 
     @property
     def n_outputs(self) -> int:
-        if self.task == "regression":
-            return 1
-        if self.task == "language_modeling":
-            return len(self.dataset.vocab)
-        return self.dataset.n_classes  # classes per row, or per pixel
+        """Model outputs per row: classes (per row or pixel), 1 value, the vocabulary (``TaskSpec.n_outputs``)."""
+        from methodo.tasks import task_spec
+
+        return task_spec(self.task).n_outputs(self.dataset)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -180,10 +183,7 @@ def split_dataset(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None) 
     if ds.groups is not None:  # rows cut from documents: whole documents go to one split
         return split_groups(ds.groups, val=s.val, test=s.test, seed=seed)
     fold = fold if fold is not None else s.fold
-    y, task = ds.y, ds.task
-    if task == "segmentation":  # stratify images by their largest foreground class
-        y, task = dominant_class(ds.y), "classification"
-    return split_indices(y, method=s.method, val=s.val, test=s.test, seed=seed, task=task,
+    return split_indices(ds.y, method=s.method, val=s.val, test=s.test, seed=seed, task=ds.task,
                          X=ds.X if s.method == "cluster" else None, groups=groups_for(ds, s),
                          official=ds.official_test, folds=s.folds, fold=fold, clusters=s.clusters,
                          cluster_on=s.cluster_on)
@@ -206,7 +206,10 @@ def prepare(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None,
     if ds.kind != "image" and augment_items:
         raise ConfigError(f"data.augment: augmentations work on images; dataset {ds.name!r} is a table "
                           "(use data.features for tables)")
-    if ds.task == "segmentation" and augment_items:
+    from methodo.tasks import task_spec
+
+    spec = task_spec(ds.task)
+    if spec.pixel_classes and augment_items:
         raise ConfigError("data.augment: the augmentations transform images only, the masks would not follow; "
                           "segmentation trains without data.augment")
     check_balance(data_cfg.balance, ds.task)
@@ -248,9 +251,9 @@ def prepare(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None,
         y = torch.from_numpy(np.ascontiguousarray(pre.transform_y(yn, ds.task)))
         tensors[name] = (Xs, y)
         raw_y[name] = yn
-        if ds.task == "segmentation" and name in idx:  # pixels per class
+        if spec.pixel_classes and name in idx:  # pixels per class
             counts[name] = _counts(yn.ravel(), ds)
-        if ds.task == "classification":
+        if spec.has_classes:
             counts[name] = _counts(yn, ds)
             absent = [c for c, n in counts[name].items() if n == 0]
             if absent:
@@ -262,7 +265,7 @@ def prepare(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None,
     # 3. Balancing: the training rows only.
     data = PreparedData(ds, idx, tensors, raw_y, pre, counts, balance=data_cfg.balance, features=pipe,
                         feature_names=names)
-    if ds.task == "classification":
+    if spec.has_classes:
         data.class_counts_before_balancing = dict(counts["train"])
         if data_cfg.balance != "none":
             Xtr, ytr = tensors["train"]
@@ -275,7 +278,7 @@ def prepare(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None,
                 data.class_weights = torch.as_tensor(b.class_weights, dtype=torch.float32)
             if b.sample_weights is not None:
                 data.sample_weights = torch.as_tensor(b.sample_weights, dtype=torch.float64)
-    elif ds.task == "segmentation" and data_cfg.balance == "class_weights":  # pixels per class
+    elif spec.pixel_classes and data_cfg.balance == "class_weights":  # pixels per class
         b = balance("class_weights", X[tr], ds.y[tr].ravel(), n_classes=ds.n_classes, seed=seed)
         data.class_weights = torch.as_tensor(b.class_weights, dtype=torch.float32)
 

@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 from methodo.errors import DataError, choices
+from methodo.tasks import task_spec
 from methodo.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -39,7 +40,8 @@ class Dataset:
     ``X`` is float32, shaped ``(n, C, H, W)`` (values in [0, 1]) for images and ``(n, F)`` for
     tables (``NaN`` where a value is missing), or int64 token ids ``(n, T)`` for text. ``y`` is int64
     class indices for classification, float32 for regression, int64 masks ``(n, H, W)`` for
-    segmentation and the next tokens ``(n, T)`` for language modeling. ``cat`` holds raw categorical
+    segmentation, the next tokens ``(n, T)`` for language modeling and float32 0/1 ``(n, L)`` for
+    multi-label classification (``class_names`` then names the labels). ``cat`` holds raw categorical
     columns (object array ``(n, K)``, ``None`` where missing) named by ``cat_names``; ``meta`` per-row
     extras (``path`` of an image file, ``row`` of a CSV line, a group column). ``official_test`` marks
     a dataset's own test rows. ``problems`` lists what an audit-mode load left out:
@@ -51,7 +53,7 @@ class Dataset:
     """
 
     name: str
-    task: Literal["classification", "regression", "segmentation", "language_modeling"]
+    task: str  # a name in methodo.tasks.TASKS
     kind: Literal["image", "tabular", "text"]
     X: np.ndarray
     y: np.ndarray
@@ -120,7 +122,7 @@ def _sklearn(name: str, task, loader_name: str, description: str):
         if name == "digits":  # the 8×8 images (values 0..16), as 1-channel images in [0, 1]
             X = np.asarray(bunch.images, dtype=np.float32)[:, None, :, :] / np.float32(16.0)
             kind = "image"
-        if task == "classification":
+        if task_spec(task).has_classes:
             y = np.asarray(bunch.target, dtype=np.int64)
             class_names = [str(c) for c in getattr(bunch, "target_names", np.unique(y))]
         else:
@@ -147,6 +149,33 @@ def load_circles(data_cfg, audit: bool = False) -> Dataset:
     X, y = make_circles(n_samples=1000, noise=0.08, factor=0.5, random_state=0)  # fixed: the data, not the seed
     return Dataset("circles", "classification", "tabular", X.astype(np.float32), y.astype(np.int64),
                    ["x", "y"], ["outer", "inner"], "two concentric circles: 1000 rows, features x and y, 2 classes")
+
+
+# Attributes of each digit class, for the multi-label example: an image can be even *and* have a loop.
+DIGIT_ATTRIBUTES = {
+    "even": (0, 2, 4, 6, 8),
+    "above_4": (5, 6, 7, 8, 9),
+    "prime": (2, 3, 5, 7),
+    "loop": (0, 6, 8, 9),  # a closed loop in the usual handwritten shape (4 is drawn open as often as not)
+    "straight": (1, 4, 7),  # drawn with straight strokes only
+}
+
+
+@DATASETS.register("digits_attributes", help="scikit-learn digits as a multi-label set: 1797 8×8 images, 5 "
+                   "yes/no attributes of the digit (even, above_4, prime, loop, straight)", task="multilabel",
+                   kind="image")
+def load_digits_attributes(data_cfg, audit: bool = False) -> Dataset:
+    import sklearn.datasets
+
+    bunch = sklearn.datasets.load_digits()
+    X = np.asarray(bunch.images, dtype=np.float32)[:, None, :, :] / np.float32(16.0)
+    digit = np.asarray(bunch.target)
+    names = list(DIGIT_ATTRIBUTES)
+    y = np.stack([np.isin(digit, DIGIT_ATTRIBUTES[n]) for n in names], axis=1).astype(np.float32)
+    return Dataset("digits_attributes", "multilabel", "image", X, y, [], names,
+                   "scikit-learn digits, 1797 8×8 images, 5 attributes per image: " + ", ".join(
+                       f"{n} ({' '.join(map(str, DIGIT_ATTRIBUTES[n]))})" for n in names),
+                   meta={"digit": digit})
 
 
 # --------------------------------------------------------------------------- CSV

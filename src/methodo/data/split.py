@@ -52,9 +52,11 @@ def split_indices(y: np.ndarray, *, method: str, val: float, test: float, seed: 
 
 
 def _strata(y, task):
-    if task == "regression":  # stratify a continuous target by its quintiles
-        return np.digitize(y, np.quantile(y, [0.2, 0.4, 0.6, 0.8]))
-    return y
+    """What a stratified split keeps in proportion (``TaskSpec.strata``): the class, the target's
+    quintile, an image's dominant class, a label combination; ``None`` for nothing."""
+    from methodo.tasks import task_spec
+
+    return task_spec(task).strata(y)
 
 
 def _two_stage(y, *, val, test, seed, stratify):
@@ -205,9 +207,11 @@ def kfold_split(y, *, val, seed, task, folds, fold, **_):
         raise DataError("data.split.fold: a kfold split needs the fold to use (1..folds); `methodo run` runs them all")
     if not 1 <= fold <= folds:
         raise DataError(f"data.split.fold={fold} is outside 1..{folds}")
+    from methodo.tasks import task_spec
+
     strata = _strata(y, task)
-    if task == "classification":
-        present = np.bincount(y)[np.bincount(y) > 0]
+    if strata is not None and not task_spec(task).standardize_target:  # strata are classes: keep them per fold
+        present = np.bincount(strata)[np.bincount(strata) > 0]
         if present.min() < folds:
             raise DataError(f"data.split.folds={folds}: the smallest class has only {int(present.min())} rows; "
                             "use fewer folds")

@@ -60,6 +60,13 @@ class Facts:
     # a flexible scikit-learn model on the same table (evaluate.baselines.reference_model): noise or bias?
     reference: dict | None = None
 
+    @property
+    def spec(self):
+        """The task's :class:`~methodo.tasks.TaskSpec`: what the checks may assume about the predictions."""
+        from methodo.tasks import task_spec
+
+        return task_spec(self.task)
+
 
 @FINDINGS.register("overfitting", check=True,
                     help="high variance: validation loss rises while training loss keeps falling")
@@ -89,11 +96,11 @@ def _high_bias(f: Facts) -> tuple[str, float, float] | None:
     """``(metric, train, val)`` when the training score is poor and close to val (high bias, or noise)."""
     if not f.history:
         return None
-    if f.task == "classification":
+    if f.spec.has_classes:
         last = f.history[-1]
         tr, va = last.get("train_accuracy", 1), last.get("val_accuracy", 1)
         return ("accuracy", tr, va) if 1 - tr >= 0.15 and (1 - va) - (1 - tr) < 0.05 else None
-    if f.task == "regression":
+    if f.spec.standardize_target:
         tr, va = f.metrics.get("train", {}).get("r2"), f.metrics.get("val", {}).get("r2")
         if tr is not None and va is not None and tr < 0.6 and tr - va < 0.1:
             return "r2", tr, va
@@ -155,11 +162,11 @@ def noise_floor(f: Facts) -> Finding | None:
 def constant_predictions(f: Facts) -> Finding | None:
     if f.test_pred is None or f.test_true is None or len(f.test_pred) < 5:
         return None
-    if f.task in ("classification", "segmentation"):
+    if f.spec.decided_classes:
         values, counts = np.unique(f.test_pred, return_counts=True)
         share = counts.max() / counts.sum()
         true_share = np.bincount(f.test_true).max() / len(f.test_true)
-        unit = "pixels" if f.task == "segmentation" else "rows"
+        unit = f.spec.count_unit or "rows"
         if share >= 0.98 and true_share < 0.95:
             return Finding(
                 "constant_predictions", "critical",
@@ -185,8 +192,7 @@ def not_better_than_baseline(f: Facts) -> Finding | None:
     if not test or not f.baselines:
         return None
     # the metric that says whether the input was used, and its direction
-    key, better = {"classification": ("accuracy", 1), "segmentation": ("mean_iou", 1),
-                   "language_modeling": ("perplexity", -1)}.get(f.task, ("rmse", -1))
+    key, better = f.spec.headline
     model = test.get(key)
     scored = {s: m.get(key) for s, m in f.baselines.items() if m.get(key) is not None}
     if model is None or not scored:
@@ -213,7 +219,7 @@ def not_better_than_baseline(f: Facts) -> Finding | None:
 @FINDINGS.register("misleading_metric", check=True, help="accuracy looks good only because one class dominates")
 def misleading_metric(f: Facts) -> Finding | None:
     test = f.metrics.get("test", {})
-    if f.task != "classification" or f.test_true is None or "accuracy" not in test:
+    if not f.spec.has_classes or f.test_true is None or "accuracy" not in test:
         return None
     counts = np.bincount(f.test_true)
     share = counts.max() / counts.sum()
@@ -240,10 +246,10 @@ def misleading_metric(f: Facts) -> Finding | None:
                     help="predictions are unrelated to the labels (noise): test agreement is at chance level")
 def no_signal(f: Facts) -> Finding | None:
     test = f.metrics.get("test", {})
-    if f.test_pred is None or f.test_true is None or len(f.test_true) < 10 or f.task not in (
-            "classification", "regression"):
+    if f.test_pred is None or f.test_true is None or len(f.test_true) < 10 or not (
+            f.spec.has_classes or f.spec.standardize_target):  # one class or one value per row
         return None
-    if f.task == "classification":
+    if f.spec.has_classes:
         kappa = test.get("cohen_kappa")
         if kappa is None or len(np.unique(f.test_pred)) < 2 or kappa > 0.1:
             return None
@@ -303,7 +309,7 @@ def lr_too_low(f: Facts) -> Finding | None:
 @FINDINGS.register("label_errors", check=True,
                     help="out-of-sample rows the model confidently assigns to another class (confident learning)")
 def label_errors(f: Facts) -> Finding | None:
-    if f.task != "classification" or f.oos_proba is None or len(f.oos_true) < 10:
+    if not f.spec.has_classes or f.oos_proba is None or len(f.oos_true) < 10:
         return None
     p, y = f.oos_proba, f.oos_true
     c = p.shape[1]

@@ -34,9 +34,11 @@ def evaluate_splits(task: str, preds: dict[str, np.ndarray], y: dict[str, np.nda
     intervals and, under ``extra_baselines``, the baselines too."""
     names = ecfg.metrics or [n for n in metric_names(task) if not (n == "top3_accuracy" and n_classes <= 3)]
     extra = [s for s in preds if s not in ("train", "val", "test")]
+    from methodo.tasks import task_spec
+
+    spec = task_spec(task)
     probs = preds
-    if task == "segmentation":  # every segmentation metric scores the decided class of each pixel
-        preds = {s: p.argmax(1) for s, p in preds.items()}
+    preds = {s: spec.metric_input(p) for s, p in preds.items()}  # segmentation: the decided class of each pixel
     out: dict = {"metrics": {}, "undefined": {}}
     for s in ("train", "val", "test", *extra):
         why: dict[str, str] = {}
@@ -58,16 +60,14 @@ def evaluate_splits(task: str, preds: dict[str, np.ndarray], y: dict[str, np.nda
     out["baselines"] = baselines("test")
     if extra:
         out["extra_baselines"] = {s: baselines(s) for s in extra}
-    if task == "segmentation":
-        out["tables"] = {"test": segmentation_tables(probs["test"], y["test"], class_names)}
-    if task == "classification":
-        out["tables"] = {"test": classification_tables(preds["test"], y["test"], class_names)}
-        if n_classes == 2:
-            from methodo.evaluate import threshold as th
+    if spec.tables is not None:
+        out["tables"] = {"test": spec.tables(probs["test"], y["test"], class_names)}
+    if spec.has_classes and n_classes == 2:  # a binary decision: choose its threshold on val
+        from methodo.evaluate import threshold as th
 
-            t, why = th.choose(th.sweep(preds["val"][:, 1], y["val"]), ecfg.threshold.rule, ecfg.threshold.value)
-            out["threshold"] = {"rule": ecfg.threshold.rule, "value": t, "why": why,
-                                "val": th.at_threshold(preds["val"][:, 1], y["val"], t),
-                                "test": th.at_threshold(preds["test"][:, 1], y["test"], t),
-                                "test_at_0.5": th.at_threshold(preds["test"][:, 1], y["test"], 0.5)}
+        t, why = th.choose(th.sweep(preds["val"][:, 1], y["val"]), ecfg.threshold.rule, ecfg.threshold.value)
+        out["threshold"] = {"rule": ecfg.threshold.rule, "value": t, "why": why,
+                            "val": th.at_threshold(preds["val"][:, 1], y["val"], t),
+                            "test": th.at_threshold(preds["test"][:, 1], y["test"], t),
+                            "test_at_0.5": th.at_threshold(preds["test"][:, 1], y["test"], 0.5)}
     return out

@@ -25,36 +25,44 @@ LANGUAGE_MODELING = ("unigram", "uniform")
 
 def baseline_metrics(task: str, y_train: np.ndarray, y_eval: np.ndarray, n_classes: int,
                      *, seed: int) -> dict[str, dict[str, float | None]]:
-    """Metrics of each dummy strategy on ``y_eval``: most frequent/stratified/uniform class,
-    mean/median value, most frequent/stratified pixel class, or unigram/uniform next token."""
-    from sklearn.dummy import DummyClassifier, DummyRegressor
+    """Metrics of each dummy strategy of the task on ``y_eval`` (``TaskSpec.baselines``): most
+    frequent/stratified/uniform class, mean/median value, most frequent/stratified pixel class, or
+    unigram/uniform next token."""
+    from methodo.tasks import task_spec
 
-    if task == "segmentation":
-        return _segmentation(y_train, y_eval, n_classes, seed)
-    if task == "language_modeling":
-        return _language(y_train, y_eval, n_classes)
+    return task_spec(task).baselines(y_train, y_eval, n_classes, seed)
+
+
+def classification_baselines(y_train, y_eval, n_classes: int, *, seed: int) -> dict[str, dict]:
+    """The most frequent class (its probabilities are the class prior), and random guesses by the prior
+    (stratified) or uniform, scored as hard predictions."""
+    from sklearn.dummy import DummyClassifier
 
     X_tr, X_ev = np.zeros((len(y_train), 1)), np.zeros((len(y_eval), 1))
     out = {}
-    if task == "classification":
-        for strategy in CLASSIFICATION:
-            # "most_frequent" predicts the majority class; its probabilities are the class prior
-            fitted = "prior" if strategy == "most_frequent" else strategy
-            dummy = DummyClassifier(strategy=fitted, random_state=seed).fit(X_tr, y_train)
-            if strategy == "most_frequent":
-                proba = np.zeros((len(y_eval), n_classes), dtype=np.float32)
-                proba[:, dummy.classes_] = dummy.predict_proba(X_ev)
-            else:  # random guesses (by the prior, or uniform), scored as hard predictions
-                proba = np.eye(n_classes, dtype=np.float32)[dummy.predict(X_ev)]
-            out[strategy] = compute_metrics(task, proba, y_eval, n_classes)
-    else:
-        for strategy in REGRESSION:
-            dummy = DummyRegressor(strategy=strategy).fit(X_tr, y_train)
-            out[strategy] = compute_metrics(task, dummy.predict(X_ev).astype(np.float32), y_eval)
+    for strategy in CLASSIFICATION:
+        fitted = "prior" if strategy == "most_frequent" else strategy
+        dummy = DummyClassifier(strategy=fitted, random_state=seed).fit(X_tr, y_train)
+        if strategy == "most_frequent":
+            proba = np.zeros((len(y_eval), n_classes), dtype=np.float32)
+            proba[:, dummy.classes_] = dummy.predict_proba(X_ev)
+        else:
+            proba = np.eye(n_classes, dtype=np.float32)[dummy.predict(X_ev)]
+        out[strategy] = compute_metrics("classification", proba, y_eval, n_classes)
     return out
 
 
-def _segmentation(y_train, y_eval, n_classes: int, seed: int) -> dict[str, dict]:
+def regression_baselines(y_train, y_eval) -> dict[str, dict]:
+    """The training mean and median, predicted for every row."""
+    from sklearn.dummy import DummyRegressor
+
+    X_tr, X_ev = np.zeros((len(y_train), 1)), np.zeros((len(y_eval), 1))
+    return {strategy: compute_metrics("regression", DummyRegressor(strategy=strategy).fit(X_tr, y_train)
+                                      .predict(X_ev).astype(np.float32), y_eval)
+            for strategy in REGRESSION}
+
+
+def segmentation_baselines(y_train, y_eval, n_classes: int, seed: int) -> dict[str, dict]:
     """Pixel dummies fitted on the training masks: the class prior at every pixel (its argmax, the
     most frequent class, everywhere), or a random class per pixel drawn from that prior."""
     prior = np.bincount(np.asarray(y_train).ravel(), minlength=n_classes) / np.asarray(y_train).size
@@ -68,7 +76,7 @@ def _segmentation(y_train, y_eval, n_classes: int, seed: int) -> dict[str, dict]
     return out
 
 
-def _language(y_train, y_eval, vocab_size: int) -> dict[str, dict]:
+def language_baselines(y_train, y_eval, vocab_size: int) -> dict[str, dict]:
     """Next-token dummies: training-token frequencies with add-one smoothing (unigram), or 1/V."""
     y_eval = np.asarray(y_eval)
     return {
@@ -107,11 +115,14 @@ def reference_model(task: str, X_train: np.ndarray, y_train: np.ndarray, X_val: 
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.metrics import accuracy_score, r2_score
 
-    if task not in ("classification", "regression") or X_train.ndim != 2 or len(y_train) < 20 or len(y_val) < 5:
+    from methodo.tasks import task_spec
+
+    spec = task_spec(task)
+    if not spec.reference or X_train.ndim != 2 or len(y_train) < 20 or len(y_val) < 5:
         return None
     # early stopping on an inner 10 % of train keeps the reference from memorizing a small table
     opts = dict(max_iter=200, early_stopping=True, validation_fraction=0.1, n_iter_no_change=10, random_state=seed)
-    if task == "classification":
+    if spec.has_classes:
         if len(np.unique(y_train)) < 2:
             return None
         model = HistGradientBoostingClassifier(**opts).fit(X_train, y_train)
@@ -121,3 +132,15 @@ def reference_model(task: str, X_train: np.ndarray, y_train: np.ndarray, X_val: 
         score, metric = r2_score, "r2"
     return {"model": type(model).__name__, "metric": metric, "train": float(score(y_train, model.predict(X_train))),
             "val": float(score(y_val, model.predict(X_val)))}
+
+
+def multilabel_baselines(y_train, y_eval, n_labels: int, *, seed: int) -> dict[str, dict]:
+    """Each label from its training frequency alone: its frequency as the probability of every row
+    (``most_frequent``: a label present in most training rows is always predicted), or drawn at random
+    with that frequency (``stratified``)."""
+    freq = np.asarray(y_train, dtype=np.float64).mean(0).astype(np.float32)
+    n = len(y_eval)
+    prior = np.broadcast_to(freq, (n, n_labels)).copy()
+    drawn = (np.random.default_rng(seed).random((n, n_labels)) < freq).astype(np.float32)
+    return {"most_frequent": compute_metrics("multilabel", prior, y_eval, n_labels),
+            "stratified": compute_metrics("multilabel", drawn, y_eval, n_labels)}

@@ -11,6 +11,7 @@ predictions ringed) goes to ``figures/embeddings_METHOD.png`` and into the repor
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ def project(E: np.ndarray, method: str, *, seed: int = 0) -> np.ndarray:
     return umap.UMAP(n_components=2, n_neighbors=min(15, len(Z) - 1), random_state=seed, n_jobs=1).fit_transform(Z)
 
 
-def _test_inputs(run_dir: Path, cfg):
+def _test_inputs(rd, cfg):
     """The run's test inputs, rebuilt with its saved (not refitted) transforms, and their labels."""
     import torch
 
@@ -82,19 +83,17 @@ def _test_inputs(run_dir: Path, cfg):
 
     ds = load_dataset(cfg.data)
     rows = split_dataset(ds, cfg.data, cfg.seed)["test"]
-    pred_csv = run_dir / "predictions_test.csv"
-    if pred_csv.is_file():
-        saved = [int(r["row"]) for r in csv.DictReader(pred_csv.open())]
+    if rd.has("predictions_test.csv"):
+        saved = [int(r["row"]) for r in csv.DictReader(io.StringIO(rd.read_text("predictions_test.csv")))]
         if saved != rows.tolist():
-            raise BadInput(f"{run_dir}: the test split rebuilt from config.yaml differs from predictions_test.csv "
+            raise BadInput(f"{rd.path}: the test split rebuilt from config.yaml differs from predictions_test.csv "
                            "(the data changed since the run?)")
     X = ds.X[rows]
-    feat_path = run_dir / "features.skops"
-    if feat_path.is_file():
-        pipe = load_pipeline(feat_path)
+    if rd.has("features.skops"):
+        pipe = load_pipeline(rd.file("features.skops"))
         Xin = X if ds.cat is None else np.concatenate([X.astype(object), ds.cat[rows]], axis=1)
         X = np.asarray(pipe.transform(Xin), dtype=np.float32)
-    pre = Preprocessor.from_json((run_dir / "preprocessor.json").read_text())
+    pre = Preprocessor.from_json(rd.read_text("preprocessor.json"))
     return ds, rows, torch.from_numpy(pre.transform_x(X))
 
 
@@ -107,19 +106,22 @@ def embed_run(run_dir: str | Path, method: str = "pca") -> dict:
     from methodo.report.html import render_report
     from methodo.train.checkpoint import load_checkpoint
 
-    run_dir = Path(run_dir)
+    from methodo.rundir import RunDir
+
     if method not in METHODS:
         raise BadInput(f"embed --method {method!r}; choose one of {', '.join(map(repr, METHODS))}")
-    if not (run_dir / "config.yaml").is_file():
-        raise BadInput(f"{run_dir}: not a run dir (no config.yaml)")
-    cfg = load_config(run_dir / "config.yaml")
+    rd = RunDir.open(run_dir, needs="config")
+    run_dir = rd.path
+    cfg = load_config(rd.file("config.yaml"))
     if cfg.data.split.method == "kfold" and cfg.data.split.fold is None:
         raise BadInput(f"{run_dir}: a k-fold run has one model per fold; embed one: {run_dir}/folds/fold-1")
-    weights_path = run_dir / "checkpoints" / "best.safetensors"
-    if not weights_path.is_file():
+    weights_path = rd.file("checkpoints/best.safetensors")
+    if not rd.has("checkpoints/best.safetensors"):
         raise BadInput(f"{run_dir}: no checkpoints/best.safetensors (did the run finish?)")
-    ds, rows, X = _test_inputs(run_dir, cfg)
-    if ds.task != "classification":
+    ds, rows, X = _test_inputs(rd, cfg)
+    from methodo.tasks import task_spec
+
+    if not task_spec(ds.task).has_classes:
         raise BadInput(f"{run_dir}: embed colors points by class; this run is a {ds.task} run")
     model = build_model(cfg.model.name, input_shape=tuple(X.shape[1:]), n_outputs=ds.n_classes, kind=ds.kind,
                         **cfg.model.options)
@@ -129,16 +131,13 @@ def embed_run(run_dir: str | Path, method: str = "pca") -> dict:
     y = ds.y[rows]
     pts = project(E, method, seed=cfg.seed)
     label = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}[method]
-    (run_dir / "figures").mkdir(exist_ok=True)
-    fig = plots.embeddings(pts, y, pred, ds.class_names, run_dir / "figures" / f"embeddings_{method}.png",
+    rd.make_layout()
+    fig = plots.embeddings(pts, y, pred, ds.class_names, rd.figure(f"embeddings_{method}.png"),
                            method=label, title=f"{cfg.name}: test embeddings ({E.shape[1]}-d penultimate layer → "
                            f"{label}), {int((pred != y).sum())} of {len(y)} wrong")
-    out_csv = run_dir / f"embeddings_{method}.csv"
-    with out_csv.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["row", "true", "predicted", "x", "y"])
-        for r, t, p, (a, b) in zip(rows, y, pred, pts):
-            w.writerow([int(r), ds.class_names[int(t)], ds.class_names[int(p)], f"{a:.6g}", f"{b:.6g}"])
+    out_csv = rd.write_csv(f"embeddings_{method}.csv", ["row", "true", "predicted", "x", "y"],
+                           ([int(r), ds.class_names[int(t)], ds.class_names[int(p)], f"{a:.6g}", f"{b:.6g}"]
+                            for r, t, p, (a, b) in zip(rows, y, pred, pts)))
     render_report(run_dir)
     return {"figure": fig, "csv": out_csv, "n": int(len(y)), "wrong": int((pred != y).sum()), "method": method,
             "dim": int(E.shape[1])}

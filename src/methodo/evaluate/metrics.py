@@ -415,21 +415,105 @@ def classification_tables(probs, y, class_names: list[str]) -> dict:
 @torch.no_grad()
 def predict(model, X: torch.Tensor, *, task: str, batch_size: int = 1024, device=None,
             inverse_y=None, y: torch.Tensor | None = None) -> np.ndarray:
-    """Probabilities ``(N, C)`` for classification, predictions in target units for regression,
-    per-pixel probabilities ``(N, C, H, W)`` for segmentation, and for language modeling the log
-    probability of each target token ``(N, T)`` (``y``, the targets, is then required)."""
+    """The task's scores of every row (``TaskSpec.to_scores``): probabilities ``(N, C)`` for
+    classification, predictions in target units for regression (``inverse_y`` undoes the target
+    scaling), per-pixel probabilities ``(N, C, H, W)`` for segmentation, and for language modeling the
+    log probability of each target token ``(N, T)`` (``y``, the targets, is then required)."""
+    from methodo.tasks import task_spec
+
+    spec = task_spec(task)
     model.eval()
     device = device or next(model.parameters()).device
     outs = []
     for s in range(0, len(X), batch_size):
         out = model(X[s:s + batch_size].to(device)).float()
-        if task == "language_modeling":
-            target = y[s:s + batch_size].to(device)
-            out = out.log_softmax(-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        elif task in ("classification", "segmentation"):
-            out = out.softmax(1)
-        else:
-            out = out.squeeze(-1)
-        outs.append(out.cpu())
+        target = y[s:s + batch_size].to(device) if spec.scores_need_targets else None
+        outs.append(spec.to_scores(out, target).cpu())
     res = torch.cat(outs).numpy()
-    return inverse_y(res) if (inverse_y is not None and task == "regression") else res
+    return inverse_y(res) if (inverse_y is not None and spec.standardize_target) else res
+
+
+# --------------------------------------------------------------------------- multi-label
+# Several yes/no labels per row, scored from per-label probabilities (N, L) against 0/1 targets (N, L);
+# a label is predicted present when its probability is at least 0.5. Per-label averages (f1_macro,
+# ap_macro, roc_auc_macro) are taken over the labels where the value is defined (a label never present
+# and never predicted has no F1): an undefined label is left out, never counted as 0.
+
+THRESHOLD = 0.5
+
+
+def _decided(p):
+    return (p >= THRESHOLD).long()
+
+
+def _label_stats(p, y):
+    """Per-label (tp, fp, fn) as float tensors of shape (L,)."""
+    pred, y = _decided(p), y.long()
+    tp = (pred & y).sum(0).double()
+    return tp, (pred & (1 - y)).sum(0).double(), ((1 - pred) & y).sum(0).double()
+
+
+@METRICS.register("subset_accuracy", help="fraction of rows whose every label is right (exact match)",
+                  task="multilabel", higher_is_better=True, best=1.0)
+def subset_accuracy(p, y, c):
+    return (_decided(p) == y.long()).all(1).double().mean()
+
+
+@METRICS.register("hamming_loss", help="fraction of wrong label decisions over all rows × labels",
+                  task="multilabel", higher_is_better=False, best=0.0)
+def hamming_loss(p, y, c):
+    return (_decided(p) != y.long()).double().mean()
+
+
+@METRICS.register("f1_macro", help="F1 of each label, averaged over the labels where it is defined",
+                  task="multilabel", higher_is_better=True, best=1.0)
+def f1_macro(p, y, c):
+    tp, fp, fn = _label_stats(p, y)
+    den = 2 * tp + fp + fn
+    if not (den > 0).any():
+        raise Undefined("no label is present or predicted in any row")
+    return (2 * tp[den > 0] / den[den > 0]).mean()
+
+
+@METRICS.register("f1_micro", help="F1 of all label decisions pooled (frequent labels weigh more)",
+                  task="multilabel", higher_is_better=True, best=1.0)
+def f1_micro(p, y, c):
+    tp, fp, fn = (t.sum() for t in _label_stats(p, y))
+    if 2 * tp + fp + fn == 0:
+        raise Undefined("no label is present or predicted in any row")
+    return 2 * tp / (2 * tp + fp + fn)
+
+
+@METRICS.register("ap_macro", help="average precision of each label's ranking, averaged over labels present",
+                  task="multilabel", higher_is_better=True, best=1.0)
+def ap_macro(p, y, c):
+    present = [k for k in range(y.shape[1]) if (y[:, k] == 1).any()]
+    if not present:
+        raise Undefined("no label is present in any row")
+    return float(np.mean([_ap(p[:, k], y[:, k] == 1) for k in present]))
+
+
+@METRICS.register("roc_auc_macro", help="ROC AUC of each label, averaged over labels with both values present",
+                  task="multilabel", higher_is_better=True, best=1.0)
+def roc_auc_macro(p, y, c):
+    from torchmetrics.functional.classification import binary_auroc
+
+    both = [k for k in range(y.shape[1]) if 0 < int(y[:, k].sum()) < len(y)]
+    if not both:
+        raise Undefined("no label has both values present")
+    return float(np.mean([float(binary_auroc(p[:, k], y[:, k].long())) for k in both]))
+
+
+def multilabel_tables(probs, y, label_names: list[str]) -> dict:
+    """Per label: precision, recall, F1 and average precision (``None`` where undefined), support, and
+    how often it is predicted."""
+    probs, y = torch.as_tensor(probs), torch.as_tensor(y)
+    tp, fp, fn = _label_stats(probs, y)
+    div = lambda a, b: float(a / b) if b > 0 else None  # noqa: E731
+    rows = []
+    for k, name in enumerate(label_names):
+        rows.append({"label": name, "precision": div(tp[k], tp[k] + fp[k]), "recall": div(tp[k], tp[k] + fn[k]),
+                     "f1": div(2 * tp[k], 2 * tp[k] + fp[k] + fn[k]),
+                     "average_precision": _ap(probs[:, k], y[:, k] == 1) if (y[:, k] == 1).any() else None,
+                     "support": int(tp[k] + fn[k]), "predicted": int(tp[k] + fp[k])})
+    return {"per_label": rows}

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from methodo.tasks import task_spec
+
 
 def choose_examples(probs: np.ndarray, y_true: np.ndarray, n: int) -> list[int]:
     """Up to ``n`` rows: half wrong predictions (most confident first), the rest right ones."""
@@ -94,7 +96,7 @@ def _score(model, X, y, task: str, batch_size: int = 4096) -> float:
         for s in range(0, len(X), batch_size):
             outs.append(model(X[s:s + batch_size]).float())
     out = torch.cat(outs)
-    if task == "classification":
+    if task_spec(task).has_classes:
         return -float(torch.nn.functional.cross_entropy(out, y))
     return -float((out.squeeze(-1) - y.float()).pow(2).mean())
 
@@ -130,7 +132,7 @@ def tabular_importance(model, X, y, task: str, feature_names: list[str], path: P
     perm = permutation_importance(model, X, y, task, repeats=repeats, seed=seed)
     model.eval()
     with torch.enable_grad():
-        if task == "classification":
+        if task_spec(task).has_classes:
             with torch.no_grad():
                 target = model(X).argmax(1)
         else:
@@ -148,7 +150,7 @@ def tabular_importance(model, X, y, task: str, feature_names: list[str], path: P
     show = ranked[:top][::-1]
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(show) + 1.6))
     names = [r["feature"] for r in show]
-    what = "cross-entropy" if task == "classification" else "MSE (standardized target)"
+    what = "cross-entropy" if task_spec(task).has_classes else "MSE (standardized target)"
     axes[0].barh(names, [r["permutation_mean"] for r in show], xerr=[r["permutation_std"] for r in show],
                  color="#1565c0")
     axes[0].set_title(f"permutation importance: {what} increase when shuffled (test)", fontsize=9)

@@ -22,11 +22,17 @@ del _dense, _language
 __all__ = ["MODELS", "build_model", "check_model_options", "check_model_task", "model_tasks"]
 
 _RESERVED = ("input_shape", "n_outputs")
-_ROW_TASKS = ("classification", "regression")  # tasks of a model registered without `tasks=`
+
+
+def _row_tasks() -> tuple[str, ...]:
+    """The tasks of a model registered without ``tasks=``: those with one output vector per row."""
+    from methodo.tasks import TASKS
+
+    return tuple(e.name for e in TASKS.entries() if e.obj.per_row)
 
 
 def model_tasks(name: str) -> tuple[str, ...]:
-    return tuple(MODELS.entry(name).meta.get("tasks", _ROW_TASKS))
+    return tuple(MODELS.entry(name).meta.get("tasks", _row_tasks()))
 
 
 def check_model_task(name: str, task: str, kind: str | None = None) -> None:

@@ -412,3 +412,20 @@ def kfold_metrics(runs: list[dict], path: Path, *, metrics: list[str]) -> Path:
         ax.set_title(f"test {m}", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
+
+
+def per_label(rows: list[dict], path: Path) -> Path:
+    """Multi-label: precision, recall and F1 of each label (test), with each label's support."""
+    plt = _plt()
+    names = [r["label"] for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(rows) + 2), 3.6))
+    for i, key in enumerate(("precision", "recall", "f1")):
+        vals = [np.nan if r[key] is None else r[key] for r in rows]
+        ax.bar(x + (i - 1) * 0.27, vals, width=0.27, label=key)
+    ax.set_xticks(x, [f"{n}\n(n={r['support']})" for n, r in zip(names, rows)])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("test score")
+    ax.set_title("Per-label scores at threshold 0.5 (n: rows with the label)")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)

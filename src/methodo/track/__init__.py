@@ -36,7 +36,7 @@ class NullTracker:
 
     def log_series(self, series: dict[str, list[float]]) -> None: ...
 
-    def finish(self, status: str, artifacts_dir: Path | None = None) -> None: ...
+    def finish(self, status: str, rd=None) -> None: ...
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -159,18 +159,22 @@ class MlflowTracker(NullTracker):
         for i in range(0, len(metrics), 1000):  # MLflow's limit per batch
             client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
 
-    def finish(self, status: str, artifacts_dir: Path | None = None) -> None:
+    def finish(self, status: str, rd=None) -> None:
+        """End the run with ``status``, uploading the run dir's main files and figures (``rd``, a
+        :class:`~methodo.rundir.RunDir`): only regular files inside it, never a link."""
         import mlflow
 
         with store_lock(self._uri()):
             try:
-                if artifacts_dir is not None:
+                if rd is not None:
                     for name in ("config.yaml", "summary.json", "report.html", "metrics.csv"):
-                        p = artifacts_dir / name
-                        if p.is_file():
-                            mlflow.log_artifact(str(p))
-                    if (artifacts_dir / "figures").is_dir():
-                        mlflow.log_artifacts(str(artifacts_dir / "figures"), artifact_path="figures")
+                        if rd.has(name) and not rd.file(name).is_symlink():
+                            mlflow.log_artifact(str(rd.file(name)))
+                    figures = rd.figures
+                    if figures.is_dir() and not figures.is_symlink():
+                        for p in sorted(figures.iterdir()):
+                            if rd.has(f"figures/{p.name}") and not p.is_symlink():
+                                mlflow.log_artifact(str(p), artifact_path="figures")
             finally:
                 mlflow.end_run(status=status)
 

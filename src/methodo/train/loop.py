@@ -199,7 +199,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
         Xva = Xva.contiguous(memory_format=torch.channels_last)
     forward = torch.compile(model) if tcfg.compile else model
     autocast = autocast_factory(device, tcfg.precision)
-    y_std = data.preprocessor.y_std if task == "regression" else 1.0
+    y_std = data.preprocessor.y_std if task_spec(task).standardize_target else 1.0
     n, bs, accum = len(Xtr), tcfg.batch_size, tcfg.accumulate
     check_batch_size(bs, n)
     n_batches = batches_per_epoch(n, bs)

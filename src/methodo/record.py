@@ -1,0 +1,240 @@
+"""The run record: what a run knows about itself, typed. ``summary.json`` is its serialized form.
+
+The stages fill a :class:`RunRecord` field by field; the report and the CLI read its fields. The keys
+of ``summary.json`` are a public contract (users' scripts read them): a field that is ``None`` and
+listed in a model's ``_optional`` is left out of the file, exactly as the untyped summary did, while
+core keys (``best_epoch``, ``mlflow_run_id``, ...) are always written, ``null`` when unknown.
+
+Reading a summary back (``RunRecord.read``) validates it: a tampered or damaged file is a
+:class:`~methodo.errors.BadInput` naming the key that is wrong, never a value rendered blindly.
+
+Examples
+--------
+>>> from methodo.record import RunRecord
+>>> r = RunRecord(name="x", task="classification", dataset="digits", seed=0)
+>>> r.status, r.to_dict()["best_epoch"], "failure" in r.to_dict()
+('running', None, False)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
+
+from methodo.errors import BadInput
+
+Status = Literal["running", "finished", "failed"]
+Severity = Literal["critical", "high", "medium", "low", "info"]
+Metrics = dict[str, dict[str, float | None]]  # split (or baseline strategy) → metric → value (None: undefined)
+
+
+class _Record(BaseModel):
+    """Base: unknown keys are refused when a file is read back; optional keys are omitted when None."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    _optional: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler):
+        out = handler(self)
+        return {k: v for k, v in out.items() if not (v is None and k in self._optional)}
+
+
+class FindingRecord(_Record):
+    """One finding as written: what is wrong, the numbers behind it, and what to do."""
+
+    id: str
+    severity: Severity
+    title: str
+    evidence: dict[str, Any]
+    action: str
+
+
+class SplitInfo(_Record):
+    n: int
+    class_counts: dict[str, int] | None = None
+    class_counts_before_balancing: dict[str, int] | None = None
+    n_after_balancing: int | None = None
+    _optional = frozenset({"class_counts", "class_counts_before_balancing", "n_after_balancing"})
+
+
+class DataInfo(_Record):
+    """What the data stage saw and did."""
+
+    description: str
+    kind: str
+    input_shape: list[int]
+    n: int
+    classes: list[str] | None
+    splits: dict[str, SplitInfo]
+    balance: str
+    class_weights: dict[str, float] | None = None
+    features: dict[str, Any] | None = None
+    augment: list[Any] | None = None
+    count_unit: str | None = None
+    extra: dict[str, dict[str, Any]] | None = None
+    _optional = frozenset({"class_weights", "features", "augment", "count_unit", "extra"})
+
+
+class ThresholdInfo(_Record):
+    """The binary decision threshold chosen on validation, and what it gives."""
+
+    rule: str
+    value: float
+    why: str
+    val: dict[str, float | None]
+    test: dict[str, float | None]
+    test_at_0_5: dict[str, float | None] = Field(alias="test_at_0.5", serialization_alias="test_at_0.5")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+class ReferenceInfo(_Record):
+    """A flexible scikit-learn model on the same table: noise or bias?"""
+
+    model: str
+    metric: str
+    train: float
+    val: float
+
+
+class LRFindInfo(_Record):
+    suggested_lr: float
+    suggestion: str
+    suggestions: dict[str, float]
+    diverged: bool
+    steps: int | None = None
+    applied_to: list[str] | None = None
+    _optional = frozenset({"steps", "applied_to"})
+
+
+class GradNormInfo(_Record):
+    median: float
+    max: float
+    clipped_to: float | None
+
+
+class TrainingInfo(_Record):
+    optimizer_steps: int
+    skipped_batches: list[dict[str, Any]]
+    grad_norm: GradNormInfo | None
+
+
+class SampleInfo(_Record):
+    prompt: str
+    continuation: str
+    temperature: float
+
+
+class EnsembleInfo(_Record):
+    members: int
+    epochs: list[int] | None = None
+    steps: list[int] | None = None
+    epochs_averaged: int | None = None
+    metrics: Metrics
+    _optional = frozenset({"epochs", "steps", "epochs_averaged"})
+
+
+class FoldInfo(_Record):
+    fold: int
+    run_dir: str
+    status: Status
+    epochs_run: int
+    best_epoch: int | None
+    metrics: Metrics
+
+
+class KFoldInfo(_Record):
+    folds: int
+    runs: list[FoldInfo]
+    mean: dict[str, float | None] | None = None
+    std: dict[str, float | None] | None = None
+    _optional = frozenset({"mean", "std"})
+
+
+class ModelInfo(_Record):
+    name: str
+    parameters: int
+
+
+class RunRecord(_Record):
+    """Everything ``summary.json`` holds. Fields are filled by the stages in the order of ``pipeline.run``."""
+
+    status: Status = "running"
+    name: str
+    task: str | None
+    dataset: str
+    seed: int
+    world_size: int = 1
+    data: DataInfo | None = None
+    model: ModelInfo | None = None
+    metrics: Metrics = Field(default_factory=dict)
+    baselines: Metrics = Field(default_factory=dict)
+    findings: list[FindingRecord] = Field(default_factory=list)
+    epochs_run: int = 0
+    best_epoch: int | None = None
+    duration_s: float = 0.0
+    mlflow_run_id: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    git_commit: str | None = None
+    resumed: bool = False
+    # filled by the stages that ran; absent from summary.json otherwise
+    lr_find: LRFindInfo | None = None
+    stopped_early: bool | None = None
+    training: TrainingInfo | None = None
+    undefined: dict[str, dict[str, str]] | None = None
+    intervals: dict[str, dict[str, list[float] | None]] | None = None
+    tables: dict[str, dict[str, Any]] | None = None
+    threshold: ThresholdInfo | None = None
+    extra_baselines: dict[str, Metrics] | None = None
+    reference: ReferenceInfo | None = None
+    ensembles: dict[str, EnsembleInfo] | None = None
+    sample: SampleInfo | None = None
+    explain: dict[str, Any] | None = None
+    metrics_std: Metrics | None = None
+    kfold: KFoldInfo | None = None
+    failure: str | None = None
+    _optional = frozenset({"data", "model", "lr_find", "stopped_early", "training", "undefined", "intervals",
+                           "tables", "threshold", "extra_baselines", "reference", "ensembles", "sample", "explain",
+                           "metrics_std", "kfold", "failure"})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``summary.json`` mapping (plain data; numpy scalars inside evidence are left to the writer)."""
+        return self.model_dump(mode="python")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str)
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Set several fields from a stage's output mapping (each key must be a field; values are
+        validated into the field's type)."""
+        for k, v in values.items():
+            if k not in type(self).model_fields:
+                raise KeyError(f"RunRecord has no field {k!r}")
+            setattr(self, k, v)
+
+    @classmethod
+    def parse(cls, data: Any, *, source: str = "summary.json") -> "RunRecord":
+        """Validate plain data as a record; :class:`BadInput` naming the first wrong key otherwise."""
+        if not isinstance(data, dict):
+            raise BadInput(f"{source}: a run summary must be a JSON object (got {type(data).__name__})")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            raise BadInput(f"{source}: {key}: {msg}") from None
+
+    @classmethod
+    def read(cls, path: Path, text: str) -> "RunRecord":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        return cls.parse(data, source=str(path))
+

@@ -1,0 +1,510 @@
+"""The stages of a run, each a function with explicit inputs and outputs (``pipeline.run`` calls them in order).
+
+A stage reads what it needs from its arguments and returns what it made; the run record
+(:class:`~methodo.record.RunRecord`) is the one object several stages fill, field by field. Stages that
+write go through the :class:`~methodo.rundir.RunDir`. Everything that can be wrong with the user's input
+is checked by the stages before :func:`open_run` (config, data, model, checkpoint to resume), so a bad
+input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from methodo.config import Config, dump_yaml, flat_params, load_config
+from methodo.errors import BadInput, ConfigError, DataError, RunFailed
+from methodo.record import DataInfo, FindingRecord, ModelInfo, RunRecord, SplitInfo
+from methodo.rundir import LAYOUT, RunDir
+
+
+@dataclass
+class Prepared:
+    """Steps 1-2: the validated config (task resolved), the dataset, its prepared splits and the model."""
+
+    cfg: Config
+    ds: Any  # methodo.data.sources.Dataset
+    data: Any  # methodo.data.preprocess.PreparedData
+    model: Any  # torch.nn.Module
+    spec: Any  # methodo.tasks.TaskSpec
+
+    @property
+    def class_weights(self):
+        return self.data.class_weights  # data.balance: class_weights (else None)
+
+    @property
+    def n_classes(self) -> int:
+        """Classes per row or pixel; for language modeling the vocabulary size (0 for regression)."""
+        return self.ds.n_classes or len(self.ds.vocab or [])
+
+
+class Diverged(RunFailed):
+    """Training stopped on a non-finite or exploding loss; carries the finding that explains it."""
+
+    def __init__(self, msg: str, *, finding, failure: str):
+        super().__init__(msg)
+        self.finding, self.failure = finding, failure
+
+
+# --------------------------------------------------------------------------- 0. config
+
+
+def resolve_config(config: str | Path | Config | None, overrides, resume: str | Path | None
+                   ) -> tuple[Config, RunDir | None]:
+    """The config to run: from a file (+ overrides), a Config object, or the run dir being resumed."""
+    if resume is not None:
+        rd = RunDir.open(resume, needs="config", flag="--resume")
+        return load_config(rd.file(LAYOUT["config"]), overrides), rd
+    if isinstance(config, Config):
+        return config, None
+    return load_config(config, overrides), None
+
+
+# --------------------------------------------------------------------------- 1-2. data and model
+
+
+def prepare(cfg: Config) -> Prepared:
+    """Seed everything, load and check the data, split it, fit scaling on the training split only, and
+    build the model sized from the data. Writes nothing. ``methodo lr-find`` uses it too."""
+    import torch
+
+    from methodo.data import load_dataset, prepare as prepare_data
+    from methodo.evaluate import check_metric_names
+    from methodo.models import build_model
+    from methodo.seed import seed_everything
+    from methodo.tasks import task_spec
+    from methodo.train.loop import check_batch_size, epoch_metric_names, resolve_device
+
+    # 1. Data: load, check the task, split, fit scaling on train only.
+    seed_everything(cfg.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    ds = load_dataset(cfg.data)
+    if cfg.task is not None and cfg.task != ds.task:
+        raise ConfigError(f"task: dataset {ds.name!r} is a {ds.task} dataset (got task: {cfg.task}); "
+                          f"use task: {ds.task} or omit it")
+    cfg = cfg.model_copy(update={"task": ds.task})
+    if cfg.train.early_stopping and cfg.train.early_stopping.monitor not in epoch_metric_names(ds.task):
+        raise ConfigError(f"train.early_stopping.monitor: {cfg.train.early_stopping.monitor!r} is not an "
+                          f"epoch metric of this task; choose one of {epoch_metric_names(ds.task)}")
+    data = prepare_data(ds, cfg.data, cfg.seed)
+    n_fit = len(data.tensors["train"][1])
+    if cfg.train.batch_size > n_fit and n_fit != len(data.indices["train"]):
+        raise DataError(f"train.batch_size={cfg.train.batch_size} is larger than the training split after "
+                        f"data.balance={cfg.data.balance} ({n_fit} rows); use at most {n_fit}")
+    check_batch_size(cfg.train.batch_size, n_fit)
+    check_metric_names(ds.task, cfg.evaluate.metrics)
+    resolve_device(cfg.train.device)  # `cuda` without a GPU is bad input, found before anything is written
+
+    # 2. Model, sized from the data (after feature steps).
+    model = build_model(cfg.model.name, input_shape=data.input_shape, n_outputs=data.n_outputs,
+                        kind=ds.kind, task=ds.task, **cfg.model.options)
+    return Prepared(cfg, ds, data, model, task_spec(ds.task))
+
+
+def check_resume(rd: RunDir | None, prep: Prepared) -> Path | None:
+    """The checkpoints folder to resume from, after checking its ``last`` checkpoint fits the model.
+
+    ``None`` when not resuming, or when the run was killed before its first epoch ended (it then starts
+    again from scratch in the same dir). A damaged or incompatible checkpoint is bad input, found here,
+    before anything is written: the run dir stays as it was.
+    """
+    if rd is None:
+        return None
+    if not rd.has(f"{LAYOUT['checkpoints']}/last.safetensors"):
+        print(f"--resume {rd.path}: no checkpoint yet, starting from epoch 1", file=sys.stderr)
+        return None
+    from methodo.train.checkpoint import load_checkpoint
+
+    last = rd.file(f"{LAYOUT['checkpoints']}/last.safetensors")
+    weights, state, _ = load_checkpoint(last)
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise BadInput(f"{last}: holds weights but no training state; it cannot be resumed")
+    own = prep.model.state_dict()
+    for k, v in own.items():
+        if k not in weights or tuple(weights[k].shape) != tuple(v.shape):
+            got = "missing" if k not in weights else f"shape {tuple(weights[k].shape)}"
+            raise BadInput(f"{last}: does not fit the model of {rd.file(LAYOUT['config'])} ({k}: {got}, the "
+                           f"model has {tuple(v.shape)}); resume with the config the run started with")
+    extra = sorted(set(weights) - set(own))
+    if extra:
+        raise BadInput(f"{last}: has weights the model does not ({extra[0]}); resume with the config the run "
+                       "started with")
+    return rd.checkpoints
+
+
+def auto_lr(prep: Prepared) -> tuple[Prepared, Any, list[str]]:
+    """``lr=auto`` / ``max_lr=auto``: the LR range test picks the LR (model and RNGs restored after).
+
+    Returns the prepared run with the LR filled in, the finder's result (or None) and the keys it set.
+    """
+    cfg = prep.cfg
+    keys = [k for k, v in (("train.optimizer.lr", cfg.train.optimizer.lr),
+                           ("train.scheduler.max_lr", cfg.train.scheduler.options.get("max_lr"))) if v == "auto"]
+    if not keys:
+        return prep, None, []
+    from methodo.train.lr_find import resolve_auto_lr
+
+    try:
+        tcfg, found = resolve_auto_lr(prep.model, prep.data, cfg.train, seed=cfg.seed,
+                                      class_weights=prep.class_weights)
+    except ValueError as exc:
+        raise BadInput(f"train.lr_find: {exc}") from None
+    return Prepared(cfg.model_copy(update={"train": tcfg}), prep.ds, prep.data, prep.model, prep.spec), found, keys
+
+
+def audit(prep: Prepared) -> list:
+    """Data findings (leakage, duplicates across splits, imbalance, ...) on the split data."""
+    from methodo.data.audit import AuditFacts, audit as audit_data
+
+    return audit_data(AuditFacts.from_dataset(prep.ds, prep.data.indices), max_queries=2000)
+
+
+# --------------------------------------------------------------------------- 3. the run dir
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    from methodo import __version__
+
+    return {"methodo": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def git_commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def new_record(prep: Prepared, *, resumed: bool) -> RunRecord:
+    """The record of a run about to start: what the data stage did and the model's size."""
+    cfg, ds, data, spec = prep.cfg, prep.ds, prep.data, prep.spec
+    splits = {s: SplitInfo(n=int(len(ix)), class_counts=data.class_counts.get(s) if data.class_counts else None)
+              for s, ix in data.indices.items()}
+    if data.class_counts_before_balancing is not None:
+        splits["train"].class_counts_before_balancing = data.class_counts_before_balancing
+        splits["train"].n_after_balancing = int(len(data.tensors["train"][1]))
+    info = DataInfo(
+        description=ds.description, kind=ds.kind, input_shape=list(ds.input_shape), n=int(len(ds.y)),
+        classes=ds.class_names, splits=splits, balance=cfg.data.balance,
+        class_weights=(None if data.class_weights is None else
+                       {c: round(float(w), 6) for c, w in zip(ds.class_names, data.class_weights)}),
+        features=({"steps": cfg.data.features, "names": data.feature_names, "n": len(data.feature_names)}
+                  if ds.kind == "tabular" else None),
+        augment=cfg.data.augment or None, count_unit=spec.count_unit,
+        extra=({s: {"n": int(len(X)), "description": ds.extra_descriptions.get(s, "")}
+                for s, (X, _) in ds.extra.items()} if ds.extra else None))
+    return RunRecord(name=cfg.name, task=ds.task, dataset=ds.name, seed=cfg.seed, world_size=world_size(),
+                     data=info, model=ModelInfo(name=cfg.model.name,
+                                                parameters=int(sum(p.numel() for p in prep.model.parameters()))),
+                     versions=versions(), git_commit=git_commit(), resumed=resumed)
+
+
+def open_run(prep: Prepared, *, out, resume_rd: RunDir | None, resumed: bool, lr_found=None,
+             lr_keys: list[str] = ()) -> tuple[RunDir, RunRecord, Any]:
+    """Create (or reopen) the run dir, write the run's inputs, and start tracking.
+
+    Writes ``config.yaml`` (resolved), ``preprocessor.json``, ``features.skops`` (tables with feature
+    steps), the LR finder's result, and a first ``summary.json`` with status ``running``.
+    """
+    from methodo.data.features import save_pipeline
+    from methodo.track import make_tracker
+
+    cfg, data = prep.cfg, prep.data
+    rd = resume_rd if resume_rd is not None else RunDir.create(out, name=cfg.name)
+    rd.make_layout()
+    record = new_record(prep, resumed=resumed)
+    rd.write_text(LAYOUT["config"], dump_yaml(cfg))
+    rd.write_text(LAYOUT["preprocessor"], data.preprocessor.to_json())
+    if data.features is not None:  # the fitted feature Pipeline, saved with the model (skops: no pickle)
+        save_pipeline(data.features, rd.file(LAYOUT["features"]))
+    if lr_found is not None:
+        from methodo.train.lr_find import write as write_lr_find
+
+        write_lr_find(lr_found, rd.path, figure=rd.figure("lr_find.png"))
+        record.lr_find = {"suggested_lr": lr_found.suggested_lr, "suggestion": lr_found.suggestion,
+                          "suggestions": lr_found.suggestions, "steps": len(lr_found.lrs),
+                          "diverged": lr_found.diverged, "applied_to": list(lr_keys)}
+    elif resume_rd is not None and rd.has(LAYOUT["lr_find"]):  # found before the interruption
+        found = rd.read_json(LAYOUT["lr_find"])
+        record.lr_find = {k: found[k] for k in ("suggested_lr", "suggestion", "suggestions", "diverged")}
+    tracker = make_tracker(cfg.track, cfg.name)
+    params = flat_params(cfg)
+    params["world_size"] = record.world_size
+    tracker.start(params, {"methodo.run_dir": str(rd.path.resolve()), "methodo.run_name": rd.path.name,
+                           "methodo.dataset": prep.ds.name})
+    record.mlflow_run_id = tracker.run_id
+    rd.write_record(record)
+    return rd, record, tracker
+
+
+# --------------------------------------------------------------------------- 4. train
+
+
+class EpochLog:
+    """The loop's ``on_epoch``: keeps the epoch rows, rewrites ``metrics.csv``, logs to tracking."""
+
+    def __init__(self, rd: RunDir, tracker, history: list[dict]):
+        self.rd, self.tracker, self.history = rd, tracker, history
+
+    def __call__(self, row: dict) -> None:
+        self.history.append(row)
+        write_metrics_csv(self.rd, self.history)
+        self.tracker.log_epoch(row)
+
+
+def write_metrics_csv(rd: RunDir, history: list[dict]) -> None:
+    if history:
+        rd.write_csv(LAYOUT["metrics"], list(history[0]), ([r.get(k, "") for k in history[0]] for r in history))
+
+
+def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from: Path | None):
+    """Train (the best weights by the monitor end up in the model); fills the training fields of the record.
+
+    Raises :class:`Diverged` (a :class:`RunFailed`) with the explaining finding when the loss goes
+    non-finite or explodes.
+    """
+    import numpy as np
+
+    from methodo import diagnose as dg, signals
+    from methodo.train.checkpoint import load_checkpoint
+    from methodo.train.loop import NonFiniteLoss, fit
+
+    cfg = prep.cfg
+    history = list(load_checkpoint(resume_from / "last.safetensors")[1]["history"]) if resume_from else []
+    log = EpochLog(rd, tracker, history)  # metrics.csv keeps the epochs run before an interruption
+    try:
+        res = fit(prep.model, prep.data, cfg.train, seed=cfg.seed, ckpt_dir=rd.checkpoints,
+                  class_weights=prep.class_weights, on_epoch=log, resume_from=resume_from)
+    except NonFiniteLoss as exc:
+        lr = cfg.train.optimizer.lr
+        record.epochs_run = len(log.history)
+        finding = dg.non_finite_loss(exc.epoch, exc.step, exc.value, lr, exc.limit, tensor=exc.tensor)
+        raise Diverged(f"training stopped: {exc} (lr={lr}); run dir {rd.path}", finding=finding,
+                       failure=str(exc)) from None
+    signals.check()
+    write_metrics_csv(rd, res.history)
+    write_steps_csv(rd, res, len(prep.data.indices["train"]), cfg.train)
+    record.epochs_run, record.best_epoch, record.stopped_early = res.epochs_run, res.best_epoch, res.stopped_early
+    record.training = {
+        "optimizer_steps": len(res.lrs), "skipped_batches": res.skipped_batches,
+        "grad_norm": ({"median": float(np.median(res.grad_norms)), "max": float(np.max(res.grad_norms)),
+                       "clipped_to": cfg.train.clip.norm} if res.grad_norms else None),
+    }
+    if res.monitor:
+        rd.write_json(LAYOUT["monitor"], res.monitor)
+    series = {"step_lr": res.lrs, "step_loss": res.losses}
+    if len(res.grad_norms) == len(res.lrs):
+        series["step_grad_norm"] = res.grad_norms
+    tracker.log_series(series)
+    return res
+
+
+def write_steps_csv(rd: RunDir, res, n_train: int, tcfg) -> None:
+    """One row per optimizer step: epoch, LR, data loss and (when computed) the pre-clip gradient norm."""
+    from methodo.train.loop import batches_per_epoch
+
+    per_epoch = math.ceil(batches_per_epoch(n_train, tcfg.batch_size) / tcfg.accumulate)
+    skipped: dict[int, int] = {}
+    for sk in res.skipped_batches:  # a skipped batch took no optimizer step
+        skipped[sk["epoch"]] = skipped.get(sk["epoch"], 0) + 1
+    epochs = [e for e in range(1, res.epochs_run + 1) for _ in range(per_epoch - skipped.get(e, 0))]
+    norms = res.grad_norms if len(res.grad_norms) == len(res.lrs) else [None] * len(res.lrs)
+    rd.write_csv(LAYOUT["steps"], ["step", "epoch", "lr", "loss", "grad_norm"],
+                 ([i + 1, epochs[i] if i < len(epochs) else "", f"{lr:.6g}", f"{loss:.6g}",
+                   "" if g is None else f"{g:.6g}"] for i, (lr, loss, g) in enumerate(zip(res.lrs, res.losses, norms))))
+
+
+# --------------------------------------------------------------------------- 5. evaluate
+
+
+def predict_splits(prep: Prepared) -> dict:
+    """The task's scores on every split and evaluation-only set, with the model's (best) weights."""
+    from methodo.evaluate import predict
+
+    data, spec = prep.data, prep.spec
+    return {s: predict(prep.model, data.inputs(s), task=prep.ds.task, batch_size=prep.cfg.train.eval_batch_size,
+                       inverse_y=data.preprocessor.inverse_y,
+                       y=data.tensors[s][1] if spec.scores_need_targets else None)
+            for s in data.tensors}
+
+
+def evaluate(prep: Prepared, res, preds: dict, record: RunRecord, tracker) -> None:
+    """Metrics of every split (the test split only here, once) with intervals, baselines, tables and the
+    binary threshold; the reference model (noise or bias?); the free ensembles. Fills the record."""
+    from methodo.evaluate import evaluate_splits
+
+    cfg, ds, data = prep.cfg, prep.ds, prep.data
+    record.update(evaluate_splits(ds.task, preds, data.raw_y, n_classes=prep.n_classes,
+                                  class_names=ds.class_names, ecfg=cfg.evaluate, seed=cfg.seed))
+    for split in ("test", *ds.extra):
+        tracker.log_metrics({f"{split}_{k}": v for k, v in record.metrics[split].items()})
+    if cfg.evaluate.reference and ds.kind == "tabular":  # reference_model says None for other tasks
+        from methodo.evaluate.baselines import reference_model  # noise or bias? (the finding decides)
+
+        record.reference = reference_model(ds.task, data.inputs("train").numpy(), data.raw_y["train"],
+                                           data.inputs("val").numpy(), data.raw_y["val"], seed=cfg.seed)
+    record.ensembles = evaluate_ensembles(prep, res)
+    for name, e in record.ensembles.items():
+        tracker.log_metrics({f"test_{name}_{k}": v for k, v in e["metrics"]["test"].items()})
+
+
+def evaluate_ensembles(prep: Prepared, res) -> dict:
+    """Val/test metrics of the snapshot ensemble and of the SWA model, when the run made them."""
+    from methodo.evaluate import compute_metrics
+    from methodo.train.swa import ensemble_predict
+
+    data, spec, task = prep.data, prep.spec, prep.ds.task
+    members = {}
+    if res.snapshots:
+        members["snapshot"] = ([s["weights"] for s in res.snapshots],
+                               {"epochs": [s["epoch"] for s in res.snapshots],
+                                "steps": [s["step"] for s in res.snapshots]})
+    if res.swa_weights is not None:
+        members["swa"] = ([res.swa_weights], {"epochs_averaged": res.swa_epochs})
+    out = {}
+    for name, (weights, info) in members.items():
+        metrics = {}
+        for split in ("val", "test"):
+            X, Y = data.tensors[split]
+            p = ensemble_predict(prep.model, weights, X, task=task, batch_size=prep.cfg.train.eval_batch_size,
+                                 inverse_y=data.preprocessor.inverse_y, y=Y if spec.scores_need_targets else None)
+            metrics[split] = compute_metrics(task, spec.metric_input(p), data.raw_y[split], prep.n_classes)
+        out[name] = {"members": len(weights), **info, "metrics": metrics}
+    return out
+
+
+# --------------------------------------------------------------------------- 6. diagnose
+
+
+def diagnose(prep: Prepared, res, preds: dict, record: RunRecord, history: list[dict], data_findings: list) -> list:
+    """The run's findings, most severe first: the data audit's and the checks on curves and predictions.
+    Label errors are hunted on rows the model never trained on (val + test)."""
+    import numpy as np
+
+    from methodo import diagnose as dg
+
+    data, spec = prep.data, prep.spec
+    test_pred = test_true = None
+    if spec.decide is not None:  # the checks look at one decided prediction per row (or pixel)
+        test_pred, test_true = np.asarray(spec.decide(preds["test"])).ravel(), np.asarray(data.raw_y["test"]).ravel()
+    facts = dg.Facts(
+        task=prep.ds.task, history=history, metrics=record.metrics, baselines=record.baselines,
+        test_pred=test_pred, test_true=test_true, intervals=(record.intervals or {}).get("test", {}),
+        undefined=(record.undefined or {}).get("test", {}), class_names=prep.ds.class_names,
+        lr=prep.cfg.train.optimizer.lr,
+        oos_proba=np.concatenate([preds["val"], preds["test"]]) if spec.has_classes else None,
+        oos_true=np.concatenate([data.raw_y["val"], data.raw_y["test"]]),
+        oos_rows=np.concatenate([data.indices["val"], data.indices["test"]]),
+        monitor=res.monitor, skipped_batches=res.skipped_batches,
+        reference=record.reference.model_dump() if record.reference else None)
+    findings = sorted(data_findings + dg.diagnose(facts), key=lambda x: dg.SEVERITY_ORDER.get(x.severity, 9))
+    record.findings = [FindingRecord.model_validate(f.to_dict()) for f in findings]
+    return findings
+
+
+# --------------------------------------------------------------------------- 7. outputs
+
+
+@dataclass
+class Outputs:
+    """What a task's ``write_outputs`` may use: the run dir and record, the data, the scores, the findings."""
+
+    rd: RunDir
+    record: RunRecord
+    cfg: Config
+    ds: Any
+    data: Any
+    model: Any
+    preds: dict
+    findings: list = field(default_factory=list)
+
+    def write_predictions(self, name: str, header: list[str], rows) -> Path:
+        return self.rd.write_csv(name, header, rows)
+
+
+def write_outputs(prep: Prepared, rd: RunDir, record: RunRecord, res, preds: dict, findings: list) -> None:
+    """Learning curves and weights for every task, the task's own figures and prediction files, the
+    augmentation gallery, and the explanations of the test predictions (captum)."""
+    from methodo.report import plots
+
+    cfg, ds, data, spec = prep.cfg, prep.ds, prep.data, prep.spec
+    plots.learning_curves(res.history, res.lrs, rd.figure("learning_curves.png"), best_epoch=res.best_epoch,
+                          grad_norms=res.grad_norms, clip=cfg.train.clip.norm)
+    if res.monitor:
+        plots.weight_distributions(res.monitor, rd.figure("weights.png"))
+    if spec.write_outputs is not None:
+        spec.write_outputs(Outputs(rd, record, cfg, ds, data, prep.model, preds, findings))
+    if data.augment is not None:  # the augmentation gallery: training images beside augmented copies
+        from methodo.data.augment import gallery
+
+        gallery(ds, data.indices["train"], cfg.data.augment, seed=cfg.seed, path=rd.figure("augmentation.png"))
+    if cfg.explain.enabled:
+        record.explain = explain(prep, preds["test"], rd)
+
+
+def explain(prep: Prepared, test_scores, rd: RunDir) -> dict:
+    """The report's explanations: attributions for test images, or feature importance for tables."""
+    from methodo.explain.report import image_gallery, tabular_importance
+
+    cfg, ds, data, spec = prep.cfg, prep.ds, prep.data, prep.spec
+    if spec.explain is not None:
+        return {"skipped": spec.explain}
+    X, y = data.tensors["test"]
+    if ds.kind == "image":
+        if not spec.has_classes:
+            return {"skipped": "image attributions are drawn for classification only"}
+        pre = data.preprocessor
+        return image_gallery(prep.model, X, test_scores, data.raw_y["test"], ds.class_names, cfg.explain.methods,
+                             cfg.explain.n_images, rd.figure("explanations.png"), seed=cfg.seed,
+                             mean=None if pre.mean is None else pre.mean.ravel(),
+                             std=None if pre.std is None else pre.std.ravel())
+    return tabular_importance(prep.model, X, y, ds.task, ds.feature_names, rd.figure("feature_importance.png"),
+                              repeats=cfg.explain.permutation_repeats, seed=cfg.seed)
+
+
+# --------------------------------------------------------------------------- 8. close
+
+
+def close(rd: RunDir, record: RunRecord, tracker, *, t_start: float, status: str, mlflow_status: str) -> None:
+    """Write the final summary and report, and end the tracking run (even when the disk refuses the summary)."""
+    from methodo.report.html import render_report
+
+    record.status = status
+    record.duration_s = round(time.perf_counter() - t_start, 3)
+    try:
+        rd.write_record(record)
+        render_report(rd.path)
+    finally:
+        tracker.finish(mlflow_status, rd)
+
+
+def fail(rd: RunDir, record: RunRecord, tracker, exc: BaseException, *, t_start: float) -> None:
+    """Close a run that raised: status failed, the reason (and the divergence finding) in the record."""
+    from methodo.errors import Terminated
+
+    if isinstance(exc, Diverged):
+        record.findings = [FindingRecord.model_validate(exc.finding.to_dict())]
+        record.failure = exc.failure
+    else:
+        record.failure = f"{type(exc).__name__}: {exc}"
+    killed = isinstance(exc, (KeyboardInterrupt, Terminated))
+    with contextlib.suppress(Exception):  # the original error matters more than a failed report
+        close(rd, record, tracker, t_start=t_start, status="failed", mlflow_status="KILLED" if killed else "FAILED")
