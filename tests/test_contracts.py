@@ -121,6 +121,25 @@ def test_task_loss_is_finite_and_its_score_a_sum_and_a_count(entry):
     assert REGISTRIES.get("metrics").entry(spec.score).meta["higher_is_better"] == spec.higher_is_better
 
 
+@pytest.mark.parametrize("entry", _entries("tasks"))
+def test_task_scores_feed_every_metric_of_the_task_and_its_baselines(entry):
+    """The evaluate stage's path: outputs → scores → metric input → the task's metrics; dummy baselines."""
+    from methodo.evaluate.metrics import compute_metrics, metric_names
+
+    spec = entry.obj
+    out, y = _task_batch(entry.name, n=30)
+    n_classes = out.shape[-1] if spec.scores_need_targets else out.shape[1]  # vocabulary | classes | labels
+    scores = spec.to_scores(out, y if spec.scores_need_targets else None).numpy()
+    assert len(scores) == len(y)
+    metrics = compute_metrics(entry.name, spec.metric_input(scores), y.numpy(), n_classes)
+    assert set(metrics) == set(metric_names(entry.name)) and metrics
+    assert all(v is None or math.isfinite(v) for v in metrics.values()), metrics
+    if spec.decide is not None:  # one decided prediction per row (or pixel) for the checks
+        assert np.asarray(spec.decide(scores)).size == y.numel()
+    base = spec.baselines(y[:20].numpy(), y[20:].numpy(), n_classes, 0)
+    assert base and all(set(m) == set(metrics) for m in base.values()), base
+
+
 # --------------------------------------------------------------------------- metrics
 
 _CLASSES = (2, 5)  # binary (positive-class metrics) and multiclass (macro, top-3)
