@@ -252,3 +252,16 @@ def test_data_stage_examples_validate(name):
 
     cfg = load_config(EXAMPLES / f"{name}.yaml")
     assert cfg.data.augment or cfg.data.features or cfg.data.balance != "none"
+
+
+def test_kfold_figure_metrics_exist_and_a_missing_one_is_an_error(tmp_path):
+    from methodo.evaluate.metrics import metric_names
+    from methodo.pipeline import _KFOLD_FIGURE
+    from methodo.report import plots
+
+    for task, names in _KFOLD_FIGURE.items():
+        assert set(names) <= set(metric_names(task)), (task, names)
+    runs = [{"fold": 1, "metrics": {"test": {"accuracy": 0.9}}}, {"fold": 2, "metrics": {"test": {"accuracy": 0.8}}}]
+    with pytest.raises(ValueError, match="no fold has the test metric 'f1_macro'"):
+        plots.kfold_metrics(runs, tmp_path / "k.png", metrics=["accuracy", "f1_macro"])
+    assert plots.kfold_metrics(runs, tmp_path / "k.png", metrics=["accuracy"]).is_file()

@@ -40,7 +40,9 @@ def check_model_task(name: str, task: str, kind: str | None = None) -> None:
     if name in MODELS and task not in model_tasks(name):
         fits = [n for n in MODELS.names() if task in model_tasks(n)
                 and (kind is None or kind in MODELS.entry(n).meta.get("inputs", ("image", "tabular")))]
-        raise ConfigError(f"model {name!r} does {' or '.join(model_tasks(name))}, not {task}; choose {choices(fits)}")
+        does = model_tasks(name)
+        does = " or ".join(does) if len(does) < 3 else ", ".join(does[:-1]) + " or " + does[-1]
+        raise ConfigError(f"model {name!r} does {does}, not {task}; choose {choices(fits)}")
 
 
 def check_model_options(name: str, options: dict) -> None:

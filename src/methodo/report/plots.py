@@ -395,7 +395,13 @@ def embeddings(points: np.ndarray, y: np.ndarray, pred: np.ndarray, class_names:
 
 
 def kfold_metrics(runs: list[dict], path: Path, *, metrics: list[str]) -> Path:
-    """Test metrics of each fold as bars, with the mean over folds as a dashed line."""
+    """Test metrics of each fold as bars, with the mean over folds as a dashed line.
+
+    A metric no fold computed is an error, not a silently missing panel."""
+    for m in metrics:
+        if runs and all(m not in r["metrics"]["test"] for r in runs):
+            raise ValueError(f"k-fold figure: no fold has the test metric {m!r} "
+                             f"(they have {sorted(runs[0]['metrics']['test'])})")
     plt = _plt()
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
     folds = [r["fold"] for r in runs]
