@@ -274,8 +274,7 @@ def _run_facts() -> dict:
     bad_proba[np.arange(60), (y + 1) % 3] = 0.98  # confidently another class: label errors
     cls_metrics = {"accuracy": 0.95, "balanced_accuracy": 0.95, "cohen_kappa": 0.92, "ece": 0.03, "precision": 0.95}
     return {
-        "empty": Facts(task="classification"),
-        "empty_regression": Facts(task="regression"),
+        **{f"empty_{t}": Facts(task=t) for t in TASK_NAMES},  # nothing known yet, for every task
         "healthy": Facts(
             task="classification", history=_hist([1.0, 0.6, 0.4, 0.3, 0.25, 0.2], [1.0, 0.7, 0.5, 0.4, 0.38, 0.37],
                                                  "accuracy", [0.5, 0.8, 0.9, 0.93, 0.95, 0.96],
@@ -318,6 +317,12 @@ def _run_facts() -> dict:
                                                [0.5, 0.8, 0.85], [0.5, 0.75, 0.8]),
             metrics={"test": {"mean_iou": 0.2, "pixel_accuracy": 0.7}}, baselines={"most_frequent": {"mean_iou": 0.25}},
             test_pred=np.zeros((2, 8, 8), int).ravel(), test_true=rng.integers(0, 3, (2, 8, 8)).ravel()),
+        "multilabel": Facts(
+            task="multilabel", history=_hist([0.7, 0.5, 0.45], [0.7, 0.55, 0.5], "subset_accuracy",
+                                             [0.2, 0.5, 0.6], [0.2, 0.45, 0.5]),
+            metrics={"test": {"f1_macro": 0.3, "subset_accuracy": 0.2, "hamming_loss": 0.4}},
+            baselines={"most_frequent": {"f1_macro": 0.35}}, intervals={"f1_macro": [0.2, 0.4]},
+            test_pred=np.zeros(40 * 3, int), test_true=rng.integers(0, 2, 40 * 3)),
         "language_modeling": Facts(
             task="language_modeling", history=_hist([3.0, 2.5, 2.2], [3.0, 2.6, 2.4], "perplexity",
                                                     [20.0, 12.0, 9.0], [20.0, 13.0, 11.0]),
@@ -385,7 +390,7 @@ def test_finding_is_well_formed_or_none_on_standard_facts(entry):
         found = entry.obj(f)
         if found is not None:
             _assert_well_formed(found, entry.name)
-        if label in ("empty", "empty_regression", "clean"):
+        if label.startswith("empty") or label == "clean":
             assert found is None, (label, found)
 
 
