@@ -485,11 +485,17 @@ def _model_batch(task: str, kind: str):
     return x, y, n_outputs, tuple(out.shape)
 
 
-def _build(name, task, kind, n_outputs, seed):
-    from methodo.models import build_model
+# Narrower than the defaults where a model takes these options, so each case stays well under a second.
+_SMALL_MODEL = {"width": 8, "d_model": 32}
 
+
+def _build(name, task, kind, n_outputs, seed):
+    from methodo.models import MODELS, build_model
+
+    params = inspect.signature(MODELS.get(name)).parameters
     torch.manual_seed(seed)
-    return build_model(name, input_shape=_SHAPES[kind], n_outputs=n_outputs, kind=kind, task=task)
+    return build_model(name, input_shape=_SHAPES[kind], n_outputs=n_outputs, kind=kind, task=task,
+                       **{k: v for k, v in _SMALL_MODEL.items() if k in params})
 
 
 @pytest.mark.parametrize("name,task,kind", _model_cases())
