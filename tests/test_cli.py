@@ -19,6 +19,7 @@ from conftest import EXAMPLES, FAST, cli, cli_inproc
     ("schedulers", ["none", "step", "onecycle", "cosine", "plateau"]),
     ("metrics", ["accuracy", "balanced_accuracy", "roc_auc", "mae", "rmse", "r2"]),
     ("findings", ["overfitting", "underfitting", "non_finite_loss"]),
+    ("tasks", ["classification", "regression", "segmentation", "language_modeling"]),
 ])
 def test_list_prints_each_registry(what, expect):
     res = cli("list", what)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-LISTABLE = ("datasets", "models", "optimizers", "schedulers", "regularizers", "explainers", "metrics", "findings",
-            "splits", "balancers", "augmentations", "features")
+from methodo.registry import REGISTRIES
+
+LISTABLE = tuple(REGISTRIES.names())  # `methodo list WHAT`; each registry is imported only when listed
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,37 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _registry(what: str):
-    if what == "datasets":
-        from methodo.data.sources import DATASETS as reg
-    elif what == "models":
-        from methodo.models import MODELS as reg
-    elif what == "optimizers":
-        from methodo.train.optim import OPTIMIZERS as reg
-    elif what == "schedulers":
-        from methodo.train.schedules import SCHEDULERS as reg
-    elif what == "regularizers":
-        from methodo.train.regularize import REGULARIZERS as reg
-    elif what == "explainers":
-        from methodo.explain import EXPLAINERS as reg
-    elif what == "metrics":
-        from methodo.evaluate.metrics import METRICS as reg
-    elif what == "findings":
-        from methodo.diagnose import FINDINGS as reg
-    elif what == "balancers":
-        from methodo.data.balance import BALANCERS as reg
-    elif what == "augmentations":
-        from methodo.data.augment import AUGMENTATIONS as reg
-    elif what == "features":
-        from methodo.data.features import FEATURES as reg
-    else:
-        from methodo.data.split import SPLITS as reg
-    return reg
-
-
 def cmd_list(what: str) -> int:
-    reg = _registry(what)
-    width = max(len(n) for n in reg.names())
+    reg = REGISTRIES.get(what)
+    prefixes = [(f"{p.prefix}:NAME", p.help) for p in reg.prefixes()]
+    width = max(len(n) for n in reg.names() + [n for n, _ in prefixes])
     for e in reg.entries():
         extra = ""
         if "interval" in e.meta:
@@ -137,6 +111,8 @@ def cmd_list(what: str) -> int:
         elif e.meta.get("kind"):
             extra = f"  [{e.meta['kind']}]"
         print(f"{e.name:<{width}}  {e.help}{extra}")
+    for name, help in prefixes:
+        print(f"{name:<{width}}  {help}")
     return 0
 
 

@@ -17,12 +17,32 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from methodo.errors import ConfigError, choices
+from methodo.registry import REGISTRIES
+
+class _NamesValue(ValueError):
+    """A validation message that already names the bad value (no "(got ...)" is appended)."""
+
+
+def registered(registry: str) -> AfterValidator:
+    """Pydantic validator: the value names an entry of ``REGISTRIES[registry]`` (imported on first use).
+
+    ``Annotated[str, registered("datasets")]``; for a list, annotate the item type so the error
+    names the item's key (``evaluate.metrics.1``) and YAML line.
+    """
+    def check(value):
+        try:
+            return REGISTRIES.get(registry).check(value)
+        except ConfigError as exc:
+            raise _NamesValue(str(exc)) from None
+
+    return AfterValidator(check)
+
 
 class _Strict(BaseModel):
     """Base: unknown keys are errors and values are not silently coerced (no "3" → 3)."""
@@ -56,7 +76,7 @@ class _Named(BaseModel):
 
 
 class SplitConfig(_Strict):
-    method: str = Field(
+    method: Annotated[str, registered("splits")] = Field(
         "stratified", description="How rows are assigned to train/val/test (seeded): random, stratified, group, "
         "cluster, kfold or official (see `methodo list splits`)."
     )
@@ -70,15 +90,6 @@ class SplitConfig(_Strict):
         "pca", description="cluster split: cluster the standardized features, or their first 16 PCA components.")
     folds: int = Field(5, ge=2, le=100, description="kfold split: number of folds (one run per fold).")
     fold: int | None = Field(None, ge=1, description="kfold split: run only this fold (1..folds); null runs all.")
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, v):
-        from methodo.data.split import SPLITS
-
-        if v not in SPLITS:
-            raise ValueError(f"unknown split {v!r}; choose one of {choices(SPLITS.names())}")
-        return v
 
     @model_validator(mode="after")
     def _fractions(self):
@@ -95,13 +106,14 @@ class SplitConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    source: str = Field(description="Dataset: a registry name (see `methodo list datasets`), csv, imagefolder, "
-                        "mnist, fashion_mnist or cifar10.")
+    source: Annotated[str, registered("datasets")] = Field(
+        description="Dataset: a registry name (see `methodo list datasets`), csv, imagefolder, mnist, fashion_mnist "
+        "or cifar10.")
     path: str | None = Field(None, description="File or folder for csv / imagefolder; download folder for mnist, "
                              "fashion_mnist, cifar10 (default $METHODO_DATA or ~/.cache/methodo/datasets).")
     target: str | None = Field(None, description="Target column for csv.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="Train/val/test split.")
-    balance: str = Field(
+    balance: Annotated[str, registered("balancers")] = Field(
         "none", description="Class balancing on the training split only: none, undersample, oversample, smote, "
         "class_weights or weighted_sampler (see `methodo list balancers`)."
     )
@@ -125,15 +137,6 @@ class DataConfig(_Strict):
     workers: int = Field(0, ge=0, description="DataLoader worker processes decoding image files (0: in process).")
     download: bool = Field(True, description="mnist, fashion_mnist, cifar10: download when the files are missing.")
 
-    @field_validator("source")
-    @classmethod
-    def _known_source(cls, v):
-        from methodo.data.sources import DATASETS
-
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; choose one of {choices(DATASETS.names())}")
-        return v
-
     @field_validator("augment", "features", mode="before")
     @classmethod
     def _null_is_empty(cls, v):  # `data.augment=null` empties the list, as null unsets other options
@@ -143,15 +146,6 @@ class DataConfig(_Strict):
     @classmethod
     def _channels_as_text(cls, v):
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-    @field_validator("balance")
-    @classmethod
-    def _known_balance(cls, v):
-        from methodo.data.balance import BALANCERS
-
-        if v not in BALANCERS:
-            raise ValueError(f"unknown balancer {v!r}; choose one of {choices(BALANCERS.names())}")
-        return v
 
     @field_validator("augment")
     @classmethod
@@ -366,7 +360,7 @@ class ThresholdConfig(_Strict):
 
 
 class EvaluateConfig(_Strict):
-    metrics: list[str] | None = Field(
+    metrics: list[Annotated[str, registered("metrics")]] | None = Field(
         None, description="Metrics to report (see `methodo list metrics`); default: all of the task's."
     )
     bootstrap: int = Field(300, ge=0, description="Bootstrap resamples for the test intervals (0: none).")
@@ -374,18 +368,6 @@ class EvaluateConfig(_Strict):
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig, description="Binary threshold rule.")
     reference: bool = Field(True, description="Tables: fit a gradient-boosting reference on the same features, "
                             "so a high error is diagnosed as bias (underfitting) or noise (noise_floor).")
-
-    @field_validator("metrics")
-    @classmethod
-    def _known_metrics(cls, v):
-        if v is None:
-            return v
-        from methodo.evaluate.metrics import METRICS
-
-        for name in v:
-            if name not in METRICS:
-                raise ValueError(f"unknown metric {name!r}; choose from {choices(METRICS.names())}")
-        return v
 
 
 class TrackConfig(_Strict):
@@ -400,28 +382,18 @@ class TrackConfig(_Strict):
 
 class ExplainConfig(_Strict):
     enabled: bool = Field(True, description="Explain the model's test predictions in the report.")
-    methods: list[str] = Field(
+    methods: list[Annotated[str, registered("explainers")]] = Field(
         default_factory=lambda: ["saliency", "integrated_gradients", "occlusion", "lime"],
         description="Image attribution methods (see `methodo list explainers`).")
     n_images: int = Field(6, ge=1, le=32, description="Test images in the gallery (right and wrong predictions).")
     permutation_repeats: int = Field(5, ge=1, description="Shuffles per feature for permutation importance.")
-
-    @field_validator("methods")
-    @classmethod
-    def _known_methods(cls, v):
-        from methodo.explain import EXPLAINERS
-
-        for m in v:
-            if m not in EXPLAINERS:
-                raise ValueError(f"unknown explainer {m!r}; choose one of {choices(EXPLAINERS.names())}")
-        return v
 
 
 class Config(_Strict):
     name: str = Field("experiment", min_length=1, max_length=100,
                       description="Experiment name; it names the run dir, so letters, digits, '.', '_', '-'.")
     seed: int = Field(0, ge=0, description="The one seed behind every random choice.")
-    task: str | None = Field(
+    task: Annotated[str, registered("tasks")] | None = Field(
         None, description="Task (see `methodo list tasks`); inferred from the dataset when omitted."
     )
     data: DataConfig
@@ -430,15 +402,6 @@ class Config(_Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig, description="Explainability in the report.")
-
-    @field_validator("task")
-    @classmethod
-    def _known_task(cls, v):
-        from methodo.tasks import TASKS
-
-        if v is not None and v not in TASKS:
-            raise ValueError(f"unknown task {v!r}; choose one of {choices(TASKS.names())}")
-        return v
 
     @field_validator("name")
     @classmethod
@@ -577,8 +540,8 @@ def _describe(err: dict) -> tuple[tuple, str]:
     ctx_err = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_err, _KeyError):
         return tuple(ctx_err.key.split(".")), str(ctx_err)
-    if isinstance(ctx_err, ConfigError):
-        return loc, str(ctx_err).split(": ", 1)[-1]
+    if isinstance(ctx_err, _NamesValue):
+        return loc, str(ctx_err)
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc)
         return loc, f"unknown key; allowed keys here: {choices(allowed)}"

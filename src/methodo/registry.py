@@ -1,20 +1,44 @@
 """One small registry type used by every extension point (datasets, models, optimizers, ...).
 
+``Registry.register`` is the only way in: a decorator (or a call) taking the name, a help line and
+free metadata as keyword arguments (``task=``, ``higher_is_better=``, ...), which listings, checks
+and the contract tests (``tests/test_contracts.py``) read. ``register_prefix`` adds a whole family
+of names (``timm:NAME``) resolved by a handler; ``check`` validates a config value, naming the key,
+the value and the choices. ``REGISTRIES`` lists every registry by name, each imported only when
+first asked for (``methodo list WHAT``), so ``methodo --help`` stays light.
+
 Examples
 --------
 >>> from methodo.registry import Registry
 >>> MODELS = Registry("model")
->>> @MODELS.register("tiny", help="a tiny model")
+>>> @MODELS.register("tiny", help="a tiny model", tasks=("classification",))
 ... def tiny(): return 1
 >>> MODELS.get("tiny")()
 1
->>> MODELS.names("t*")
-['tiny']
+>>> MODELS.names("t*"), MODELS.entry("tiny").meta
+(['tiny'], {'tasks': ('classification',)})
+>>> MODELS.check("tiny", key="model.name")
+'tiny'
+>>> MODELS.check("tinny", key="model.name")
+Traceback (most recent call last):
+...
+methodo.errors.ConfigError: model.name: unknown model 'tinny'; choose one of 'tiny'
+
+A prefix resolves a family of names through a handler:
+
+>>> MODELS.register_prefix("toy", lambda rest: f"toy model {rest}", help="any toy model by name")
+>>> MODELS.get("toy:robot")
+'toy model robot'
+>>> MODELS.get("lego:robot", key="model.name")
+Traceback (most recent call last):
+...
+methodo.errors.ConfigError: model.name: unknown model prefix 'lego' in 'lego:robot'; known prefixes: 'toy'
 """
 
 from __future__ import annotations
 
 import fnmatch
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -29,49 +53,134 @@ class Entry:
     meta: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Prefix:
+    """A family of names ``PREFIX:REST`` whose object is ``handler(REST)``."""
+
+    prefix: str
+    handler: Callable[[str], Any]
+    help: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Lazy:
+    """An object to import from ``"package.module:attr"`` when first needed."""
+
+    target: str
+
+    def load(self) -> Any:
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
 class Registry:
     """A name → object mapping with a help line and free metadata per entry."""
 
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        self._prefixes: dict[str, Prefix] = {}
 
     def register(self, name: str, obj: Any = None, *, help: str = "", **meta) -> Callable:
-        """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is omitted."""
+        """Register ``obj`` under ``name`` with a help line and metadata (keyword arguments).
+
+        Usable as a decorator when ``obj`` is omitted; the help defaults to the first line of the
+        object's docstring. A name may not be registered twice, nor contain ``:`` (prefixes).
+        """
+        if ":" in name:
+            raise ValueError(f"{self.kind} name {name!r} may not contain ':' (see register_prefix)")
 
         def add(o):
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
-            doc = help or (o.__doc__ or "").strip().splitlines()[0:1]
-            self._entries[name] = Entry(name, o, doc if isinstance(doc, str) else (doc[0] if doc else ""), meta)
+            self._entries[name] = Entry(name, o, help or _first_line(o.__doc__), meta)
             return o
 
         return add if obj is None else add(obj)
 
+    def register_lazy(self, name: str, target: str, *, help: str, **meta) -> None:
+        """Register the object at ``"package.module:attr"``, imported the first time it is asked for."""
+        self.register(name, _Lazy(target), help=help, **meta)
+
+    def register_prefix(self, prefix: str, handler: Callable[[str], Any], *, help: str = "", **meta) -> None:
+        """Resolve every name ``prefix:REST`` to ``handler(REST)`` (e.g. ``timm:resnet18``).
+
+        The handler may raise :class:`~methodo.errors.ConfigError` for a ``REST`` it does not know.
+        """
+        if not prefix or ":" in prefix:
+            raise ValueError(f"{self.kind} prefix {prefix!r} must be non-empty and without ':'")
+        if prefix in self._prefixes:
+            raise ValueError(f"{self.kind} prefix {prefix!r} is already registered")
+        self._prefixes[prefix] = Prefix(prefix, handler, help, meta)
+
     def entry(self, name: str, *, key: str | None = None) -> Entry:
-        """The entry for ``name``; a ``ConfigError`` naming ``key`` and the choices otherwise."""
-        try:
-            return self._entries[name]
-        except KeyError:
-            where = f"{key}: " if key else ""
-            raise ConfigError(
-                f"{where}unknown {self.kind} {name!r}; choose one of {choices(self.names())}"
-            ) from None
+        """The entry for ``name``; a ``ConfigError`` naming ``key``, the value and the choices otherwise."""
+        where = f"{key}: " if key else ""
+        e = self._entries.get(name) if isinstance(name, str) else None
+        if e is not None:
+            if isinstance(e.obj, _Lazy):
+                e = self._entries[name] = Entry(e.name, e.obj.load(), e.help, e.meta)
+            return e
+        if isinstance(name, str) and ":" in name and self._prefixes:
+            prefix, _, rest = name.partition(":")
+            p = self._prefixes.get(prefix)
+            if p is None:
+                raise ConfigError(f"{where}unknown {self.kind} prefix {prefix!r} in {name!r}; known prefixes: "
+                                  f"{choices(sorted(self._prefixes))}")
+            try:
+                obj = p.handler(rest)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}{exc}", key=exc.key) from None
+            return Entry(name, obj, p.help, {**p.meta, "prefix": prefix})
+        known = choices(self.names())
+        if self._prefixes:
+            known += f", or {' or '.join(p + ':NAME' for p in sorted(self._prefixes))}"
+        raise ConfigError(f"{where}unknown {self.kind} {name!r}; choose one of {known}")
 
     def get(self, name: str, *, key: str | None = None) -> Any:
         return self.entry(name, key=key).obj
 
+    def check(self, value: str | list | tuple, *, key: str | None = None) -> str | list | tuple:
+        """``value`` itself when it names an entry (each item, for a list); a one-line
+        ``ConfigError`` naming ``key`` (``key.I`` for item I), the value and the choices otherwise."""
+        if isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                self.entry(v, key=f"{key}.{i}" if key else None)
+        else:
+            self.entry(value, key=key)
+        return value
+
     def names(self, pattern: str = "*") -> list[str]:
+        """Registered names (not prefixes) matching the glob ``pattern``, sorted."""
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
     def entries(self) -> list[Entry]:
-        return [self._entries[n] for n in self.names()]
+        return [self.entry(n) for n in self.names()]
+
+    def prefixes(self) -> list[Prefix]:
+        return [self._prefixes[p] for p in sorted(self._prefixes)]
+
+    def name_of(self, obj: Any) -> str | None:
+        """The name ``obj`` is registered under (``None`` if it is not)."""
+        return next((n for n, e in self._entries.items() if e.obj is obj), None)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        """A registered name, or a name under a registered prefix (its handler is not called)."""
+        if name in self._entries:
+            return True
+        return isinstance(name, str) and name.partition(":")[0] in self._prefixes and ":" in name
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self)} entries)"
 
 
 def check_kwargs(fn: Callable, options: dict, *, reserved: tuple[str, ...] = (), what: str) -> None:
@@ -107,3 +216,28 @@ def check_kwargs(fn: Callable, options: dict, *, reserved: tuple[str, ...] = (),
                 f"{what} expects {type(default).__name__} like {default!r} (got {value!r})", key=key
             )
 
+
+
+# --------------------------------------------------------------------------- the registry of registries
+
+REGISTRIES = Registry("registry")
+"""Every extension point by its listing name (``methodo list NAME``), imported when first asked for."""
+
+for _name, _target, _help in (
+    ("augmentations", "methodo.data.augment:AUGMENTATIONS", "training-only image augmentations (data.augment)"),
+    ("balancers", "methodo.data.balance:BALANCERS", "class balancing of the training split (data.balance)"),
+    ("datasets", "methodo.data.sources:DATASETS", "dataset loaders (data.source)"),
+    ("explainers", "methodo.explain:EXPLAINERS", "image attribution methods (explain.methods)"),
+    ("features", "methodo.data.features:FEATURES", "table feature steps fitted on train (data.features)"),
+    ("feature_functions", "methodo.data.features:FUNCTIONS", "named functions of the 'function' feature step (fn)"),
+    ("findings", "methodo.diagnose:FINDINGS", "what diagnose and the data audit can report"),
+    ("metrics", "methodo.evaluate.metrics:METRICS", "task metrics (evaluate.metrics)"),
+    ("models", "methodo.models:MODELS", "models (model.name)"),
+    ("optimizers", "methodo.train.optim:OPTIMIZERS", "torch.optim optimizers (train.optimizer.name)"),
+    ("regularizers", "methodo.train.regularize:REGULARIZERS", "penalties, constraints and clipping (train.*)"),
+    ("schedulers", "methodo.train.schedules:SCHEDULERS", "learning-rate schedulers (train.scheduler.name)"),
+    ("splits", "methodo.data.split:SPLITS", "train/val/test split methods (data.split.method)"),
+    ("tasks", "methodo.tasks:TASKS", "tasks: what differs per task, from the loss to the outputs (task)"),
+):
+    REGISTRIES.register_lazy(_name, _target, help=_help)
+del _name, _target, _help

@@ -64,17 +64,11 @@ class AuditFacts:
                    where=ds.where)
 
 
-def data_finding(id: str, help: str):
-    def deco(fn):
-        FINDINGS.register(id, fn, help=help, check=False, stage="data")
-        return fn
-    return deco
-
-
 # --------------------------------------------------------------------------- unreadable inputs
 
 
-@data_finding("unreadable_file", "an input file cannot be read: 0-byte, truncated, or not an image")
+@FINDINGS.register("unreadable_file", stage="data", check=False,
+                    help="an input file cannot be read: 0-byte, truncated, or not an image")
 def unreadable_file(f: AuditFacts) -> Finding | None:
     bad = [p for p in f.problems if p["id"] == "unreadable_file"]
     if not bad:
@@ -86,7 +80,8 @@ def unreadable_file(f: AuditFacts) -> Finding | None:
         "that produced them.")
 
 
-@data_finding("bad_label", "a label is missing (NaN) or is text in a numeric label column")
+@FINDINGS.register("bad_label", stage="data", check=False,
+                    help="a label is missing (NaN) or is text in a numeric label column")
 def bad_label(f: AuditFacts) -> Finding | None:
     bad = [p for p in f.problems if p["id"] == "bad_label"]
     if not bad:
@@ -99,7 +94,7 @@ def bad_label(f: AuditFacts) -> Finding | None:
         "often means a shifted or mis-parsed line.")
 
 
-@data_finding("bad_value", "a numeric feature column holds text in some rows")
+@FINDINGS.register("bad_value", stage="data", check=False, help="a numeric feature column holds text in some rows")
 def bad_value(f: AuditFacts) -> Finding | None:
     bad = [p for p in f.problems if p["id"] == "bad_value"]
     if not bad:
@@ -115,7 +110,8 @@ def bad_value(f: AuditFacts) -> Finding | None:
 # --------------------------------------------------------------------------- labels
 
 
-@data_finding("class_imbalance", "some classes have many times more rows than others")
+@FINDINGS.register("class_imbalance", stage="data", check=False,
+                    help="some classes have many times more rows than others")
 def class_imbalance(f: AuditFacts) -> Finding | None:
     if not task_spec(f.task).has_classes or not f.class_names:
         return None
@@ -137,7 +133,8 @@ def class_imbalance(f: AuditFacts) -> Finding | None:
         "accuracy, per-class recall and F1 rather than accuracy.")
 
 
-@data_finding("class_missing_in_split", "a class has no row in the validation or test split")
+@FINDINGS.register("class_missing_in_split", stage="data", check=False,
+                    help="a class has no row in the validation or test split")
 def class_missing_in_split(f: AuditFacts) -> Finding | None:
     if not task_spec(f.task).has_classes or not f.class_names:
         return None
@@ -168,7 +165,8 @@ def _row_hashes(f: AuditFacts) -> np.ndarray:
     return out
 
 
-@data_finding("duplicates_within_split", "the same input appears more than once inside a split")
+@FINDINGS.register("duplicates_within_split", stage="data", check=False,
+                    help="the same input appears more than once inside a split")
 def duplicates_within_split(f: AuditFacts) -> Finding | None:
     h = _row_hashes(f)
     per, conflicts, examples = {}, 0, []
@@ -198,8 +196,9 @@ def duplicates_within_split(f: AuditFacts) -> Finding | None:
         "labelling errors.")
 
 
-@data_finding("duplicates_across_splits", "the same input is in train and in val/test: leakage, the test "
-              "score is inflated")
+@FINDINGS.register("duplicates_across_splits", stage="data", check=False,
+                    help="the same input is in train and in val/test: leakage, the test "
+                    "score is inflated")
 def duplicates_across_splits(f: AuditFacts) -> Finding | None:
     h = _row_hashes(f)
     sets = {s: {} for s in f.indices}
@@ -247,8 +246,9 @@ def _thumbnails(X: np.ndarray) -> np.ndarray:
     return z / np.where(norm > 1e-9, norm, 1.0)
 
 
-@data_finding("near_duplicates_across_splits", "an image in val/test is a near copy (resized, re-encoded, "
-              "brightness-shifted) of a training image")
+@FINDINGS.register("near_duplicates_across_splits", stage="data", check=False,
+                    help="an image in val/test is a near copy (resized, re-encoded, "
+                    "brightness-shifted) of a training image")
 def near_duplicates_across_splits(f: AuditFacts, *, max_queries: int = 20000) -> Finding | None:
     if f.kind != "image" or "train" not in f.indices:
         return None
@@ -290,7 +290,7 @@ def near_duplicates_across_splits(f: AuditFacts, *, max_queries: int = 20000) ->
 # --------------------------------------------------------------------------- features
 
 
-@data_finding("missing_values", "some feature values are missing")
+@FINDINGS.register("missing_values", stage="data", check=False, help="some feature values are missing")
 def missing_values(f: AuditFacts) -> Finding | None:
     if f.kind != "tabular":
         return None
@@ -319,7 +319,8 @@ def missing_values(f: AuditFacts) -> Finding | None:
         "or drop the column if mostly empty; a run without one stops and names the first missing cell.")
 
 
-@data_finding("constant_feature", "a feature has the same value in every row: it carries no information")
+@FINDINGS.register("constant_feature", stage="data", check=False,
+                    help="a feature has the same value in every row: it carries no information")
 def constant_feature(f: AuditFacts) -> Finding | None:
     if f.kind != "tabular":
         return None
@@ -369,8 +370,9 @@ def _single_feature_scores(f: AuditFacts) -> list[tuple[str, float, float]]:
     return out
 
 
-@data_finding("target_leakage", "a single feature predicts the label almost perfectly on held-out rows: "
-              "probably the label in disguise")
+@FINDINGS.register("target_leakage", stage="data", check=False,
+                    help="a single feature predicts the label almost perfectly on held-out rows: "
+                    "probably the label in disguise")
 def target_leakage(f: AuditFacts) -> Finding | None:
     if f.kind != "tabular" or "train" not in f.indices:
         return None

@@ -33,22 +33,18 @@ from methodo.registry import Registry
 AUGMENTATIONS = Registry("augmentation")
 
 
-def register(name: str, help: str, **meta):
-    def deco(cls):
-        AUGMENTATIONS.register(name, cls, help=help, **meta)
-        cls.name = name
-        return cls
-    return deco
-
-
 class Augmentation:
     """One step. ``__init__`` stores options only; ``apply(x, g)`` transforms the chosen images.
 
     ``__call__(x, g)`` picks each image with probability ``p`` and applies ``apply`` to those only.
     """
 
-    name = "?"
     p: float = 1.0
+
+    @property
+    def name(self) -> str:
+        """The name this step's class is registered under."""
+        return AUGMENTATIONS.name_of(type(self)) or "?"
 
     def apply(self, x, g):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -105,7 +101,7 @@ def _warp(x, theta):
 # --------------------------------------------------------------------------- geometry
 
 
-@register("flip", help="mirror left-right (and up-down with vertical: true), each with probability p")
+@AUGMENTATIONS.register("flip", help="mirror left-right (and up-down with vertical: true), each with probability p")
 class Flip(Augmentation):
     def __init__(self, p: float = 0.5, horizontal: bool = True, vertical: bool = False):
         self.p, self.horizontal, self.vertical = p, horizontal, vertical
@@ -129,8 +125,9 @@ class Flip(Augmentation):
         return v2.Compose(steps)
 
 
-@register("rotation", help="rotate by a random angle in [-degrees, degrees] (default 15; or [low, high]), "
-          "bilinear, black corners")
+@AUGMENTATIONS.register("rotation",
+                        help="rotate by a random angle in [-degrees, degrees] (default 15; or [low, high]), "
+                             "bilinear, black corners")
 class Rotation(Augmentation):
     def __init__(self, degrees: float | list | None = None, p: float = 1.0):
         if degrees is not None and not (isinstance(degrees, (int, float)) and not isinstance(degrees, bool)
@@ -160,8 +157,9 @@ class Rotation(Augmentation):
         return v2.RandomRotation(self._range(), interpolation=v2.InterpolationMode.BILINEAR)
 
 
-@register("random_resized_crop", help="crop a random area (scale of the image, aspect ratio) and resize it "
-          "back to the image size")
+@AUGMENTATIONS.register("random_resized_crop",
+                        help="crop a random area (scale of the image, aspect ratio) and resize it back to the image "
+                             "size")
 class RandomResizedCrop(Augmentation):
     def __init__(self, scale: list = (0.6, 1.0), ratio: list = (0.75, 1.3333), p: float = 1.0):
         self.scale, self.ratio, self.p = scale, ratio, p
@@ -204,8 +202,9 @@ class _Resized:
 # --------------------------------------------------------------------------- color
 
 
-@register("color_jitter", help="random brightness, contrast, saturation (factors in [1-v, 1+v]) and hue shift "
-          "(in [-hue, hue] turns)")
+@AUGMENTATIONS.register("color_jitter",
+                        help="random brightness, contrast, saturation (factors in [1-v, 1+v]) and hue shift (in "
+                             "[-hue, hue] turns)")
 class ColorJitter(Augmentation):
     def __init__(self, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2, hue: float = 0.0,
                  p: float = 1.0):
@@ -239,7 +238,8 @@ class ColorJitter(Augmentation):
                               saturation=self.saturation or None, hue=self.hue or None)
 
 
-@register("grayscale", help="de-colored: replace the image by its luma (kept as C channels) with probability p")
+@AUGMENTATIONS.register("grayscale",
+                        help="de-colored: replace the image by its luma (kept as C channels) with probability p")
 class Grayscale(Augmentation):
     def __init__(self, p: float = 0.2):
         self.p = p
@@ -289,8 +289,9 @@ def _bilateral(x, k, sigma_color, sigma_space):
     return num / den
 
 
-@register("detexture", help="de-texturized: smooth away fine texture, keeping shapes (method: bilateral|median|"
-          "gaussian; kernel size)")
+@AUGMENTATIONS.register("detexture",
+                        help="de-texturized: smooth away fine texture, keeping shapes (method: "
+                             "bilateral|median|gaussian; kernel size)")
 class Detexture(Augmentation):
     def __init__(self, method: str = "bilateral", kernel: int = 5, sigma_color: float = 0.1,
                  sigma_space: float = 2.0, p: float = 0.5):
@@ -328,7 +329,8 @@ class _PerImage:
         return self.fn(img[None], None)[0]
 
 
-@register("edge_enhance", help="sharpen edges (torchvision adjust_sharpness by factor) with probability p")
+@AUGMENTATIONS.register("edge_enhance",
+                        help="sharpen edges (torchvision adjust_sharpness by factor) with probability p")
 class EdgeEnhance(Augmentation):
     def __init__(self, factor: float = 2.0, p: float = 0.5):
         self.factor, self.p = factor, p
@@ -359,8 +361,9 @@ def _sobel(x):
     return (mag / peak.clamp_min(1.0)).expand_as(x).contiguous()
 
 
-@register("edge_map", help="salient edge map: replace the image by its Sobel edge magnitude (scaled by the "
-          "strongest edge to [0, 1]) with probability p")
+@AUGMENTATIONS.register("edge_map",
+                        help="salient edge map: replace the image by its Sobel edge magnitude (scaled by the "
+                             "strongest edge to [0, 1]) with probability p")
 class EdgeMap(Augmentation):
     def __init__(self, p: float = 0.2):
         self.p = p
@@ -374,7 +377,8 @@ class EdgeMap(Augmentation):
         return v2.RandomApply([_PerImage(self.apply)], p=self.p)
 
 
-@register("erase", help="erase a random rectangle (area scale of the image) with probability p (cutout)")
+@AUGMENTATIONS.register("erase",
+                        help="erase a random rectangle (area scale of the image) with probability p (cutout)")
 class Erase(Augmentation):
     def __init__(self, scale: list = (0.02, 0.2), p: float = 0.5):
         self.scale, self.p = scale, p
@@ -401,8 +405,9 @@ class Erase(Augmentation):
         return v2.RandomErasing(p=self.p, scale=tuple(self.scale), ratio=(0.3, 3.3), value=0)
 
 
-@register("normalize", help="fixed normalization (mean, std per channel) for EVERY split, instead of the "
-          "training-set standardization; not random", all_splits=True)
+@AUGMENTATIONS.register("normalize", all_splits=True,
+                        help="fixed normalization (mean, std per channel) for EVERY split, instead of the "
+                             "training-set standardization; not random")
 class Normalize(Augmentation):
     def __init__(self, mean: list | None = None, std: list | None = None):
         if (mean is None) != (std is None):

@@ -6,7 +6,8 @@
 - selection: ``variance_threshold``, ``mutual_info`` (k best), ``l1`` (non-zero L1 coefficients),
   ``rfe`` (recursive elimination);
 - extraction: ``pca``, and ``function`` (a named function, e.g. the course's polar transform
-  ``(x, y) → (r, θ)``; your own with :func:`register_function` or ``fn: "package.module:function"``).
+  ``(x, y) → (r, θ)``; your own with ``FUNCTIONS.register(NAME, help=..., names=...)``
+  or ``fn: "package.module:function"``).
 
 Categorical CSV columns are one-hot encoded by a first step (categories learned from the
 training split; an unseen category becomes all zeros). The fitted pipeline is saved beside the
@@ -36,6 +37,8 @@ from methodo.tasks import task_spec
 from methodo.registry import Registry, check_kwargs
 
 FEATURES = Registry("feature step")
+# ``fn(X, columns) -> X'`` usable as ``{name: function, fn: NAME}``; the optional ``names=`` metadata,
+# ``names(feature_names, columns) -> new names``, names the output columns.
 FUNCTIONS = Registry("feature function")
 
 try:  # scikit-learn base classes; imported lazily by the callers of this module (config checks do not)
@@ -48,26 +51,14 @@ except ImportError:  # pragma: no cover - scikit-learn is a dependency
 # --------------------------------------------------------------------------- named functions
 
 
-def register_function(name: str, fn: Callable | None = None, *, help: str = "", names: Callable | None = None):
-    """Register ``fn(X, columns) -> X'`` as a feature function usable as ``{name: function, fn: NAME}``.
-
-    ``names(feature_names, columns) -> new names`` optionally names the output columns.
-    """
-    def add(f):
-        FUNCTIONS.register(name, f, help=help, names=names)
-        return f
-
-    return add if fn is None else add(fn)
-
-
 def _polar_names(names, columns):
     i, j = columns
     rest = [n for k, n in enumerate(names) if k not in (i, j)]
     return ["r", "theta", *rest]
 
 
-@register_function("polar", help="(x, y) → (r, θ): radius and angle of two columns (columns: [x, y]; "
-                   "default the first two)", names=_polar_names)
+@FUNCTIONS.register("polar", help="(x, y) → (r, θ): radius and angle of two columns (columns: [x, y]; "
+                    "default the first two)", names=_polar_names)
 def polar(X: np.ndarray, columns: tuple[int, int]) -> np.ndarray:
     i, j = columns
     x, y = X[:, i], X[:, j]
@@ -235,35 +226,30 @@ class RFESelect(_MaskSelector):
 
 # --------------------------------------------------------------------------- the registry
 
-def _entry(name, help, kind):
-    def deco(fn):
-        FEATURES.register(name, fn, help=help, kind=kind)
-        return fn
-    return deco
-
-
-@_entry("standard", "scale each feature to mean 0, std 1 (StandardScaler)", "scaling")
+@FEATURES.register("standard", kind="scaling", help="scale each feature to mean 0, std 1 (StandardScaler)")
 def standard(*, task, seed, feature_names):
     from sklearn.preprocessing import StandardScaler
 
     return StandardScaler()
 
 
-@_entry("minmax", "scale each feature to [0, 1] (MinMaxScaler)", "scaling")
+@FEATURES.register("minmax", kind="scaling", help="scale each feature to [0, 1] (MinMaxScaler)")
 def minmax(*, task, seed, feature_names):
     from sklearn.preprocessing import MinMaxScaler
 
     return MinMaxScaler()
 
 
-@_entry("robust", "center on the median, scale by the interquartile range (RobustScaler)", "scaling")
+@FEATURES.register("robust", kind="scaling",
+                   help="center on the median, scale by the interquartile range (RobustScaler)")
 def robust(*, task, seed, feature_names):
     from sklearn.preprocessing import RobustScaler
 
     return RobustScaler()
 
 
-@_entry("impute", "fill missing values with the training median (strategy: median|mean|most_frequent)", "cleaning")
+@FEATURES.register("impute", kind="cleaning",
+                   help="fill missing values with the training median (strategy: median|mean|most_frequent)")
 def impute(*, task, seed, feature_names, strategy: str = "median"):
     from sklearn.impute import SimpleImputer
 
@@ -272,38 +258,42 @@ def impute(*, task, seed, feature_names, strategy: str = "median"):
     return SimpleImputer(strategy=strategy, keep_empty_features=True)
 
 
-@_entry("variance_threshold", "drop features whose training variance is at most threshold (default 0: constant)",
-        "selection")
+@FEATURES.register("variance_threshold", kind="selection",
+                   help="drop features whose training variance is at most threshold (default 0: constant)")
 def variance_threshold(*, task, seed, feature_names, threshold: float = 0.0):
     from sklearn.feature_selection import VarianceThreshold
 
     return VarianceThreshold(threshold=float(threshold))
 
 
-@_entry("mutual_info", "keep the k features sharing most information with the target", "selection")
+@FEATURES.register("mutual_info", kind="selection",
+                   help="keep the k features sharing most information with the target")
 def mutual_info(*, task, seed, feature_names, k: int = 10):
     return MutualInfoSelect(k=int(k), task=task, seed=seed)
 
 
-@_entry("l1", "keep features with non-zero L1 coefficients (logistic C / Lasso alpha, standardized)", "selection")
+@FEATURES.register("l1", kind="selection",
+                   help="keep features with non-zero L1 coefficients (logistic C / Lasso alpha, standardized)")
 def l1(*, task, seed, feature_names, C: float = 0.1, alpha: float = 0.05):
     return L1Select(C=float(C), alpha=float(alpha), task=task, seed=seed)
 
 
-@_entry("rfe", "recursive feature elimination with a linear model down to n_features", "selection")
+@FEATURES.register("rfe", kind="selection",
+                   help="recursive feature elimination with a linear model down to n_features")
 def rfe(*, task, seed, feature_names, n_features: int = 10, step: int = 1):
     return RFESelect(n_features=int(n_features), step=int(step), task=task, seed=seed)
 
 
-@_entry("pca", "project on the first n_components principal components (fitted on train)", "extraction")
+@FEATURES.register("pca", kind="extraction",
+                   help="project on the first n_components principal components (fitted on train)")
 def pca(*, task, seed, feature_names, n_components: int = 10, whiten: bool = False):
     from sklearn.decomposition import PCA
 
     return PCA(n_components=min(int(n_components), max(len(feature_names), 1)), whiten=whiten, random_state=seed)
 
 
-@_entry("function", "a named feature function (fn: polar, or 'package.module:function'; columns: names)",
-        "extraction")
+@FEATURES.register("function", kind="extraction",
+                   help="a named feature function (fn: polar, or 'package.module:function'; columns: names)")
 def function(*, task, seed, feature_names, fn: str = "polar", columns: list | None = None):
     _resolve_function(fn)
     return FunctionFeatures(fn=fn, columns=None if columns is None else list(columns),

@@ -74,7 +74,8 @@ def make_shapes(n: int, *, size: int = 32, seed: int = 0, max_shapes: int = 3,
 
 
 @DATASETS.register("shapes", help="generated: RGB images of circles/squares/triangles on noisy backgrounds, "
-                   "per-pixel class masks (segmentation)", task="segmentation")
+                   "per-pixel class masks (segmentation)", task="segmentation",
+                   kind="image")
 def load_shapes(data_cfg, *, audit: bool = False, n: int = 600, size: int = 32, seed: int = 0,
                 max_shapes: int = 3, noise: float = 0.08) -> Dataset:
     """Options (``data.options``): ``n`` images of ``size``×``size`` pixels, ``seed`` of the

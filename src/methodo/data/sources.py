@@ -131,7 +131,7 @@ def _sklearn(name: str, task, loader_name: str, description: str):
         feats = [str(f) for f in getattr(bunch, "feature_names", [])] or [f"x{i}" for i in range(X[0].size)]
         return Dataset(name, task, kind, X, y, feats, class_names, description)
 
-    DATASETS.register(name, load, help=description, task=task)
+    DATASETS.register(name, load, help=description, task=task, kind="image" if name == "digits" else "tabular")
 
 
 _sklearn("digits", "classification", "load_digits", "scikit-learn digits: 1797 8×8 grayscale images, 10 classes")
@@ -142,7 +142,7 @@ _sklearn("diabetes", "regression", "load_diabetes", "scikit-learn diabetes: 442 
 
 
 @DATASETS.register("circles", help="two concentric noisy circles (x, y), 1000 rows, 2 classes: "
-                   "the course's case for the polar (r, θ) feature", task="classification")
+                   "the course's case for the polar (r, θ) feature", task="classification", kind="tabular")
 def load_circles(data_cfg, audit: bool = False) -> Dataset:
     from sklearn.datasets import make_circles
 
@@ -162,7 +162,8 @@ DIGIT_ATTRIBUTES = {
 
 
 @DATASETS.register("digits_attributes", help="scikit-learn digits as a multi-label set: 1797 8×8 images, 5 "
-                   "yes/no attributes of the digit (even, above_4, prime, loop, straight)", task="multilabel")
+                   "yes/no attributes of the digit (even, above_4, prime, loop, straight)", task="multilabel",
+                   kind="image")
 def load_digits_attributes(data_cfg, audit: bool = False) -> Dataset:
     import sklearn.datasets
 
@@ -189,7 +190,7 @@ def _numbers(s):
 
 
 @DATASETS.register("csv", help="a CSV file (data.path) with a target column (data.target); numeric and "
-                   "categorical feature columns", task=None)
+                   "categorical feature columns", task=None, kind="tabular", needs="path")
 def load_csv(data_cfg, audit: bool = False) -> Dataset:
     """Read a CSV; the task is inferred from the target (text or ≤ 20 integer values: classification).
 
@@ -389,7 +390,8 @@ def _image_size(value) -> tuple[int, int] | None:
 
 
 @DATASETS.register("imagefolder", help="a folder (data.path) with one subfolder per class of PNG/JPEG images "
-                   "(RGB, RGBA and grayscale converted consistently)", task="classification")
+                   "(RGB, RGBA and grayscale converted consistently)", task="classification", kind="image",
+                   needs="path")
 def load_imagefolder(data_cfg, audit: bool = False) -> Dataset:
     """Read ``data.path/CLASS/*.png|jpg|jpeg``.
 
@@ -518,7 +520,8 @@ def _torchvision(name: str, help: str):
                 f"{X.shape[1]}×{X.shape[2]}×{X.shape[3]}, {len(classes)} classes")
         return Dataset(name, "classification", "image", X, y, [], classes, desc, official_test=official)
 
-    DATASETS.register(name, load, help=help, task="classification")
+    DATASETS.register(name, load, help=help, task="classification", kind="image", needs="download",
+                      official_test=True)
 
 
 _torchvision("mnist", "torchvision MNIST: 70000 28×28 handwritten digits (downloaded to data.path)")

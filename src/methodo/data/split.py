@@ -229,7 +229,7 @@ def official_split(y, *, val, seed, task, official, **_):
     if official is None:
         from methodo.data.sources import DATASETS
 
-        have = [e.name for e in DATASETS.entries() if e.name in ("mnist", "fashion_mnist", "cifar10")]
+        have = [e.name for e in DATASETS.entries() if e.meta.get("official_test")]
         raise DataError(f"data.split.method: this dataset has no official test split; 'official' works for "
                         f"{', '.join(have)}; use stratified")
     rest = np.flatnonzero(~official)

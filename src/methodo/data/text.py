@@ -84,7 +84,7 @@ def _cut(docs: dict[str, str], seq_len: int, max_chars: int | None):
 
 @DATASETS.register("python_docs", help="real text: the Python documentation topics shipped with CPython "
                    "(in-domain) and scikit-learn's dataset descriptions (out-of-domain); characters",
-                   task="language_modeling")
+                   task="language_modeling", kind="text")
 def load_python_docs(data_cfg, *, audit: bool = False, seq_len: int = 128, max_chars: int | None = None) -> Dataset:
     """Options (``data.options``): ``seq_len`` characters per training window; ``max_chars`` to
     keep only the first topics (alphabetically) up to about that many characters (small tests),

@@ -68,15 +68,8 @@ class Facts:
         return task_spec(self.task)
 
 
-def finding(id: str, help: str):
-    """Register a check under the finding ``id`` it produces."""
-    def deco(fn):
-        FINDINGS.register(id, fn, help=help, check=True)
-        return fn
-    return deco
-
-
-@finding("overfitting", "high variance: validation loss rises while training loss keeps falling")
+@FINDINGS.register("overfitting", check=True,
+                    help="high variance: validation loss rises while training loss keeps falling")
 def overfitting(f: Facts) -> Finding | None:
     h = f.history
     if len(h) < 3:
@@ -123,7 +116,7 @@ def _reference_no_better(f: Facts, metric: str, val: float) -> bool:
     return bool(ref) and ref.get("metric") == metric and ref["val"] <= val + _REFERENCE_MARGIN[metric]
 
 
-@finding("underfitting", "high bias: training error is high and close to validation error")
+@FINDINGS.register("underfitting", check=True, help="high bias: training error is high and close to validation error")
 def underfitting(f: Facts) -> Finding | None:
     hb = _high_bias(f)
     if hb is None:
@@ -145,7 +138,8 @@ def underfitting(f: Facts) -> Finding | None:
         "Increase capacity, train longer, tune the learning rate, or add informative features.")
 
 
-@finding("noise_floor", "noise, not bias: training error is high, but a flexible reference model does no better")
+@FINDINGS.register("noise_floor", check=True,
+                    help="noise, not bias: training error is high, but a flexible reference model does no better")
 def noise_floor(f: Facts) -> Finding | None:
     hb = _high_bias(f)
     if hb is None:
@@ -163,7 +157,8 @@ def noise_floor(f: Facts) -> Finding | None:
         "no better); better features, cleaner labels or more rows might. Report this ceiling with the result.")
 
 
-@finding("constant_predictions", "the model predicts (almost) the same output for every input")
+@FINDINGS.register("constant_predictions", check=True,
+                    help="the model predicts (almost) the same output for every input")
 def constant_predictions(f: Facts) -> Finding | None:
     if f.test_pred is None or f.test_true is None or len(f.test_pred) < 5:
         return None
@@ -190,7 +185,8 @@ def constant_predictions(f: Facts) -> Finding | None:
     return None
 
 
-@finding("not_better_than_baseline", "the model does not beat a dummy that ignores the input")
+@FINDINGS.register("not_better_than_baseline", check=True,
+                    help="the model does not beat a dummy that ignores the input")
 def not_better_than_baseline(f: Facts) -> Finding | None:
     test = f.metrics.get("test", {})
     if not test or not f.baselines:
@@ -220,7 +216,7 @@ def not_better_than_baseline(f: Facts) -> Finding | None:
     return None
 
 
-@finding("misleading_metric", "accuracy looks good only because one class dominates")
+@FINDINGS.register("misleading_metric", check=True, help="accuracy looks good only because one class dominates")
 def misleading_metric(f: Facts) -> Finding | None:
     test = f.metrics.get("test", {})
     if not f.spec.has_classes or f.test_true is None or "accuracy" not in test:
@@ -246,7 +242,8 @@ def misleading_metric(f: Facts) -> Finding | None:
             "rebalance the training data (data.balance: class_weights) and choose the decision threshold on validation.")
 
 
-@finding("no_signal", "predictions are unrelated to the labels (noise): test agreement is at chance level")
+@FINDINGS.register("no_signal", check=True,
+                    help="predictions are unrelated to the labels (noise): test agreement is at chance level")
 def no_signal(f: Facts) -> Finding | None:
     test = f.metrics.get("test", {})
     if f.test_pred is None or f.test_true is None or len(f.test_true) < 10 or not (
@@ -276,7 +273,8 @@ def no_signal(f: Facts) -> Finding | None:
     return None
 
 
-@finding("lr_too_high", "training loss oscillates or climbs from epoch to epoch: the learning rate is too high")
+@FINDINGS.register("lr_too_high", check=True,
+                    help="training loss oscillates or climbs from epoch to epoch: the learning rate is too high")
 def lr_too_high(f: Facts) -> Finding | None:
     tr = [r["train_loss"] for r in f.history]
     if len(tr) < 4:
@@ -292,7 +290,7 @@ def lr_too_high(f: Facts) -> Finding | None:
     return None
 
 
-@finding("lr_too_low", "training loss barely moves: the learning rate is too low")
+@FINDINGS.register("lr_too_low", check=True, help="training loss barely moves: the learning rate is too low")
 def lr_too_low(f: Facts) -> Finding | None:
     tr = [r["train_loss"] for r in f.history]
     if len(tr) < 5:
@@ -308,7 +306,8 @@ def lr_too_low(f: Facts) -> Finding | None:
     return None
 
 
-@finding("label_errors", "out-of-sample rows the model confidently assigns to another class (confident learning)")
+@FINDINGS.register("label_errors", check=True,
+                    help="out-of-sample rows the model confidently assigns to another class (confident learning)")
 def label_errors(f: Facts) -> Finding | None:
     if not f.spec.has_classes or f.oos_proba is None or len(f.oos_true) < 10:
         return None
@@ -337,7 +336,8 @@ def label_errors(f: Facts) -> Finding | None:
         "Inspect these rows (figure label_errors.png); fix wrong labels or remove ambiguous inputs, then retrain.")
 
 
-@finding("miscalibrated", "predicted probabilities do not match observed frequencies (high ECE)")
+@FINDINGS.register("miscalibrated", check=True,
+                    help="predicted probabilities do not match observed frequencies (high ECE)")
 def miscalibrated(f: Facts) -> Finding | None:
     e = f.metrics.get("test", {}).get("ece")
     if e is None or e < 0.1:
@@ -385,7 +385,7 @@ def _last_with_grads(monitor: list[dict]) -> dict | None:
     return rows[-1] if rows else None
 
 
-@finding("exploding_gradients", "gradient norms grew by orders of magnitude, or are huge")
+@FINDINGS.register("exploding_gradients", check=True, help="gradient norms grew by orders of magnitude, or are huge")
 def exploding_gradients(f: Facts) -> Finding | None:
     rows = [r for r in f.monitor if any("g_rms" in v for v in r["layers"].values())]
     if len(rows) < 1:
@@ -412,7 +412,8 @@ def exploding_gradients(f: Facts) -> Finding | None:
         "the input scaling.")
 
 
-@finding("vanishing_gradients", "a layer's gradients are orders of magnitude smaller than the others'")
+@FINDINGS.register("vanishing_gradients", check=True,
+                    help="a layer's gradients are orders of magnitude smaller than the others'")
 def vanishing_gradients(f: Facts) -> Finding | None:
     last = _last_with_grads(f.monitor)
     if last is None:
@@ -440,7 +441,8 @@ def _weight_growth(f: Facts) -> dict[str, float]:
     return {n: st["w_rms"] / first[n]["w_rms"] for n, st in last.items() if n in first and first[n]["w_rms"] > 0}
 
 
-@finding("exploding_weights", "a layer's weights grew by more than 10× since initialization")
+@FINDINGS.register("exploding_weights", check=True,
+                    help="a layer's weights grew by more than 10× since initialization")
 def exploding_weights(f: Facts) -> Finding | None:
     growth = _weight_growth(f)
     if not growth:
@@ -457,7 +459,7 @@ def exploding_weights(f: Facts) -> Finding | None:
     return None
 
 
-@finding("vanishing_weights", "a layer's weights shrank to under 1% of their initial size")
+@FINDINGS.register("vanishing_weights", check=True, help="a layer's weights shrank to under 1% of their initial size")
 def vanishing_weights(f: Facts) -> Finding | None:
     ratio = _weight_growth(f)
     if not ratio:
@@ -473,7 +475,7 @@ def vanishing_weights(f: Facts) -> Finding | None:
     return None
 
 
-@finding("dead_relu", "many ReLU units output 0 for every probed training input")
+@FINDINGS.register("dead_relu", check=True, help="many ReLU units output 0 for every probed training input")
 def dead_relu(f: Facts) -> Finding | None:
     if not f.monitor or not f.monitor[-1].get("dead_relu"):
         return None
@@ -490,7 +492,8 @@ def dead_relu(f: Facts) -> Finding | None:
     return None
 
 
-@finding("skipped_batches", "the NaN guard skipped batches with a non-finite loss or gradient")
+@FINDINGS.register("skipped_batches", check=True,
+                    help="the NaN guard skipped batches with a non-finite loss or gradient")
 def skipped_batches(f: Facts) -> Finding | None:
     if not f.skipped_batches:
         return None
@@ -505,7 +508,7 @@ def skipped_batches(f: Facts) -> Finding | None:
 
 
 FINDINGS.register("non_finite_loss", non_finite_loss, help="the loss became NaN or infinite; training stopped",
-                  check=False)
+                  check=False, example={"epoch": 3, "step": 7, "value": float("nan"), "lr": 0.1})
 
 # The data checks (stage "data": run by `methodo data inspect` and at the start of `methodo run`) live
 # with the data stage; importing them registers them here, so one registry lists every finding.

@@ -37,6 +37,12 @@ import torch
 from methodo.registry import Registry
 
 METRICS = Registry("metric")
+# Registry metadata of every metric: its task, its direction, and ``best``, its value on a perfect
+# prediction (the contract tests check it). The shorthands below are the common combinations.
+_CLS = {"task": "classification", "higher_is_better": True, "best": 1.0}
+_REG = {"task": "regression", "higher_is_better": False, "best": 0.0}
+_SEG = {"task": "segmentation", "higher_is_better": True, "best": 1.0}
+_LM = {"task": "language_modeling", "higher_is_better": False}
 
 
 class Undefined(Exception):
@@ -45,20 +51,6 @@ class Undefined(Exception):
 
 def _preds(p):
     return p.argmax(1)
-
-
-def _cls(name, help, higher=True):
-    def deco(fn):
-        METRICS.register(name, fn, help=help, task="classification", higher_is_better=higher)
-        return fn
-    return deco
-
-
-def _reg(name, help, higher=False):
-    def deco(fn):
-        METRICS.register(name, fn, help=help, task="regression", higher_is_better=higher)
-        return fn
-    return deco
 
 
 def _stats(p, y, c):
@@ -81,43 +73,47 @@ def _ratio(num, den, c, what):
     return (num[ok] / den[ok]).mean()
 
 
-@_cls("accuracy", "fraction of rows whose most probable class is right")
+@METRICS.register("accuracy", help="fraction of rows whose most probable class is right", **_CLS)
 def accuracy(p, y, c):
     return (_preds(p) == y).double().mean()
 
 
-@_cls("balanced_accuracy", "mean recall over the classes present (insensitive to class imbalance)")
+@METRICS.register("balanced_accuracy", **_CLS,
+                  help="mean recall over the classes present (insensitive to class imbalance)")
 def balanced_accuracy(p, y, c):
     tp, fp, tn, fn = _stats(p, y, c)
     ok = (tp + fn) > 0
     return (tp[ok] / (tp[ok] + fn[ok])).mean()
 
 
-@_cls("precision", "of the rows predicted positive, the fraction that are (binary: positive class; else macro)")
+@METRICS.register("precision", **_CLS,
+                  help="of the rows predicted positive, the fraction that are (binary: positive class; else macro)")
 def precision(p, y, c):
     tp, fp, tn, fn = _stats(p, y, c)
     return _ratio(tp, tp + fp, c, "predicted")
 
 
-@_cls("recall", "of the positive rows, the fraction found (sensitivity; binary: positive class; else macro)")
+@METRICS.register("recall", **_CLS,
+                  help="of the positive rows, the fraction found (sensitivity; binary: positive class; else macro)")
 def recall(p, y, c):
     tp, fp, tn, fn = _stats(p, y, c)
     return _ratio(tp, tp + fn, c, "truly")
 
 
-@_cls("specificity", "of the negative rows, the fraction rejected (binary: positive class; else macro)")
+@METRICS.register("specificity", **_CLS,
+                  help="of the negative rows, the fraction rejected (binary: positive class; else macro)")
 def specificity(p, y, c):
     tp, fp, tn, fn = _stats(p, y, c)
     return _ratio(tn, tn + fp, c, "negative")
 
 
-@_cls("f1", "harmonic mean of precision and recall (binary: positive class; else macro)")
+@METRICS.register("f1", help="harmonic mean of precision and recall (binary: positive class; else macro)", **_CLS)
 def f1(p, y, c):
     tp, fp, tn, fn = _stats(p, y, c)
     return _ratio(2 * tp, 2 * tp + fp + fn, c, "predicted or truly")
 
 
-@_cls("mcc", "Matthews correlation: -1..1, 0 for chance, robust to imbalance")
+@METRICS.register("mcc", help="Matthews correlation: -1..1, 0 for chance, robust to imbalance", **_CLS)
 def mcc(p, y, c):
     from torchmetrics.functional.classification import multiclass_confusion_matrix
 
@@ -130,21 +126,23 @@ def mcc(p, y, c):
     return (cm.trace() * s - (t * q).sum()) / den
 
 
-@_cls("cohen_kappa", "agreement with the labels beyond chance (0 = chance, 1 = perfect)")
+@METRICS.register("cohen_kappa", help="agreement with the labels beyond chance (0 = chance, 1 = perfect)", **_CLS)
 def cohen_kappa(p, y, c):
     from torchmetrics.functional.classification import multiclass_cohen_kappa
 
     return multiclass_cohen_kappa(_preds(p), y, num_classes=c)
 
 
-@_cls("top3_accuracy", "fraction of rows whose true class is among the 3 most probable (needs > 3 classes)")
+@METRICS.register("top3_accuracy", **_CLS,
+                  help="fraction of rows whose true class is among the 3 most probable (needs > 3 classes)")
 def top3_accuracy(p, y, c):
     if c <= 3:
         raise Undefined(f"top-3 accuracy needs more than 3 classes (there are {c})")
     return (p.topk(3, dim=1).indices == y[:, None]).any(1).double().mean()
 
 
-@_cls("roc_auc", "area under the ROC curve (binary: positive class; multiclass: one-vs-rest macro)")
+@METRICS.register("roc_auc", **_CLS,
+                  help="area under the ROC curve (binary: positive class; multiclass: one-vs-rest macro)")
 def roc_auc(p, y, c):
     from torchmetrics.functional.classification import binary_auroc, multiclass_auroc
 
@@ -168,7 +166,8 @@ def _ap(score: torch.Tensor, pos: torch.Tensor) -> float:
     return float(((recall - prev) * tp / (tp + fp)).sum())
 
 
-@_cls("average_precision", "area under the precision-recall curve (binary: positive class; else macro)")
+@METRICS.register("average_precision", **_CLS,
+                  help="area under the precision-recall curve (binary: positive class; else macro)")
 def average_precision(p, y, c):
     if len(torch.unique(y)) < 2:
         raise Undefined("only one class is present")
@@ -177,12 +176,14 @@ def average_precision(p, y, c):
     return float(np.mean([_ap(p[:, k], y == k) for k in range(c) if (y == k).any()]))
 
 
-@_cls("log_loss", "mean negative log-likelihood of the true class (the loss, as a metric)", higher=False)
+@METRICS.register("log_loss", help="mean negative log-likelihood of the true class (the loss, as a metric)",
+                  task="classification", higher_is_better=False, best=0.0)
 def log_loss(p, y, c):
     return -torch.log(p[torch.arange(len(y)), y].clamp_min(1e-12)).mean()
 
 
-@_cls("ece", "expected calibration error: |confidence − accuracy| over 15 confidence bins", higher=False)
+@METRICS.register("ece", help="expected calibration error: |confidence − accuracy| over 15 confidence bins",
+                  task="classification", higher_is_better=False, best=0.0)
 def ece(p, y, c):
     # bins (k/15, (k+1)/15] of the top-class confidence; weighted mean gap between accuracy and confidence
     conf, pred = p.max(1)
@@ -192,41 +193,28 @@ def ece(p, y, c):
     return ((hit - sure).abs().sum() / len(y))
 
 
-@_reg("mae", "mean absolute error, in target units")
+@METRICS.register("mae", help="mean absolute error, in target units", **_REG)
 def mae(p, y, c):
     from torchmetrics.functional import mean_absolute_error
 
     return mean_absolute_error(p, y)
 
 
-@_reg("rmse", "root mean squared error, in target units")
+@METRICS.register("rmse", help="root mean squared error, in target units", **_REG)
 def rmse(p, y, c):
     from torchmetrics.functional import mean_squared_error
 
     return mean_squared_error(p, y).sqrt()
 
 
-@_reg("r2", "coefficient of determination (1 is perfect, 0 is the mean predictor)", higher=True)
+@METRICS.register("r2", help="coefficient of determination (1 is perfect, 0 is the mean predictor)",
+                  task="regression", higher_is_better=True, best=1.0)
 def r2(p, y, c):
     from torchmetrics.functional import r2_score
 
     if len(y) < 2:
         raise Undefined("R² needs at least 2 rows")
     return r2_score(p, y)
-
-
-def _seg(name, help, higher=True):
-    def deco(fn):
-        METRICS.register(name, fn, help=help, task="segmentation", higher_is_better=higher)
-        return fn
-    return deco
-
-
-def _lm(name, help, higher=False):
-    def deco(fn):
-        METRICS.register(name, fn, help=help, task="language_modeling", higher_is_better=higher)
-        return fn
-    return deco
 
 
 def pixel_confusion(p, y, c) -> torch.Tensor:
@@ -252,33 +240,36 @@ def per_class_iou(p, y, c) -> list[float | None]:
     return [float(t / d) if d > 0 else None for t, d in zip(tp, den)]
 
 
-@_seg("pixel_accuracy", "fraction of pixels whose class is right (misleads when background dominates)")
+@METRICS.register("pixel_accuracy", **_SEG,
+                  help="fraction of pixels whose class is right (misleads when background dominates)")
 def pixel_accuracy(p, y, c):
     cm = pixel_confusion(p, y, c)
     return cm.trace() / cm.sum()
 
 
-@_seg("mean_iou", "intersection over union per class over all pixels, averaged over classes present "
-      "in the truth or the prediction (background included)")
+@METRICS.register("mean_iou", help="intersection over union per class over all pixels, averaged over classes present "
+                  "in the truth or the prediction (background included)", **_SEG)
 def mean_iou(p, y, c):
     vals = [v for v in per_class_iou(p, y, c) if v is not None]
     return sum(vals) / len(vals)
 
 
-@_seg("dice", "Dice / F1 per class (2·overlap / (predicted + true pixels)), averaged like mean_iou")
+@METRICS.register("dice", **_SEG,
+                  help="Dice / F1 per class (2·overlap / (predicted + true pixels)), averaged like mean_iou")
 def dice(p, y, c):
     tp, fp, fn = _overlap(pixel_confusion(p, y, c))
     ok = (2 * tp + fp + fn) > 0
     return (2 * tp[ok] / (2 * tp[ok] + fp[ok] + fn[ok])).mean()
 
 
-@_lm("perplexity", "exp(mean negative log-likelihood per token): the number of equally likely next "
-     "tokens the model hesitates between (vocabulary size for a uniform guess)")
+@METRICS.register("perplexity", help="exp(mean negative log-likelihood per token): the number of equally likely next "
+                  "tokens the model hesitates between (vocabulary size for a uniform guess)", **_LM, best=1.0)
 def perplexity(p, y, c):
     return torch.exp(-p.double().mean())
 
 
-@_lm("bits_per_token", "mean negative log2-likelihood per token (bits per character for a character model)")
+@METRICS.register("bits_per_token", **_LM, best=0.0,
+                  help="mean negative log2-likelihood per token (bits per character for a character model)")
 def bits_per_token(p, y, c):
     return -p.double().mean() / math.log(2)
 

@@ -7,9 +7,9 @@ pixel, ...), the dummy baselines, the tables, the figures and prediction files a
 which data-stage treatments apply (stratification by class, balancing, target standardization).
 The stages ask the spec; they do not branch on the task's name.
 
-Adding a task: a module here that builds a ``TaskSpec`` and registers it (see ``multilabel.py``),
-its metrics in ``methodo.evaluate.metrics`` registered with ``task=NAME``, and a dataset whose
-``task`` is NAME. The contract tests then cover it.
+Adding a task: a module here that builds a ``TaskSpec`` and registers it with ``TASKS.register`` (see
+``multilabel.py``), its metrics in ``methodo.evaluate.metrics`` registered with ``task=NAME``, and a
+dataset whose ``task`` is NAME. The contract tests (``tests/test_contracts.py``) then cover it.
 
 The epoch score is accumulated over batches as ``(sum, count)`` pairs, then turned into the epoch's
 value by ``finish``: accuracy is ``correct / rows``, pixel accuracy ``correct / pixels``, perplexity
@@ -128,11 +128,6 @@ def no_strata(y):
 
 def exp_capped(v: float) -> float:
     return math.exp(min(v, 700.0))  # perplexity; capped so a diverging epoch reads inf-like, not an error
-
-
-def register(spec: TaskSpec) -> TaskSpec:
-    TASKS.register(spec.name, spec, help=spec.help)
-    return spec
 
 
 from methodo.tasks import classification, language_modeling, multilabel, regression, segmentation  # noqa: E402,F401,I001

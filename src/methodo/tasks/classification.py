@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from methodo.tasks import TaskSpec, argmax, correct, cross_entropy, register, softmax
+from methodo.tasks import TASKS, TaskSpec, argmax, correct, cross_entropy, softmax
 
 
 def _baselines(y_train, y_eval, n_classes, seed):
@@ -38,9 +38,10 @@ def _write_outputs(o) -> None:
                          for r, t, p in zip(o.data.indices["test"], y, probs)))
 
 
-SPEC = register(TaskSpec(
+SPEC = TaskSpec(
     name="classification", score="accuracy", higher_is_better=True, loss=cross_entropy, batch_score=correct,
     n_outputs=lambda ds: ds.n_classes, strata=lambda y: y, to_scores=softmax, decide=argmax, baselines=_baselines,
     tables=_tables,
     write_outputs=_write_outputs, has_classes=True, reference=True, headline=("accuracy", 1),
-    help="one class per row: cross-entropy, epoch score accuracy"))
+    help="one class per row: cross-entropy, epoch score accuracy")
+TASKS.register(SPEC.name, SPEC, help=SPEC.help)

@@ -3,7 +3,7 @@ the scores of a window are the log-probabilities the model gave its target token
 
 from __future__ import annotations
 
-from methodo.tasks import TaskSpec, cross_entropy, exp_capped, no_strata, register
+from methodo.tasks import TASKS, TaskSpec, cross_entropy, exp_capped, no_strata
 
 
 def _token_nll(out, y, y_std=1.0):
@@ -32,10 +32,11 @@ def _write_outputs(o) -> None:
                           o.rd.figure("perplexity.png"))
 
 
-SPEC = register(TaskSpec(
+SPEC = TaskSpec(
     name="language_modeling", score="perplexity", higher_is_better=False, loss=cross_entropy,
     batch_score=_token_nll, finish=exp_capped, n_outputs=lambda ds: len(ds.vocab), strata=no_strata,
     to_scores=_target_logprob, decide=None, per_row=False,
     scores_need_targets=True, baselines=_baselines, headline=("perplexity", -1), write_outputs=_write_outputs,
     explain="explanations are drawn for classification and regression only (task: language_modeling)",
-    help="next token of every position: cross-entropy per token, epoch score perplexity"))
+    help="next token of every position: cross-entropy per token, epoch score perplexity")
+TASKS.register(SPEC.name, SPEC, help=SPEC.help)

@@ -9,7 +9,7 @@ label from its training frequency. A stratified split keeps the label combinatio
 
 from __future__ import annotations
 
-from methodo.tasks import TaskSpec, register
+from methodo.tasks import TASKS, TaskSpec
 
 
 def _bce(out, y, class_weights=None, label_smoothing=0.0):
@@ -68,9 +68,10 @@ def _write_outputs(o) -> None:
                          for r, t, p in zip(o.data.indices["test"], y, probs)))
 
 
-SPEC = register(TaskSpec(
+SPEC = TaskSpec(
     name="multilabel", score="subset_accuracy", higher_is_better=True, loss=_bce, batch_score=_exact,
     n_outputs=lambda ds: ds.n_classes, strata=_combinations, to_scores=_sigmoid, decide=_decide,
     baselines=_baselines, tables=_tables, write_outputs=_write_outputs, headline=("f1_macro", 1),
     explain="explanations are drawn for single-label classification and regression (task: multilabel)",
-    help="several yes/no labels per row: sigmoid outputs, binary cross-entropy, epoch score subset accuracy"))
+    help="several yes/no labels per row: sigmoid outputs, binary cross-entropy, epoch score subset accuracy")
+TASKS.register(SPEC.name, SPEC, help=SPEC.help)

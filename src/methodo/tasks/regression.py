@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from methodo.tasks import TaskSpec, register
+from methodo.tasks import TASKS, TaskSpec
 
 
 def _mse(out, y, class_weights=None, label_smoothing=0.0):
@@ -42,8 +42,9 @@ def _write_outputs(o) -> None:
                          for r, t, p in zip(o.data.indices["test"], y, pred)))
 
 
-SPEC = register(TaskSpec(
+SPEC = TaskSpec(
     name="regression", score="mae", higher_is_better=False, loss=_mse, batch_score=_abs_error,
     n_outputs=lambda ds: 1, strata=_quintiles, to_scores=_squeeze, baselines=_baselines, write_outputs=_write_outputs,
     standardize_target=True, reference=True,
-    help="one number per row: mean squared error on the standardized target, epoch score MAE"))
+    help="one number per row: mean squared error on the standardized target, epoch score MAE")
+TASKS.register(SPEC.name, SPEC, help=SPEC.help)

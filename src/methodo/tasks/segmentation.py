@@ -3,7 +3,7 @@ all pixels of a split (the dataset-level IoU of PASCAL VOC and Cityscapes)."""
 
 from __future__ import annotations
 
-from methodo.tasks import TaskSpec, argmax, correct, cross_entropy, register, softmax
+from methodo.tasks import TASKS, TaskSpec, argmax, correct, cross_entropy, softmax
 
 
 def _dominant_class(masks):  # stratify images by their largest foreground class
@@ -40,11 +40,12 @@ def _write_outputs(o) -> None:
                          for r, t, p in zip(o.data.indices["test"], masks, pred)))
 
 
-SPEC = register(TaskSpec(
+SPEC = TaskSpec(
     name="segmentation", score="pixel_accuracy", higher_is_better=True, loss=cross_entropy, batch_score=correct,
     n_outputs=lambda ds: ds.n_classes, strata=_dominant_class, to_scores=softmax, decide=argmax,
     metric_input=argmax,
     baselines=_baselines, tables=_tables, write_outputs=_write_outputs, pixel_classes=True, count_unit="pixels",
     headline=("mean_iou", 1), per_row=False,
     explain="explanations are drawn for classification and regression only (task: segmentation)",
-    help="one class per pixel: per-pixel cross-entropy, epoch score pixel accuracy"))
+    help="one class per pixel: per-pixel cross-entropy, epoch score pixel accuracy")
+TASKS.register(SPEC.name, SPEC, help=SPEC.help)

@@ -1,0 +1,762 @@
+"""Contracts over every registered entry of every registry.
+
+The parameters are read from the registries at collection time, so registering a new metric,
+finding, dataset, task, model, optimizer, scheduler, regularizer, augmentation, feature step or
+function, split, balancer or explainer puts it under these tests with no edit here. A contract is
+what every entry of its registry must do, whatever it computes: a metric is at its declared best on
+a perfect prediction, a finding is well-formed, a model learns a fixed batch and survives a
+safetensors round trip, a split covers every row once, and so on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import methodo
+from methodo.registry import REGISTRIES, Registry
+
+SRC = Path(methodo.__file__).resolve().parent
+
+
+def _entries(registry: str) -> list:
+    """One pytest parameter per entry of ``REGISTRIES[registry]``, read at collection time."""
+    return [pytest.param(e, id=e.name) for e in REGISTRIES.get(registry).entries()]
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- the registries themselves
+
+CONTRACTS = {"augmentations", "balancers", "datasets", "explainers", "feature_functions", "features", "findings",
+             "metrics", "models", "optimizers", "regularizers", "schedulers", "splits", "tasks"}
+
+
+def test_every_listed_registry_has_a_contract_here():
+    assert set(REGISTRIES.names()) == CONTRACTS, "add a contract for the new registry to tests/test_contracts.py"
+
+
+def test_every_registry_in_the_code_is_listed():
+    """A ``X = Registry(...)`` anywhere in methodo is reachable from REGISTRIES (so `methodo list` shows it)."""
+    import importlib
+
+    listed = [REGISTRIES.get(n) for n in REGISTRIES.names()]
+    found = []
+    for path in SRC.rglob("*.py"):
+        for name in re.findall(r"^(\w+) = Registry\(", path.read_text(encoding="utf-8"), flags=re.M):
+            if name == "REGISTRIES":
+                continue
+            module = ".".join(path.relative_to(SRC.parent).with_suffix("").parts).removesuffix(".__init__")
+            obj = getattr(importlib.import_module(module), name)
+            found.append(f"{module}:{name}")
+            assert isinstance(obj, Registry) and any(obj is r for r in listed), f"{module}:{name} is not in REGISTRIES"
+    assert len(found) >= len(listed)
+
+
+def test_every_entry_has_a_one_line_help():
+    for name in REGISTRIES.names():
+        for e in REGISTRIES.get(name).entries():
+            assert e.help.strip() and "\n" not in e.help, (name, e.name)
+
+
+# --------------------------------------------------------------------------- tasks
+
+TASK_NAMES = REGISTRIES.get("tasks").names()
+# The data of each task, for the contracts below: which inputs its models read, and a batch of the
+# model's raw outputs with matching targets. A new task fails here until it gets a line.
+_TASK_KINDS = {"classification": ("image", "tabular"), "regression": ("image", "tabular"),
+               "multilabel": ("image", "tabular"), "segmentation": ("image",), "language_modeling": ("text",)}
+
+
+def _task_batch(task: str, *, n: int = 6, classes: int = 3, vocab: int = 11, seq: int = 12, side: int = 16,
+                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(raw model output, target)`` of random values for ``task``."""
+    g = _gen(seed)
+    if task == "classification":
+        return torch.randn(n, classes, generator=g), torch.randint(0, classes, (n,), generator=g)
+    if task == "regression":
+        return torch.randn(n, 1, generator=g), torch.randn(n, generator=g)
+    if task == "multilabel":
+        return torch.randn(n, classes, generator=g), torch.randint(0, 2, (n, classes), generator=g).float()
+    if task == "segmentation":
+        return torch.randn(n, classes, side, side, generator=g), torch.randint(0, classes, (n, side, side), generator=g)
+    if task == "language_modeling":
+        return torch.randn(n, seq, vocab, generator=g), torch.randint(0, vocab, (n, seq), generator=g)
+    raise AssertionError(f"no batch for task {task!r}: add one to _task_batch in tests/test_contracts.py")
+
+
+def test_every_task_has_test_data_here():
+    assert set(TASK_NAMES) == set(_TASK_KINDS)
+
+
+@pytest.mark.parametrize("entry", _entries("tasks"))
+def test_task_loss_is_finite_and_its_score_a_sum_and_a_count(entry):
+    from methodo.evaluate.metrics import metric_names
+
+    spec = entry.obj
+    assert spec.name == entry.name
+    out, y = _task_batch(entry.name)
+    out.requires_grad_(True)
+    loss = spec.loss(out, y, None)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert out.grad is not None and torch.isfinite(out.grad).all()
+    assert torch.isfinite(spec.loss(out.detach(), y, None, label_smoothing=0.1) if entry.name != "regression"
+                          else spec.loss(out.detach(), y, None))
+    s, count = spec.batch_score(out.detach(), y)
+    assert isinstance(s, float) and math.isfinite(s) and s >= 0
+    assert isinstance(count, int) and 0 < count <= y.numel()  # rows, pixels or tokens
+    assert math.isfinite(spec.finish(s / count))
+    # the epoch score is one of the task's metrics, with the same direction
+    assert spec.score in metric_names(entry.name)
+    assert REGISTRIES.get("metrics").entry(spec.score).meta["higher_is_better"] == spec.higher_is_better
+
+
+@pytest.mark.parametrize("entry", _entries("tasks"))
+def test_task_scores_feed_every_metric_of_the_task_and_its_baselines(entry):
+    """The evaluate stage's path: outputs → scores → metric input → the task's metrics; dummy baselines."""
+    from methodo.evaluate.metrics import compute_metrics, metric_names
+
+    spec = entry.obj
+    out, y = _task_batch(entry.name, n=30)
+    n_classes = out.shape[-1] if spec.scores_need_targets else out.shape[1]  # vocabulary | classes | labels
+    scores = spec.to_scores(out, y if spec.scores_need_targets else None).numpy()
+    assert len(scores) == len(y)
+    metrics = compute_metrics(entry.name, spec.metric_input(scores), y.numpy(), n_classes)
+    assert set(metrics) == set(metric_names(entry.name)) and metrics
+    assert all(v is None or math.isfinite(v) for v in metrics.values()), metrics
+    if spec.decide is not None:  # one decided prediction per row (or pixel) for the checks
+        assert np.asarray(spec.decide(scores)).size == y.numel()
+    base = spec.baselines(y[:20].numpy(), y[20:].numpy(), n_classes, 0)
+    assert base and all(set(m) == set(metrics) for m in base.values()), base
+
+
+# --------------------------------------------------------------------------- metrics
+
+_CLASSES = (2, 5)  # binary (positive-class metrics) and multiclass (macro, top-3)
+
+
+def _perfect(task: str, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prediction that is exactly right, in the metric's input format (see evaluate/metrics.py)."""
+    g = _gen(0)
+    if task == "classification":
+        y = (torch.arange(40) % c)[torch.randperm(40, generator=g)]  # every class present
+        return torch.nn.functional.one_hot(y, c).double(), y
+    if task == "regression":
+        y = torch.randn(40, generator=g, dtype=torch.float64)
+        return y.clone(), y
+    if task == "multilabel":  # every label both present and absent
+        y = torch.randint(0, 2, (40, c), generator=g).float()
+        y[0], y[1] = 0, 1
+        return y.double(), y
+    if task == "segmentation":
+        y = torch.randint(0, c, (5, 8, 8), generator=g)
+        return torch.nn.functional.one_hot(y, c).permute(0, 3, 1, 2).double(), y
+    if task == "language_modeling":  # the log-probability given to each target token: log 1
+        y = torch.randint(0, c, (5, 10), generator=g)
+        return torch.zeros(5, 10, dtype=torch.float64), y
+    raise AssertionError(f"no perfect prediction for task {task!r}: add one to _perfect in tests/test_contracts.py")
+
+
+def _poor(task: str, y: torch.Tensor, c: int) -> torch.Tensor:
+    """A random prediction of the same format."""
+    g = _gen(1)
+    if task == "classification":
+        return torch.randn(len(y), c, generator=g, dtype=torch.float64).softmax(1)
+    if task == "regression":
+        return y + torch.randn(len(y), generator=g, dtype=torch.float64)
+    if task == "multilabel":
+        return torch.rand(len(y), c, generator=g, dtype=torch.float64)
+    if task == "segmentation":
+        return torch.randn(y.shape[0], c, *y.shape[1:], generator=g, dtype=torch.float64).softmax(1)
+    logp = torch.randn(*y.shape, c, generator=g, dtype=torch.float64).log_softmax(-1)
+    return logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+
+
+def _value(fn, p, y, c) -> float | None:
+    from methodo.evaluate.metrics import Undefined
+
+    try:
+        v = fn(p, y, c)
+    except Undefined:
+        return None
+    v = float(v)
+    assert math.isfinite(v), v
+    return v
+
+
+def _cases(entry):
+    """``(p_perfect, p_poor, y, n_classes)`` for each class count the metric is defined on."""
+    task = entry.meta["task"]
+    for c in (_CLASSES if task in ("classification", "multilabel", "segmentation") else (7,)):
+        p, y = _perfect(task, c)
+        if _value(entry.obj, p, y, c) is not None:
+            yield p, _poor(task, y, c), y, c
+
+
+@pytest.mark.parametrize("entry", _entries("metrics"))
+def test_metric_declares_task_direction_and_best(entry):
+    assert entry.meta["task"] in TASK_NAMES
+    assert isinstance(entry.meta["higher_is_better"], bool)
+    assert "best" in entry.meta and (entry.meta["best"] is None or math.isfinite(entry.meta["best"]))
+
+
+@pytest.mark.parametrize("entry", _entries("metrics"))
+def test_metric_is_at_its_best_on_a_perfect_prediction(entry):
+    cases = list(_cases(entry))
+    assert cases, f"{entry.name} is undefined on every perfect prediction tried"
+    best = entry.meta["best"]
+    for p, _, y, c in cases:
+        v = _value(entry.obj, p, y, c)
+        if best is not None:
+            assert v == pytest.approx(best, abs=1e-9), (c, v)
+
+
+@pytest.mark.parametrize("entry", _entries("metrics"))
+def test_metric_is_finite_and_no_better_than_best_on_a_poor_prediction(entry):
+    best, up = entry.meta["best"], entry.meta["higher_is_better"]
+    for _, p, y, c in _cases(entry):
+        v = _value(entry.obj, p, y, c)
+        if v is not None and best is not None:
+            assert (v <= best + 1e-9) if up else (v >= best - 1e-9), (c, v)
+
+
+@pytest.mark.parametrize("entry", _entries("metrics"))
+def test_metric_ignores_row_order(entry):
+    for perfect, poor, y, c in _cases(entry):
+        order = torch.randperm(len(y), generator=_gen(2))
+        for p in (perfect, poor):
+            a, b = _value(entry.obj, p, y, c), _value(entry.obj, p[order], y[order], c)
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert b == pytest.approx(a, rel=1e-9, abs=1e-12), c
+
+
+# --------------------------------------------------------------------------- findings
+
+def _hist(train_loss, val_loss, score="accuracy", train_score=None, val_score=None):
+    rows = []
+    for i, (t, v) in enumerate(zip(train_loss, val_loss)):
+        row = {"epoch": i + 1, "train_loss": t, "val_loss": v}
+        if train_score is not None:
+            row[f"train_{score}"], row[f"val_{score}"] = train_score[i], val_score[i]
+        rows.append(row)
+    return rows
+
+
+def _monitor(epochs, *, g_growth=1.0, w_growth=1.0, dead=0.0):
+    return [{"epoch": e, "dead_relu": {"body.2": dead, "body.5": dead / 2},
+             "layers": {"body.1.weight": {"w_rms": 0.1 * w_growth ** (e - 1), "g_rms": 0.01 * g_growth ** (e - 1)},
+                        "head.weight": {"w_rms": 0.2, "g_rms": 1e-9 if dead else 0.02}}}
+            for e in range(1, epochs + 1)]
+
+
+def _run_facts() -> dict:
+    """Standard facts of a finished run: the run checks must say something well-formed or nothing."""
+    from methodo.diagnose import Facts
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 60)
+    good = np.where(rng.random(60) < 0.95, y, (y + 1) % 3)
+    proba = np.full((60, 3), 0.05)
+    proba[np.arange(60), good] = 0.9
+    skewed = np.r_[np.zeros(55, int), np.ones(5, int)]
+    bad_proba = np.full((60, 3), 0.01)
+    bad_proba[np.arange(60), (y + 1) % 3] = 0.98  # confidently another class: label errors
+    cls_metrics = {"accuracy": 0.95, "balanced_accuracy": 0.95, "cohen_kappa": 0.92, "ece": 0.03, "precision": 0.95}
+    return {
+        **{f"empty_{t}": Facts(task=t) for t in TASK_NAMES},  # nothing known yet, for every task
+        "healthy": Facts(
+            task="classification", history=_hist([1.0, 0.6, 0.4, 0.3, 0.25, 0.2], [1.0, 0.7, 0.5, 0.4, 0.38, 0.37],
+                                                 "accuracy", [0.5, 0.8, 0.9, 0.93, 0.95, 0.96],
+                                                 [0.5, 0.78, 0.88, 0.92, 0.94, 0.95]),
+            metrics={"train": {**cls_metrics, "accuracy": 0.96}, "val": cls_metrics, "test": cls_metrics},
+            baselines={"most_frequent": {"accuracy": 0.35}, "stratified": {"accuracy": 0.33}},
+            test_pred=good, test_true=y, intervals={"accuracy": [0.9, 0.99], "cohen_kappa": [0.85, 0.97]},
+            oos_proba=proba, oos_true=y, oos_rows=np.arange(100, 160), class_names=["a", "b", "c"], lr=0.05,
+            monitor=_monitor(3), reference={"model": "HistGradientBoostingClassifier", "metric": "accuracy",
+                                            "train": 0.97, "val": 0.94}),
+        "overfitting": Facts(
+            task="classification", history=_hist([1.0, 0.5, 0.2, 0.1, 0.05], [1.0, 0.6, 0.5, 0.7, 0.9], "accuracy",
+                                                 [0.6, 0.8, 0.95, 0.99, 1.0], [0.6, 0.75, 0.8, 0.78, 0.76]),
+            metrics={"train": {"accuracy": 1.0}, "val": {"accuracy": 0.76}, "test": {"accuracy": 0.75}},
+            baselines={"most_frequent": {"accuracy": 0.34}}, lr=0.01),
+        "sick": Facts(  # diverges, memorizes noise, miscalibrated, imbalanced, dying units
+            task="classification", history=_hist([2.0, 1.0, 0.5, 0.2, 0.1, 3.5], [2.0, 1.5, 1.6, 2.0, 2.5, 3.0],
+                                                 "accuracy", [0.3, 0.5, 0.7, 0.9, 0.99, 0.6],
+                                                 [0.3, 0.35, 0.33, 0.34, 0.3, 0.3]),
+            metrics={"train": {"accuracy": 0.99}, "test": {"accuracy": 0.92, "balanced_accuracy": 0.5,
+                                                           "cohen_kappa": 0.0, "ece": 0.3, "precision": None}},
+            baselines={"most_frequent": {"accuracy": 0.92}}, test_pred=np.zeros(60, int), test_true=skewed,
+            intervals={"accuracy": [0.85, 0.97], "cohen_kappa": [-0.1, 0.1], "ece": [0.2, 0.4]},
+            undefined={"precision": "no row is predicted for the positive class"},
+            oos_proba=bad_proba, oos_true=y, oos_rows=None, class_names=None, lr=10.0,
+            monitor=_monitor(4, g_growth=1e3, w_growth=20.0, dead=0.95),
+            skipped_batches=[{"epoch": 2, "step": 3, "tensor": "loss"}, {"epoch": 2, "step": 9, "tensor": "grad"}]),
+        "stuck": Facts(task="classification", history=_hist([1.1, 1.1, 1.09, 1.09, 1.1], [1.1] * 5, "accuracy",
+                                                          [0.33] * 5, [0.33] * 5),
+                       monitor=_monitor(2, w_growth=1e-3), lr=1e-7,
+                       reference={"model": "HistGradientBoostingClassifier", "metric": "accuracy",
+                                  "train": 0.34, "val": 0.33}),
+        "regression": Facts(
+            task="regression", history=_hist([1.0, 0.9, 0.85], [1.0, 0.95, 0.9]),
+            metrics={"train": {"r2": 0.3, "mae": 0.8}, "val": {"r2": 0.25}, "test": {"r2": 0.01, "rmse": 1.0}},
+            baselines={"mean": {"rmse": 0.99}}, test_pred=np.full(30, 2.0), test_true=rng.normal(size=30),
+            intervals={"rmse": [0.9, 1.1]}),
+        "segmentation": Facts(
+            task="segmentation", history=_hist([1.0, 0.5, 0.4], [1.0, 0.6, 0.5], "pixel_accuracy",
+                                               [0.5, 0.8, 0.85], [0.5, 0.75, 0.8]),
+            metrics={"test": {"mean_iou": 0.2, "pixel_accuracy": 0.7}}, baselines={"most_frequent": {"mean_iou": 0.25}},
+            test_pred=np.zeros((2, 8, 8), int).ravel(), test_true=rng.integers(0, 3, (2, 8, 8)).ravel()),
+        "multilabel": Facts(
+            task="multilabel", history=_hist([0.7, 0.5, 0.45], [0.7, 0.55, 0.5], "subset_accuracy",
+                                             [0.2, 0.5, 0.6], [0.2, 0.45, 0.5]),
+            metrics={"test": {"f1_macro": 0.3, "subset_accuracy": 0.2, "hamming_loss": 0.4}},
+            baselines={"most_frequent": {"f1_macro": 0.35}}, intervals={"f1_macro": [0.2, 0.4]},
+            test_pred=np.zeros(40 * 3, int), test_true=rng.integers(0, 2, 40 * 3)),
+        "language_modeling": Facts(
+            task="language_modeling", history=_hist([3.0, 2.5, 2.2], [3.0, 2.6, 2.4], "perplexity",
+                                                    [20.0, 12.0, 9.0], [20.0, 13.0, 11.0]),
+            metrics={"test": {"perplexity": 11.0, "bits_per_token": 3.5}}, baselines={"unigram": {"perplexity": 10.0}}),
+    }
+
+
+def _audit_facts() -> dict:
+    """Standard data: clean, and messy in every way the data checks look for."""
+    from methodo.data.audit import AuditFacts
+
+    rng = np.random.default_rng(0)
+    n = 90
+    X = rng.normal(size=(n, 4)).astype(np.float32)
+    y = np.arange(n) % 3
+    idx = {"train": np.arange(0, 60), "val": np.arange(60, 75), "test": np.arange(75, 90)}
+    names = ["a", "b", "c", "d"]
+    clean = AuditFacts(X=X, y=y, kind="tabular", task="classification", indices=idx, feature_names=names,
+                       class_names=["x", "y", "z"])
+    Xm = X.copy()
+    Xm[:, 1] = 3.0  # constant
+    Xm[:5, 2] = np.nan  # missing
+    Xm[61] = Xm[0]  # across splits
+    Xm[10] = Xm[11]  # within a split
+    rows = np.arange(n)
+    ym = np.where((rows % 6 < 3) & ((rows < 60) | (rows >= 75)), rows % 6, 0)  # imbalanced; val: class 0 only
+    Xm[:, 3] = ym  # leaks the label
+    problems = [{"id": "unreadable_file", "path": "img/0.png", "reason": "0-byte file"},
+                {"id": "bad_label", "row": 4, "value": "cat?", "reason": "text in a numeric label column"},
+                {"id": "bad_value", "row": 7, "column": "b", "value": "n/a"}]
+    messy = AuditFacts(X=Xm, y=ym, kind="tabular", task="classification", indices=idx, feature_names=names,
+                       class_names=["x", "y", "z"], problems=problems, where=lambda i: f"row {i + 2}")
+    imgs = rng.random((40, 1, 8, 8)).astype(np.float32)
+    imgs[35] = np.clip(imgs[0] * 0.98 + 0.01, 0, 1)  # a near copy in test
+    img_idx = {"train": np.arange(0, 30), "val": np.arange(30, 35), "test": np.arange(35, 40)}
+    images = AuditFacts(X=imgs, y=np.arange(40) % 2, kind="image", task="classification", indices=img_idx,
+                        class_names=["p", "q"])
+    reg = AuditFacts(X=X, y=(X[:, 0] * 2).astype(np.float32), kind="tabular", task="regression", indices=idx,
+                     feature_names=names)
+    return {"clean": clean, "messy": messy, "images": images, "regression": reg}
+
+
+def _assert_well_formed(found, name: str) -> None:
+    from methodo.diagnose import SEVERITY_ORDER, Finding
+
+    assert isinstance(found, Finding)
+    assert found.id == name
+    assert found.severity in SEVERITY_ORDER
+    assert isinstance(found.title, str) and found.title.strip() and "\n" not in found.title
+    assert isinstance(found.action, str) and found.action.strip()
+    assert isinstance(found.evidence, dict) and found.evidence
+    json.dumps(found.to_dict(), allow_nan=False)  # JSON values only (summary.json), no NaN
+
+
+@pytest.mark.parametrize("entry", _entries("findings"))
+def test_finding_is_well_formed_or_none_on_standard_facts(entry):
+    if entry.meta.get("check"):
+        facts = _run_facts()
+    elif entry.meta.get("stage") == "data":
+        facts = _audit_facts()
+    else:  # made by the pipeline from its own arguments: the registry gives an example call
+        _assert_well_formed(entry.obj(**entry.meta["example"]), entry.name)
+        return
+    for label, f in facts.items():
+        found = entry.obj(f)
+        if found is not None:
+            _assert_well_formed(found, entry.name)
+        if label.startswith("empty") or label == "clean":
+            assert found is None, (label, found)
+
+
+def test_the_standard_facts_make_most_checks_speak():
+    """Guards the facts above: a contract over facts on which every check is silent would test little."""
+    from methodo.data.audit import audit
+    from methodo.diagnose import diagnose
+
+    run = {f.id for facts in _run_facts().values() for f in diagnose(facts)}
+    data = {f.id for facts in _audit_facts().values() for f in audit(facts)}
+    assert len(run) >= 14, sorted(run)
+    assert len(data) >= 10, sorted(data)
+
+
+# --------------------------------------------------------------------------- datasets
+
+# Small sizes for loaders that take them (data.options); a new loader with these options is kept small.
+_SMALL = {"n": 40, "size": 16, "seq_len": 16, "max_chars": 20000}
+
+
+@pytest.mark.parametrize("entry", _entries("datasets"))
+def test_dataset_loads_with_its_declared_task_kind_and_shapes(entry):
+    from methodo.config import DataConfig
+    from methodo.data.sources import load_dataset
+
+    assert entry.meta.get("kind") in ("image", "tabular", "text")
+    assert entry.meta.get("task") is None or entry.meta["task"] in TASK_NAMES
+    needs = entry.meta.get("needs")
+    if needs == "download":
+        pytest.skip("downloads its files (no network in tests)")
+    if needs == "path":
+        pytest.skip("reads the user's files from data.path (tested in test_sources.py)")
+    params = inspect.signature(entry.obj).parameters
+    ds = load_dataset(DataConfig(source=entry.name, options={k: v for k, v in _SMALL.items() if k in params}))
+    assert ds.task == entry.meta["task"] and ds.kind == entry.meta["kind"]
+    n = len(ds.y)
+    assert n > 0 and len(ds.X) == n and not ds.problems
+    if ds.kind == "image":
+        assert ds.X.ndim == 4 and ds.X.dtype == np.float32 and ds.X.min() >= 0 and ds.X.max() <= 1
+    elif ds.kind == "tabular":
+        assert ds.X.ndim == 2 and ds.X.dtype == np.float32 and len(ds.feature_names) == ds.X.shape[1]
+    else:
+        assert ds.X.ndim == 2 and ds.X.dtype == np.int64 and ds.vocab and ds.X.max() < len(ds.vocab)
+    if ds.task == "classification":
+        assert ds.y.shape == (n,) and ds.y.dtype == np.int64 and 0 <= ds.y.min() and ds.y.max() < ds.n_classes
+    elif ds.task == "regression":
+        assert ds.y.shape == (n,) and ds.y.dtype == np.float32 and np.isfinite(ds.y).all()
+    elif ds.task == "multilabel":
+        assert ds.y.shape == (n, ds.n_classes) and set(np.unique(ds.y)) <= {0, 1}
+    elif ds.task == "segmentation":
+        assert ds.y.shape == (n, *ds.X.shape[2:]) and ds.y.dtype == np.int64 and ds.y.max() < ds.n_classes
+    elif ds.task == "language_modeling":
+        assert ds.y.shape == ds.X.shape and ds.y.dtype == np.int64 and ds.y.max() < len(ds.vocab)
+    else:
+        raise AssertionError(f"no shape contract for task {ds.task!r}")
+
+
+# --------------------------------------------------------------------------- models
+
+_SHAPES = {"tabular": (6,), "image": (3, 8, 8), "text": (12,)}
+
+
+def _model_cases() -> list:
+    from methodo.models import MODELS, model_tasks
+
+    cases = []
+    for e in MODELS.entries():
+        for task in model_tasks(e.name):
+            for kind in e.meta.get("inputs", ("image", "tabular")):
+                if kind in _TASK_KINDS.get(task, ()):
+                    cases.append(pytest.param(e.name, task, kind, id=f"{e.name}-{task}-{kind}"))
+    return cases
+
+
+def test_every_model_has_a_task_its_inputs_can_do():
+    from methodo.models import MODELS, model_tasks
+
+    covered = {p.values[0] for p in _model_cases()}
+    assert covered == set(MODELS.names())
+    for name in MODELS.names():
+        assert set(model_tasks(name)) <= set(TASK_NAMES), name
+
+
+def _model_batch(task: str, kind: str):
+    """``(x, y, n_outputs, expected output shape)`` for a model of ``task`` reading ``kind`` inputs."""
+    g = _gen(0)
+    n, classes, vocab = 8, 3, 11
+    shape = _SHAPES[kind]
+    x = torch.randint(0, vocab, (n, *shape), generator=g) if kind == "text" else torch.rand(n, *shape, generator=g)
+    out, y = _task_batch(task, n=n, classes=classes, vocab=vocab, seq=shape[0], side=shape[-1])
+    n_outputs = out.shape[1] if task != "language_modeling" else vocab
+    return x, y, n_outputs, tuple(out.shape)
+
+
+# Narrower than the defaults where a model takes these options, so each case stays well under a second.
+_SMALL_MODEL = {"width": 8, "d_model": 32}
+
+
+def _build(name, task, kind, n_outputs, seed):
+    from methodo.models import MODELS, build_model
+
+    params = inspect.signature(MODELS.get(name)).parameters
+    torch.manual_seed(seed)
+    return build_model(name, input_shape=_SHAPES[kind], n_outputs=n_outputs, kind=kind, task=task,
+                       **{k: v for k, v in _SMALL_MODEL.items() if k in params})
+
+
+@pytest.mark.parametrize("name,task,kind", _model_cases())
+def test_model_forward_learning_determinism_and_safetensors_round_trip(name, task, kind, tmp_path):
+    from methodo.tasks import task_spec
+    from methodo.train.checkpoint import load_checkpoint, save_checkpoint
+
+    x, y, n_outputs, expected = _model_batch(task, kind)
+    spec = task_spec(task)
+    model = _build(name, task, kind, n_outputs, seed=0)
+
+    # 1. the output shape the task's loss and metrics expect
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    assert tuple(out.shape) == expected and torch.isfinite(out).all()
+
+    # 2. deterministic under a seed: same weights, same outputs
+    twin = _build(name, task, kind, n_outputs, seed=0).eval()
+    with torch.no_grad():
+        assert torch.equal(twin(x), out)
+
+    # 3. a few SGD steps reduce the loss on a fixed batch (dropout masks fixed by reseeding)
+    def loss_now():
+        torch.manual_seed(1)
+        return spec.loss(model(x), y, None)
+
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)  # small enough for every model and task
+    with torch.no_grad():
+        before = float(loss_now())
+    for _ in range(8):
+        opt.zero_grad()
+        loss = loss_now()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = float(loss_now())
+    assert math.isfinite(after) and after < before, (before, after)
+
+    # 4. the weights survive a safetensors checkpoint: a fresh model given them answers identically
+    model.eval()
+    path = save_checkpoint(tmp_path / "best.safetensors", model.state_dict())
+    weights, _, _ = load_checkpoint(path)
+    other = _build(name, task, kind, n_outputs, seed=1)
+    other.load_state_dict(weights, strict=True)
+    other.eval()
+    with torch.no_grad():
+        assert torch.equal(other(x), model(x))
+
+
+# --------------------------------------------------------------------------- optimizers and schedulers
+
+@pytest.mark.parametrize("entry", _entries("optimizers"))
+def test_optimizer_builds_with_defaults_and_steps_downhill(entry):
+    from methodo.train.optim import build_optimizer, check_optimizer_options, needs_closure
+
+    check_optimizer_options(entry.name, {})
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
+    opt = build_optimizer([w], entry.name, 0.01, {})
+
+    def closure():
+        opt.zero_grad()
+        loss = (w ** 2).sum()
+        loss.backward()
+        return loss
+
+    start = float((w.detach() ** 2).sum())
+    for _ in range(5):
+        if needs_closure(entry.name):
+            opt.step(closure)
+        else:
+            closure()
+            opt.step()
+    assert torch.isfinite(w).all() and float((w.detach() ** 2).sum()) < start
+    for group in opt.param_groups:
+        assert math.isfinite(group["lr"]) and group["lr"] > 0
+
+
+@pytest.mark.parametrize("warmup", [{}, {"warmup_steps": 3}], ids=["plain", "warmup"])
+@pytest.mark.parametrize("entry", _entries("schedulers"))
+def test_scheduler_keeps_a_finite_positive_lr(entry, warmup):
+    from methodo.train.schedules import build_schedule, check_scheduler_options
+
+    assert entry.meta["interval"] in ("step", "epoch", "plateau")
+    check_scheduler_options(entry.name, warmup)
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+    sched = build_schedule(opt, entry.name, warmup, epochs=4, steps_per_epoch=5)
+    lrs = []
+    for _ in range(4):
+        for _ in range(5):
+            opt.zero_grad()
+            (w ** 2).sum().backward()
+            opt.step()
+            sched.after_step()
+            lrs.append(sched.lr())
+        sched.after_epoch(1.0)  # a monitored value that never improves (plateau)
+        lrs.append(sched.lr())
+    assert all(math.isfinite(v) and v >= 0 for v in lrs), lrs
+    assert all(v > 0 for v in lrs[:-2]), lrs  # a schedule may end at eta_min = 0 on its very last step
+    assert sched.state_dict()["steps"] == 20
+
+
+# --------------------------------------------------------------------------- regularizers
+
+def _tiny_net():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(8, 3))
+    net(torch.randn(5, 4)).pow(2).sum().backward()
+    return net
+
+
+@pytest.mark.parametrize("entry", _entries("regularizers"))
+def test_regularizer_does_what_its_stage_promises(entry):
+    from methodo.train.regularize import decayed, grad_norm
+
+    stage, value = entry.meta["stage"], entry.meta["example"]
+    assert entry.meta["key"].startswith("train.")
+    net = _tiny_net()
+    params = decayed(net)
+    if stage == "loss":  # a non-negative penalty the gradient flows through
+        pen = entry.obj(params, value)
+        assert pen.ndim == 0 and torch.isfinite(pen) and float(pen) >= 0 and pen.requires_grad
+        assert float(entry.obj(params, 0.0)) == 0.0
+    elif stage in ("before_step", "after_step"):  # weights shrink or stay: never grow
+        norms = [p.detach().norm() for p in params]
+        entry.obj(params, value, 0.1) if stage == "before_step" else entry.obj(params, value)
+        assert all(float(p.detach().norm()) <= float(n) + 1e-6 for p, n in zip(params, norms))
+    elif stage == "model":
+        assert entry.obj(net, value) >= 1
+    elif stage == "criterion":
+        logits, y = _task_batch("classification")
+        assert torch.isfinite(entry.obj(logits, y, value))
+    elif stage == "gradient":  # returns the pre-clip norm; the gradients do not grow
+        grads = [p for p in net.parameters()]
+        pre = float(grad_norm(grads))
+        total = entry.obj(grads, value)
+        assert float(total) == pytest.approx(pre) and float(grad_norm(grads)) <= pre + 1e-6
+    else:
+        raise AssertionError(f"no contract for regularizer stage {stage!r}")
+
+
+# --------------------------------------------------------------------------- augmentations
+
+@pytest.mark.parametrize("entry", _entries("augmentations"))
+def test_augmentation_keeps_shape_and_range_and_is_seeded(entry):
+    from methodo.data.augment import AugmentPipeline
+
+    step = entry.obj()  # default options
+    assert step.name == entry.name
+    x = torch.rand(6, 3, 16, 16, generator=_gen(0))
+    keep = x.clone()
+    out = step(x, _gen(1))
+    assert torch.equal(x, keep), "the input batch was modified in place"
+    assert out.shape == x.shape and out.dtype == x.dtype and torch.isfinite(out).all()
+    if not entry.meta.get("all_splits"):  # training-only steps keep image values in [0, 1]
+        assert out.min() >= 0 and out.max() <= 1
+    assert torch.equal(step(x, _gen(1)), out)  # same generator state, same result
+    assert step.reference()(x[0]).shape == x[0].shape  # the per-image torchvision equivalent
+    AugmentPipeline([entry.name], seed=0)(x)  # usable by name in data.augment
+
+
+# --------------------------------------------------------------------------- feature steps and functions
+
+def _table(task: str):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 6))
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64) if task == "classification" else X[:, 0] * 2 + rng.normal(size=80)
+    return X, y
+
+
+def _fit_step(item, task):
+    from methodo.data.features import build_pipeline, fit_transform, output_names
+
+    X, y = _table(task)
+    names = [f"f{i}" for i in range(X.shape[1])]
+    pipe, names = build_pipeline([item], task=task, seed=0, feature_names=names)
+    Z = fit_transform(pipe, X[:60], y[:60])  # fitted on train only
+    Zt = pipe.transform(X[60:])
+    assert Z.shape[0] == 60 and Zt.shape == (20, Z.shape[1]) and Z.shape[1] >= 1
+    assert np.isfinite(Z).all() and np.isfinite(Zt).all()
+    assert len(output_names(pipe, names)) == Z.shape[1]
+    return Z
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("entry", _entries("features"))
+def test_feature_step_fits_on_train_and_transforms_new_rows(entry, task):
+    assert entry.meta["kind"] in ("scaling", "cleaning", "selection", "extraction")
+    a, b = _fit_step(entry.name, task), _fit_step(entry.name, task)
+    assert np.array_equal(a, b)  # seeded
+
+
+@pytest.mark.parametrize("entry", _entries("feature_functions"))
+def test_feature_function_works_as_a_function_step(entry):
+    _fit_step({"function": {"fn": entry.name}}, "classification")
+
+
+# --------------------------------------------------------------------------- splits and balancers
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("entry", _entries("splits"))
+def test_split_returns_disjoint_indices_covering_every_row(entry, task):
+    from methodo.data.split import split_indices
+
+    rng = np.random.default_rng(0)
+    n = 120
+    y = np.arange(n) % 3 if task == "classification" else rng.normal(size=n).astype(np.float32)
+    kw = dict(method=entry.name, val=0.15, test=0.2, seed=0, task=task, X=rng.normal(size=(n, 4)),
+              groups=np.arange(n) // 6, official=np.arange(n) >= 96, folds=4, fold=2, clusters=4)
+    parts = split_indices(y, **kw)
+    assert set(parts) == {"train", "val", "test"}
+    for idx in parts.values():
+        assert idx.dtype == np.int64 and len(idx) > 0 and np.all(np.diff(idx) > 0)
+    together = np.concatenate(list(parts.values()))
+    assert len(together) == n and np.array_equal(np.sort(together), np.arange(n))
+    again = split_indices(y, **kw)
+    assert all(np.array_equal(parts[k], again[k]) for k in parts)
+
+
+@pytest.mark.parametrize("kind", ["tabular", "image"])
+@pytest.mark.parametrize("entry", _entries("balancers"))
+def test_balancer_returns_only_training_rows(entry, kind):
+    from methodo.data.balance import balance
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(24, int), np.ones(8, int), np.full(4, 2)]
+    shape = (len(y), 3) if kind == "tabular" else (len(y), 1, 3, 3)
+    X = (rng.random(shape) + y.reshape(-1, *[1] * (len(shape) - 1))).astype(np.float32)  # classes apart
+    b = balance(entry.name, X, y, n_classes=3, seed=0)
+    assert len(b.X) == len(b.y) and b.X.shape[1:] == X.shape[1:] and b.X.dtype == np.float32
+    assert set(np.unique(b.y)) <= set(np.unique(y))
+    flat, bflat = X.reshape(len(X), -1), b.X.reshape(len(b.X), -1)
+    for c in np.unique(b.y):  # each row lies among the training rows of its class (SMOTE: between them)
+        lo, hi = flat[y == c].min(0), flat[y == c].max(0)
+        assert np.all(bflat[b.y == c] >= lo - 1e-6) and np.all(bflat[b.y == c] <= hi + 1e-6), c
+    if entry.meta.get("resamples"):
+        counts = np.bincount(b.y, minlength=3)
+        assert counts.min() == counts.max()
+    else:
+        assert b.X is X and b.y is y
+    if b.class_weights is not None:
+        assert b.class_weights.shape == (3,) and np.all(np.isfinite(b.class_weights) & (b.class_weights > 0))
+    if b.sample_weights is not None:
+        assert b.sample_weights.shape == (len(b.y),) and np.all(b.sample_weights >= 0)
+        assert b.sample_weights.sum() == pytest.approx(1.0)
+    again = balance(entry.name, X, y, n_classes=3, seed=0)
+    assert np.array_equal(again.X, b.X) and np.array_equal(again.y, b.y)
+
+
+# --------------------------------------------------------------------------- explainers
+
+@pytest.mark.parametrize("entry", _entries("explainers"))
+def test_explainer_gives_a_finite_seeded_attribution_per_input_value(entry):
+    from methodo.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cnn", input_shape=(1, 8, 8), n_outputs=3, kind="image", width=4).eval()
+    x = torch.randn(2, 1, 8, 8, generator=_gen(0))
+    target = torch.tensor([0, 2])
+    a = entry.obj(model, x, target, seed=0)
+    assert a.shape == x.shape and torch.isfinite(a).all() and not a.requires_grad
+    assert torch.allclose(entry.obj(model, x, target, seed=0), a)
