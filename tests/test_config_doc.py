@@ -80,6 +80,20 @@ def test_config_help_lists_the_sections_without_importing_torch():
     assert "train.lr_find.start_lr" in p.stdout
 
 
+def test_config_show_options_lists_a_components_options_with_defaults(capsys):
+    assert main(["config", "show", "train.optimizer", "--options", "adam"]) == 0
+    out = capsys.readouterr().out
+    assert "train.optimizer.betas" in out and "[0.9, 0.999]" in out
+    assert "train.optimizer.lr " not in out  # a declared key, not one of the component's own options
+    assert main(["config", "show", "model", "--options", "cnn"]) == 0
+    assert "model.width    32" in capsys.readouterr().out
+    assert main(["config", "show", "train.scheduler", "--options", "step"]) == 0
+    assert "train.scheduler.warmup_epochs" in capsys.readouterr().out
+    assert main(["config", "show", "model", "--options", "vgg"]) == 2
+    assert capsys.readouterr().err.startswith("error: model.name: unknown model 'vgg'; choose one of 'cnn'")
+    assert main(["config", "show", "train.epochs", "--options", "x"]) == 2
+
+
 def test_config_docs_writes_the_reference(tmp_path, capsys):
     out = tmp_path / "config.md"
     assert main(["config", "docs", "--out", str(out)]) == 0

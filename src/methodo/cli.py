@@ -113,6 +113,8 @@ def _add_config_parser(sub) -> None:
     csub = c.add_subparsers(dest="config_command", parser_class=_Parser, metavar="{show,docs}")
     cs = csub.add_parser("show", help="print the reference of one key or section (all keys when none is given)")
     cs.add_argument("key", nargs="?", default="", metavar="KEY", help="dotted key or section, e.g. train.optimizer")
+    cs.add_argument("--options", metavar="NAME", help="for model, train.optimizer or train.scheduler: the options "
+                    "that component NAME takes, with their defaults (e.g. show train.optimizer --options adam)")
     cd = csub.add_parser("docs", help="write the whole reference as Markdown (docs/config.md)")
     cd.add_argument("--out", metavar="FILE", help="file to write (default: print it)")
 
@@ -120,7 +122,14 @@ def _add_config_parser(sub) -> None:
 def cmd_config(args, parser) -> int:
     from methodo import config_doc
 
-    if args.config_command == "show":
+    if args.config_command == "show" and args.options:
+        key = config_doc.find_key(args.key)
+        opts = config_doc.component_options(key.path, args.options)
+        width = max((len(n) for n, _ in opts), default=0)
+        print(f"{key.path}: options of {key.path.rsplit('.', 1)[-1]} {args.options!r} (default values):")
+        for n, default in opts:
+            print(f"  {key.path}.{n:<{width}}  {default}")
+    elif args.config_command == "show":
         print(config_doc.render_text(config_doc.find_key(args.key)))
     elif args.config_command == "docs":
         text = config_doc.render_markdown()

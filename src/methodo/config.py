@@ -207,16 +207,18 @@ class DataConfig(_Strict):
 class ModelConfig(_Named):
     options_help: ClassVar[str] = (
         "Other keys are the chosen model's own options (keyword arguments of its builder, e.g. width and dropout "
-        "for cnn); `methodo list models` lists the models, and an option the model does not take is refused "
-        "with the list of those it accepts.")
+        "for cnn); `methodo list models` lists the models, `methodo config show model --options NAME` the options "
+        "of model NAME with their defaults, and an option the model does not take is refused with the list of "
+        "those it accepts.")
     name: str = Field(description="Model: a registry name (see `methodo list models`).")
 
 
 class OptimizerConfig(_Named):
     options_help: ClassVar[str] = (
         "Other keys are the chosen optimizer's own options (keyword arguments of its torch.optim class, e.g. "
-        "momentum and weight_decay for sgd, betas for adam); `methodo list optimizers` lists the optimizers, and "
-        "an option the optimizer does not take is refused with the list of those it accepts.")
+        "momentum and weight_decay for sgd, betas for adam); `methodo list optimizers` lists the optimizers, "
+        "`methodo config show train.optimizer --options NAME` the options of optimizer NAME with their defaults, "
+        "and an option the optimizer does not take is refused with the list of those it accepts.")
     name: str = Field("sgd", description="A torch.optim optimizer (see `methodo list optimizers`).")
     lr: float | Literal["auto"] = Field(
         0.01, description="Learning rate, or 'auto': the LR finder's suggestion (train.lr_find).")
@@ -233,7 +235,8 @@ class SchedulerConfig(_Named):
     options_help: ClassVar[str] = (
         "Other keys are the chosen scheduler's own options (e.g. step_size and gamma for step), plus "
         "warmup_epochs, warmup_steps and warmup_start_factor for any scheduler; `methodo list schedulers` lists "
-        "the schedulers, and an option the scheduler does not take is refused with the list of those it accepts.")
+        "the schedulers, `methodo config show train.scheduler --options NAME` the options of scheduler NAME with "
+        "their defaults, and an option the scheduler does not take is refused with the list of those it accepts.")
     name: str = Field("none", description="LR scheduler (see `methodo list schedulers`).")
 
 

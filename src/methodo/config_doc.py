@@ -56,7 +56,7 @@ def _fmt_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, str):
         return v if v else "''"
-    if isinstance(v, (list, dict)):
+    if isinstance(v, (list, tuple, dict)):
         return json.dumps(v).replace('"', "")
     return repr(v)
 
@@ -168,6 +168,38 @@ def find_key(path: str) -> Key:
             raise BadInput(f"unknown config key {path!r}; {hint}{where}: {choices(names)}")
         node = nxt
     return node
+
+
+def component_options(path: str, name: str) -> list[tuple[str, str]]:
+    """The options component ``name`` takes at ``path`` (``model``, ``train.optimizer``, ...), with defaults.
+
+    Read from the same signatures the config loader checks options against. This imports the
+    component's registry (and so torch), unlike the rest of this module.
+    """
+    import inspect
+
+    key = f"{path}.name"
+    if path == "model":
+        from methodo import models
+
+        fn, reserved, extra = models.MODELS.get(name, key=key), models._RESERVED, {}
+    elif path == "train.optimizer":
+        import torch.optim
+
+        from methodo.train.optim import OPTIMIZERS
+
+        fn, reserved, extra = getattr(torch.optim, OPTIMIZERS.get(name, key=key)).__init__, ("params", "lr"), {}
+    elif path == "train.scheduler":
+        from methodo.train import schedules
+
+        fn, reserved, extra = schedules.SCHEDULERS.get(name, key=key), schedules._RESERVED, schedules.WARMUP_OPTIONS
+    else:
+        raise BadInput(f"--options: {path!r} is not a component; it applies to 'model', 'train.optimizer' or "
+                       "'train.scheduler'")
+    out = [(n, "required" if p.default is inspect.Parameter.empty else _fmt_value(p.default))
+           for n, p in inspect.signature(fn).parameters.items()
+           if n not in reserved and n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return out + [(n, _fmt_value(v)) for n, v in extra.items()]
 
 
 # --------------------------------------------------------------------------- renderers
