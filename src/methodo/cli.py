@@ -20,6 +20,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+_CONFIG_SECTIONS = "\0config sections"  # placeholder: `methodo config --help` reads the schema only when shown
+
+
+class _ConfigHelp(argparse.RawDescriptionHelpFormatter):
+    """Help of `methodo config`: its epilog lists the config's top-level keys, read from the schema."""
+
+    def add_text(self, text):
+        if text == _CONFIG_SECTIONS:
+            from methodo.config_doc import sections_text
+
+            text = sections_text()
+        super().add_text(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="methodo", description="Deep-learning methodology for PyTorch: train the right way, "
                 "and be told what is wrong.")
@@ -89,7 +103,47 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--stride", type=int, default=None, metavar="S",
                     help="tokens the window moves each step (default: window/2; = window for non-overlapping chunks)")
     lm.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    _add_config_parser(sub)
     return p
+
+
+def _add_config_parser(sub) -> None:
+    c = sub.add_parser("config", help="the config reference: every key, its type, default and help",
+                       description="The config reference, generated from the schema's own help texts "
+                       "(docs/config.md is the same text).", epilog=_CONFIG_SECTIONS, formatter_class=_ConfigHelp)
+    csub = c.add_subparsers(dest="config_command", parser_class=_Parser, metavar="{show,docs}")
+    cs = csub.add_parser("show", help="print the reference of one key or section (all keys when none is given)")
+    cs.add_argument("key", nargs="?", default="", metavar="KEY", help="dotted key or section, e.g. train.optimizer")
+    cs.add_argument("--options", metavar="NAME", help="for model, train.optimizer or train.scheduler: the options "
+                    "that component NAME takes, with their defaults (e.g. show train.optimizer --options adam)")
+    cd = csub.add_parser("docs", help="write the whole reference as Markdown (docs/config.md)")
+    cd.add_argument("--out", metavar="FILE", help="file to write (default: print it)")
+
+
+def cmd_config(args, parser) -> int:
+    from methodo import config_doc
+
+    if args.config_command == "show" and args.options:
+        key = config_doc.find_key(args.key)
+        opts = config_doc.component_options(key.path, args.options)
+        width = max((len(n) for n, _ in opts), default=0)
+        print(f"{key.path}: options of {key.path.rsplit('.', 1)[-1]} {args.options!r} (default values):")
+        for n, default in opts:
+            print(f"  {key.path}.{n:<{width}}  {default}")
+    elif args.config_command == "show":
+        print(config_doc.render_text(config_doc.find_key(args.key)))
+    elif args.config_command == "docs":
+        text = config_doc.render_markdown()
+        if args.out:
+            from pathlib import Path
+
+            Path(args.out).write_text(text, encoding="utf-8")
+            print(f"wrote {args.out}")
+        else:
+            print(text, end="")
+    else:
+        parser.parse_args(["config", "--help"])
+    return 0
 
 
 def cmd_list(what: str) -> int:
@@ -338,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_data_preview(args.config, list(args.overrides), args.out, args.n, args.copies)
         if args.command == "embed":
             return cmd_embed(args.run_dir, args.method)
+        if args.command == "config":
+            return cmd_config(args, parser)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -60,6 +60,8 @@ class _Named(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
     name: str
+    #: For the config reference: what the other keys are and the command that lists the choices.
+    options_help: ClassVar[str] = ""
 
     @model_validator(mode="before")
     @classmethod
@@ -194,10 +196,20 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Named):
+    options_help: ClassVar[str] = (
+        "Other keys are the chosen model's own options (keyword arguments of its builder, e.g. width and dropout "
+        "for cnn); `methodo list models` lists the models, `methodo config show model --options NAME` the options "
+        "of model NAME with their defaults, and an option the model does not take is refused with the list of "
+        "those it accepts.")
     name: str = Field(description="Model: a registry name (see `methodo list models`).")
 
 
 class OptimizerConfig(_Named):
+    options_help: ClassVar[str] = (
+        "Other keys are the chosen optimizer's own options (keyword arguments of its torch.optim class, e.g. "
+        "momentum and weight_decay for sgd, betas for adam); `methodo list optimizers` lists the optimizers, "
+        "`methodo config show train.optimizer --options NAME` the options of optimizer NAME with their defaults, "
+        "and an option the optimizer does not take is refused with the list of those it accepts.")
     name: str = Field("sgd", description="A torch.optim optimizer (see `methodo list optimizers`).")
     lr: float | Literal["auto"] = Field(
         0.01, description="Learning rate, or 'auto': the LR finder's suggestion (train.lr_find).")
@@ -211,6 +223,11 @@ class OptimizerConfig(_Named):
 
 
 class SchedulerConfig(_Named):
+    options_help: ClassVar[str] = (
+        "Other keys are the chosen scheduler's own options (e.g. step_size and gamma for step), plus "
+        "warmup_epochs, warmup_steps and warmup_start_factor for any scheduler; `methodo list schedulers` lists "
+        "the schedulers, `methodo config show train.scheduler --options NAME` the options of scheduler NAME with "
+        "their defaults, and an option the scheduler does not take is refused with the list of those it accepts.")
     name: str = Field("none", description="LR scheduler (see `methodo list schedulers`).")
 
 
@@ -396,11 +413,13 @@ class Config(_Strict):
     task: Annotated[str, registered("tasks")] | None = Field(
         None, description="Task (see `methodo list tasks`); inferred from the dataset when omitted."
     )
-    data: DataConfig
-    model: ModelConfig
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    track: TrackConfig = Field(default_factory=TrackConfig)
+    data: DataConfig = Field(description="Where the data comes from and how it is split and prepared (every "
+                             "transform fitted on the training split only).")
+    model: ModelConfig = Field(description="The model to train.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="The training loop.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation on val/test beside "
+                                     "dummy baselines.")
+    track: TrackConfig = Field(default_factory=TrackConfig, description="Experiment tracking (MLflow).")
     explain: ExplainConfig = Field(default_factory=ExplainConfig, description="Explainability in the report.")
 
     @field_validator("name")
