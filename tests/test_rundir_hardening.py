@@ -200,3 +200,14 @@ def test_sqlite_store_in_a_missing_folder_is_refused(tmp_path, capsys):
                               "evaluate.bootstrap=0", f"track.tracking_uri=sqlite:///{tmp_path}/nope/m.db",
                               "--out", str(tmp_path / "r"))
     assert code == 2 and "does not exist" in err and not (tmp_path / "r").exists(), err
+
+
+def test_resume_cannot_stretch_a_planned_schedule(tmp_path, capsys):
+    d = tmp_path / "r"
+    code, _, err = cli_inproc(capsys, "run", str(EXAMPLES / "iris.yaml"), *IRIS, "train.scheduler=onecycle",
+                              "--out", str(d))
+    assert code == 0, err
+    before = _snapshot(d)
+    code, _, err = cli_inproc(capsys, "run", "--resume", str(d), "train.epochs=4")
+    assert code == 2 and "train.epochs: the run started with 2 epochs and its 'onecycle' schedule" in err, err
+    assert _snapshot(d) == before

@@ -120,6 +120,7 @@ def check_resume(rd: RunDir | None, prep: Prepared) -> Path | None:
     if rd is None:
         return None
     rd.check_integrity(what="it cannot be resumed")
+    _check_resume_epochs(rd, prep.cfg)
     if not rd.has(f"{LAYOUT['checkpoints']}/last.safetensors"):
         print(f"--resume {rd.path}: no checkpoint yet, starting from epoch 1", file=sys.stderr)
         return None
@@ -155,6 +156,20 @@ def check_resume(rd: RunDir | None, prep: Prepared) -> Path | None:
                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); resume with the "
                            "config the run started with") from None
     return rd.checkpoints
+
+
+def _check_resume_epochs(rd: RunDir, cfg: Config) -> None:
+    """A schedule planned over the run's epochs (one-cycle, cosine, ...) cannot be stretched on resume."""
+    from methodo.train.schedules import SCHEDULERS
+
+    started = load_config(rd.file(LAYOUT["config"])).train
+    sc = cfg.train.scheduler
+    if started.epochs != cfg.train.epochs and sc.name in SCHEDULERS and SCHEDULERS.entry(sc.name).meta.get(
+            "horizon", True):
+        raise BadInput(f"train.epochs: the run started with {started.epochs} epochs and its {sc.name!r} schedule "
+                       f"is planned over them; resuming with {cfg.train.epochs} would step past its end. Resume "
+                       "with the same train.epochs, or start a new run (schedulers without a horizon: none, "
+                       "exponential, plateau)")
 
 
 def auto_lr(prep: Prepared) -> tuple[Prepared, Any, list[str]]:

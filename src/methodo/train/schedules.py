@@ -4,7 +4,8 @@ A factory takes the optimizer, the run's ``epochs``, ``steps_per_epoch`` (optimi
 after gradient accumulation) and ``total_steps`` (the optimizer steps it schedules: the run's
 steps minus the warmup), plus its own options (checked against its signature). ``interval`` is
 ``"step"`` (after every optimizer step) or ``"epoch"`` (after each validation); ``"plateau"``
-schedulers receive the monitored value.
+schedulers receive the monitored value. ``horizon`` (default true) says the schedule is planned over
+the run's epochs: a resumed run may then not change ``train.epochs``.
 
 Every scheduler can be preceded by a linear warmup (``warmup_epochs`` or ``warmup_steps``,
 from ``warmup_start_factor`` × the LR to the LR): :class:`LRSchedule` runs the warmup per step,
@@ -33,7 +34,7 @@ def _momentum_cycles(optimizer) -> bool:
     return "momentum" in optimizer.defaults or "betas" in optimizer.defaults
 
 
-@SCHEDULERS.register("none", help="constant learning rate", interval="epoch")
+@SCHEDULERS.register("none", help="constant learning rate", interval="epoch", horizon=False)
 def none(optimizer, *, epochs, steps_per_epoch, total_steps):
     return None
 
@@ -56,7 +57,7 @@ def multistep(optimizer, *, epochs, steps_per_epoch, total_steps, milestones: li
 
 
 @SCHEDULERS.register("exponential", help="ExponentialLR: multiply the LR by gamma every epoch",
-                     interval="epoch")
+                     interval="epoch", horizon=False)
 def exponential(optimizer, *, epochs, steps_per_epoch, total_steps, gamma: float = 0.95):
     from torch.optim.lr_scheduler import ExponentialLR
 
@@ -132,7 +133,7 @@ def cosine_restarts(optimizer, *, epochs, steps_per_epoch, total_steps, T_0: int
 
 
 @SCHEDULERS.register("plateau", help="ReduceLROnPlateau: multiply the LR by factor when the "
-                     "early-stopping monitor stalls for patience epochs", interval="plateau")
+                     "early-stopping monitor stalls for patience epochs", interval="plateau", horizon=False)
 def plateau(optimizer, *, epochs, steps_per_epoch, total_steps, mode: str = "min", factor: float = 0.1,
             patience: int = 3, threshold: float = 1e-4, min_lr: float = 0.0):
     from torch.optim.lr_scheduler import ReduceLROnPlateau
