@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from methodo.diagnose import FINDINGS, SEVERITY_ORDER, Finding
+from methodo.findings import FINDINGS, SEVERITY_ORDER, Finding
 from methodo.tasks import task_spec
 
 # Thresholds, with their reasons.

@@ -14,27 +14,13 @@ Examples
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from methodo.registry import Registry
+from methodo.findings import FINDINGS, SEVERITY_ORDER, Finding
 
-FINDINGS = Registry("finding")
-SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
-
-
-@dataclass
-class Finding:
-    id: str
-    severity: str  # critical | high | medium | low | info
-    title: str
-    evidence: dict[str, Any]
-    action: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["FINDINGS", "SEVERITY_ORDER", "Finding", "Facts", "diagnose"]
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from methodo.tasks import TASKS, TaskSpec, argmax, correct, cross_entropy, softmax
+from methodo.tasks.base import TASKS, TaskSpec, argmax, correct, cross_entropy, softmax
 
 
 def _baselines(y_train, y_eval, n_classes, seed):

@@ -3,7 +3,7 @@ the scores of a window are the log-probabilities the model gave its target token
 
 from __future__ import annotations
 
-from methodo.tasks import TASKS, TaskSpec, cross_entropy, exp_capped, no_strata
+from methodo.tasks.base import TASKS, TaskSpec, cross_entropy, exp_capped, no_strata
 
 
 def _token_nll(out, y, y_std=1.0):

@@ -9,7 +9,7 @@ label from its training frequency. A stratified split keeps the label combinatio
 
 from __future__ import annotations
 
-from methodo.tasks import TASKS, TaskSpec
+from methodo.tasks.base import TASKS, TaskSpec
 
 
 def _bce(out, y, class_weights=None, label_smoothing=0.0):

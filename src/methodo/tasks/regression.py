@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from methodo.tasks import TASKS, TaskSpec
+from methodo.tasks.base import TASKS, TaskSpec
 
 
 def _mse(out, y, class_weights=None, label_smoothing=0.0):

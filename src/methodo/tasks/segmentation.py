@@ -3,7 +3,7 @@ all pixels of a split (the dataset-level IoU of PASCAL VOC and Cityscapes)."""
 
 from __future__ import annotations
 
-from methodo.tasks import TASKS, TaskSpec, argmax, correct, cross_entropy, softmax
+from methodo.tasks.base import TASKS, TaskSpec, argmax, correct, cross_entropy, softmax
 
 
 def _dominant_class(masks):  # stratify images by their largest foreground class
