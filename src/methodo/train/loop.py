@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from methodo.train.checkpoint import load_checkpoint, save_checkpoint
 from methodo.train.optim import build_optimizer, needs_closure
 from methodo.train.regularize import Regularization, first_non_finite_grad, first_non_finite_param, grad_norm
 from methodo.train.schedules import build_schedule
+from methodo.train.state import Parts, TrainState
 
 
 class NonFiniteLoss(Exception):
@@ -76,7 +76,8 @@ class TrainResult:
     best_epoch: int = 0
     best_value: float | None = None
     epochs_run: int = 0
-    stopped_early: bool = False
+    stopped_early: bool = False  # stopped by early stopping
+    stopped_by: str | None = None  # "early_stopping" | "callback" (on_epoch returned True) | None: ran all epochs
 
 
 class EarlyStopping:
@@ -168,15 +169,50 @@ def evaluate_loss(model, X, y, loss_fn, task: str, batch_size: int, y_std: float
     return total / n, spec.finish(score / max(count, 1))
 
 
+def _trainable_groups(model: torch.nn.Module, param_groups) -> list[dict]:
+    """The optimizer's parameter groups: ``param_groups`` (a list of dicts, or ``model -> list of
+    dicts``) or one group of all parameters; frozen parameters (``requires_grad=False``) left out."""
+    if param_groups is None:
+        groups = [{"params": list(model.parameters())}]
+    else:
+        groups = param_groups(model) if callable(param_groups) else param_groups
+        groups = [dict(g) for g in groups]
+        for i, g in enumerate(groups):
+            if not isinstance(g, dict) or "params" not in g:
+                raise ConfigError(f"param_groups[{i}]: each group is a dict with 'params' and optimizer options")
+            g["params"] = list(g["params"])
+    for g in groups:
+        g["params"] = [p for p in g["params"] if p.requires_grad]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ConfigError("param_groups: no trainable parameter (every parameter has requires_grad=False)")
+    return groups
+
+
 def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None = None,
-        class_weights: torch.Tensor | None = None, on_epoch: Callable[[dict], None] | None = None,
-        resume_from: Path | None = None) -> TrainResult:
+        class_weights: torch.Tensor | None = None, on_epoch: Callable[[dict], object] | None = None,
+        resume_from: Path | None = None, param_groups: list[dict] | Callable | None = None,
+        extra_loss: Callable | None = None) -> TrainResult:
     """Train ``model`` on ``data.tensors['train']``, validating on ``'val'``; returns the history.
 
     The model ends with the best weights by the early-stopping monitor (``val_loss`` when early
     stopping is off: the epoch count is then fixed, but model selection still uses validation).
     Raises :class:`NonFiniteLoss` when the loss, a gradient or a weight becomes NaN/inf (with
     ``train.nan_guard.policy=stop``; ``skip`` drops such batches instead).
+
+    Three seams, plain arguments (no hooks):
+
+    - ``param_groups``: the optimizer's parameter groups, a list of dicts (``{"params": [...],
+      "lr": ...}``, torch's format) or a callable ``model -> list of dicts`` — frozen layers,
+      discriminative learning rates. Default: every parameter in one group. Parameters with
+      ``requires_grad=False`` are never given to the optimizer, regularized or clipped. Options a
+      group does not set come from ``train.optimizer``; the logged LR is group 0's.
+    - ``extra_loss(model, out, xb, yb) -> tensor``: a term added to the training loss before
+      ``backward`` (distillation, fairness penalties); like the L1/L2 penalties it is not part of
+      the logged ``train_loss``, which stays the data loss.
+    - ``on_epoch(row)``: called after every epoch with its ``metrics.csv`` row (after the
+      checkpoints are written); a truthy return value stops training after that epoch
+      (``result.stopped_by == "callback"``; pruning).
     """
     task = data.task
     device = resolve_device(tcfg.device)
@@ -205,9 +241,16 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     n_batches = batches_per_epoch(n, bs)
     steps_per_epoch = math.ceil(n_batches / accum)  # optimizer steps: what schedulers count
     spec = task_spec(task)
+    # Regularizers from the registry (methodo.train.regularize), each at its stage; `model` ones act now.
     reg = Regularization(model, tcfg.regularization, tcfg.clip)
+    if closure_step and (reg.has_before or reg.has_after):
+        on = [e.meta["key"] for st in ("before_step", "after_step") for _, _, e in reg.stages[st]]
+        raise ConfigError(f"{on[0]}: not supported with the {oc.name!r} optimizer (it steps through a closure "
+                          "that re-evaluates the loss); choose another optimizer or turn this off")
     cw = None if class_weights is None else class_weights.to(device)
-    loss_fn = loss_function(task, cw, tcfg.regularization.label_smoothing)
+    task_loss = spec.loss
+    loss_kw = reg.loss_kwargs()  # criterion-stage regularizers (label smoothing)
+    loss_fn = lambda out, y: task_loss(out, y, cw, **loss_kw)  # noqa: E731
     eval_loss_fn = loss_function(task, cw)  # validation loss without smoothing: comparable across runs
     guard = tcfg.nan_guard
     # auto: when clipping computes the norm anyway, or when skipping (a NaN step would poison the weights)
@@ -218,8 +261,9 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     sample_weights = getattr(data, "sample_weights", None)
     augment = getattr(data, "augment", None)
 
-    # 1. Optimizer, LR schedule (warmup + scheduler at its own frequency), early stopping, SWA.
-    opt = build_optimizer(model.parameters(), oc.name, oc.lr, oc.options)
+    # 1. Optimizer (over the trainable parameter groups), LR schedule (warmup + scheduler at its
+    #    own frequency), early stopping, SWA, weight monitor.
+    opt = build_optimizer(_trainable_groups(model, param_groups), oc.name, oc.lr, oc.options)
     sc = tcfg.scheduler
     sched = build_schedule(opt, sc.name, sc.options, epochs=tcfg.epochs, steps_per_epoch=steps_per_epoch)
     es_cfg = tcfg.early_stopping
@@ -241,41 +285,37 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     if channels_last:
         probe = probe.contiguous(memory_format=torch.channels_last)
     shuffle = generator(seed, offset=1)
-    result = TrainResult()
+    # Everything a resumed run needs (beside the weights) lives in `state`; `parts` are the live
+    # objects whose own state it captures before each save and restores on resume.
+    state = TrainState()
+    parts = Parts(optimizer=opt, schedule=sched, shuffle=shuffle, stopper=stopper, augment=augment,
+                  watcher=watcher, swa=swa)
     best_weights = copy.deepcopy(model.state_dict())
-    start_epoch = 1
-    first_loss: float | None = None  # the divergence guard compares against the first batch's loss
-    consecutive_skips = 0
 
-    # 2. Resume: model, optimizer, schedule, RNGs, counters, history and extras from `last`.
+    # 2. Resume: model and the whole TrainState from `last`; best weights from `best`.
     if resume_from is not None:
-        weights, state, _ = load_checkpoint(resume_from / "last.safetensors")
+        weights, state = TrainState.load(resume_from / "last.safetensors")
         model.load_state_dict(weights)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["rng_torch"])
-        np.random.set_state(state["rng_numpy"])
-        random.setstate(state["rng_python"])
-        shuffle.set_state(state["rng_shuffle"])
-        if augment is not None and state.get("rng_augment") is not None:  # the same augmentations from here on
-            augment.generator.set_state(state["rng_augment"])
-        stopper.best, stopper.bad_epochs = state["stopper_best"], state["stopper_bad_epochs"]
-        result.history, result.lrs = state["history"], state["lrs"]
-        result.losses, result.grad_norms = state["losses"], state["grad_norms"]
-        result.skipped_batches, consecutive_skips = state["skipped_batches"], state["consecutive_skips"]
-        result.best_epoch, result.best_value = state["best_epoch"], state["best_value"]
-        first_loss = state["first_loss"]
-        start_epoch = state["epoch"] + 1
-        if watcher is not None and state.get("monitor") is not None:
-            watcher.history = state["monitor"]
-        if swa is not None and state.get("swa") is not None:
-            swa.load_state_dict(state["swa"])
-        for snap in state["snapshots"]:
-            result.snapshots.append({**snap, "weights": load_checkpoint(resume_from / snap["file"])[0]})
+        state.restore(parts)
         best_path = resume_from / "best.safetensors"
         best_weights = load_checkpoint(best_path)[0] if best_path.exists() else copy.deepcopy(weights)
     elif watcher is not None:
         watcher.record(0, model, probe)  # the initial distribution: epoch 0, weights only
+    start_epoch = state.epoch + 1
+    result = TrainResult(history=state.history, lrs=state.lrs, losses=state.losses, grad_norms=state.grad_norms,
+                         skipped_batches=state.skipped_batches, snapshots=state.snapshots)
+
+    if closure_step:  # L-BFGS re-evaluates the loss (and its gradient) several times per step
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            out_ = model(xb)
+            loss_ = loss_fn(out_, yb)
+            if reg.has_penalty:
+                loss_ = loss_ + reg.penalty()
+            if extra_loss is not None:
+                loss_ = loss_ + extra_loss(model, out_, xb, yb)
+            loss_.backward()
+            return loss_
 
     total_steps = tcfg.epochs * n_batches
     import sys
@@ -314,58 +354,48 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                     step += 1
                     group_loss, group_bad = 0.0, None
                     opt.zero_grad(set_to_none=True)
-                if closure_step:  # L-BFGS re-evaluates the loss several times per step
-                    def closure():
-                        opt.zero_grad(set_to_none=True)
-                        loss_ = loss_fn(model(xb), yb)
-                        if reg.has_penalty:
-                            loss_ = loss_ + reg.penalty()
-                        loss_.backward()
-                        return loss_
-                    result.lrs.append(opt.param_groups[0]["lr"])
+                # 3a. Forward and data loss. L-BFGS steps first (its closure runs forward + backward,
+                #     penalties included, as often as it needs) and the loss is that of the new weights.
+                if closure_step:
+                    lr = opt.param_groups[0]["lr"]
                     opt.step(closure)
                     with torch.no_grad():
                         out = model(xb)
-                        lv = loss_fn(out, yb).item()
-                    _guard(lv, epoch, step, first_loss, tcfg.divergence_factor)
-                    if first_loss is None:
-                        first_loss = lv
-                    result.losses.append(lv)
-                    sched.after_step()
+                        loss = loss_fn(out, yb)
+                else:
+                    with autocast():
+                        out = forward(xb)
+                        loss = loss_fn(out, yb)
+                lv = loss.item()
+                # 3b. The loss guard: exploding → stop; non-finite → stop, or skip the batch (not
+                #     after an L-BFGS step: it is already applied, so that stops too). Then backward of
+                #     data loss + penalties + extra loss (the logged loss stays the data loss).
+                if math.isfinite(lv) or guard.policy == "stop" or closure_step:
+                    _guard(lv, epoch, step, state.first_loss, tcfg.divergence_factor)
+                    if state.first_loss is None:
+                        state.first_loss = lv
+                    if not closure_step:
+                        if reg.has_penalty:
+                            loss = loss + reg.penalty()
+                        if extra_loss is not None:
+                            loss = loss + extra_loss(model, out, xb, yb)
+                        (loss / group if group > 1 else loss).backward()
+                    group_loss += lv
                     loss_sum += lv * len(idx)
                     num, den = _score(out, yb, spec, y_std)
                     score_sum, score_count = score_sum + num, score_count + den
                     seen += len(idx)
-                    bar.update(1)
-                else:
-                    # 3a. Forward and loss (the penalty is added for backward, not to the logged loss).
-                    with autocast():
-                        out = forward(xb)
-                        loss = loss_fn(out, yb)
-                    lv = loss.item()
-                    # 3b. The loss guard: exploding → stop; non-finite → stop, or skip the batch.
-                    if math.isfinite(lv) or guard.policy == "stop":
-                        _guard(lv, epoch, step, first_loss, tcfg.divergence_factor)
-                        if first_loss is None:
-                            first_loss = lv
-                        if reg.has_penalty:
-                            loss = loss + reg.penalty()
-                        (loss / group if group > 1 else loss).backward()
-                        group_loss += lv
-                        loss_sum += lv * len(idx)
-                        num, den = _score(out, yb, spec, y_std)
-                        score_sum, score_count = score_sum + num, score_count + den
-                        seen += len(idx)
-                    elif group_bad is None:
-                        group_bad = "loss"
-                    bar.update(1)
-                    if not last_micro:
-                        continue
+                elif group_bad is None:
+                    group_bad = "loss"
+                bar.update(1)
+                if not last_micro:
+                    continue
+                if not closure_step:
                     # 3c. Gradient: the pre-clip norm (logged), the NaN/inf check, clipping.
                     if need_norm and group_bad is None:
                         gnorm = grad_norm(reg.params, tcfg.clip.norm_type)
                         gv = gnorm.item()
-                        result.grad_norms.append(gv)
+                        state.grad_norms.append(gv)
                         if not math.isfinite(gv) and check_grads:
                             name = first_non_finite_grad(model) or "?"
                             if guard.policy == "stop":
@@ -375,40 +405,41 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                             reg.clip_grads(gnorm)
                     if group_bad is not None:  # skip policy: drop this step's gradients
                         opt.zero_grad(set_to_none=True)
-                        result.skipped_batches.append({"epoch": epoch, "step": step, "tensor": group_bad})
-                        consecutive_skips += 1
-                        if consecutive_skips >= guard.max_skips:
-                            raise NonFiniteLoss(epoch, step, float("nan"),
-                                                tensor=f"{group_bad} ({consecutive_skips} consecutive batches skipped)")
+                        state.skipped_batches.append({"epoch": epoch, "step": step, "tensor": group_bad})
+                        state.consecutive_skips += 1
+                        if state.consecutive_skips >= guard.max_skips:
+                            raise NonFiniteLoss(epoch, step, float("nan"), tensor=f"{group_bad} "
+                                                f"({state.consecutive_skips} consecutive batches skipped)")
                         continue
-                    consecutive_skips = 0
-                    # 3d. Decoupled weight decay, the optimizer step, max-norm, the LR schedule.
+                    state.consecutive_skips = 0
+                    # 3d. Decoupled weight decay, the optimizer step, max-norm (regularizer stages).
                     lr = opt.param_groups[0]["lr"]
-                    result.lrs.append(lr)
                     if reg.has_before:
                         reg.before_step(lr)
                     opt.step()
                     if reg.has_after:
                         reg.after_step()
-                    cycle_ended = sched.after_step() if not swa_on else False
-                    result.losses.append(group_loss / group)
-                    # 3e. Snapshot at the end of a warm-restart cycle (the LR is at its minimum here).
-                    if cycle_ended and snapshot_on:
-                        snap = {"epoch": epoch, "step": len(result.lrs), "file": f"snapshot_{len(result.snapshots) + 1}.safetensors"}
-                        result.snapshots.append({**snap, "weights": copy.deepcopy(model.state_dict())})
-                        if ckpt_dir is not None:
-                            save_checkpoint(ckpt_dir / snap["file"], result.snapshots[-1]["weights"], meta=snap)
+                # 3e. Step bookkeeping (every optimizer): LR, loss, schedule; a snapshot at the end of
+                #     a warm-restart cycle (the LR is at its minimum here).
+                state.lrs.append(lr)
+                cycle_ended = sched.after_step() if not swa_on else False
+                state.losses.append(group_loss / group)
+                if cycle_ended and snapshot_on:
+                    snap = {"epoch": epoch, "step": len(state.lrs), "file": f"snapshot_{len(state.snapshots) + 1}.safetensors"}
+                    state.snapshots.append({**snap, "weights": copy.deepcopy(model.state_dict())})
+                    if ckpt_dir is not None:
+                        save_checkpoint(ckpt_dir / snap["file"], state.snapshots[-1]["weights"], meta=snap)
 
             # 4. Validation, the epoch row, weight monitoring.
             val_loss, val_score = evaluate_loss(model, Xva, yva, eval_loss_fn, task, tcfg.eval_batch_size, y_std)
             m = spec.score
             row = {
-                "epoch": epoch, "lr": result.lrs[-1] if result.lrs else oc.lr,
+                "epoch": epoch, "lr": state.lrs[-1] if state.lrs else oc.lr,
                 "train_loss": loss_sum / max(seen, 1), f"train_{m}": spec.finish(score_sum / max(score_count, 1)),
                 "val_loss": val_loss, f"val_{m}": val_score,
             }
-            if need_norm and result.grad_norms:
-                norms = result.grad_norms[-step:]
+            if need_norm and state.grad_norms:
+                norms = state.grad_norms[-step:]
                 row["grad_norm"] = float(np.median(norms))
             if not math.isfinite(val_loss):
                 bad = first_non_finite_param(model)
@@ -427,43 +458,34 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
 
             # 6. Early stopping bookkeeping and checkpoints (best on improvement, last always).
             if stopper.improved(row[monitor]):
-                result.best_epoch, result.best_value = epoch, row[monitor]
+                state.best_epoch, state.best_value = epoch, row[monitor]
                 best_weights = copy.deepcopy(model.state_dict())
                 if ckpt_dir is not None:
                     save_checkpoint(ckpt_dir / "best.safetensors", best_weights,
                                     meta={"epoch": epoch, monitor: row[monitor]})
             row["time_s"] = time.perf_counter() - t0
-            result.history.append(row)
+            state.history.append(row)
+            state.epoch = epoch
             if ckpt_dir is not None:
-                state = {
-                    "epoch": epoch, "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
-                    "rng_torch": torch.get_rng_state(), "rng_numpy": np.random.get_state(),
-                    "rng_python": random.getstate(), "rng_shuffle": shuffle.get_state(),
-                    "rng_augment": augment.generator.get_state() if augment is not None else None,
-                    "stopper_best": stopper.best, "stopper_bad_epochs": stopper.bad_epochs,
-                    "history": result.history, "lrs": result.lrs, "losses": result.losses,
-                    "grad_norms": result.grad_norms, "skipped_batches": result.skipped_batches,
-                    "consecutive_skips": consecutive_skips,
-                    "best_epoch": result.best_epoch, "best_value": result.best_value,
-                    "first_loss": first_loss,
-                    "monitor": watcher.history if watcher is not None else None,
-                    "swa": swa.state_dict() if swa is not None else None,
-                    "snapshots": [{k: v for k, v in sn.items() if k != "weights"} for sn in result.snapshots],
-                }
-                save_checkpoint(ckpt_dir / "last.safetensors", model.state_dict(), state, meta={"epoch": epoch})
-            if on_epoch is not None:
-                on_epoch(row)
+                state.capture(parts)
+                state.save(ckpt_dir / "last.safetensors", model.state_dict())
+            # 7. The caller's callback (may stop: pruning), progress, early stopping.
+            stop_asked = bool(on_epoch(row)) if on_epoch is not None else False
             shown = {k: f"{v:.4g}" for k, v in row.items() if k.startswith(("train_", "val_"))}
             bar.set_postfix(shown)
             if tcfg.progress and not live:
                 print(f"epoch {epoch}/{tcfg.epochs} " + " ".join(f"{k}={v}" for k, v in shown.items())
                       + f" ({row['time_s']:.2f} s)", file=sys.stderr, flush=True)
+            if stop_asked:
+                result.stopped_by = "callback"
+                break
             if stopper.should_stop:
-                result.stopped_early = True
+                result.stopped_early, result.stopped_by = True, "early_stopping"
                 break
     finally:
         bar.close()
-    result.epochs_run = len(result.history)
+    result.best_epoch, result.best_value = state.best_epoch, state.best_value
+    result.epochs_run = len(state.history)
     result.monitor = watcher.history if watcher is not None else []
     if swa is not None and swa.n_averaged > 0:
         result.swa_weights = swa.weights(Xtr, bs)
