@@ -4,8 +4,9 @@ One :class:`TaskSpec` per task, in the ``TASKS`` registry. The loop asks the spe
 for the score it writes to ``metrics.csv`` (``train_<score>``, ``val_<score>``); everything else
 (metrics, baselines, figures) belongs to the evaluate and report stages.
 
-The epoch score is accumulated over batches as ``(sum, count)`` pairs, then turned into the epoch's
-value by ``finish``: accuracy is ``correct / rows``, pixel accuracy ``correct / pixels``, perplexity
+The epoch score is accumulated over batches as ``(sum, count)`` pairs — the sum a 0-dim tensor on
+the batch's device, so the loop adds them up without a host sync per batch — then turned into the
+epoch's value by ``finish``: accuracy is ``correct / rows``, pixel accuracy ``correct / pixels``, perplexity
 ``exp(summed NLL / tokens)``.
 
 Examples
@@ -16,7 +17,7 @@ Examples
 >>> out = torch.zeros(2, 3, 4, 4); out[:, 1] = 5.0          # logits: class 1 everywhere
 >>> y = torch.ones(2, 4, 4, dtype=torch.long); y[0, 0, 0] = 0
 >>> s, n = spec.batch_score(out, y)
->>> spec.score, s / n
+>>> spec.score, float(s) / n
 ('pixel_accuracy', 0.96875)
 """
 
@@ -36,7 +37,8 @@ class TaskSpec:
     """Loss and epoch score of one task.
 
     ``loss(out, y, class_weights, label_smoothing=0.0)`` is the mean training loss of a batch. ``batch_score(out, y,
-    y_std=1.0)`` returns ``(sum, count)`` for the epoch score; ``finish(sum / count)`` is the value.
+    y_std=1.0)`` returns ``(sum, count)`` for the epoch score (sum: a 0-dim tensor, count: an int);
+    ``finish(float(sum) / count)`` is the value.
     """
 
     name: str
@@ -67,17 +69,17 @@ def _mse(out, y, class_weights=None, label_smoothing=0.0):
 
 
 def _correct(out, y, y_std=1.0):
-    return float((out.argmax(1) == y).sum()), y.numel()
+    return (out.argmax(1) == y).sum(), y.numel()
 
 
 def _abs_error(out, y, y_std=1.0):
-    return float((out.squeeze(-1) - y).abs().sum()) * y_std, y.numel()
+    return (out.squeeze(-1) - y).abs().sum().double() * y_std, y.numel()  # target units, in float64
 
 
 def _token_nll(out, y, y_std=1.0):
     import torch.nn.functional as F
 
-    return float(F.cross_entropy(out.transpose(1, 2), y, reduction="sum")), y.numel()
+    return F.cross_entropy(out.transpose(1, 2), y, reduction="sum"), y.numel()
 
 
 def _exp(v: float) -> float:

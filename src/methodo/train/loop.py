@@ -147,11 +147,12 @@ def batches_per_epoch(n: int, bs: int) -> int:
     return full + (1 if rest >= 2 or (rest == 1 and n == 1) else 0)
 
 
-@torch.no_grad()
-def _score(out: torch.Tensor, y: torch.Tensor, spec, y_std: float) -> tuple[float, int]:
-    """The task's epoch score of a batch as ``(sum, count)``: correct rows or pixels, summed absolute
-    error in target units, or summed token NLL (``methodo.tasks``)."""
-    return spec.batch_score(out.float(), y, y_std)
+def _to_host(values: list[torch.Tensor]) -> list[float]:
+    """0-dim tensors as Python floats, in one device→host transfer (one sync) off the CPU."""
+    if len(values) == 1 or values[0].device.type == "cpu":
+        return [v.item() for v in values]  # on the CPU .item() is a read, not a sync
+    dev = values[0].device
+    return torch.stack([v.detach().to(dev, torch.float64) for v in values]).tolist()  # float32 → 64: exact
 
 
 @torch.no_grad()
@@ -159,14 +160,15 @@ def evaluate_loss(model, X, y, loss_fn, task: str, batch_size: int, y_std: float
     """``(mean loss, the task's epoch score)`` over ``X`` in eval mode (MAE in target units)."""
     model.eval()
     spec = task_spec(task)
-    total, score, count, n = 0.0, 0.0, 0, len(X)
+    total, count, n = 0.0, 0, len(X)
+    score = torch.zeros((), dtype=torch.float64, device=X.device)
     for s in range(0, n, batch_size):
         out = model(X[s:s + batch_size])
         yb = y[s:s + batch_size]
         total += loss_fn(out, yb).item() * len(yb)
-        num, den = _score(out, yb, spec, y_std)
+        num, den = spec.batch_score(out.float(), yb, y_std)
         score, count = score + num, count + den
-    return total / n, spec.finish(score / max(count, 1))
+    return total / n, spec.finish(float(score) / max(count, 1))
 
 
 def _trainable_groups(model: torch.nn.Module, param_groups) -> list[dict]:
@@ -326,6 +328,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     live = tcfg.progress and sys.stderr.isatty()
     bar = tqdm(total=total_steps, initial=(start_epoch - 1) * n_batches, disable=not live,
                unit="batch", dynamic_ncols=True, leave=False)
+    bar_every = max(1, min(16, n_batches // 4))  # batches per bar update: no tqdm call per batch
     try:
         for epoch in range(start_epoch, tcfg.epochs + 1):
             t0 = time.perf_counter()
@@ -336,8 +339,10 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                 perm = torch.multinomial(sample_weights, n, replacement=True, generator=shuffle).to(device)
             else:
                 perm = torch.randperm(n, generator=shuffle).to(device)
-            loss_sum, score_sum, score_count, seen = 0.0, 0.0, 0, 0
+            loss_sum, score_count, seen = 0.0, 0, 0
+            score_sum = torch.zeros((), dtype=torch.float64, device=device)  # on device: no sync per batch
             group_loss, group_bad = 0.0, None  # accumulation group: summed data loss, first bad tensor
+            pending: list[tuple] = []  # the group's micro-batches: (data loss tensor, rows, score sum, score count)
             step = 0  # optimizer steps in this epoch (1-based in messages)
             for b in range(n_batches):
                 signals.check()  # SIGTERM stops here, between two batches
@@ -354,8 +359,10 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                     step += 1
                     group_loss, group_bad = 0.0, None
                     opt.zero_grad(set_to_none=True)
-                # 3a. Forward and data loss. L-BFGS steps first (its closure runs forward + backward,
-                #     penalties included, as often as it needs) and the loss is that of the new weights.
+                # 3a. Forward, data loss, backward of data loss + penalties + extra loss (the logged
+                #     loss stays the data loss). L-BFGS steps here instead: its closure runs forward +
+                #     backward (penalties included) as often as it needs; the loss logged and guarded
+                #     is that of the new weights.
                 if closure_step:
                     lr = opt.param_groups[0]["lr"]
                     opt.step(closure)
@@ -366,35 +373,41 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                     with autocast():
                         out = forward(xb)
                         loss = loss_fn(out, yb)
-                lv = loss.item()
-                # 3b. The loss guard: exploding → stop; non-finite → stop, or skip the batch (not
-                #     after an L-BFGS step: it is already applied, so that stops too). Then backward of
-                #     data loss + penalties + extra loss (the logged loss stays the data loss).
-                if math.isfinite(lv) or guard.policy == "stop" or closure_step:
-                    _guard(lv, epoch, step, state.first_loss, tcfg.divergence_factor)
-                    if state.first_loss is None:
-                        state.first_loss = lv
-                    if not closure_step:
-                        if reg.has_penalty:
-                            loss = loss + reg.penalty()
-                        if extra_loss is not None:
-                            loss = loss + extra_loss(model, out, xb, yb)
-                        (loss / group if group > 1 else loss).backward()
-                    group_loss += lv
-                    loss_sum += lv * len(idx)
-                    num, den = _score(out, yb, spec, y_std)
-                    score_sum, score_count = score_sum + num, score_count + den
-                    seen += len(idx)
-                elif group_bad is None:
-                    group_bad = "loss"
-                bar.update(1)
+                    total = loss
+                    if reg.has_penalty:
+                        total = total + reg.penalty()
+                    if extra_loss is not None:
+                        total = total + extra_loss(model, out, xb, yb)
+                    (total / group if group > 1 else total).backward()
+                num, den = spec.batch_score(out.detach().float(), yb, y_std)
+                pending.append((loss.detach(), len(idx), num, den))
+                if live and (b + 1) % bar_every == 0:
+                    bar.update(bar_every)
                 if not last_micro:
                     continue
+                # 3b. The guard, once per optimizer step, before the optimizer applies it: the group's
+                #     losses (and the pre-clip gradient norm) come to the host in one transfer.
+                #     Exploding → stop; non-finite → stop, or skip the step (not after an L-BFGS step:
+                #     it is already applied, so that stops too).
+                gnorm = grad_norm(reg.params, tcfg.clip.norm_type) if need_norm and not closure_step else None
+                values = _to_host([p[0] for p in pending] + ([gnorm] if gnorm is not None else []))
+                for lv, (_, rows, num, den) in zip(values, pending):
+                    if math.isfinite(lv) or guard.policy == "stop" or closure_step:
+                        _guard(lv, epoch, step, state.first_loss, tcfg.divergence_factor)
+                        if state.first_loss is None:
+                            state.first_loss = lv
+                        group_loss += lv
+                        loss_sum += lv * rows
+                        score_sum += num
+                        score_count += den
+                        seen += rows
+                    elif group_bad is None:
+                        group_bad = "loss"
+                pending.clear()
                 if not closure_step:
                     # 3c. Gradient: the pre-clip norm (logged), the NaN/inf check, clipping.
-                    if need_norm and group_bad is None:
-                        gnorm = grad_norm(reg.params, tcfg.clip.norm_type)
-                        gv = gnorm.item()
+                    if gnorm is not None and group_bad is None:
+                        gv = values[-1]
                         state.grad_norms.append(gv)
                         if not math.isfinite(gv) and check_grads:
                             name = first_non_finite_grad(model) or "?"
@@ -429,13 +442,15 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                     state.snapshots.append({**snap, "weights": copy.deepcopy(model.state_dict())})
                     if ckpt_dir is not None:
                         save_checkpoint(ckpt_dir / snap["file"], state.snapshots[-1]["weights"], meta=snap)
+            if live:
+                bar.update(n_batches % bar_every)
 
             # 4. Validation, the epoch row, weight monitoring.
             val_loss, val_score = evaluate_loss(model, Xva, yva, eval_loss_fn, task, tcfg.eval_batch_size, y_std)
             m = spec.score
             row = {
                 "epoch": epoch, "lr": state.lrs[-1] if state.lrs else oc.lr,
-                "train_loss": loss_sum / max(seen, 1), f"train_{m}": spec.finish(score_sum / max(score_count, 1)),
+                "train_loss": loss_sum / max(seen, 1), f"train_{m}": spec.finish(float(score_sum) / max(score_count, 1)),
                 "val_loss": val_loss, f"val_{m}": val_score,
             }
             if need_norm and state.grad_norms:

@@ -152,8 +152,20 @@ def first_non_finite_grad(model: torch.nn.Module) -> str | None:
     return None
 
 
+@torch.no_grad()
 def first_non_finite_param(model: torch.nn.Module) -> str | None:
-    for name, t in model.state_dict().items():
+    """Name of the first weight or buffer holding a NaN or inf; ``None`` when all are finite.
+
+    One fused norm over every floating tensor answers the usual case (all finite) in one pass; only
+    when that norm is not finite (a NaN/inf, or finite values so large their squares overflow) are
+    the tensors checked one by one, for the name.
+    """
+    state = model.state_dict()
+    floats = [t for t in state.values() if t.is_floating_point()]
+    if floats and len({(t.device, t.dtype) for t in floats}) == 1:
+        if bool(torch.isfinite(torch.stack(torch._foreach_norm(floats, 2.0))).all()):
+            return None
+    for name, t in state.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             return name
     return None
