@@ -228,3 +228,26 @@ def test_lbfgs_refuses_step_stage_regularizers(key):
     with pytest.raises(ConfigError, match=f"train.regularization.{key}.*lbfgs"):
         validate({"data": {"source": "iris"}, "model": {"name": "mlp"},
                   "train": {"optimizer": {"name": "lbfgs", "lr": 0.1}, "regularization": {key: 0.1}}})
+
+
+# --------------------------------------------------------------------------- overhead
+
+
+def test_one_host_read_per_optimizer_step(monkeypatch):
+    """The step loop reads one value from the device per step (the loss, for the guard); the score
+    is summed on the device and read once per epoch (a regression guard for per-step syncs)."""
+    cfg, data, net = _setup(epochs=3, batch_size=16, monitor={"enabled": False})
+    reads = {"n": 0}
+    for name in ("item", "__float__", "tolist", "__bool__"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _real=real, **k):
+            reads["n"] += 1
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    res = fit(net, data, cfg.train, seed=0)
+    steps, epochs = len(res.lrs), res.epochs_run
+    assert steps == 3 * 7
+    # per epoch: the train score, the validation loss and score, the weight check (+ slack for one more)
+    assert reads["n"] <= steps + 5 * epochs, reads["n"]

@@ -1,16 +1,19 @@
 """The training loop: one function, read top to bottom.
 
 Data is in memory, so batches are cut by tensor indexing from one seeded permutation per epoch
-(no per-sample collation). Each optimizer step: forward (autocast when bf16) → loss (+ L1/L2
-penalty) → guard → backward (accumulated over ``accumulate`` micro-batches) → gradient norm,
-NaN check, clipping → decoupled weight decay → optimizer step → max-norm → LR schedule.
+(no per-sample collation). Each optimizer step: forward (autocast when bf16) → loss (+ penalties
+and the caller's ``extra_loss``) → backward (accumulated over ``accumulate`` micro-batches) →
+guard on the step's losses and gradient norm, read from the device together → clipping →
+decoupled weight decay → optimizer step → max-norm → LR schedule (L-BFGS: the closure step in
+place of backward…step; the same guard and bookkeeping after it).
 A warm-restart cycle that ends at a step leaves a snapshot (snapshot ensembles).
 Each epoch: validate → monitor weights → LR schedule / SWA → early stopping →
 checkpoints (``best`` on improvement, ``last`` every epoch, both atomic and pickle-free, never
 written from non-finite weights).
 
-Helpers live in their own modules: ``schedules`` (LR), ``regularize`` (penalties, clipping,
-constraints), ``monitor`` (weight statistics), ``swa`` (snapshots and SWA), ``checkpoint``.
+Helpers live in their own modules: ``schedules`` (LR), ``regularize`` (the registry of penalties,
+clipping, constraints, applied by stage), ``monitor`` (weight statistics), ``swa`` (snapshots and
+SWA), ``state`` (``TrainState``: everything a resume needs) and ``checkpoint`` (the file format).
 """
 
 from __future__ import annotations
@@ -171,6 +174,15 @@ def evaluate_loss(model, X, y, loss_fn, task: str, batch_size: int, y_std: float
     return total / n, spec.finish(float(score) / max(count, 1))
 
 
+def _copy_weights(state: dict) -> dict:
+    """A copy of a ``state_dict`` (tensors cloned, ``_metadata`` kept): what ``copy.deepcopy`` gives,
+    without its per-object memo bookkeeping (it runs on every improving epoch)."""
+    out = type(state)((k, v.detach().clone()) for k, v in state.items())
+    if hasattr(state, "_metadata"):
+        out._metadata = copy.deepcopy(state._metadata)
+    return out
+
+
 def _trainable_groups(model: torch.nn.Module, param_groups) -> list[dict]:
     """The optimizer's parameter groups: ``param_groups`` (a list of dicts, or ``model -> list of
     dicts``) or one group of all parameters; frozen parameters (``requires_grad=False``) left out."""
@@ -292,7 +304,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     state = TrainState()
     parts = Parts(optimizer=opt, schedule=sched, shuffle=shuffle, stopper=stopper, augment=augment,
                   watcher=watcher, swa=swa)
-    best_weights = copy.deepcopy(model.state_dict())
+    best_weights = _copy_weights(model.state_dict())
 
     # 2. Resume: model and the whole TrainState from `last`; best weights from `best`.
     if resume_from is not None:
@@ -300,7 +312,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
         model.load_state_dict(weights)
         state.restore(parts)
         best_path = resume_from / "best.safetensors"
-        best_weights = load_checkpoint(best_path)[0] if best_path.exists() else copy.deepcopy(weights)
+        best_weights = load_checkpoint(best_path)[0] if best_path.exists() else _copy_weights(weights)
     elif watcher is not None:
         watcher.record(0, model, probe)  # the initial distribution: epoch 0, weights only
     start_epoch = state.epoch + 1
@@ -439,7 +451,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                 state.losses.append(group_loss / group)
                 if cycle_ended and snapshot_on:
                     snap = {"epoch": epoch, "step": len(state.lrs), "file": f"snapshot_{len(state.snapshots) + 1}.safetensors"}
-                    state.snapshots.append({**snap, "weights": copy.deepcopy(model.state_dict())})
+                    state.snapshots.append({**snap, "weights": _copy_weights(model.state_dict())})
                     if ckpt_dir is not None:
                         save_checkpoint(ckpt_dir / snap["file"], state.snapshots[-1]["weights"], meta=snap)
             if live:
@@ -474,7 +486,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             # 6. Early stopping bookkeeping and checkpoints (best on improvement, last always).
             if stopper.improved(row[monitor]):
                 state.best_epoch, state.best_value = epoch, row[monitor]
-                best_weights = copy.deepcopy(model.state_dict())
+                best_weights = _copy_weights(model.state_dict())
                 if ckpt_dir is not None:
                     save_checkpoint(ckpt_dir / "best.safetensors", best_weights,
                                     meta={"epoch": epoch, monitor: row[monitor]})
