@@ -152,7 +152,7 @@ def batches_per_epoch(n: int, bs: int) -> int:
 
 def _to_host(values: list[torch.Tensor]) -> list[float]:
     """0-dim tensors as Python floats, in one device→host transfer (one sync) off the CPU."""
-    if len(values) == 1 or values[0].device.type == "cpu":
+    if len(values) == 1 or values[0].device.type != "cuda":
         return [v.item() for v in values]  # on the CPU .item() is a read, not a sync
     dev = values[0].device
     return torch.stack([v.detach().to(dev, torch.float64) for v in values]).tolist()  # float32 → 64: exact
