@@ -106,6 +106,61 @@ def test_resume_through_train_state_is_bit_exact(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), net3.state_dict().values()))
 
 
+def _parts(seed_shift: int):
+    """Live objects of a run (optimizer, schedule, RNGs, early stopping, monitor, SWA), advanced a little."""
+    from types import SimpleNamespace
+
+    from methodo.config import SWAConfig
+    from methodo.train.loop import EarlyStopping
+    from methodo.train.monitor import WeightMonitor
+    from methodo.train.schedules import build_schedule
+    from methodo.train.state import Parts
+    from methodo.train.swa import SWA
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    sched = build_schedule(opt, "cosine", {"warmup_steps": 2}, epochs=3, steps_per_epoch=2)
+    stopper = EarlyStopping("val_loss", "min", 3, 0.0)
+    watcher, swa = WeightMonitor(net), SWA(net, opt, SWAConfig(start=1), 3)
+    parts = Parts(optimizer=opt, schedule=sched, shuffle=torch.Generator().manual_seed(1), stopper=stopper,
+                  augment=SimpleNamespace(generator=torch.Generator().manual_seed(2)), watcher=watcher, swa=swa)
+    for k in range(1 + seed_shift):  # advance every part differently per seed_shift
+        net(torch.ones(2, 3)).sum().backward()
+        opt.step()
+        sched.after_step()
+        stopper.improved(1.0 / (k + 1))
+        watcher.record(k, net)
+        swa.after_epoch(net)
+        torch.randperm(5, generator=parts.shuffle)
+        torch.rand(1, generator=parts.augment.generator)
+        torch.rand(1), np.random.rand(), __import__("random").random()
+    return parts
+
+
+def test_restore_puts_back_everything_capture_took():
+    """capture and restore list the same live state: capture → disturb → restore → capture is unchanged."""
+    a = TrainState()
+    parts = _parts(0)
+    a.capture(parts)
+    a = TrainState.from_dict(_roundtrip(a.to_dict()))
+    other = _parts(2)  # the same objects, further along
+    a.restore(other)
+    b = TrainState()
+    b.capture(other)
+    for f in dataclasses.fields(TrainState):
+        assert _same(getattr(a, f.name), getattr(b, f.name)), f.name
+
+
+def _roundtrip(tree):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        save_checkpoint(Path(d) / "x.safetensors", {}, tree)
+        return load_checkpoint(Path(d) / "x.safetensors")[1]
+
+
 # --------------------------------------------------------------------------- seams
 
 
