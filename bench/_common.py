@@ -21,6 +21,18 @@ def loadavg() -> str:
         return "n/a"
 
 
+MAX_LOAD = 0.5  # above this 1-minute load average, timings are not worth writing down
+
+
+def load_too_high(load: str, limit: float = MAX_LOAD) -> bool:
+    """True when the 1-minute load average ``load`` (as :func:`loadavg` gives it) is above ``limit``,
+    or unknown: other processes then share the cores and a timing ratio says little."""
+    try:
+        return float(load) > limit
+    except ValueError:
+        return True
+
+
 def cpu_and_nproc() -> tuple[str, str]:
     """The CPU model name and `nproc` (ignoring OMP limits, so it says what the machine has)."""
     cpu = platform.processor() or "unknown"

@@ -113,7 +113,9 @@ def test_task_loss_is_finite_and_its_score_a_sum_and_a_count(entry):
     assert torch.isfinite(spec.loss(out.detach(), y, None, label_smoothing=0.1) if entry.name != "regression"
                           else spec.loss(out.detach(), y, None))
     s, count = spec.batch_score(out.detach(), y)
-    assert isinstance(s, float) and math.isfinite(s) and s >= 0
+    assert isinstance(s, torch.Tensor) and s.ndim == 0  # summed on the device: no host read per batch
+    s = float(s)
+    assert math.isfinite(s) and s >= 0
     assert isinstance(count, int) and 0 < count <= y.numel()  # rows, pixels or tokens
     assert math.isfinite(spec.finish(s / count))
     # the epoch score is one of the task's metrics, with the same direction

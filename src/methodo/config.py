@@ -272,6 +272,12 @@ class LRFindConfig(_Strict):
 
 
 class RegularizationConfig(_Strict):
+    """The built-in regularizers below, plus any registered with
+    :func:`methodo.train.regularize.register_regularizer` (``train.regularization.NAME: VALUE``).
+    Any other key is an error naming the choices."""
+
+    model_config = ConfigDict(extra="allow", strict=True, validate_default=True)
+
     l1: float = Field(0.0, ge=0, description="L1 penalty λ·Σ|w| added to the loss (weights of dim ≥ 2).")
     l2: float = Field(0.0, ge=0, description="L2 penalty λ/2·Σw² added to the loss (weights of dim ≥ 2).")
     decoupled_wd: float = Field(
@@ -283,6 +289,30 @@ class RegularizationConfig(_Strict):
     dropout: float | None = Field(
         None, ge=0, lt=1, description="Set the rate of every dropout layer of the model (null: the model's own).")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy target.")
+
+    @model_validator(mode="after")
+    def _registered_only(self):
+        extra = self.model_extra or {}
+        if not extra:
+            return self
+        from methodo.train.regularize import REGULARIZERS  # only when a key beyond the built-ins is used
+
+        registered = {e.meta["key"].rsplit(".", 1)[1]: e for e in REGULARIZERS.entries()
+                      if e.meta["key"].startswith("train.regularization.")}
+        for key, value in extra.items():
+            entry = registered.get(key)
+            if entry is None:
+                raise _KeyError(f"train.regularization.{key}", "unknown regularizer; choose one of "
+                                + choices(sorted(set(type(self).model_fields) | set(registered))))
+            check = entry.meta.get("check")
+            try:
+                if check is not None:
+                    check(value)
+                elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                    raise ValueError(f"expects a number >= 0 (got {value!r})")
+            except (TypeError, ValueError) as exc:
+                raise _KeyError(f"train.regularization.{key}", str(exc)) from None
+        return self
 
 
 class ClipConfig(_Strict):
@@ -354,6 +384,8 @@ class TrainConfig(_Strict):
         if self.optimizer.name == "lbfgs":  # steps through a closure that re-evaluates the loss
             for key, on in (("train.accumulate", self.accumulate > 1), ("train.clip.norm", self.clip.norm),
                             ("train.clip.value", self.clip.value), ("train.swa", self.swa is not None),
+                            ("train.regularization.decoupled_wd", self.regularization.decoupled_wd),
+                            ("train.regularization.max_norm", self.regularization.max_norm is not None),
                             ("train.optimizer.lr", self.optimizer.lr == "auto")):
                 if on:
                     raise _KeyError(key, "not supported with the 'lbfgs' optimizer (it steps through a closure "

@@ -11,8 +11,9 @@ Adding a task: a module here that builds a ``TaskSpec`` and registers it with ``
 ``multilabel.py``), its metrics in ``methodo.evaluate.metrics`` registered with ``task=NAME``, and a
 dataset whose ``task`` is NAME. The contract tests (``tests/test_contracts.py``) then cover it.
 
-The epoch score is accumulated over batches as ``(sum, count)`` pairs, then turned into the epoch's
-value by ``finish``: accuracy is ``correct / rows``, pixel accuracy ``correct / pixels``, perplexity
+The epoch score is accumulated over batches as ``(sum, count)`` pairs — the sum a 0-dim tensor on
+the batch's device, so the loop adds them up without a host sync per batch — then turned into the
+epoch's value by ``finish``: accuracy is ``correct / rows``, pixel accuracy ``correct / pixels``, perplexity
 ``exp(summed NLL / tokens)``.
 
 Examples
@@ -23,7 +24,7 @@ Examples
 >>> out = torch.zeros(2, 3, 4, 4); out[:, 1] = 5.0          # logits: class 1 everywhere
 >>> y = torch.ones(2, 4, 4, dtype=torch.long); y[0, 0, 0] = 0
 >>> s, n = spec.batch_score(out, y)
->>> spec.score, s / n
+>>> spec.score, float(s) / n
 ('pixel_accuracy', 0.96875)
 """
 

@@ -24,7 +24,8 @@ class TaskSpec:
     """What one task does at every stage. Callables take plain tensors / arrays; none imports heavily at load.
 
     Training (the loop): ``loss(out, y, class_weights, label_smoothing=0.0)`` is the mean training loss of
-    a batch; ``batch_score(out, y, y_std=1.0)`` returns ``(sum, count)`` for the epoch score;
+    a batch; ``batch_score(out, y, y_std=1.0)`` returns ``(sum, count)`` for the epoch score (sum: a 0-dim
+    tensor, count: an int);
     ``finish(sum / count)`` is the value.
 
     Evaluation: ``to_scores(out, y)`` turns a batch of model outputs into what metrics read
@@ -88,7 +89,7 @@ def cross_entropy(out, y, class_weights=None, label_smoothing=0.0):
 
 
 def correct(out, y, y_std=1.0):
-    return float((out.argmax(1) == y).sum()), y.numel()
+    return (out.argmax(1) == y).sum(), y.numel()
 
 
 def softmax(out, y=None):

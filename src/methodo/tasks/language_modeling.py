@@ -9,7 +9,7 @@ from methodo.tasks.base import TASKS, TaskSpec, cross_entropy, exp_capped, no_st
 def _token_nll(out, y, y_std=1.0):
     import torch.nn.functional as F
 
-    return float(F.cross_entropy(out.transpose(1, 2), y, reduction="sum")), y.numel()
+    return F.cross_entropy(out.transpose(1, 2), y, reduction="sum"), y.numel()
 
 
 def _target_logprob(out, y):

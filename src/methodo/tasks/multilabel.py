@@ -22,7 +22,7 @@ def _bce(out, y, class_weights=None, label_smoothing=0.0):
 
 
 def _exact(out, y, y_std=1.0):
-    return float(((out >= 0) == (y >= 0.5)).all(1).sum()), len(y)  # logit ≥ 0 ⇔ probability ≥ 0.5
+    return ((out >= 0) == (y >= 0.5)).all(1).sum(), len(y)  # logit ≥ 0 ⇔ probability ≥ 0.5
 
 
 def _sigmoid(out, y=None):

@@ -12,7 +12,7 @@ def _mse(out, y, class_weights=None, label_smoothing=0.0):
 
 
 def _abs_error(out, y, y_std=1.0):
-    return float((out.squeeze(-1) - y).abs().sum()) * y_std, y.numel()
+    return (out.squeeze(-1) - y).abs().sum().double() * y_std, y.numel()  # target units, in float64
 
 
 def _squeeze(out, y=None):

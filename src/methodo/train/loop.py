@@ -1,16 +1,19 @@
 """The training loop: one function, read top to bottom.
 
 Data is in memory, so batches are cut by tensor indexing from one seeded permutation per epoch
-(no per-sample collation). Each optimizer step: forward (autocast when bf16) → loss (+ L1/L2
-penalty) → guard → backward (accumulated over ``accumulate`` micro-batches) → gradient norm,
-NaN check, clipping → decoupled weight decay → optimizer step → max-norm → LR schedule.
+(no per-sample collation). Each optimizer step: forward (autocast when bf16) → loss (+ penalties
+and the caller's ``extra_loss``) → backward (accumulated over ``accumulate`` micro-batches) →
+guard on the step's losses and gradient norm, read from the device together → clipping →
+decoupled weight decay → optimizer step → max-norm → LR schedule (L-BFGS: the closure step in
+place of backward…step; the same guard and bookkeeping after it).
 A warm-restart cycle that ends at a step leaves a snapshot (snapshot ensembles).
 Each epoch: validate → monitor weights → LR schedule / SWA → early stopping →
 checkpoints (``best`` on improvement, ``last`` every epoch, both atomic and pickle-free, never
 written from non-finite weights).
 
-Helpers live in their own modules: ``schedules`` (LR), ``regularize`` (penalties, clipping,
-constraints), ``monitor`` (weight statistics), ``swa`` (snapshots and SWA), ``checkpoint``.
+Helpers live in their own modules: ``schedules`` (LR), ``regularize`` (the registry of penalties,
+clipping, constraints, applied by stage), ``monitor`` (weight statistics), ``swa`` (snapshots and
+SWA), ``state`` (``TrainState``: everything a resume needs) and ``checkpoint`` (the file format).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ from methodo.train.checkpoint import load_checkpoint, save_checkpoint
 from methodo.train.optim import build_optimizer, needs_closure
 from methodo.train.regularize import Regularization, first_non_finite_grad, first_non_finite_param, grad_norm
 from methodo.train.schedules import build_schedule
+from methodo.train.state import Parts, TrainState
 
 
 class NonFiniteLoss(Exception):
@@ -76,7 +79,8 @@ class TrainResult:
     best_epoch: int = 0
     best_value: float | None = None
     epochs_run: int = 0
-    stopped_early: bool = False
+    stopped_early: bool = False  # stopped by early stopping
+    stopped_by: str | None = None  # "early_stopping" | "callback" (on_epoch returned True) | None: ran all epochs
 
 
 class EarlyStopping:
@@ -146,11 +150,12 @@ def batches_per_epoch(n: int, bs: int) -> int:
     return full + (1 if rest >= 2 or (rest == 1 and n == 1) else 0)
 
 
-@torch.no_grad()
-def _score(out: torch.Tensor, y: torch.Tensor, spec, y_std: float) -> tuple[float, int]:
-    """The task's epoch score of a batch as ``(sum, count)``: correct rows or pixels, summed absolute
-    error in target units, or summed token NLL (``methodo.tasks``)."""
-    return spec.batch_score(out.float(), y, y_std)
+def _to_host(values: list[torch.Tensor]) -> list[float]:
+    """0-dim tensors as Python floats, in one device→host transfer (one sync) off the CPU."""
+    if len(values) == 1 or values[0].device.type != "cuda":
+        return [v.item() for v in values]  # on the CPU .item() is a read, not a sync
+    dev = values[0].device
+    return torch.stack([v.detach().to(dev, torch.float64) for v in values]).tolist()  # float32 → 64: exact
 
 
 @torch.no_grad()
@@ -158,25 +163,70 @@ def evaluate_loss(model, X, y, loss_fn, task: str, batch_size: int, y_std: float
     """``(mean loss, the task's epoch score)`` over ``X`` in eval mode (MAE in target units)."""
     model.eval()
     spec = task_spec(task)
-    total, score, count, n = 0.0, 0.0, 0, len(X)
+    total, count, n = 0.0, 0, len(X)
+    score = torch.zeros((), dtype=torch.float64, device=X.device)
     for s in range(0, n, batch_size):
         out = model(X[s:s + batch_size])
         yb = y[s:s + batch_size]
         total += loss_fn(out, yb).item() * len(yb)
-        num, den = _score(out, yb, spec, y_std)
+        num, den = spec.batch_score(out.float(), yb, y_std)
         score, count = score + num, count + den
-    return total / n, spec.finish(score / max(count, 1))
+    return total / n, spec.finish(float(score) / max(count, 1))
+
+
+def _copy_weights(state: dict) -> dict:
+    """A copy of a ``state_dict`` (tensors cloned, ``_metadata`` kept): what ``copy.deepcopy`` gives,
+    without its per-object memo bookkeeping (it runs on every improving epoch)."""
+    out = type(state)((k, v.detach().clone()) for k, v in state.items())
+    if hasattr(state, "_metadata"):
+        out._metadata = copy.deepcopy(state._metadata)
+    return out
+
+
+def _trainable_groups(model: torch.nn.Module, param_groups) -> list[dict]:
+    """The optimizer's parameter groups: ``param_groups`` (a list of dicts, or ``model -> list of
+    dicts``) or one group of all parameters; frozen parameters (``requires_grad=False``) left out."""
+    if param_groups is None:
+        groups = [{"params": list(model.parameters())}]
+    else:
+        groups = param_groups(model) if callable(param_groups) else param_groups
+        groups = [dict(g) for g in groups]
+        for i, g in enumerate(groups):
+            if not isinstance(g, dict) or "params" not in g:
+                raise ConfigError(f"param_groups[{i}]: each group is a dict with 'params' and optimizer options")
+            g["params"] = list(g["params"])
+    for g in groups:
+        g["params"] = [p for p in g["params"] if p.requires_grad]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ConfigError("param_groups: no trainable parameter (every parameter has requires_grad=False)")
+    return groups
 
 
 def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None = None,
-        class_weights: torch.Tensor | None = None, on_epoch: Callable[[dict], None] | None = None,
-        resume_from: Path | None = None) -> TrainResult:
+        class_weights: torch.Tensor | None = None, on_epoch: Callable[[dict], object] | None = None,
+        resume_from: Path | None = None, param_groups: list[dict] | Callable | None = None,
+        extra_loss: Callable | None = None) -> TrainResult:
     """Train ``model`` on ``data.tensors['train']``, validating on ``'val'``; returns the history.
 
     The model ends with the best weights by the early-stopping monitor (``val_loss`` when early
     stopping is off: the epoch count is then fixed, but model selection still uses validation).
     Raises :class:`NonFiniteLoss` when the loss, a gradient or a weight becomes NaN/inf (with
     ``train.nan_guard.policy=stop``; ``skip`` drops such batches instead).
+
+    Three seams, plain arguments (no hooks):
+
+    - ``param_groups``: the optimizer's parameter groups, a list of dicts (``{"params": [...],
+      "lr": ...}``, torch's format) or a callable ``model -> list of dicts`` — frozen layers,
+      discriminative learning rates. Default: every parameter in one group. Parameters with
+      ``requires_grad=False`` are never given to the optimizer, regularized or clipped. Options a
+      group does not set come from ``train.optimizer``; the logged LR is group 0's.
+    - ``extra_loss(model, out, xb, yb) -> tensor``: a term added to the training loss before
+      ``backward`` (distillation, fairness penalties); like the L1/L2 penalties it is not part of
+      the logged ``train_loss``, which stays the data loss.
+    - ``on_epoch(row)``: called after every epoch with its ``metrics.csv`` row (after the
+      checkpoints are written); a truthy return value stops training after that epoch
+      (``result.stopped_by == "callback"``; pruning).
     """
     task = data.task
     device = resolve_device(tcfg.device)
@@ -205,9 +255,16 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     n_batches = batches_per_epoch(n, bs)
     steps_per_epoch = math.ceil(n_batches / accum)  # optimizer steps: what schedulers count
     spec = task_spec(task)
+    # Regularizers from the registry (methodo.train.regularize), each at its stage; `model` ones act now.
     reg = Regularization(model, tcfg.regularization, tcfg.clip)
+    if closure_step and (reg.has_before or reg.has_after):
+        on = [e.meta["key"] for st in ("before_step", "after_step") for _, _, e in reg.stages[st]]
+        raise ConfigError(f"{on[0]}: not supported with the {oc.name!r} optimizer (it steps through a closure "
+                          "that re-evaluates the loss); choose another optimizer or turn this off")
     cw = None if class_weights is None else class_weights.to(device)
-    loss_fn = loss_function(task, cw, tcfg.regularization.label_smoothing)
+    task_loss = spec.loss
+    loss_kw = reg.loss_kwargs()  # criterion-stage regularizers (label smoothing)
+    loss_fn = lambda out, y: task_loss(out, y, cw, **loss_kw)  # noqa: E731
     eval_loss_fn = loss_function(task, cw)  # validation loss without smoothing: comparable across runs
     guard = tcfg.nan_guard
     # auto: when clipping computes the norm anyway, or when skipping (a NaN step would poison the weights)
@@ -218,8 +275,9 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     sample_weights = getattr(data, "sample_weights", None)
     augment = getattr(data, "augment", None)
 
-    # 1. Optimizer, LR schedule (warmup + scheduler at its own frequency), early stopping, SWA.
-    opt = build_optimizer(model.parameters(), oc.name, oc.lr, oc.options)
+    # 1. Optimizer (over the trainable parameter groups), LR schedule (warmup + scheduler at its
+    #    own frequency), early stopping, SWA, weight monitor.
+    opt = build_optimizer(_trainable_groups(model, param_groups), oc.name, oc.lr, oc.options)
     sc = tcfg.scheduler
     sched = build_schedule(opt, sc.name, sc.options, epochs=tcfg.epochs, steps_per_epoch=steps_per_epoch)
     es_cfg = tcfg.early_stopping
@@ -241,41 +299,37 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     if channels_last:
         probe = probe.contiguous(memory_format=torch.channels_last)
     shuffle = generator(seed, offset=1)
-    result = TrainResult()
-    best_weights = copy.deepcopy(model.state_dict())
-    start_epoch = 1
-    first_loss: float | None = None  # the divergence guard compares against the first batch's loss
-    consecutive_skips = 0
+    # Everything a resumed run needs (beside the weights) lives in `state`; `parts` are the live
+    # objects whose own state it captures before each save and restores on resume.
+    state = TrainState()
+    parts = Parts(optimizer=opt, schedule=sched, shuffle=shuffle, stopper=stopper, augment=augment,
+                  watcher=watcher, swa=swa)
+    best_weights = _copy_weights(model.state_dict())
 
-    # 2. Resume: model, optimizer, schedule, RNGs, counters, history and extras from `last`.
+    # 2. Resume: model and the whole TrainState from `last`; best weights from `best`.
     if resume_from is not None:
-        weights, state, _ = load_checkpoint(resume_from / "last.safetensors")
+        weights, state = TrainState.load(resume_from / "last.safetensors")
         model.load_state_dict(weights)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["rng_torch"])
-        np.random.set_state(state["rng_numpy"])
-        random.setstate(state["rng_python"])
-        shuffle.set_state(state["rng_shuffle"])
-        if augment is not None and state.get("rng_augment") is not None:  # the same augmentations from here on
-            augment.generator.set_state(state["rng_augment"])
-        stopper.best, stopper.bad_epochs = state["stopper_best"], state["stopper_bad_epochs"]
-        result.history, result.lrs = state["history"], state["lrs"]
-        result.losses, result.grad_norms = state["losses"], state["grad_norms"]
-        result.skipped_batches, consecutive_skips = state["skipped_batches"], state["consecutive_skips"]
-        result.best_epoch, result.best_value = state["best_epoch"], state["best_value"]
-        first_loss = state["first_loss"]
-        start_epoch = state["epoch"] + 1
-        if watcher is not None and state.get("monitor") is not None:
-            watcher.history = state["monitor"]
-        if swa is not None and state.get("swa") is not None:
-            swa.load_state_dict(state["swa"])
-        for snap in state["snapshots"]:
-            result.snapshots.append({**snap, "weights": load_checkpoint(resume_from / snap["file"])[0]})
+        state.restore(parts)
         best_path = resume_from / "best.safetensors"
-        best_weights = load_checkpoint(best_path)[0] if best_path.exists() else copy.deepcopy(weights)
+        best_weights = load_checkpoint(best_path)[0] if best_path.exists() else _copy_weights(weights)
     elif watcher is not None:
         watcher.record(0, model, probe)  # the initial distribution: epoch 0, weights only
+    start_epoch = state.epoch + 1
+    result = TrainResult(history=state.history, lrs=state.lrs, losses=state.losses, grad_norms=state.grad_norms,
+                         skipped_batches=state.skipped_batches, snapshots=state.snapshots)
+
+    if closure_step:  # L-BFGS re-evaluates the loss (and its gradient) several times per step
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            out_ = model(xb)
+            loss_ = loss_fn(out_, yb)
+            if reg.has_penalty:
+                loss_ = loss_ + reg.penalty()
+            if extra_loss is not None:
+                loss_ = loss_ + extra_loss(model, out_, xb, yb)
+            loss_.backward()
+            return loss_
 
     total_steps = tcfg.epochs * n_batches
     import sys
@@ -286,6 +340,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     live = tcfg.progress and sys.stderr.isatty()
     bar = tqdm(total=total_steps, initial=(start_epoch - 1) * n_batches, disable=not live,
                unit="batch", dynamic_ncols=True, leave=False)
+    bar_every = max(1, min(16, n_batches // 4))  # batches per bar update: no tqdm call per batch
     try:
         for epoch in range(start_epoch, tcfg.epochs + 1):
             t0 = time.perf_counter()
@@ -296,8 +351,10 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                 perm = torch.multinomial(sample_weights, n, replacement=True, generator=shuffle).to(device)
             else:
                 perm = torch.randperm(n, generator=shuffle).to(device)
-            loss_sum, score_sum, score_count, seen = 0.0, 0.0, 0, 0
+            loss_sum, score_count, seen = 0.0, 0, 0
+            score_sum = torch.zeros((), dtype=torch.float64, device=device)  # on device: no sync per batch
             group_loss, group_bad = 0.0, None  # accumulation group: summed data loss, first bad tensor
+            pending: list[tuple] = []  # the group's micro-batches: (data loss tensor, rows, score sum, score count)
             step = 0  # optimizer steps in this epoch (1-based in messages)
             for b in range(n_batches):
                 signals.check()  # SIGTERM stops here, between two batches
@@ -314,58 +371,56 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                     step += 1
                     group_loss, group_bad = 0.0, None
                     opt.zero_grad(set_to_none=True)
-                if closure_step:  # L-BFGS re-evaluates the loss several times per step
-                    def closure():
-                        opt.zero_grad(set_to_none=True)
-                        loss_ = loss_fn(model(xb), yb)
-                        if reg.has_penalty:
-                            loss_ = loss_ + reg.penalty()
-                        loss_.backward()
-                        return loss_
-                    result.lrs.append(opt.param_groups[0]["lr"])
+                # 3a. Forward, data loss, backward of data loss + penalties + extra loss (the logged
+                #     loss stays the data loss). L-BFGS steps here instead: its closure runs forward +
+                #     backward (penalties included) as often as it needs; the loss logged and guarded
+                #     is that of the new weights.
+                if closure_step:
+                    lr = opt.param_groups[0]["lr"]
                     opt.step(closure)
                     with torch.no_grad():
                         out = model(xb)
-                        lv = loss_fn(out, yb).item()
-                    _guard(lv, epoch, step, first_loss, tcfg.divergence_factor)
-                    if first_loss is None:
-                        first_loss = lv
-                    result.losses.append(lv)
-                    sched.after_step()
-                    loss_sum += lv * len(idx)
-                    num, den = _score(out, yb, spec, y_std)
-                    score_sum, score_count = score_sum + num, score_count + den
-                    seen += len(idx)
-                    bar.update(1)
+                        loss = loss_fn(out, yb)
                 else:
-                    # 3a. Forward and loss (the penalty is added for backward, not to the logged loss).
                     with autocast():
                         out = forward(xb)
                         loss = loss_fn(out, yb)
-                    lv = loss.item()
-                    # 3b. The loss guard: exploding → stop; non-finite → stop, or skip the batch.
-                    if math.isfinite(lv) or guard.policy == "stop":
-                        _guard(lv, epoch, step, first_loss, tcfg.divergence_factor)
-                        if first_loss is None:
-                            first_loss = lv
-                        if reg.has_penalty:
-                            loss = loss + reg.penalty()
-                        (loss / group if group > 1 else loss).backward()
+                    total = loss
+                    if reg.has_penalty:
+                        total = total + reg.penalty()
+                    if extra_loss is not None:
+                        total = total + extra_loss(model, out, xb, yb)
+                    (total / group if group > 1 else total).backward()
+                num, den = spec.batch_score(out.detach().float(), yb, y_std)
+                pending.append((loss, len(idx), num, den))  # no detach: one op less per batch; read once below
+                if live and (b + 1) % bar_every == 0:
+                    bar.update(bar_every)
+                if not last_micro:
+                    continue
+                # 3b. The guard, once per optimizer step, before the optimizer applies it: the group's
+                #     losses (and the pre-clip gradient norm) come to the host in one transfer.
+                #     Exploding → stop; non-finite → stop, or skip the step (not after an L-BFGS step:
+                #     it is already applied, so that stops too).
+                gnorm = grad_norm(reg.params, tcfg.clip.norm_type) if need_norm and not closure_step else None
+                values = _to_host([p[0] for p in pending] + ([gnorm] if gnorm is not None else []))
+                for lv, (_, rows, num, den) in zip(values, pending):
+                    if math.isfinite(lv) or guard.policy == "stop" or closure_step:
+                        _guard(lv, epoch, step, state.first_loss, tcfg.divergence_factor)
+                        if state.first_loss is None:
+                            state.first_loss = lv
                         group_loss += lv
-                        loss_sum += lv * len(idx)
-                        num, den = _score(out, yb, spec, y_std)
-                        score_sum, score_count = score_sum + num, score_count + den
-                        seen += len(idx)
+                        loss_sum += lv * rows
+                        score_sum += num
+                        score_count += den
+                        seen += rows
                     elif group_bad is None:
                         group_bad = "loss"
-                    bar.update(1)
-                    if not last_micro:
-                        continue
+                pending.clear()
+                if not closure_step:
                     # 3c. Gradient: the pre-clip norm (logged), the NaN/inf check, clipping.
-                    if need_norm and group_bad is None:
-                        gnorm = grad_norm(reg.params, tcfg.clip.norm_type)
-                        gv = gnorm.item()
-                        result.grad_norms.append(gv)
+                    if gnorm is not None and group_bad is None:
+                        gv = values[-1]
+                        state.grad_norms.append(gv)
                         if not math.isfinite(gv) and check_grads:
                             name = first_non_finite_grad(model) or "?"
                             if guard.policy == "stop":
@@ -375,40 +430,43 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                             reg.clip_grads(gnorm)
                     if group_bad is not None:  # skip policy: drop this step's gradients
                         opt.zero_grad(set_to_none=True)
-                        result.skipped_batches.append({"epoch": epoch, "step": step, "tensor": group_bad})
-                        consecutive_skips += 1
-                        if consecutive_skips >= guard.max_skips:
-                            raise NonFiniteLoss(epoch, step, float("nan"),
-                                                tensor=f"{group_bad} ({consecutive_skips} consecutive batches skipped)")
+                        state.skipped_batches.append({"epoch": epoch, "step": step, "tensor": group_bad})
+                        state.consecutive_skips += 1
+                        if state.consecutive_skips >= guard.max_skips:
+                            raise NonFiniteLoss(epoch, step, float("nan"), tensor=f"{group_bad} "
+                                                f"({state.consecutive_skips} consecutive batches skipped)")
                         continue
-                    consecutive_skips = 0
-                    # 3d. Decoupled weight decay, the optimizer step, max-norm, the LR schedule.
+                    state.consecutive_skips = 0
+                    # 3d. Decoupled weight decay, the optimizer step, max-norm (regularizer stages).
                     lr = opt.param_groups[0]["lr"]
-                    result.lrs.append(lr)
                     if reg.has_before:
                         reg.before_step(lr)
                     opt.step()
                     if reg.has_after:
                         reg.after_step()
-                    cycle_ended = sched.after_step() if not swa_on else False
-                    result.losses.append(group_loss / group)
-                    # 3e. Snapshot at the end of a warm-restart cycle (the LR is at its minimum here).
-                    if cycle_ended and snapshot_on:
-                        snap = {"epoch": epoch, "step": len(result.lrs), "file": f"snapshot_{len(result.snapshots) + 1}.safetensors"}
-                        result.snapshots.append({**snap, "weights": copy.deepcopy(model.state_dict())})
-                        if ckpt_dir is not None:
-                            save_checkpoint(ckpt_dir / snap["file"], result.snapshots[-1]["weights"], meta=snap)
+                # 3e. Step bookkeeping (every optimizer): LR, loss, schedule; a snapshot at the end of
+                #     a warm-restart cycle (the LR is at its minimum here).
+                state.lrs.append(lr)
+                cycle_ended = sched.after_step() if not swa_on else False
+                state.losses.append(group_loss / group)
+                if cycle_ended and snapshot_on:
+                    snap = {"epoch": epoch, "step": len(state.lrs), "file": f"snapshot_{len(state.snapshots) + 1}.safetensors"}
+                    state.snapshots.append({**snap, "weights": _copy_weights(model.state_dict())})
+                    if ckpt_dir is not None:
+                        save_checkpoint(ckpt_dir / snap["file"], state.snapshots[-1]["weights"], meta=snap)
+            if live:
+                bar.update(n_batches % bar_every)
 
             # 4. Validation, the epoch row, weight monitoring.
             val_loss, val_score = evaluate_loss(model, Xva, yva, eval_loss_fn, task, tcfg.eval_batch_size, y_std)
             m = spec.score
             row = {
-                "epoch": epoch, "lr": result.lrs[-1] if result.lrs else oc.lr,
-                "train_loss": loss_sum / max(seen, 1), f"train_{m}": spec.finish(score_sum / max(score_count, 1)),
+                "epoch": epoch, "lr": state.lrs[-1] if state.lrs else oc.lr,
+                "train_loss": loss_sum / max(seen, 1), f"train_{m}": spec.finish(float(score_sum) / max(score_count, 1)),
                 "val_loss": val_loss, f"val_{m}": val_score,
             }
-            if need_norm and result.grad_norms:
-                norms = result.grad_norms[-step:]
+            if need_norm and state.grad_norms:
+                norms = state.grad_norms[-step:]
                 row["grad_norm"] = float(np.median(norms))
             if not math.isfinite(val_loss):
                 bad = first_non_finite_param(model)
@@ -427,43 +485,34 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
 
             # 6. Early stopping bookkeeping and checkpoints (best on improvement, last always).
             if stopper.improved(row[monitor]):
-                result.best_epoch, result.best_value = epoch, row[monitor]
-                best_weights = copy.deepcopy(model.state_dict())
+                state.best_epoch, state.best_value = epoch, row[monitor]
+                best_weights = _copy_weights(model.state_dict())
                 if ckpt_dir is not None:
                     save_checkpoint(ckpt_dir / "best.safetensors", best_weights,
                                     meta={"epoch": epoch, monitor: row[monitor]})
             row["time_s"] = time.perf_counter() - t0
-            result.history.append(row)
+            state.history.append(row)
+            state.epoch = epoch
             if ckpt_dir is not None:
-                state = {
-                    "epoch": epoch, "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
-                    "rng_torch": torch.get_rng_state(), "rng_numpy": np.random.get_state(),
-                    "rng_python": random.getstate(), "rng_shuffle": shuffle.get_state(),
-                    "rng_augment": augment.generator.get_state() if augment is not None else None,
-                    "stopper_best": stopper.best, "stopper_bad_epochs": stopper.bad_epochs,
-                    "history": result.history, "lrs": result.lrs, "losses": result.losses,
-                    "grad_norms": result.grad_norms, "skipped_batches": result.skipped_batches,
-                    "consecutive_skips": consecutive_skips,
-                    "best_epoch": result.best_epoch, "best_value": result.best_value,
-                    "first_loss": first_loss,
-                    "monitor": watcher.history if watcher is not None else None,
-                    "swa": swa.state_dict() if swa is not None else None,
-                    "snapshots": [{k: v for k, v in sn.items() if k != "weights"} for sn in result.snapshots],
-                }
-                save_checkpoint(ckpt_dir / "last.safetensors", model.state_dict(), state, meta={"epoch": epoch})
-            if on_epoch is not None:
-                on_epoch(row)
+                state.capture(parts)
+                state.save(ckpt_dir / "last.safetensors", model.state_dict())
+            # 7. The caller's callback (may stop: pruning), progress, early stopping.
+            stop_asked = bool(on_epoch(row)) if on_epoch is not None else False
             shown = {k: f"{v:.4g}" for k, v in row.items() if k.startswith(("train_", "val_"))}
             bar.set_postfix(shown)
             if tcfg.progress and not live:
                 print(f"epoch {epoch}/{tcfg.epochs} " + " ".join(f"{k}={v}" for k, v in shown.items())
                       + f" ({row['time_s']:.2f} s)", file=sys.stderr, flush=True)
+            if stop_asked:
+                result.stopped_by = "callback"
+                break
             if stopper.should_stop:
-                result.stopped_early = True
+                result.stopped_early, result.stopped_by = True, "early_stopping"
                 break
     finally:
         bar.close()
-    result.epochs_run = len(result.history)
+    result.best_epoch, result.best_value = state.best_epoch, state.best_value
+    result.epochs_run = len(state.history)
     result.monitor = watcher.history if watcher is not None else []
     if swa is not None and swa.n_averaged > 0:
         result.swa_weights = swa.weights(Xtr, bs)

@@ -64,7 +64,24 @@ def _coerce(options: dict) -> dict:
 
 
 def build_optimizer(params, name: str, lr: float, options: dict):
-    """The torch optimizer ``name`` over ``params``."""
+    """The torch optimizer ``name`` over ``params``: parameters, or parameter groups (dicts with
+    ``"params"`` and per-group options such as ``lr``, torch's format); ``lr`` and ``options`` are
+    the defaults of every group. Frozen parameters (``requires_grad=False``) are left out.
+
+    >>> import torch
+    >>> body, head = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+    >>> opt = build_optimizer([{"params": body.parameters(), "lr": 0.01}, {"params": head.parameters()}],
+    ...                       "sgd", 0.1, {"momentum": 0.9})
+    >>> [g["lr"] for g in opt.param_groups]
+    [0.01, 0.1]
+    """
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        groups = [{**_coerce({k: v for k, v in g.items() if k != "params"}),
+                   "params": [p for p in g["params"] if p.requires_grad]} for g in params]
+        params = [g for g in groups if g["params"]]
+    else:
+        params = [p for p in params if p.requires_grad]
     return _cls(name)(params, lr=lr, **_coerce(options))
 
 

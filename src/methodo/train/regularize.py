@@ -13,7 +13,29 @@ Where each one acts in a training step (the loop's numbered steps):
 - ``after_step``   the max-norm constraint rescales each unit's incoming weights after the step.
 
 Penalties, decay and max-norm act on weights of dimension ≥ 2 (linear and conv kernels), not on
-biases or normalization scales, as is usual.
+biases or normalization scales, as is usual; frozen parameters (``requires_grad=False``) are never
+regularized nor clipped.
+
+The registry is what the loop applies: :class:`Regularization` walks ``REGULARIZERS`` and calls
+every entry whose config value (``meta["key"]``, e.g. ``train.regularization.l1``) differs from its
+default ("off"), at its ``meta["stage"]``, with the call signature of that stage:
+
+==============  =====================================================  ==========================
+stage           call                                                   when
+==============  =====================================================  ==========================
+``loss``        ``fn(weights, value) -> tensor`` (summed, in name      every forward, before
+                order, into the penalty added for ``backward``)        ``backward``
+``criterion``   the value is passed to the task's loss as the          building the loss
+                keyword ``meta["loss_kwarg"]``
+``model``       ``fn(model, value)``                                   once, before training
+``gradient``    ``fn(params, value, norm_type, total=pre_clip_norm)``  after ``backward``
+``before_step`` ``fn(weights, value, lr)``                             before ``optimizer.step``
+``after_step``  ``fn(weights, value)``                                 after ``optimizer.step``
+==============  =====================================================  ==========================
+
+So registering a function with its stage and a key under ``train.regularization`` is enough to
+use it from a config (``train.regularization.NAME: VALUE``; the value is a number ≥ 0 unless the
+entry gives a ``check`` callable); ``default`` (meta, 0.0 unless given) is the "off" value.
 
 Examples
 --------
@@ -59,7 +81,7 @@ def decoupled_weight_decay(params: list[torch.Tensor], strength: float, lr: floa
 
 @REGULARIZERS.register("max_norm", help="max-norm constraint: each unit's incoming weight vector is "
                        "rescaled to L2 norm ≤ c after each step", stage="after_step",
-                       key="train.regularization.max_norm", example=0.5)
+                       key="train.regularization.max_norm", example=0.5, default=None)
 @torch.no_grad()
 def max_norm(params: list[torch.Tensor], c: float) -> None:
     for p in params:
@@ -69,7 +91,7 @@ def max_norm(params: list[torch.Tensor], c: float) -> None:
 
 
 @REGULARIZERS.register("dropout", help="set the rate of every dropout layer of the model",
-                       stage="model", key="train.regularization.dropout", example=0.5)
+                       stage="model", key="train.regularization.dropout", example=0.5, default=None)
 def set_dropout(model: torch.nn.Module, p: float) -> int:
     """Set ``p`` on every ``nn.Dropout*`` module; returns how many were changed."""
     n = 0
@@ -82,14 +104,14 @@ def set_dropout(model: torch.nn.Module, p: float) -> int:
 
 @REGULARIZERS.register("label_smoothing", help="label smoothing ε: the target puts 1−ε on the class "
                        "and ε spread over all classes", stage="criterion",
-                       key="train.regularization.label_smoothing", example=0.1)
+                       key="train.regularization.label_smoothing", example=0.1, loss_kwarg="label_smoothing")
 def label_smoothing_loss(logits: torch.Tensor, y: torch.Tensor, eps: float,
                          weight: torch.Tensor | None = None) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits, y, weight=weight, label_smoothing=eps)
 
 
 @REGULARIZERS.register("clip_norm", help="gradient clipping by global norm (the pre-clip norm is "
-                       "logged every step)", stage="gradient", key="train.clip.norm", example=0.1)
+                       "logged every step)", stage="gradient", key="train.clip.norm", example=0.1, default=None)
 @torch.no_grad()
 def clip_norm(params: list[torch.Tensor], max_norm: float, norm_type: float = 2.0,
               total: torch.Tensor | None = None) -> torch.Tensor:
@@ -101,7 +123,7 @@ def clip_norm(params: list[torch.Tensor], max_norm: float, norm_type: float = 2.
 
 @REGULARIZERS.register("clip_value", help="gradient clipping by value: each element to [−v, v] "
                        "(the pre-clip norm is logged every step)", stage="gradient",
-                       key="train.clip.value", example=1e-3)
+                       key="train.clip.value", example=1e-3, default=None)
 @torch.no_grad()
 def clip_value(params: list[torch.Tensor], value: float, norm_type: float = 2.0,
                total: torch.Tensor | None = None) -> torch.Tensor:
@@ -130,48 +152,97 @@ def first_non_finite_grad(model: torch.nn.Module) -> str | None:
     return None
 
 
+@torch.no_grad()
 def first_non_finite_param(model: torch.nn.Module) -> str | None:
-    for name, t in model.state_dict().items():
+    """Name of the first weight or buffer holding a NaN or inf; ``None`` when all are finite.
+
+    One fused norm over every floating tensor answers the usual case (all finite) in one pass; only
+    when that norm is not finite (a NaN/inf, or finite values so large their squares overflow) are
+    the tensors checked one by one, for the name.
+    """
+    state = model.state_dict()
+    floats = [t for t in state.values() if t.is_floating_point()]
+    if floats and len({(t.device, t.dtype) for t in floats}) == 1:
+        if bool(torch.isfinite(torch.stack(torch._foreach_norm(floats, 2.0))).all()):
+            return None
+    for name, t in state.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             return name
     return None
 
 
-class Regularization:
-    """The regularization and clipping of one run, from ``train.regularization`` and ``train.clip``.
+STAGES = ("loss", "criterion", "model", "gradient", "before_step", "after_step")
 
-    ``active`` flags let the loop skip every call that would do nothing, so a feature that is off
-    costs nothing per step.
+
+def register_regularizer(name: str, fn=None, *, stage: str, help: str, example: float, default=0.0,
+                         check=None, **meta):
+    """Register ``fn`` as regularizer ``name`` at ``stage``, usable as ``train.regularization.NAME``.
+
+    ``check(value)`` (optional) raises ``ValueError`` for a value it refuses; by default the value
+    must be a number ≥ 0. Usable as a decorator when ``fn`` is omitted.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage {stage!r}: choose one of {STAGES}")
+    return REGULARIZERS.register(name, fn, help=help, stage=stage, key=f"train.regularization.{name}",
+                                 example=example, default=default, check=check, **meta)
+
+
+def config_value(entry, reg_cfg, clip_cfg):
+    """The configured value of ``entry`` (from ``train.regularization`` or ``train.clip``)."""
+    section, key = entry.meta["key"].rsplit(".", 1)
+    cfg = clip_cfg if section == "train.clip" else reg_cfg
+    return getattr(cfg, key, entry.meta.get("default", 0.0))
+
+
+def is_on(entry, value) -> bool:
+    """A regularizer is on when its value differs from its default (0, or None where 0 means something)."""
+    return value is not None and value != entry.meta.get("default", 0.0)
+
+
+class Regularization:
+    """The regularization and clipping of one run, from ``train.regularization`` and ``train.clip``,
+    as the registry says: each entry that is on, grouped by stage, in name order.
+
+    ``has_*`` flags let the loop skip every call that would do nothing, so a feature that is off
+    costs nothing per step. ``weights`` (trainable, dim ≥ 2) are what penalties, decay and max-norm
+    act on; ``params`` (trainable) what clipping acts on.
     """
 
     def __init__(self, model: torch.nn.Module, reg_cfg, clip_cfg):
-        self.cfg, self.clip = reg_cfg, clip_cfg
+        self.clip = clip_cfg
         self.weights = decayed(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.has_penalty = bool(reg_cfg.l1 or reg_cfg.l2)
-        self.has_before = bool(reg_cfg.decoupled_wd)
-        self.has_after = reg_cfg.max_norm is not None
-        self.clips = clip_cfg.norm is not None or clip_cfg.value is not None
-        if reg_cfg.dropout is not None:
-            set_dropout(model, reg_cfg.dropout)
+        self.stages: dict[str, list[tuple]] = {s: [] for s in STAGES}
+        for entry in REGULARIZERS.entries():  # name order: l1 before l2, clip_norm before clip_value
+            value = config_value(entry, reg_cfg, clip_cfg)
+            if is_on(entry, value):
+                self.stages[entry.meta["stage"]].append((entry.obj, value, entry))
+        self.has_penalty = bool(self.stages["loss"])
+        self.has_before = bool(self.stages["before_step"])
+        self.has_after = bool(self.stages["after_step"])
+        self.clips = bool(self.stages["gradient"])
+        for fn, value, _ in self.stages["model"]:
+            fn(model, value)
+
+    def loss_kwargs(self) -> dict:
+        """Keyword options of the task's training loss from ``criterion`` regularizers (label smoothing)."""
+        return {e.meta["loss_kwarg"]: v for _, v, e in self.stages["criterion"]}
 
     def penalty(self) -> torch.Tensor:
         total = torch.zeros((), device=self.weights[0].device) if self.weights else torch.zeros(())
-        if self.cfg.l1:
-            total = total + l1_penalty(self.weights, self.cfg.l1)
-        if self.cfg.l2:
-            total = total + l2_penalty(self.weights, self.cfg.l2)
+        for fn, value, _ in self.stages["loss"]:
+            total = total + fn(self.weights, value)
         return total
 
     def clip_grads(self, total: torch.Tensor) -> None:
-        """Clip by norm and/or value, given the pre-clip global norm ``total``."""
-        if self.clip.norm is not None:
-            clip_norm(self.params, self.clip.norm, self.clip.norm_type, total=total)
-        if self.clip.value is not None:
-            torch.nn.utils.clip_grad_value_(self.params, self.clip.value)
+        """Clip (by norm, then by value), given the pre-clip global norm ``total``."""
+        for fn, value, _ in self.stages["gradient"]:
+            fn(self.params, value, self.clip.norm_type, total=total)
 
     def before_step(self, lr: float) -> None:
-        decoupled_weight_decay(self.weights, self.cfg.decoupled_wd, lr)
+        for fn, value, _ in self.stages["before_step"]:
+            fn(self.weights, value, lr)
 
     def after_step(self) -> None:
-        max_norm(self.weights, self.cfg.max_norm)
+        for fn, value, _ in self.stages["after_step"]:
+            fn(self.weights, value)
