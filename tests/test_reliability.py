@@ -141,13 +141,22 @@ def _iris(tmp_path, name="c"):
 
 
 def test_four_runs_started_at_once_on_a_fresh_store_all_succeed(tmp_path):
+    """Four runs at once on one fresh SQLite store, and two more racing for one --out: every run that got
+    a dir is recorded once, FINISHED; exactly one of the racers wins the dir, the other exits 2 unrecorded."""
     cfg = _iris(tmp_path)
     procs = [_spawn("run", str(cfg), "--out", str(tmp_path / f"r{i}"), cwd=tmp_path) for i in range(4)]
+    racers = [_spawn("run", str(cfg), "--out", str(tmp_path / "same"), cwd=tmp_path) for _ in range(2)]
     codes = [p.wait(timeout=300) for p in procs]
     assert codes == [0, 0, 0, 0], [p.stderr.read() for p in procs]
-    ids = {json.loads((tmp_path / f"r{i}" / "summary.json").read_text())["mlflow_run_id"] for i in range(4)}
-    assert len(ids) == 4
-    assert {_client(tmp_path).get_run(i).info.status for i in ids} == {"FINISHED"}
+    raced = sorted((p.wait(timeout=300), p.stderr.read()) for p in racers)
+    assert [c for c, _ in raced] == [0, 2] and "already holds a run" in raced[1][1], raced
+    dirs = [tmp_path / f"r{i}" for i in range(4)] + [tmp_path / "same"]
+    ids = {json.loads((d / "summary.json").read_text())["mlflow_run_id"] for d in dirs}
+    assert len(ids) == 5
+    stored = _client(tmp_path).search_runs(
+        [e.experiment_id for e in _client(tmp_path).search_experiments()], max_results=100)
+    assert sorted(r.info.run_id for r in stored) == sorted(ids)  # each run once, the loser not at all
+    assert {r.info.status for r in stored} == {"FINISHED"}
 
 
 def test_sigterm_marks_the_run_killed(tmp_path):

@@ -211,10 +211,17 @@ def store_problem(uri: str, *, timeout: float = 3.0) -> str | None:
         folder = db.parent if str(db.parent) else Path(".")
         if not folder.is_dir():
             return f"folder {folder} does not exist"
+        if db.exists() and not db.is_file():
+            return f"{db} is not a file"
+        # open both for writing, as the run will (the lock file is created beside the store anyway)
         for p, what in ((db, "database file"), (db.with_name(db.name + ".lock"), "lock file")):
-            if p.exists() and not os.access(p, os.W_OK):
-                return f"{what} {p} is not writable"
-        if not os.access(folder, os.W_OK | os.X_OK):
+            if p.exists() or what == "lock file":
+                try:
+                    with open(p, "ab"):
+                        pass
+                except OSError as exc:
+                    return f"{what} {p} cannot be written ({exc.strerror or exc})"
+        if not db.exists() and not os.access(folder, os.W_OK | os.X_OK):
             return f"folder {folder} is not writable"
         return None
     if scheme in ("", "file"):
