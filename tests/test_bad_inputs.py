@@ -60,6 +60,16 @@ def _bigger(p: Path) -> None:
 
 ROWS = "\n".join(f"{i},{i % 3}" for i in range(60))
 
+
+def _bomb(levels: int, width: int = 9) -> str:
+    """A YAML alias bomb: ``width**levels`` values from ``levels`` short lines."""
+    parts = ["&a0 [" + ", ".join(["x"] * width) + "]"]
+    parts += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(parts) + "]"
+
+
+BIG_BOMB = _bomb(7)  # 9**7 = 4.8 M values after expansion
+
 # (case id, config text or callable(tmp) -> text, extra CLI args, substrings the error must contain)
 CASES = [
     # --- config
@@ -85,6 +95,46 @@ CASES = [
     ("bad override syntax", GOOD, ["train.epochs"], ["expected key=value"]),
     ("run name escaping its dir", GOOD.replace("name: t", "name: ../../x"), [], ["name", "run dir"]),
     ("cuda without a GPU", GOOD, ["train.device=cuda"], ["train.device", "no CUDA device"]),
+    # --- config: bounded documents (alias bombs, size, nesting) and never an unbounded value in a message
+    ("alias bomb under a typed key", GOOD + f"seed: {BIG_BOMB}\n", [], ["line 12", "expands to more than 100000 values"]),
+    ("alias bomb under component options", GOOD.replace("name: mlp", f"name: mlp\n  hidden: {BIG_BOMB}"), [],
+     ["line 6", "expands to more than 100000"]),
+    ("alias bomb under data options", GOOD.replace("source: iris", f"source: iris\n  options: {{a: {BIG_BOMB}}}"),
+     [], ["expands to more than 100000"]),
+    ("alias bomb in an override", GOOD, [f"seed={BIG_BOMB}"], ["override 'seed=[", "expands to more than 100000"]),
+    ("recursive alias", GOOD + "seed: &r [1, *r]\n", [], ["line 12", "recursive anchor"]),
+    ("aliases under the limit: no huge message", GOOD + f"seed: {_bomb(4)}\n", [], ["seed", "(got a list of 4 items)"]),
+    ("long string value", GOOD.replace("name: t", "name: " + "x" * 5000), [], ["name", "a str of 5000 characters"]),
+    ("long key", GOOD + "k" * 1000 + ": 1\n", [], ["unknown key", "kkk..."]),
+    ("huge integer", GOOD + "seed: " + "9" * 5000 + "\n", [], ["more than 4300 digits"]),
+    ("config over 1 MB", GOOD + "# " + "x" * 1_100_000 + "\n", [], ["at most 1000000 bytes"]),
+    ("nested too deeply", GOOD + "seed: " + "[" * 3000 + "]" * 3000 + "\n", [], ["nested too deeply"]),
+    ("nested deeper than 50", GOOD + "seed: " + "[" * 60 + "]" * 60 + "\n", [], ["nested more than 50 levels"]),
+    ("tagged value its constructor refuses", GOOD + "seed: !!int x\n", [], ["invalid YAML", "cannot be read"]),
+    ("impossible date", GOOD + "seed: 2020-13-45\n", [], ["invalid YAML", "month must be in 1..12"]),
+    ("control character", GOOD + "seed: \x01\n", [], ["invalid YAML", "#x0001"]),
+    ("two documents", GOOD + "---\nseed: 1\n", [], ["invalid YAML", "single document"]),
+    # --- config: not UTF-8 text, duplicate keys, overrides blamed for what they change
+    ("UTF-16 config", GOOD.encode("utf-16"), [], ["UTF-16 text", "save it as UTF-8"]),
+    ("UTF-16 config without BOM", GOOD.encode("utf-16-le"), [], ["not a text file", "NUL bytes"]),
+    ("binary config", bytes(range(256)) * 8, [], ["not a text file"]),
+    ("Latin-1 config", GOOD.replace("name: t", "name: café").encode("latin-1"), [], ["line 1", "not UTF-8", "0xe9"]),
+    ("config that is a folder", lambda t: (t / "c.yaml").mkdir() or None, [], ["is a folder"]),
+    ("duplicate top-level key", GOOD + "name: u\n", [], ["lines 1 and 12", "duplicate key 'name'"]),
+    ("duplicate nested key", GOOD.replace("epochs: 2", "epochs: 2\n  epochs: 3"), [],
+     ["lines 7 and 8", "duplicate key 'train.epochs'"]),
+    ("duplicate key in a flow mapping", GOOD.replace("lr: 0.05", "lr: 0.05, lr: 0.1"), [],
+     ["duplicate key 'train.optimizer.lr'"]),
+    ("duplicate key in an override", GOOD, ["train.optimizer={name: sgd, name: adam}"],
+     ["override 'train.optimizer=", "duplicate key 'name'"]),
+    ("override breaking its parent's rule", GOOD.replace("source: iris", "source: iris\n  split: {val: 0.2}"),
+     ["data.split.val=0.9"], ["override 'data.split.val=0.9'", "data.split:", "val + test"]),
+    ("override making a file key wrong", GOOD, ["train.optimizer.name=adam"],
+     ["line 9", "with override 'train.optimizer.name=adam'", "train.optimizer.momentum", "'betas'"]),
+    ("override changing a union's type", GOOD, ["train.optimizer.lr=[1]"],
+     ["override 'train.optimizer.lr=[1]'", "train.optimizer.lr: ", "valid number"]),
+    ("override changing a mapping to a scalar", GOOD, ["train.optimizer=[adam]"],
+     ["override 'train.optimizer=[adam]'", "train.optimizer"]),
     # --- data
     ("missing CSV file", lambda t: _csv(t, "") .replace("d.csv", "nope.csv"), [], ["nope.csv", "not found"]),
     ("empty CSV", lambda t: _csv(t, ""), [], ["d.csv", "empty"]),
@@ -110,7 +160,11 @@ CASES = [
 @pytest.mark.parametrize("case,text,extra,needles", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_matrix(tmp_path, capsys, case, text, extra, needles):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(text(tmp_path) if callable(text) else text)
+    content = text(tmp_path) if callable(text) else text
+    if isinstance(content, bytes):
+        cfg.write_bytes(content)
+    elif content is not None:
+        cfg.write_text(content)
     before = sorted(p.name for p in tmp_path.iterdir())
     code = main(["run", str(cfg), *extra, "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
