@@ -48,6 +48,32 @@ def _images(tmp: Path, spoil=None) -> str:
            "train: {epochs: 2, progress: false}\ntrack: {mlflow: false}\n"
 
 
+def _png(path: Path, w: int, h: int, *, data: bool = True) -> None:
+    """A valid grayscale PNG of w×h black pixels written row by row (a decompression bomb: a few hundred
+    KB on disk, w·h bytes once decoded), or with ``data=False`` its header alone."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    idat = b""
+    if data:
+        z = zlib.compressobj(9)
+        row = b"\0" * (w + 1)  # filter byte + pixels
+        idat = chunk(b"IDAT", b"".join(z.compress(row) for _ in range(h)) + z.flush())
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) + idat
+                     + chunk(b"IEND", b""))
+
+
+def _one_class_folder(tmp: Path) -> str:
+    import shutil
+
+    text = _images(tmp)
+    shutil.rmtree(tmp / "imgs" / "b")
+    return text
+
+
 def _truncate(p: Path) -> None:
     p.write_bytes(p.read_bytes()[:60])
 
@@ -166,6 +192,37 @@ CASES = [
     ("text named .png", lambda t: _images(t, lambda r: (r / "a" / "2.png").write_text("hello")), [], ["a/2.png", "not an image"]),
     ("mixed image sizes", lambda t: _images(t, lambda r: _bigger(r / "b" / "7.png")), [], ["different sizes", "b/7.png is 12×10", "data.image_size"]),
     ("wrong channels", _images, ["data.channels=4"], ["data.channels", "'1'", "'3'", "'auto'"]),
+    # --- data the task cannot use: refused while loading, before anything is written
+    ("one class in a CSV", lambda t: _csv(t, "a,y\n" + "\n".join(f"{i},1" for i in range(40))), [],
+     ["d.csv", "only one class ('1', 40 rows)", "at least 2 classes"]),
+    ("one text class in a CSV", lambda t: _csv(t, "a,y\n" + "\n".join(f"{i},cat" for i in range(40))), [],
+     ["only one class ('cat'"]),
+    ("one class left after a bad row", lambda t: _csv(t, "a,y\n" + "\n".join(f"{i},1" for i in range(40)) + "\n5,"),
+     [], ["row 42", "missing value in target column 'y'"]),
+    ("constant regression target", lambda t: _csv(t, "a,y\n" + "\n".join(f"{i},2.5" for i in range(40))), [],
+     ["d.csv", "2.5 in every row", "nothing to predict"]),
+    ("one class folder", _one_class_folder, [], ["imgs", "only one folder ('a', 12 images)"]),
+    ("inf in a feature", lambda t: _csv(t, "a,y\n" + ROWS + "\ninf,1\n"), [], ["row 62", "column 'a'", "'inf'", "finite"]),
+    ("-inf in a feature", lambda t: _csv(t, "a,b,y\n" + "\n".join(f"{i},-Infinity,{i % 2}" for i in range(30))), [],
+     ["row 2", "column 'b'", "'-Infinity'", "finite"]),
+    ("1e308 in a feature (beyond float32)", lambda t: _csv(t, "a,y\n" + ROWS + "\n1e308,1\n"), [],
+     ["row 62", "'1e308'", "3.4e+38"]),
+    ("overflowing number in a feature", lambda t: _csv(t, "a,y\n" + ROWS + "\n-1e400,1\n"), [], ["row 62", "'-1e400'"]),
+    ("inf in a regression target", lambda t: _csv(t, "a,y\n" + "\n".join(f"{i},{i * 0.5}" for i in range(40))
+                                                  + "\n3,inf\n"), [], ["row 42", "target column 'y'", "'inf'"]),
+    ("empty class folder", lambda t: _images(t, lambda r: (r / "c").mkdir()), [], ["imgs/c", "holds no png/jpg/jpeg"]),
+    ("class folder with no image", lambda t: _images(t, lambda r: (r / "c").mkdir() or (r / "c" / "x.txt").write_text("x")),
+     [], ["imgs/c", "holds no"]),
+    # --- decompression bombs: refused from the header, one line naming the file, its size and the limit
+    ("decompression bomb", lambda t: _images(t, lambda r: _png(r / "a" / "big.png", 15000, 15000)), [],
+     ["a/big.png", "15000×15000", "225.0 M pixels", "89.5 M pixels", "data.max_image_pixels"]),
+    ("image over Pillow's warning size", lambda t: _images(t, lambda r: _png(r / "b" / "big.png", 9600, 9600, data=False)),
+     [], ["b/big.png", "9600×9600", "data.max_image_pixels=92160000"]),
+    ("decompression bomb with a size set", lambda t: _images(t, lambda r: _png(r / "a" / "big.png", 20000, 20000,
+                                                                                data=False)),
+     ["data.image_size=8"], ["a/big.png", "20000×20000"]),
+    ("image over a lowered pixel limit", _images, ["data.max_image_pixels=32"], ["8×8 = 0.0 M pixels", "data.max_image_pixels"]),
+    ("pixel limit of 0", GOOD, ["data.max_image_pixels=0"], ["data.max_image_pixels", "greater than or equal to 1"]),
     # --- runtime
     ("batch larger than the data", GOOD, ["train.batch_size=1000"], ["train.batch_size=1000", "at most"]),
 ]
@@ -237,3 +294,93 @@ def test_other_commands_on_bad_dirs(tmp_path, capsys):
     (tmp_path / "summary.json").write_text("{not json")
     assert main(["report", str(tmp_path)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+# --- the same data, audited: `data inspect` reports it (exit 0) with the right finding, and no false alarm
+INSPECT = [
+    ("one class", lambda t: _csv(t, "a,y\n" + "\n".join(f"{i},1" for i in range(40))), ["single_class"],
+     ["target_leakage"]),
+    ("constant target", lambda t: _csv(t, "a,y\n" + "\n".join(f"{i},2.5" for i in range(40))), ["constant_target"],
+     ["target_leakage"]),
+    ("one class folder", _one_class_folder, ["single_class"], []),
+    ("inf and overflow", lambda t: _csv(t, "a,y\n" + ROWS + "\ninf,1\n1e308,2\n-1e400,0\n"),
+     ["non_finite_value", "missing_values"], []),
+    ("empty class folder", lambda t: _images(t, lambda r: (r / "c").mkdir()), ["empty_class"], []),
+    ("decompression bomb", lambda t: _images(t, lambda r: _png(r / "a" / "big.png", 15000, 15000, data=False)),
+     ["unreadable_file"], []),
+    ("hidden folders", lambda t: _images(t, lambda r: [(r / d).mkdir() for d in ("__MACOSX", ".git")]), [],
+     ["empty_class"]),
+]
+
+
+@pytest.mark.parametrize("case,make,expected,absent", INSPECT, ids=[c[0] for c in INSPECT])
+def test_inspect_reports_unusable_data(tmp_path, capsys, case, make, expected, absent):
+    import json
+
+    from conftest import cli_inproc
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(make(tmp_path))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, out, err = cli_inproc(capsys, "data", "inspect", str(cfg), "--json")
+    assert code == 0 and not err.strip(), err
+    ids = [f["id"] for f in json.loads(out)["findings"]]
+    assert set(expected) <= set(ids) and not set(absent) & set(ids), ids
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_hidden_folders_and_files_are_not_classes(tmp_path):
+    from methodo.config import load_config
+    from methodo.data import load_dataset
+
+    def spoil(r):
+        for d in ("__MACOSX", ".git", "a/.thumbs", "__MACOSX/a"):
+            (r / d).mkdir(parents=True, exist_ok=True)
+        _png(r / "__MACOSX" / "a" / "0.png", 8, 8)
+        _png(r / "a" / ".thumbs" / "0.png", 4, 4)
+        (r / "b" / "._0.png").write_bytes(b"\x00\x05AppleDouble")
+
+    (tmp_path / "c.yaml").write_text(_images(tmp_path, spoil))
+    ds = load_dataset(load_config(tmp_path / "c.yaml").data)
+    assert ds.class_names == ["a", "b"] and len(ds.y) == 24 and not ds.problems
+
+
+def test_big_images_print_no_pillow_warning(tmp_path, capsys):
+    """Between Pillow's warning size and its error size, Pillow warns on stderr: nothing but our line."""
+    import warnings
+
+    (tmp_path / "c.yaml").write_text(_images(tmp_path, lambda r: _png(r / "a" / "big.png", 9600, 9600, data=False)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")])
+        code2 = main(["data", "inspect", str(tmp_path / "c.yaml")])
+    assert code == 2 and code2 == 0 and not caught, [str(w.message) for w in caught]
+
+
+def test_a_raised_pixel_limit_reads_the_big_image(tmp_path):
+    from methodo.config import load_config
+    from methodo.data import load_dataset
+
+    (tmp_path / "c.yaml").write_text(_images(tmp_path, lambda r: _png(r / "a" / "big.png", 9600, 9600)))
+    cfg = load_config(tmp_path / "c.yaml", ["data.max_image_pixels=100000000", "data.image_size=8"])
+    ds = load_dataset(cfg.data)
+    assert len(ds.y) == 25 and ds.X.shape[1:] == (1, 8, 8)
+
+
+def test_absent_class_message_does_not_suggest_the_method_already_set():
+    import numpy as np
+
+    from methodo.config import DataConfig
+    from methodo.data import prepare
+    from methodo.data.sources import Dataset
+    from methodo.errors import DataError
+
+    y = np.array([0, 1] * 30 + [2])
+    ds = Dataset("t", "classification", "tabular", np.random.default_rng(0).normal(size=(61, 2)).astype("float32"),
+                 y, ["a", "b"], ["x", "y", "z"])
+    for method, says in (("stratified", False), ("random", True)):
+        cfg = DataConfig(source="iris", split={"method": method})
+        idx = {"train": np.arange(0, 40), "val": np.arange(40, 50), "test": np.arange(50, 61)}
+        with pytest.raises(DataError, match="class 'z'") as exc:
+            prepare(ds, cfg, 0, indices=idx)
+        assert ("'stratified'" in str(exc.value).split(");")[-1]) is says, str(exc.value)

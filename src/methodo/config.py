@@ -125,6 +125,9 @@ class DataConfig(_Strict):
                                                "(int or [height, width]); null keeps the common size.")
     channels: Literal["auto", "1", "3"] = Field("auto", description="imagefolder: 1 (gray), 3 (RGB) or auto "
                                                  "(RGB when any image has color).")
+    max_image_pixels: int = Field(
+        89_478_485, ge=1, description="imagefolder: largest image (width × height) read; a larger one is refused "
+        "before decoding (a guard against decompression bombs; the default is Pillow's).")
     workers: int = Field(0, ge=0, description="DataLoader worker processes decoding image files (0: in process).")
     download: bool = Field(True, description="mnist, fashion_mnist, cifar10: download when the files are missing.")
 

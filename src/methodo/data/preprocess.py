@@ -40,11 +40,12 @@ class Preprocessor:
     def fit(self, X: np.ndarray, y: np.ndarray, task: str) -> "Preprocessor":
         if self.scale == "standard":
             axes = (0,) if X.ndim == 2 else (0, 2, 3)  # per feature, or per image channel
-            self.mean = X.mean(axis=axes, keepdims=True).astype(np.float32)
-            std = X.std(axis=axes, keepdims=True)
+            # float64 sums: float32 features near its limit (1e38) would overflow in the variance
+            self.mean = X.mean(axis=axes, keepdims=True, dtype=np.float64).astype(np.float32)
+            std = X.std(axis=axes, keepdims=True, dtype=np.float64)
             self.std = np.where(std > 1e-8, std, 1.0).astype(np.float32)  # constant features stay put
         if task == "regression":
-            self.y_mean, self.y_std = float(y.mean()), float(y.std() or 1.0)
+            self.y_mean, self.y_std = float(y.mean(dtype=np.float64)), float(y.std(dtype=np.float64) or 1.0)
         return self
 
     @classmethod
@@ -57,11 +58,13 @@ class Preprocessor:
     def transform_x(self, X: np.ndarray) -> np.ndarray:
         if self.mean is None:  # token ids stay integers
             return X if X.dtype.kind in "iu" else X.astype(np.float32, copy=False)
+        if X.ndim == 2:  # tables: float64, so a feature near float32's limit does not overflow in X - mean
+            return ((X.astype(np.float64) - self.mean) / self.std).astype(np.float32)
         return ((X - self.mean) / self.std).astype(np.float32)
 
     def transform_y(self, y: np.ndarray, task: str) -> np.ndarray:
         if task == "regression":
-            return ((y - self.y_mean) / self.y_std).astype(np.float32)
+            return ((y.astype(np.float64) - self.y_mean) / self.y_std).astype(np.float32)
         return y
 
     def inverse_y(self, y):
@@ -255,9 +258,12 @@ def prepare(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None,
             absent = [c for c, n in counts[name].items() if n == 0]
             if absent:
                 total = int((ds.y == ds.class_names.index(absent[0])).sum())
+                method = data_cfg.split.method
+                fixes = ["use method 'stratified'"] if method != "stratified" else []  # not when it is already set
+                fixes += ["larger data.split fractions", "more rows of that class"]
                 raise DataError(
                     f"data.split: class {absent[0]!r} ({total} rows in all) is absent from the {name} split "
-                    f"(method {data_cfg.split.method!r}); use method 'stratified', larger fractions, or more rows of that class")
+                    f"(method {method!r}); {', '.join(fixes[:-1])} or {fixes[-1]}")
 
     # 3. Balancing: the training rows only.
     data = PreparedData(ds, idx, tensors, raw_y, pre, counts, balance=data_cfg.balance, features=pipe,
