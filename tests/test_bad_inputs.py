@@ -175,6 +175,21 @@ CASES = [
      ["model.heads", "multiple of heads=3"]),
     ("zero GRU layers", GOOD, ["task=language_modeling", "model=gru", "model.layers=0"], ["model.layers", ">= 1"]),
     ("segmentation levels", GOOD, ["task=segmentation", "model=unet", "model.levels=0"], ["model.levels", ">= 1"]),
+    # --- component values found by tests/test_fuzz.py
+    ("scheduler value that divides by zero", GOOD, ["train.scheduler={name: onecycle, div_factor: 0}"],
+     ["train.scheduler.div_factor", "cannot be built", "division by zero"]),
+    ("normalize with text", GOOD.replace("source: iris", "source: digits").replace("name: mlp", "name: cnn"),
+     ["data.augment=[{normalize: {mean: [a], std: [1]}}]"], ["data.augment.0.mean", "one number per channel"]),
+    ("normalize with a zero std", GOOD, ["data.augment=[{normalize: {mean: 0.5, std: 0}}]"],
+     ["data.augment.0.std", "> 0"]),
+    ("normalize with channels the images lack", GOOD.replace("source: iris", "source: digits"),
+     ["data.augment=[{normalize: {mean: [0.5, 0.5], std: [1, 1]}}]"], ["normalize has 2 mean", "1 channel"]),
+    ("feature function columns not a list", GOOD, ["data.features=[{function: {columns: 0}}]"],
+     ["data.features.0", "columns is a list"]),
+    ("selection of no feature", GOOD, ["data.features=[{mutual_info: {k: 0}}]"], ["data.features.0.k", ">= 1"]),
+    ("l1 strength of zero", GOOD, ["data.features=[{l1: {C: 0}}]"], ["data.features.0.C", "> 0"]),
+    ("selection leaving no feature", GOOD, ["data.features=[{variance_threshold: {threshold: 1000}}]"],
+     ["0_variance_threshold", "failed on the training split", "No feature in X meets the variance threshold"]),
     # --- data
     ("missing CSV file", lambda t: _csv(t, "") .replace("d.csv", "nope.csv"), [], ["nope.csv", "not found"]),
     ("empty CSV", lambda t: _csv(t, ""), [], ["d.csv", "empty"]),
@@ -384,3 +399,21 @@ def test_absent_class_message_does_not_suggest_the_method_already_set():
         with pytest.raises(DataError, match="class 'z'") as exc:
             prepare(ds, cfg, 0, indices=idx)
         assert ("'stratified'" in str(exc.value).split(");")[-1]) is says, str(exc.value)
+
+
+def test_steps_that_keep_no_feature_are_one_line():
+    """A step that keeps no column (scikit-learn only warns) is a DataError, and its warning is not printed."""
+    import warnings
+
+    import numpy as np
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from methodo.data.features import fit_transform
+    from methodo.errors import DataError
+
+    pipe = Pipeline([("drop", FunctionTransformer(lambda X: X[:, :0]))])
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(DataError, match="no feature is left"):
+        warnings.simplefilter("always")
+        fit_transform(pipe, np.ones((10, 3)), np.arange(10) % 2)
+    assert not caught

@@ -819,6 +819,12 @@ def _check_components(cfg: Config) -> None:
             fn(sub.name, sub.options)
         except ConfigError as exc:
             raise _KeyError(f"{key}.{exc.key or 'name'}", str(exc)) from None
+        except (ArithmeticError, ValueError, TypeError, RuntimeError, AssertionError) as exc:
+            # the dry build met a value the component's own code did not guard (div_factor=0: a division by zero)
+            msg = clip(" ".join(str(exc).split()) or type(exc).__name__, 200)
+            opt = next(iter(sub.options), "name")
+            raise _KeyError(f"{key}.{opt}", f"{key.split('.')[-1]} {sub.name!r} cannot be built with "
+                            f"{short(sub.options)}: {msg}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

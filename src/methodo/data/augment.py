@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from methodo.errors import ConfigError
+from methodo.errors import ConfigError, short
 from methodo.registry import Registry
 
 AUGMENTATIONS = Registry("augmentation")
@@ -407,6 +407,13 @@ class Normalize(Augmentation):
         if (mean is None) != (std is None):
             raise ConfigError("normalize: give both mean and std, or neither (then they are fitted on train)",
                               key="mean" if mean is None else "std")
+        for key, v in (("mean", mean), ("std", std)):
+            vals = v if isinstance(v, (list, tuple)) else [v]
+            if v is not None and (not vals or len(vals) > 4 or not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                    and (key == "mean" or x > 0) for x in vals)):
+                raise ConfigError(f"normalize: {key} is a number or one number per channel, e.g. [0.5, 0.5, 0.5]"
+                                  + (", each > 0" if key == "std" else "") + f" (got {short(v)})", key=key)
         self.mean, self.std, self.p = mean, std, 1.0
 
     def apply(self, x, g):

@@ -51,8 +51,12 @@ class Preprocessor:
     @classmethod
     def fixed(cls, mean, std, channels: int) -> "Preprocessor":
         """A fixed per-channel normalization (``normalize`` with mean and std), the same for every split."""
-        m = np.broadcast_to(np.asarray(mean, dtype=np.float32), (channels,)).reshape(1, channels, 1, 1)
-        s = np.broadcast_to(np.asarray(std, dtype=np.float32), (channels,)).reshape(1, channels, 1, 1)
+        try:
+            m = np.broadcast_to(np.asarray(mean, dtype=np.float32), (channels,)).reshape(1, channels, 1, 1)
+            s = np.broadcast_to(np.asarray(std, dtype=np.float32), (channels,)).reshape(1, channels, 1, 1)
+        except ValueError:
+            raise ConfigError(f"data.augment: normalize has {np.size(mean)} mean and {np.size(std)} std value(s); "
+                              f"the images have {channels} channel(s): give 1 or {channels}") from None
         return cls(scale="fixed", mean=m.copy(), std=s.copy())
 
     def transform_x(self, X: np.ndarray) -> np.ndarray:
