@@ -237,6 +237,9 @@ CASES = [
                                                                                 data=False)),
      ["data.image_size=8"], ["a/big.png", "20000×20000"]),
     ("image over a lowered pixel limit", _images, ["data.max_image_pixels=32"], ["8×8 = 0.0 M pixels", "data.max_image_pixels"]),
+    ("image size of 0", _images, ["data.image_size=0"], ["data.image_size", "size >= 1 or [height, width]"]),
+    ("image size of 3 numbers", _images, ["data.image_size=[8,8,8]"], ["data.image_size", "[height, width]"]),
+    ("image size too large for memory", _images, ["data.image_size=200000"], ["GiB of memory", "data.image_size"]),
     ("pixel limit of 0", GOOD, ["data.max_image_pixels=0"], ["data.max_image_pixels", "greater than or equal to 1"]),
     # --- runtime
     ("batch larger than the data", GOOD, ["train.batch_size=1000"], ["train.batch_size=1000", "at most"]),

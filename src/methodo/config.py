@@ -128,7 +128,8 @@ class DataConfig(_Strict):
     max_image_pixels: int = Field(
         89_478_485, ge=1, description="imagefolder: largest image (width × height) read; a larger one is refused "
         "before decoding (a guard against decompression bombs; the default is Pillow's).")
-    workers: int = Field(0, ge=0, description="DataLoader worker processes decoding image files (0: in process).")
+    workers: int = Field(0, ge=0, le=1024, description="DataLoader worker processes decoding image files (0: in "
+                         "process; at most the number of CPUs is used).")
     download: bool = Field(True, description="mnist, fashion_mnist, cifar10: download when the files are missing.")
 
     @field_validator("source")
@@ -144,6 +145,16 @@ class DataConfig(_Strict):
     @classmethod
     def _null_is_empty(cls, v):  # `data.augment=null` empties the list, as null unsets other options
         return [] if v is None else v
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, v):
+        if v is None:
+            return v
+        sizes = [v] if isinstance(v, int) else v
+        if len(sizes) not in (1, 2) or any(s < 1 for s in sizes):
+            raise ValueError("image_size is a size >= 1 or [height, width]")
+        return v
 
     @field_validator("channels", mode="before")
     @classmethod

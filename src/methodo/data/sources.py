@@ -424,6 +424,7 @@ def read_images(paths: list[str], *, channels: int, size: tuple[int, int], worke
 
     out = np.zeros((len(paths), channels, *size), dtype=np.float32)
     problems = []
+    workers = min(workers, os.cpu_count() or 1)  # more processes than CPUs only adds start-up time (and a warning)
     loader = DataLoader(_ImageFiles(paths, channels, size, max_pixels), batch_size=64, num_workers=workers,
                         collate_fn=_collate, shuffle=False)
     for batch in tqdm(loader, disable=not (progress and sys.stderr.isatty()), desc="decoding images", leave=False):
@@ -460,6 +461,8 @@ def _image_size(value) -> tuple[int, int] | None:
         return None
     if isinstance(value, int):
         return (value, value)
+    if len(value) == 1:
+        return (int(value[0]), int(value[0]))
     return (int(value[0]), int(value[1]))
 
 
