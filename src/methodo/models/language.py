@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from methodo.models.zoo import MODELS, positive_int, rate
+from methodo.models.zoo import MAX_DEPTH, MODELS, positive_int, rate
 
 
 class GRULanguageModel(nn.Module):
@@ -54,7 +54,8 @@ class TinyTransformer(nn.Module):
                  inputs=("text",), tasks=("language_modeling",))
 def gru(*, input_shape, n_outputs, embed: int = 64, hidden: int = 256, layers: int = 1,
         dropout: float = 0.1) -> GRULanguageModel:
-    embed, hidden, layers = positive_int(embed, "embed"), positive_int(hidden, "hidden"), positive_int(layers, "layers")
+    embed, hidden = positive_int(embed, "embed"), positive_int(hidden, "hidden")
+    layers = positive_int(layers, "layers", maximum=MAX_DEPTH)
     return GRULanguageModel(n_outputs, embed, hidden, layers, rate(dropout))
 
 
@@ -62,7 +63,8 @@ def gru(*, input_shape, n_outputs, embed: int = 64, hidden: int = 256, layers: i
                  inputs=("text",), tasks=("language_modeling",))
 def transformer(*, input_shape, n_outputs, d_model: int = 128, heads: int = 4, layers: int = 2,
                 dropout: float = 0.1) -> TinyTransformer:
-    d_model, heads, layers = positive_int(d_model, "d_model"), positive_int(heads, "heads"), positive_int(layers, "layers")
+    d_model, heads = positive_int(d_model, "d_model"), positive_int(heads, "heads")
+    layers = positive_int(layers, "layers", maximum=MAX_DEPTH)
     if d_model % heads:
         from methodo.errors import ConfigError
 

@@ -19,9 +19,13 @@ MODELS = Registry("model")
 # so `model.dropout=5` fails at config time (the config loader builds the model once on a dummy input).
 
 
-def positive_int(value, key: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum} (got {short(value)})", key=key)
+MAX_WIDTH = 2**20  # units or channels of one layer
+MAX_DEPTH = 64  # blocks, layers or levels: the model is built in a Python loop over them
+
+
+def positive_int(value, key: str, *, minimum: int = 1, maximum: int = MAX_WIDTH) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ConfigError(f"{key} must be an integer in [{minimum}, {maximum}] (got {short(value)})", key=key)
     return value
 
 
@@ -33,10 +37,10 @@ def rate(value, key: str = "dropout") -> float:
 
 def layer_widths(value, key: str = "hidden") -> list[int]:
     """A list of positive layer widths, e.g. [256, 128] ([] for no hidden layer)."""
-    if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)) or any(
-            isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in value):
-        raise ConfigError(f"{key} is a list of layer widths, each an integer >= 1, e.g. [256, 128] "
-                          f"(got {short(value)})", key=key)
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)) or len(value) > MAX_DEPTH or any(
+            isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_WIDTH for h in value):
+        raise ConfigError(f"{key} is a list of at most {MAX_DEPTH} layer widths, each an integer in [1, {MAX_WIDTH}], "
+                          f"e.g. [256, 128] (got {short(value)})", key=key)
     return list(value)
 
 
@@ -108,7 +112,8 @@ class BasicBlock(nn.Module):
 @MODELS.register("resnet", help="small residual net: stem + BasicBlock stages, global pooling",
                  inputs=("image",))
 def resnet(*, input_shape, n_outputs, width: int = 32, blocks: int = 2, dropout: float = 0.0) -> Net:
-    width, blocks, dropout = positive_int(width, "width"), positive_int(blocks, "blocks"), rate(dropout)
+    width, dropout = positive_int(width, "width"), rate(dropout)
+    blocks = positive_int(blocks, "blocks", maximum=MAX_DEPTH)
     layers: list[nn.Module] = [_conv_bn(input_shape[0], width)]
     cin = width
     for s in range(_n_stages(input_shape)):
