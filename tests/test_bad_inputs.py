@@ -195,6 +195,8 @@ CASES = [
     ("missing CSV file", lambda t: _csv(t, "") .replace("d.csv", "nope.csv"), [], ["nope.csv", "not found"]),
     ("empty CSV", lambda t: _csv(t, ""), [], ["d.csv", "empty"]),
     ("header-only CSV", lambda t: _csv(t, "a,y\n"), [], ["d.csv", "no rows"]),
+    ("a 100000-character target column", lambda t: _csv(t, "a,y\n1,2\n").replace("target: y", "target: " + "q" * 100_000),
+     [], ["d.csv", "data.target column 'qqq", "(a str of 100000 characters) not found"]),
     ("missing target column", lambda t: _csv(t, "a,b\n1,2\n"), [], ["'y' not found", "'a' or 'b'"]),
     ("NaN label", lambda t: _csv(t, "a,y\n" + ROWS + "\n7,\n"), [], ["row 62", "missing value in target column 'y'"]),
     ("string in a numeric column", lambda t: _csv(t, "a,y\n" + ROWS + "\nseven,1\n"), [], ["row 62", "column 'a' is not numeric", "'seven'"]),

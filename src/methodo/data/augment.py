@@ -134,7 +134,7 @@ class Rotation(Augmentation):
     def __init__(self, degrees: float | list | None = None, p: float = 1.0):
         if degrees is not None and not (isinstance(degrees, (int, float)) and not isinstance(degrees, bool)
                                         or isinstance(degrees, (list, tuple)) and len(degrees) == 2):
-            raise ConfigError(f"rotation: degrees is a number or [low, high] (got {degrees!r})", key="degrees")
+            raise ConfigError(f"rotation: degrees is a number or [low, high] (got {short(degrees)})", key="degrees")
         self.degrees, self.p = degrees, p
 
     def _range(self):
@@ -294,7 +294,7 @@ class Detexture(Augmentation):
     def __init__(self, method: str = "bilateral", kernel: int = 5, sigma_color: float = 0.1,
                  sigma_space: float = 2.0, p: float = 0.5):
         if method not in ("bilateral", "median", "gaussian"):
-            raise ConfigError(f"detexture: method {method!r}; choose 'bilateral', 'median' or 'gaussian'", key="method")
+            raise ConfigError(f"detexture: method {short(method)}; choose 'bilateral', 'median' or 'gaussian'", key="method")
         if kernel < 3 or kernel % 2 == 0:
             raise ConfigError(f"detexture: kernel must be an odd size >= 3 (got {kernel})", key="kernel")
         self.method, self.kernel, self.sigma_color, self.sigma_space, self.p = (

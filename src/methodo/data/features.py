@@ -85,8 +85,8 @@ def _resolve_function(fn: str) -> tuple[Callable, Callable | None]:
         try:
             return getattr(importlib.import_module(mod), attr), None
         except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"data.features: cannot import feature function {fn!r} ({exc})") from None
-    raise ConfigError(f"data.features: unknown feature function {fn!r}; choose one of "
+            raise ConfigError(f"data.features: cannot import feature function {short(fn)} ({exc})") from None
+    raise ConfigError(f"data.features: unknown feature function {short(fn)}; choose one of "
                       f"{', '.join(repr(n) for n in FUNCTIONS.names())} or give 'package.module:function'")
 
 
@@ -139,7 +139,7 @@ class FunctionFeatures(TransformerMixin, BaseEstimator):
         for c in cols:
             if isinstance(c, str):
                 if c not in self.feature_names:
-                    raise ConfigError(f"data.features: function {self.fn!r}: column {c!r} not found; "
+                    raise ConfigError(f"data.features: function {self.fn!r}: column {short(c)} not found; "
                                       f"columns: {', '.join(map(repr, self.feature_names))}")
                 c = list(self.feature_names).index(c)
             out.append(int(c))
@@ -283,7 +283,7 @@ def impute(*, task, seed, feature_names, strategy: str = "median"):
     from sklearn.impute import SimpleImputer
 
     if strategy not in ("median", "mean", "most_frequent"):
-        raise ConfigError(f"data.features: impute strategy {strategy!r}; choose 'median', 'mean' or 'most_frequent'")
+        raise ConfigError(f"data.features: impute strategy {short(strategy)}; choose 'median', 'mean' or 'most_frequent'")
     return SimpleImputer(strategy=strategy, keep_empty_features=True)
 
 
@@ -324,7 +324,7 @@ def pca(*, task, seed, feature_names, n_components: int = 10, whiten: bool = Fal
 def function(*, task, seed, feature_names, fn: str = "polar", columns: list | None = None):
     if columns is not None and (not isinstance(columns, (list, tuple)) or not all(
             isinstance(c, str) or (isinstance(c, int) and not isinstance(c, bool)) for c in columns)):
-        raise ConfigError(f"data.features: function {fn!r}: columns is a list of column names or indices "
+        raise ConfigError(f"data.features: function {short(fn)}: columns is a list of column names or indices "
                           f"(got {short(columns)})")
     _resolve_function(fn)
     return FunctionFeatures(fn=fn, columns=None if columns is None else list(columns),
@@ -343,9 +343,9 @@ def parse_step(item: Any, index: int, *, key: str = "data.features") -> tuple[st
             if opts is None:
                 opts = {}
             if not isinstance(opts, dict):
-                raise ConfigError(f"{key}.{index}: options of {name!r} must be a mapping (got {opts!r})")
+                raise ConfigError(f"{key}.{index}: options of {short(name)} must be a mapping (got {short(opts)})")
             return str(name), dict(opts)
-    raise ConfigError(f"{key}.{index}: expected a name or {{name: options}} (got {item!r})")
+    raise ConfigError(f"{key}.{index}: expected a name or {{name: options}} (got {short(item)})")
 
 
 def check_steps(items: list, registry: Registry, *, key: str, reserved=("task", "seed", "feature_names")) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from methodo.errors import ConfigError, DataError
+from methodo.errors import ConfigError, DataError, short
 from methodo.data.sources import Dataset
 from methodo.data.split import split_groups, split_indices
 
@@ -151,12 +151,12 @@ def groups_for(ds: Dataset, split_cfg) -> np.ndarray | None:
         try:
             rx = re.compile(split_cfg.group)
         except re.error as exc:
-            raise ConfigError(f"data.split.group: {split_cfg.group!r} is not a valid regex ({exc})") from None
+            raise ConfigError(f"data.split.group: {short(split_cfg.group)} is not a valid regex ({exc})") from None
         out = []
         for p in ds.meta["path"]:
             m = rx.search(str(p))
             if m is None:
-                raise DataError(f"{p}: data.split.group regex {split_cfg.group!r} does not match this file's path")
+                raise DataError(f"{p}: data.split.group regex {short(split_cfg.group)} does not match this file's path")
             out.append(m.group(1) if m.groups() else m.group(0))
         return np.array(out, dtype=object)
     raise ConfigError(f"data.split.group: dataset {ds.name!r} has no group column; the group split works on a CSV "
@@ -172,7 +172,7 @@ def _check_missing(ds: Dataset, steps: list) -> None:
         return
     r, c = np.argwhere(np.isnan(ds.X))[0]
     n_missing = int(np.isnan(ds.X).sum())
-    raise DataError(f"data: {n_missing} missing values (first: column {ds.feature_names[c]!r}, {ds.where(int(r))}); "
+    raise DataError(f"data: {n_missing} missing values (first: column {short(ds.feature_names[c])}, {ds.where(int(r))}); "
                     "add an imputer, e.g. data.features=[impute], or fix the data (see `methodo data inspect`)")
 
 
@@ -266,7 +266,7 @@ def prepare(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None,
                 fixes = ["use method 'stratified'"] if method != "stratified" else []  # not when it is already set
                 fixes += ["larger data.split fractions", "more rows of that class"]
                 raise DataError(
-                    f"data.split: class {absent[0]!r} ({total} rows in all) is absent from the {name} split "
+                    f"data.split: class {short(absent[0])} ({total} rows in all) is absent from the {name} split "
                     f"(method {method!r}); {', '.join(fixes[:-1])} or {fixes[-1]}")
 
     # 3. Balancing: the training rows only.

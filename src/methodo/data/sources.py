@@ -215,19 +215,19 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
     target = data_cfg.target
     cols = list(df.columns)
     if target not in cols:
-        raise DataError(f"{path}: data.target column {target!r} not found; columns: {choices(cols)}")
+        raise DataError(f"{path}: data.target column {short(target)} not found; columns: {choices(cols)}")
     if len(df) == 0:
         raise DataError(f"{path}: CSV file has a header but no rows")
     group_col = getattr(data_cfg.split, "group", None) if data_cfg.split.method in ("group",) else None
     if group_col is not None and group_col not in cols:
-        raise DataError(f"{path}: data.split.group column {group_col!r} not found; columns: {choices(cols)}")
+        raise DataError(f"{path}: data.split.group column {short(group_col)} not found; columns: {choices(cols)}")
     ignore = list(getattr(data_cfg, "ignore", []) or [])
     for c in ignore + list(getattr(data_cfg, "categorical", []) or []):
         if c not in cols:
-            raise DataError(f"{path}: column {c!r} (data.ignore / data.categorical) not found; columns: {choices(cols)}")
+            raise DataError(f"{path}: column {short(c)} (data.ignore / data.categorical) not found; columns: {choices(cols)}")
     features = [c for c in cols if c != target and c != group_col and c not in ignore]
     if not features:
-        raise DataError(f"{path}: no feature columns besides the target {target!r}")
+        raise DataError(f"{path}: no feature columns besides the target {short(target)}")
     rows = np.arange(len(df)) + 2  # file line of each row (line 1 is the header)
     problems: list[dict] = []
     keep = np.ones(len(df), dtype=bool)
@@ -236,7 +236,7 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
     yraw = df[target]
     for i in np.flatnonzero(yraw.isna().to_numpy()):
         if not audit:
-            raise DataError(f"{path} row {rows[i]}: missing value in target column {target!r}")
+            raise DataError(f"{path} row {rows[i]}: missing value in target column {short(target)}")
         problems.append({"id": "bad_label", "row": int(rows[i]), "column": target, "value": None,
                          "reason": "missing label"})
         keep[i] = False
@@ -245,7 +245,7 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
     if present.any() and is_num[present].mean() >= 0.5 and not is_num[present].all():
         for i in np.flatnonzero(present & ~is_num):
             if not audit:
-                raise DataError(f"{path} row {rows[i]}: target column {target!r} is numeric but holds "
+                raise DataError(f"{path} row {rows[i]}: target column {short(target)} is numeric but holds "
                                 f"{short(yraw.iloc[i])}")
             problems.append({"id": "bad_label", "row": int(rows[i]), "column": target, "value": clip(yraw.iloc[i]),
                              "reason": "a string in a numeric label column"})
@@ -253,7 +253,7 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
     numeric_labels = present.any() and is_num[present].mean() >= 0.5
     for i in np.flatnonzero(present & is_num & ~_finite32(yvals) if numeric_labels else []):
         if not audit:
-            raise DataError(f"{path} row {rows[i]}: target column {target!r} holds {short(yraw.iloc[i])}, not a "
+            raise DataError(f"{path} row {rows[i]}: target column {short(target)} holds {short(yraw.iloc[i])}, not a "
                             f"finite number within ±{_F32_MAX:.3g}")
         problems.append({"id": "bad_label", "row": int(rows[i]), "column": target, "value": clip(yraw.iloc[i]),
                          "reason": "not a finite number within float32's range"})
@@ -273,13 +273,13 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
             continue
         for i in np.flatnonzero(nonmissing & ~num_mask):
             if not audit:
-                raise DataError(f"{path} row {rows[i]}: column {col!r} is not numeric (value {short(s.iloc[i])}); "
+                raise DataError(f"{path} row {rows[i]}: column {short(col)} is not numeric (value {short(s.iloc[i])}); "
                                 "list it in data.categorical if it is a category")
             problems.append({"id": "bad_value", "row": int(rows[i]), "column": col, "value": clip(s.iloc[i]),
                              "reason": "a string in a numeric column (read as missing)"})
         for i in np.flatnonzero(num_mask & ~_finite32(values)):  # inf, -inf, 1e400, 1e308 (beyond float32)
             if not audit:
-                raise DataError(f"{path} row {rows[i]}: column {col!r} holds {short(s.iloc[i])}, not a finite "
+                raise DataError(f"{path} row {rows[i]}: column {short(col)} holds {short(s.iloc[i])}, not a finite "
                                 f"number within ±{_F32_MAX:.3g}; fix the cell, or empty it (a missing value, which data.features=[impute] fills)")
             problems.append({"id": "non_finite_value", "row": int(rows[i]), "column": col, "value": clip(s.iloc[i]),
                              "reason": "not a finite number within float32's range (read as missing)"})
