@@ -423,3 +423,26 @@ def test_steps_that_keep_no_feature_are_one_line():
         warnings.simplefilter("always")
         fit_transform(pipe, np.ones((10, 3)), np.arange(10) % 2)
     assert not caught
+
+
+@pytest.mark.parametrize("case", ["alias bomb in an override", "UTF-16 config", "duplicate nested key",
+                                  "dropout out of range", "one class in a CSV", "inf in a feature",
+                                  "decompression bomb", "empty class folder"])
+def test_bad_input_leaves_an_existing_run_dir_untouched(tmp_path, capsys, case):
+    _, text, extra, _ = next(c for c in CASES if c[0] == case)
+    content = text(tmp_path) if callable(text) else text
+    cfg = tmp_path / "c.yaml"
+    cfg.write_bytes(content) if isinstance(content, bytes) else cfg.write_text(content)
+    old = tmp_path / "old"
+    (old / "checkpoints").mkdir(parents=True)
+    for name, body in (("summary.json", '{"status": "finished"}'), ("config.yaml", GOOD), ("checkpoints/last.st", "w")):
+        (old / name).write_text(body)
+    before = {str(p.relative_to(old)): (p.stat().st_mtime_ns, p.read_bytes()) for p in old.rglob("*") if p.is_file()}
+    code = main(["run", str(cfg), *extra, "--out", str(old)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "\n" not in err, err
+    code = main(["data", "inspect", str(cfg), *extra])  # 0 (a finding) or 2, never a traceback
+    err = capsys.readouterr().err
+    assert code in (0, 2) and "Traceback" not in err
+    after = {str(p.relative_to(old)): (p.stat().st_mtime_ns, p.read_bytes()) for p in old.rglob("*") if p.is_file()}
+    assert after == before
