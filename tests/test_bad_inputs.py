@@ -446,3 +446,16 @@ def test_bad_input_leaves_an_existing_run_dir_untouched(tmp_path, capsys, case):
     assert code in (0, 2) and "Traceback" not in err
     after = {str(p.relative_to(old)): (p.stat().st_mtime_ns, p.read_bytes()) for p in old.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_model_too_large_for_memory_is_refused_before_allocation(tmp_path, capsys, monkeypatch):
+    """Sized on the meta device for the real input first: a model whose training state cannot fit is one
+    line naming the model, not an allocator error (the config-time check only uses a small dummy input)."""
+    import methodo.data.sources as sources
+
+    monkeypatch.setattr(sources, "_available_memory", lambda: 2**30)  # 1 GiB
+    (tmp_path / "c.yaml").write_text(GOOD)
+    code = main(["run", str(tmp_path / "c.yaml"), "model.hidden=[20000,20000]", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: model.name: model 'mlp' has 4") and "\n" not in err, err
+    assert "GiB available" in err and not (tmp_path / "r").exists()

@@ -88,7 +88,20 @@ def build_model(name: str, *, input_shape: tuple[int, ...], n_outputs: int, kind
             f"choose {choices(fits)}"
         )
     check_kwargs(entry.obj, options, reserved=_RESERVED, what=f"model {name!r}")
+    import torch
+
+    from methodo.data.sources import _available_memory
+
     try:
+        with torch.device("meta"):  # size it first: an allocation failure is not a message
+            n = sum(p.numel() for p in entry.obj(input_shape=tuple(input_shape), n_outputs=n_outputs,
+                                                 **options).parameters())
+        need, avail = 16 * n, _available_memory()  # weights, gradients and two optimizer moments, float32
+        if avail is not None and need > avail:
+            raise ConfigError(f"model.name: model {name!r} has {n:.3g} parameters for this data's "
+                              f"{'×'.join(map(str, input_shape))} input: weights, gradients and optimizer state "
+                              f"need about {need / 2**30:.1f} GiB, more than the {avail / 2**30:.1f} GiB available; "
+                              "use a smaller model (model.hidden, model.width) or smaller inputs (data.image_size)")
         return entry.obj(input_shape=tuple(input_shape), n_outputs=n_outputs, **options)
     except ConfigError as exc:  # the model's own argument checks name the option
         if exc.key and not str(exc).startswith("model."):
