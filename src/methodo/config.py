@@ -526,8 +526,8 @@ def _check_size(node: yaml.Node, what: str) -> None:
             line = n.start_mark.line + 1
             if size[id(n)] > MAX_NODES:
                 raise ConfigError(f"{what} line {line}: the YAML document expands to more than {MAX_NODES} values "
-                                  "(anchors and aliases repeated inside each other); a config is small: write the "
-                                  "values out or use fewer aliases")
+                                  "once its anchors and aliases are repeated out; a config is small: use fewer "
+                                  "aliases or values")
             if depth[id(n)] > MAX_DEPTH:
                 raise ConfigError(f"{what} line {line}: values are nested more than {MAX_DEPTH} levels deep")
             continue
