@@ -22,7 +22,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from methodo.errors import ConfigError, choices
+from methodo.errors import ConfigError, choices, clip, short
 from methodo.registry import REGISTRIES
 
 class _NamesValue(ValueError):
@@ -136,13 +136,27 @@ class DataConfig(_Strict):
                                                "(int or [height, width]); null keeps the common size.")
     channels: Literal["auto", "1", "3"] = Field("auto", description="imagefolder: 1 (gray), 3 (RGB) or auto "
                                                  "(RGB when any image has color).")
-    workers: int = Field(0, ge=0, description="DataLoader worker processes decoding image files (0: in process).")
+    max_image_pixels: int = Field(
+        89_478_485, ge=1, description="imagefolder: largest image (width × height) read; a larger one is refused "
+        "before decoding (a guard against decompression bombs; the default is Pillow's).")
+    workers: int = Field(0, ge=0, le=1024, description="DataLoader worker processes decoding image files (0: in "
+                         "process; at most the number of CPUs is used).")
     download: bool = Field(True, description="mnist, fashion_mnist, cifar10: download when the files are missing.")
 
     @field_validator("augment", "features", mode="before")
     @classmethod
     def _null_is_empty(cls, v):  # `data.augment=null` empties the list, as null unsets other options
         return [] if v is None else v
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, v):
+        if v is None:
+            return v
+        sizes = [v] if isinstance(v, int) else v
+        if len(sizes) not in (1, 2) or any(s < 1 for s in sizes):
+            raise ValueError("image_size is a size >= 1 or [height, width]")
+        return v
 
     @field_validator("channels", mode="before")
     @classmethod
@@ -243,7 +257,7 @@ class EarlyStoppingConfig(_Strict):
     @classmethod
     def _monitor(cls, v):
         if not v.startswith(("val_", "train_")):
-            raise ValueError(f"monitor must name a train_ or val_ epoch metric, e.g. 'val_loss' (got {v!r})")
+            raise ValueError(f"monitor must name a train_ or val_ epoch metric, e.g. 'val_loss' (got {short(v)})")
         return v
 
     @property
@@ -380,7 +394,7 @@ class TrainConfig(_Strict):
     def _consistent(self):
         if self.snapshot_ensemble and self.scheduler.name != "cosine_restarts":
             raise _KeyError("train.snapshot_ensemble", "snapshot ensembles need cycles: use "
-                            f"train.scheduler.name=cosine_restarts (got {self.scheduler.name!r})")
+                            f"train.scheduler.name=cosine_restarts (got {short(self.scheduler.name)})")
         if self.optimizer.name == "lbfgs":  # steps through a closure that re-evaluates the loss
             for key, on in (("train.accumulate", self.accumulate > 1), ("train.clip.norm", self.clip.norm),
                             ("train.clip.value", self.clip.value), ("train.swa", self.swa is not None),
@@ -459,7 +473,7 @@ class Config(_Strict):
     def _safe_name(cls, v):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
             raise ValueError(f"name must start with a letter or digit and hold only letters, digits, "
-                             f"'.', '_' or '-' (it names the run dir; got {v!r})")
+                             f"'.', '_' or '-' (it names the run dir; got {short(v)})")
         return v
 
     def to_dict(self) -> dict:
@@ -495,30 +509,175 @@ SafeLoader.add_implicit_resolver(
 )
 
 
+# Bounds of a config document: a config is a few hundred values. They stop alias bombs (`&a [...]`
+# referenced 9 times per level: 9**9 values from a few lines) before anything expands them.
+MAX_CONFIG_BYTES = 1_000_000
+MAX_NODES = 100_000  # values after alias expansion
+MAX_DEPTH = 50  # nesting levels
+
+
+def _yaml_problem(exc: BaseException) -> tuple[str, str]:
+    """``(" line N" or "", problem)`` of a PyYAML error, in one line."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" line {mark.line + 1}" if mark else ""
+    text = str(exc).strip()
+    problem = getattr(exc, "problem", None) or (text.splitlines()[0] if text else type(exc).__name__)
+    context = getattr(exc, "context", None)
+    if context and getattr(exc, "problem", None):
+        problem = f"{context}: {problem}" if context.startswith("while") else f"{context} {problem}"
+    if "could not determine a constructor" in text:
+        problem = f"{problem.strip()}: only plain YAML data is allowed (no python/object tags)"
+    return where, " ".join(problem.split())
+
+
+def _check_size(node: yaml.Node, what: str) -> None:
+    """Refuse a node graph that expands to more than MAX_NODES values, nests deeper than MAX_DEPTH,
+    or refers to itself (a recursive alias). Counts without expanding: each node's expanded size is
+    computed once (memoized), so 9 aliases of 9 aliases cost 18 steps, not 81."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(node, False)]
+    on_path: set[int] = set()
+    while stack:
+        n, done = stack.pop()
+        if done:
+            on_path.discard(id(n))
+            kids = _children(n)
+            size[id(n)] = 1 + sum(size[id(k)] for k in kids)
+            depth[id(n)] = 1 + max((depth[id(k)] for k in kids), default=0)
+            line = n.start_mark.line + 1
+            if size[id(n)] > MAX_NODES:
+                raise ConfigError(f"{what} line {line}: the YAML document expands to more than {MAX_NODES} values "
+                                  "once its anchors and aliases are repeated out; a config is small: use fewer "
+                                  "aliases or values")
+            if depth[id(n)] > MAX_DEPTH:
+                raise ConfigError(f"{what} line {line}: values are nested more than {MAX_DEPTH} levels deep")
+            continue
+        if id(n) in size:
+            continue
+        if id(n) in on_path:
+            raise ConfigError(f"{what} line {n.start_mark.line + 1}: an alias refers to the value that contains it "
+                              "(a recursive anchor); a config cannot hold an infinite value")
+        on_path.add(id(n))
+        stack.append((n, True))
+        stack.extend((k, False) for k in _children(n) if id(k) not in size)
+
+
+def _children(n: yaml.Node) -> list[yaml.Node]:
+    if isinstance(n, yaml.SequenceNode):
+        return list(n.value)
+    if isinstance(n, yaml.MappingNode):
+        return [x for kv in n.value for x in kv]
+    return []
+
+
+def _check_duplicates(node: yaml.Node, what: str) -> None:
+    """A key written twice in one mapping is an error (YAML keeps the last one silently)."""
+    seen_nodes: set[int] = set()
+    todo: list[tuple[yaml.Node, str]] = [(node, "")]
+    while todo:
+        n, path = todo.pop()
+        if id(n) in seen_nodes:
+            continue
+        seen_nodes.add(id(n))
+        if isinstance(n, yaml.MappingNode):
+            first: dict[tuple[str, str], yaml.Node] = {}
+            for k, v in n.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                    ident = (k.tag, k.value)
+                    if ident in first:
+                        dotted = f"{path}.{k.value}" if path else k.value
+                        raise ConfigError(
+                            f"{what} lines {first[ident].start_mark.line + 1} and {k.start_mark.line + 1}: "
+                            f"duplicate key {short(dotted)}; a key may appear once in a mapping (keep one of them)")
+                    first[ident] = k
+                    todo.append((v, f"{path}.{k.value}" if path else str(k.value)))
+                else:
+                    todo.append((v, path))
+        elif isinstance(n, yaml.SequenceNode):
+            todo.extend((v, f"{path}.{i}" if path else str(i)) for i, v in enumerate(n.value))
+
+
+def parse_yaml(text: str, what: str = "config") -> tuple[Any, yaml.Node | None]:
+    """Parse one YAML document safely: ``(plain data, node tree)``; ``(None, None)`` when empty.
+
+    Plain data only (:class:`SafeLoader`), bounded (at most ``MAX_CONFIG_BYTES`` characters and
+    ``MAX_NODES`` values after alias expansion, ``MAX_DEPTH`` levels), no recursive aliases, no
+    duplicate keys. Any problem is a one-line :class:`ConfigError` starting with ``what``.
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what}: {len(text)} characters; a config is at most {MAX_CONFIG_BYTES} characters")
+    loader = None
+    try:
+        loader = SafeLoader(text)  # the reader refuses control characters here
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_size(node, what)
+        _check_duplicates(node, what)
+        return loader.construct_document(node), node
+    except yaml.YAMLError as exc:
+        where, problem = _yaml_problem(exc)
+        raise ConfigError(f"{what}{where}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{what}: invalid YAML: values are nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a value its constructor refuses: !!int x, 2020-13-45
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if "integer string conversion" in reason:
+            reason = "an integer with more than 4300 digits"
+        raise ConfigError(f"{what}: invalid YAML: a value cannot be read ({clip(reason, 100)})") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
 def safe_load(text: str) -> Any:
-    return yaml.load(text, Loader=SafeLoader)  # noqa: S506 - SafeLoader subclass: plain data only
+    """Plain data from YAML text, bounded as :func:`parse_yaml` (a ConfigError otherwise)."""
+    return parse_yaml(text)[0]
 
 
 def _read_yaml(path: Path) -> tuple[dict, yaml.Node | None]:
     """The YAML document as plain data, plus its node tree (for line numbers)."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
     try:
-        data = safe_load(text)
-        node = yaml.compose(text, Loader=SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        if "could not determine a constructor" in str(exc):
-            problem = f"{problem.strip()}: only plain YAML data is allowed (no python/object tags)"
-        raise ConfigError(f"{path}{where}: invalid YAML: {problem.strip()}") from None
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: config file is {size} bytes; a config is at most {MAX_CONFIG_BYTES} bytes "
+                              "(is it the right file?)")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    text = _decode_text(raw, path)
+    data, node = parse_yaml(text, str(path))
     if data is None:
         raise ConfigError(f"{path}: config file is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys (got {type(data).__name__})")
     return data, node
+
+
+def _decode_text(raw: bytes, path: Path) -> str:
+    """UTF-8 text (a UTF-8 BOM is dropped); UTF-16/32 and binary files are one-line errors."""
+    import codecs
+
+    for bom, enc in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                     (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
+        if raw.startswith(bom):
+            raise ConfigError(f"{path}: the config is {enc} text; save it as UTF-8")
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    if b"\x00" in raw:
+        raise ConfigError(f"{path}: not a text file (it holds NUL bytes: binary, or UTF-16/32 without a BOM); "
+                          "a config is UTF-8 YAML text")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path} line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                          "save the config as UTF-8") from None
 
 
 def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
@@ -550,11 +709,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict[str, str]:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not p for p in key.split(".")):
-            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=3")
+            raise ConfigError(f"override {clip(item)!r}: expected key=value, e.g. train.epochs=3")
         try:
-            value = safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
+            value = parse_yaml(raw, f"override {clip(item)!r}")[0] if raw.strip() else None
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace(": invalid YAML", ": the value is not valid YAML", 1)) from None
         node = data
         parts = key.split(".")
         for i, part in enumerate(parts[:-1]):
@@ -564,7 +723,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict[str, str]:
             if nxt is None:
                 nxt = {}
             if not isinstance(nxt, dict):
-                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])} is not a mapping")
+                raise ConfigError(f"override {clip(item)!r}: {'.'.join(parts[: i + 1])} is not a mapping")
             node[part] = nxt
             node = nxt
         node[parts[-1]] = value
@@ -586,8 +745,35 @@ def _allowed_keys(loc: tuple) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
-def _describe(err: dict) -> tuple[tuple, str]:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+def _clean_loc(loc: tuple, data: Any, last_may_be_missing: bool) -> tuple:
+    """The error's path in the user's data: pydantic adds union-member and validator tags to ``loc``
+    (``lr.float``, ``image_size.list[int]``); a part that is not a key (or index) of the data is such a tag."""
+    out, node = [], data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and str(part) in {str(k) for k in node}:
+            out.append(part)
+            node = next(v for k, v in node.items() if str(k) == str(part))
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            out.append(part)
+            node = node[part]
+        elif i == len(loc) - 1 and last_may_be_missing and isinstance(node, dict):
+            out.append(part)
+        elif isinstance(part, str) and not re.fullmatch(r"[a-z_]+(\[.*\])?|[A-Z]\w*|function-\w+\[.*\]", part):
+            out.append(part)  # not a pydantic tag after all (e.g. a key a validator added)
+            node = None
+        # else: a tag; skip it
+    return tuple(out)
+
+
+def _describe(err: dict, data: Any = None) -> tuple[tuple, str]:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    if data is not None:
+        loc = _clean_loc(loc, data, err["type"] in ("missing", "extra_forbidden"))
+    else:
+        loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
     ctx_err = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_err, _KeyError):
         return tuple(ctx_err.key.split(".")), str(ctx_err)
@@ -603,8 +789,27 @@ def _describe(err: dict) -> tuple[tuple, str]:
         msg = msg[len("Value error, "):]
     got = err.get("input")
     if err["type"] not in ("model_type", "dict_type") and not isinstance(got, dict):
-        msg = f"{msg} (got {got!r})"
+        msg = f"{msg} (got {short(got)})"
     return loc, msg
+
+
+MAX_MESSAGE = 600  # characters of one error line
+
+
+def _where(key: str, loc: tuple, *, source: str, node: yaml.Node | None, origin: dict[str, str]) -> str:
+    """Who to blame for an error at ``key``: the override that set it, a parent of it or a value inside
+    it; else the config file's line (naming an override that changed a sibling, e.g. the optimizer's name
+    that made the file's ``momentum`` an unknown option)."""
+    related = [o for k, o in origin.items() if key == k or key.startswith(k + ".") or k.startswith(key + ".")]
+    if related:
+        return f"override {clip(related[-1])!r}"
+    line = _line_of(node, loc)
+    parent = key.rpartition(".")[0]
+    siblings = [o for k, o in origin.items() if parent and k.startswith(parent + ".")]
+    if siblings and not line:
+        return f"override {clip(siblings[-1])!r}"
+    where = f"{source} line {line}" if line else source
+    return f"{where} (with override {clip(siblings[-1])!r})" if siblings else where
 
 
 def validate(data: dict, *, source: str = "config", node: yaml.Node | None = None,
@@ -615,18 +820,15 @@ def validate(data: dict, *, source: str = "config", node: yaml.Node | None = Non
         _check_components(cfg)
         return cfg
     except ValidationError as exc:
-        loc, msg = _describe(exc.errors()[0])
+        loc, msg = _describe(exc.errors()[0], data)
     except _KeyError as exc:
         loc, msg = tuple(exc.key.split(".")), str(exc)
     key = ".".join(str(p) for p in loc) or "(top level)"
-    origin = origin or {}
-    over = next((o for k, o in origin.items() if key == k or key.startswith(k + ".")), None)
-    if over:
-        where = f"override {over!r}"
-    else:
-        line = _line_of(node, loc)
-        where = f"{source} line {line}" if line else source
-    raise ConfigError(f"{where}: {key}: {msg}")
+    where = _where(key, loc, source=source, node=node, origin=origin or {})
+    text = " ".join(f"{where}: {clip(key, 120)}: {msg}".split())
+    if len(text) > MAX_MESSAGE:
+        text = text[:MAX_MESSAGE - 3] + "..."
+    raise ConfigError(text)
 
 
 def _check_components(cfg: Config) -> None:
@@ -650,6 +852,12 @@ def _check_components(cfg: Config) -> None:
             fn(sub.name, sub.options)
         except ConfigError as exc:
             raise _KeyError(f"{key}.{exc.key or 'name'}", str(exc)) from None
+        except (ArithmeticError, ValueError, TypeError, RuntimeError, AssertionError) as exc:
+            # the dry build met a value the component's own code did not guard (div_factor=0: a division by zero)
+            msg = clip(" ".join(str(exc).split()) or type(exc).__name__, 200)
+            opt = next(iter(sub.options), "name")
+            raise _KeyError(f"{key}.{opt}", f"{key.split('.')[-1]} {sub.name!r} cannot be built with "
+                            f"{short(sub.options)}: {msg}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

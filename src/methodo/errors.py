@@ -36,11 +36,15 @@ class RunFailed(Exception):
     exit_code = 3
 
 
-def choices(values) -> str:
-    """Format allowed values for an error message: ``'a', 'b' or 'c'``."""
-    vals = [repr(v) for v in values]
+def choices(values, *, limit: int = 30) -> str:
+    """Format allowed values for an error message: ``'a', 'b' or 'c'`` (at most ``limit`` of them,
+    each shortened by :func:`short`, so a CSV with 10000 columns still gives a readable line)."""
+    values = list(values)
+    vals = [short(v) for v in values[:limit]]
     if not vals:
         return "(none)"
+    if len(values) > limit:
+        return ", ".join(vals) + f", ... ({len(values)} in all)"
     if len(vals) == 1:
         return vals[0]
     return ", ".join(vals[:-1]) + " or " + vals[-1]
@@ -52,3 +56,42 @@ class CheckpointWriteError(RunFailed):
 
 class Terminated(BaseException):
     """The process received SIGTERM; raised in the main thread so the run is closed as KILLED."""
+
+
+def short(value, limit: int = 60) -> str:
+    """A bounded ``repr`` of a value for an error message.
+
+    The value may be anything a config or a data file holds, including a list expanded from YAML
+    aliases: it is never formatted whole. Nested containers are cut after a few items and levels
+    (``reprlib``), and what is still longer than ``limit`` characters is shown by its type and size.
+
+    >>> short([1, 2, 3])
+    '[1, 2, 3]'
+    >>> short("x" * 500)
+    "'xxxxxxxxxxxxxxxxxx...xxxxxxxxxxxxxxxxxxx' (a str of 500 characters)"
+    >>> short(list(range(10_000)))
+    'a list of 10000 items'
+    """
+    import reprlib
+
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an int of about {int(value.bit_length() * 0.30103) + 1} digits"  # repr may refuse (> 4300 digits)
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset, r.maxfrozenset, r.maxdeque = 2, 4, 4, 4, 4, 4, 4
+    r.maxstring, r.maxother, r.maxlong = 42, 42, 42
+    text = r.repr(value)
+    if isinstance(value, str):
+        return text if len(value) <= limit else f"{text} (a str of {len(value)} characters)"
+    if len(text) <= limit and "..." not in text:
+        return text
+    try:
+        n = len(value)
+    except TypeError:
+        return text[:limit] + "..."
+    return f"a {type(value).__name__} of {n} item{'s' if n != 1 else ''}"
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """``text`` cut to at most ``limit`` characters (``...`` marks the cut)."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -107,7 +107,64 @@ def bad_value(f: AuditFacts) -> Finding | None:
         "Fix the cells (a run stops at the first one), or list the column in data.categorical if it is a category.")
 
 
+@FINDINGS.register("non_finite_value", stage="data", check=False,
+                   help="a numeric feature holds inf, -inf or a number beyond float32's range (1e308)")
+def non_finite_value(f: AuditFacts) -> Finding | None:
+    bad = [p for p in f.problems if p["id"] == "non_finite_value"]
+    if not bad:
+        return None
+    cols = sorted({p["column"] for p in bad})
+    return Finding(
+        "non_finite_value", "high", f"{len(bad)} infinite or overflowing value(s) in column(s) "
+        f"{', '.join(map(repr, cols[:MAX_EXAMPLES]))}",
+        {"count": len(bad), "columns": cols, "cells": [{"row": p["row"], "column": p["column"], "value": p["value"]}
+                                                       for p in bad[:MAX_EXAMPLES]]},
+        "Fix these cells at the source (a division by zero, a sentinel such as 1e308, an overflow): a network "
+        "cannot train on them, so a run stops at the first one. Once removed, an imputer (data.features: "
+        "[impute]) can fill them.")
+
+
+@FINDINGS.register("empty_class", stage="data", check=False, help="a class folder holds no image (it is not a class)")
+def empty_class(f: AuditFacts) -> Finding | None:
+    bad = [p for p in f.problems if p["id"] == "empty_class"]
+    if not bad:
+        return None
+    return Finding(
+        "empty_class", "high", f"{len(bad)} class folder(s) hold no image and were left out: "
+        + ", ".join(repr(p["path"]) for p in bad[:MAX_EXAMPLES]),
+        {"count": len(bad), "folders": [p["path"] for p in bad[:MAX_EXAMPLES]]},
+        "Remove the empty folders or add their images: a run stops on an empty class folder. Hidden folders "
+        "(.git, __MACOSX) are ignored.")
+
+
 # --------------------------------------------------------------------------- labels
+
+
+@FINDINGS.register("single_class", stage="data", check=False,
+                   help="the labels hold one class only: there is nothing to classify")
+def single_class(f: AuditFacts) -> Finding | None:
+    if not task_spec(f.task).has_classes or f.y.ndim != 1 or len(f.y) == 0:
+        return None
+    present = np.unique(f.y)
+    if len(present) >= 2:
+        return None
+    name = f.class_names[int(present[0])] if f.class_names else str(present[0])
+    return Finding(
+        "single_class", "critical", f"Every row has the same label {name!r}: a classifier cannot learn anything",
+        {"class": name, "rows": int(len(f.y))},
+        "Check data.target (is it the right column?) or the image folder (one subfolder per class); a run refuses "
+        "data with fewer than 2 classes.")
+
+
+@FINDINGS.register("constant_target", stage="data", check=False,
+                   help="the regression target has the same value in every row")
+def constant_target(f: AuditFacts) -> Finding | None:
+    if not task_spec(f.task).standardize_target or len(f.y) == 0 or not np.all(f.y == f.y[0]):
+        return None
+    return Finding(
+        "constant_target", "critical", f"The target is {float(f.y[0]):g} in every row: there is nothing to predict",
+        {"value": float(f.y[0]), "rows": int(len(f.y))},
+        "Check data.target (is it the right column?); a run refuses a constant target.")
 
 
 @FINDINGS.register("class_imbalance", stage="data", check=False,
@@ -375,6 +432,8 @@ def _single_feature_scores(f: AuditFacts) -> list[tuple[str, float, float]]:
                     "probably the label in disguise")
 def target_leakage(f: AuditFacts) -> Finding | None:
     if f.kind != "tabular" or "train" not in f.indices:
+        return None
+    if len(f.y) == 0 or np.all(f.y == f.y[0]):  # one class or a constant: any feature "predicts" it (single_class)
         return None
     scores = [s for s in _single_feature_scores(f) if s[1] >= LEAKAGE_SCORE]
     if not scores:

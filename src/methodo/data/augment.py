@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from methodo.errors import ConfigError
+from methodo.errors import ConfigError, short
 from methodo.tasks import task_spec
 from methodo.registry import Registry
 
@@ -132,7 +132,7 @@ class Rotation(Augmentation):
     def __init__(self, degrees: float | list | None = None, p: float = 1.0):
         if degrees is not None and not (isinstance(degrees, (int, float)) and not isinstance(degrees, bool)
                                         or isinstance(degrees, (list, tuple)) and len(degrees) == 2):
-            raise ConfigError(f"rotation: degrees is a number or [low, high] (got {degrees!r})", key="degrees")
+            raise ConfigError(f"rotation: degrees is a number or [low, high] (got {short(degrees)})", key="degrees")
         self.degrees, self.p = degrees, p
 
     def _range(self):
@@ -296,7 +296,7 @@ class Detexture(Augmentation):
     def __init__(self, method: str = "bilateral", kernel: int = 5, sigma_color: float = 0.1,
                  sigma_space: float = 2.0, p: float = 0.5):
         if method not in ("bilateral", "median", "gaussian"):
-            raise ConfigError(f"detexture: method {method!r}; choose 'bilateral', 'median' or 'gaussian'", key="method")
+            raise ConfigError(f"detexture: method {short(method)}; choose 'bilateral', 'median' or 'gaussian'", key="method")
         if kernel < 3 or kernel % 2 == 0:
             raise ConfigError(f"detexture: kernel must be an odd size >= 3 (got {kernel})", key="kernel")
         self.method, self.kernel, self.sigma_color, self.sigma_space, self.p = (
@@ -413,6 +413,13 @@ class Normalize(Augmentation):
         if (mean is None) != (std is None):
             raise ConfigError("normalize: give both mean and std, or neither (then they are fitted on train)",
                               key="mean" if mean is None else "std")
+        for key, v in (("mean", mean), ("std", std)):
+            vals = v if isinstance(v, (list, tuple)) else [v]
+            if v is not None and (not vals or len(vals) > 4 or not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                    and (key == "mean" or x > 0) for x in vals)):
+                raise ConfigError(f"normalize: {key} is a number or one number per channel, e.g. [0.5, 0.5, 0.5]"
+                                  + (", each > 0" if key == "std" else "") + f" (got {short(v)})", key=key)
         self.mean, self.std, self.p = mean, std, 1.0
 
     def apply(self, x, g):

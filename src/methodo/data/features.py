@@ -26,13 +26,15 @@ Examples
 
 from __future__ import annotations
 
+import math
+
 import importlib
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from methodo.errors import BadInput, ConfigError, DataError
+from methodo.errors import BadInput, ConfigError, DataError, clip, short
 from methodo.tasks import task_spec
 from methodo.registry import Registry, check_kwargs
 
@@ -75,8 +77,8 @@ def _resolve_function(fn: str) -> tuple[Callable, Callable | None]:
         try:
             return getattr(importlib.import_module(mod), attr), None
         except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"data.features: cannot import feature function {fn!r} ({exc})") from None
-    raise ConfigError(f"data.features: unknown feature function {fn!r}; choose one of "
+            raise ConfigError(f"data.features: cannot import feature function {short(fn)} ({exc})") from None
+    raise ConfigError(f"data.features: unknown feature function {short(fn)}; choose one of "
                       f"{', '.join(repr(n) for n in FUNCTIONS.names())} or give 'package.module:function'")
 
 
@@ -129,7 +131,7 @@ class FunctionFeatures(TransformerMixin, BaseEstimator):
         for c in cols:
             if isinstance(c, str):
                 if c not in self.feature_names:
-                    raise ConfigError(f"data.features: function {self.fn!r}: column {c!r} not found; "
+                    raise ConfigError(f"data.features: function {self.fn!r}: column {short(c)} not found; "
                                       f"columns: {', '.join(map(repr, self.feature_names))}")
                 c = list(self.feature_names).index(c)
             out.append(int(c))
@@ -226,6 +228,20 @@ class RFESelect(_MaskSelector):
 
 # --------------------------------------------------------------------------- the registry
 
+def _count(value, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be an integer >= 1 (got {short(value)})", key=key)
+    return value
+
+
+def _number(value, key: str, *, low: float, strict: bool = False) -> float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value < low or (strict and value == low)):
+        raise ConfigError(f"{key} must be a finite number {'>' if strict else '>='} {low:g} (got {short(value)})",
+                          key=key)
+    return float(value)
+
+
 @FEATURES.register("standard", kind="scaling", help="scale each feature to mean 0, std 1 (StandardScaler)")
 def standard(*, task, seed, feature_names):
     from sklearn.preprocessing import StandardScaler
@@ -254,7 +270,7 @@ def impute(*, task, seed, feature_names, strategy: str = "median"):
     from sklearn.impute import SimpleImputer
 
     if strategy not in ("median", "mean", "most_frequent"):
-        raise ConfigError(f"data.features: impute strategy {strategy!r}; choose 'median', 'mean' or 'most_frequent'")
+        raise ConfigError(f"data.features: impute strategy {short(strategy)}; choose 'median', 'mean' or 'most_frequent'")
     return SimpleImputer(strategy=strategy, keep_empty_features=True)
 
 
@@ -263,25 +279,26 @@ def impute(*, task, seed, feature_names, strategy: str = "median"):
 def variance_threshold(*, task, seed, feature_names, threshold: float = 0.0):
     from sklearn.feature_selection import VarianceThreshold
 
-    return VarianceThreshold(threshold=float(threshold))
+    return VarianceThreshold(threshold=_number(threshold, "threshold", low=0.0))
 
 
 @FEATURES.register("mutual_info", kind="selection",
                    help="keep the k features sharing most information with the target")
 def mutual_info(*, task, seed, feature_names, k: int = 10):
-    return MutualInfoSelect(k=int(k), task=task, seed=seed)
+    return MutualInfoSelect(k=_count(k, "k"), task=task, seed=seed)
 
 
 @FEATURES.register("l1", kind="selection",
                    help="keep features with non-zero L1 coefficients (logistic C / Lasso alpha, standardized)")
 def l1(*, task, seed, feature_names, C: float = 0.1, alpha: float = 0.05):
-    return L1Select(C=float(C), alpha=float(alpha), task=task, seed=seed)
+    return L1Select(C=_number(C, "C", low=0.0, strict=True), alpha=_number(alpha, "alpha", low=0.0, strict=True),
+                    task=task, seed=seed)
 
 
 @FEATURES.register("rfe", kind="selection",
                    help="recursive feature elimination with a linear model down to n_features")
 def rfe(*, task, seed, feature_names, n_features: int = 10, step: int = 1):
-    return RFESelect(n_features=int(n_features), step=int(step), task=task, seed=seed)
+    return RFESelect(n_features=_count(n_features, "n_features"), step=_count(step, "step"), task=task, seed=seed)
 
 
 @FEATURES.register("pca", kind="extraction",
@@ -289,12 +306,17 @@ def rfe(*, task, seed, feature_names, n_features: int = 10, step: int = 1):
 def pca(*, task, seed, feature_names, n_components: int = 10, whiten: bool = False):
     from sklearn.decomposition import PCA
 
-    return PCA(n_components=min(int(n_components), max(len(feature_names), 1)), whiten=whiten, random_state=seed)
+    n_components = _count(n_components, "n_components")
+    return PCA(n_components=min(n_components, max(len(feature_names), 1)), whiten=whiten, random_state=seed)
 
 
 @FEATURES.register("function", kind="extraction",
                    help="a named feature function (fn: polar, or 'package.module:function'; columns: names)")
 def function(*, task, seed, feature_names, fn: str = "polar", columns: list | None = None):
+    if columns is not None and (not isinstance(columns, (list, tuple)) or not all(
+            isinstance(c, str) or (isinstance(c, int) and not isinstance(c, bool)) for c in columns)):
+        raise ConfigError(f"data.features: function {short(fn)}: columns is a list of column names or indices "
+                          f"(got {short(columns)})")
     _resolve_function(fn)
     return FunctionFeatures(fn=fn, columns=None if columns is None else list(columns),
                             feature_names=list(feature_names))
@@ -312,9 +334,9 @@ def parse_step(item: Any, index: int, *, key: str = "data.features") -> tuple[st
             if opts is None:
                 opts = {}
             if not isinstance(opts, dict):
-                raise ConfigError(f"{key}.{index}: options of {name!r} must be a mapping (got {opts!r})")
+                raise ConfigError(f"{key}.{index}: options of {short(name)} must be a mapping (got {short(opts)})")
             return str(name), dict(opts)
-    raise ConfigError(f"{key}.{index}: expected a name or {{name: options}} (got {item!r})")
+    raise ConfigError(f"{key}.{index}: expected a name or {{name: options}} (got {short(item)})")
 
 
 def check_steps(items: list, registry: Registry, *, key: str, reserved=("task", "seed", "feature_names")) -> None:
@@ -324,7 +346,11 @@ def check_steps(items: list, registry: Registry, *, key: str, reserved=("task", 
         fn = registry.get(name, key=f"{key}.{i}")
         try:
             check_kwargs(fn, opts, reserved=reserved, what=f"{registry.kind} {name!r}")
+            if registry is FEATURES:  # values too: the step's own checks (k >= 1, C > 0, ...) at config time
+                fn(task="classification", seed=0, feature_names=["a", "b"], **opts)
         except ConfigError as exc:
+            if exc.key is None:
+                raise ConfigError(f"{key}.{i}: {str(exc).removeprefix('data.features: ')}") from None
             raise ConfigError(f"{key}.{i}.{exc.key}: {exc}") from None
 
 
@@ -357,13 +383,21 @@ def output_names(pipe, names: list[str]) -> list[str]:
 
 def fit_transform(pipe, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Fit ``pipe`` on the training rows; a failing step is a DataError naming it."""
+    import warnings
+
     try:
-        return np.asarray(pipe.fit_transform(X, y), dtype=np.float32)
-    except (ValueError, TypeError) as exc:
+        with warnings.catch_warnings():  # scikit-learn's warnings ("No features were selected") become the check below
+            warnings.simplefilter("ignore")
+            out = np.asarray(pipe.fit_transform(X, y), dtype=np.float32)
+    except (ValueError, TypeError, IndexError, ArithmeticError) as exc:
         step = next((n for n, s in pipe.steps if not hasattr(s, "n_features_in_") and not hasattr(s, "support_")),
                     pipe.steps[-1][0])
         raise DataError(f"data.features: step {step!r} failed on the training split: "
-                        f"{str(exc).splitlines()[0]}") from None
+                        f"{clip(' '.join(str(exc).split()) or type(exc).__name__, 200)}") from None
+    if out.ndim != 2 or out.shape[1] == 0:
+        raise DataError("data.features: no feature is left after the steps on the training split; loosen the "
+                        "selection (mutual_info k, l1 C/alpha, variance_threshold threshold)")
+    return out
 
 
 # --------------------------------------------------------------------------- saving (no pickle)

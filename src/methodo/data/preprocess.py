@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from methodo.errors import ConfigError, DataError
+from methodo.errors import ConfigError, DataError, short
 from methodo.data.sources import Dataset
 from methodo.data.split import split_groups, split_indices
 
@@ -42,8 +42,14 @@ class Preprocessor:
 
         if self.scale == "standard":
             axes = (0,) if X.ndim == 2 else (0, 2, 3)  # per feature, or per image channel
-            self.mean = X.mean(axis=axes, keepdims=True).astype(np.float32)
-            std = X.std(axis=axes, keepdims=True)
+            with np.errstate(over="ignore", invalid="ignore"):
+                mean, std = X.mean(axis=axes, keepdims=True), X.std(axis=axes, keepdims=True)
+            if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+                # float32 features near float32's limit (1e38) overflow in the float32 sums: redo in float64
+                # (only then: the float32 sums are kept otherwise, so the numbers of ordinary data never move)
+                mean, std = X.mean(axis=axes, keepdims=True, dtype=np.float64), X.std(axis=axes, keepdims=True,
+                                                                                       dtype=np.float64)
+            self.mean = mean.astype(np.float32)
             self.std = np.where(std > 1e-8, std, 1.0).astype(np.float32)  # constant features stay put
         if task_spec(task).standardize_target:
             self.y_mean, self.y_std = float(y.mean()), float(y.std() or 1.0)
@@ -52,14 +58,23 @@ class Preprocessor:
     @classmethod
     def fixed(cls, mean, std, channels: int) -> "Preprocessor":
         """A fixed per-channel normalization (``normalize`` with mean and std), the same for every split."""
-        m = np.broadcast_to(np.asarray(mean, dtype=np.float32), (channels,)).reshape(1, channels, 1, 1)
-        s = np.broadcast_to(np.asarray(std, dtype=np.float32), (channels,)).reshape(1, channels, 1, 1)
+        try:
+            m = np.broadcast_to(np.asarray(mean, dtype=np.float32), (channels,)).reshape(1, channels, 1, 1)
+            s = np.broadcast_to(np.asarray(std, dtype=np.float32), (channels,)).reshape(1, channels, 1, 1)
+        except ValueError:
+            raise ConfigError(f"data.augment: normalize has {np.size(mean)} mean and {np.size(std)} std value(s); "
+                              f"the images have {channels} channel(s): give 1 or {channels}") from None
         return cls(scale="fixed", mean=m.copy(), std=s.copy())
 
     def transform_x(self, X: np.ndarray) -> np.ndarray:
         if self.mean is None:  # token ids stay integers
             return X if X.dtype.kind in "iu" else X.astype(np.float32, copy=False)
-        return ((X - self.mean) / self.std).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = ((X - self.mean) / self.std).astype(np.float32)
+        if X.ndim == 2 and not np.isfinite(out).all() and np.isfinite(X).all():
+            # a feature near float32's limit overflowed in X - mean: redo this table in float64
+            out = ((X.astype(np.float64) - self.mean) / self.std).astype(np.float32)
+        return out
 
     def transform_y(self, y: np.ndarray, task: str) -> np.ndarray:
         from methodo.tasks import task_spec
@@ -147,12 +162,12 @@ def groups_for(ds: Dataset, split_cfg) -> np.ndarray | None:
         try:
             rx = re.compile(split_cfg.group)
         except re.error as exc:
-            raise ConfigError(f"data.split.group: {split_cfg.group!r} is not a valid regex ({exc})") from None
+            raise ConfigError(f"data.split.group: {short(split_cfg.group)} is not a valid regex ({exc})") from None
         out = []
         for p in ds.meta["path"]:
             m = rx.search(str(p))
             if m is None:
-                raise DataError(f"{p}: data.split.group regex {split_cfg.group!r} does not match this file's path")
+                raise DataError(f"{p}: data.split.group regex {short(split_cfg.group)} does not match this file's path")
             out.append(m.group(1) if m.groups() else m.group(0))
         return np.array(out, dtype=object)
     raise ConfigError(f"data.split.group: dataset {ds.name!r} has no group column; the group split works on a CSV "
@@ -168,7 +183,7 @@ def _check_missing(ds: Dataset, steps: list) -> None:
         return
     r, c = np.argwhere(np.isnan(ds.X))[0]
     n_missing = int(np.isnan(ds.X).sum())
-    raise DataError(f"data: {n_missing} missing values (first: column {ds.feature_names[c]!r}, {ds.where(int(r))}); "
+    raise DataError(f"data: {n_missing} missing values (first: column {short(ds.feature_names[c])}, {ds.where(int(r))}); "
                     "add an imputer, e.g. data.features=[impute], or fix the data (see `methodo data inspect`)")
 
 
@@ -258,9 +273,12 @@ def prepare(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None,
             absent = [c for c, n in counts[name].items() if n == 0]
             if absent:
                 total = int((ds.y == ds.class_names.index(absent[0])).sum())
+                method = data_cfg.split.method
+                fixes = ["use method 'stratified'"] if method != "stratified" else []  # not when it is already set
+                fixes += ["larger data.split fractions", "more rows of that class"]
                 raise DataError(
-                    f"data.split: class {absent[0]!r} ({total} rows in all) is absent from the {name} split "
-                    f"(method {data_cfg.split.method!r}); use method 'stratified', larger fractions, or more rows of that class")
+                    f"data.split: class {short(absent[0])} ({total} rows in all) is absent from the {name} split "
+                    f"(method {method!r}); {', '.join(fixes[:-1])} or {fixes[-1]}")
 
     # 3. Balancing: the training rows only.
     data = PreparedData(ds, idx, tensors, raw_y, pre, counts, balance=data_cfg.balance, features=pipe,

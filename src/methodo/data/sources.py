@@ -17,13 +17,14 @@ True
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from methodo.errors import DataError, choices
+from methodo.errors import DataError, choices, clip, short
 from methodo.tasks import task_spec
 from methodo.registry import Registry
 
@@ -106,7 +107,28 @@ def load_dataset(data_cfg, *, audit: bool = False) -> Dataset:
     if len(ds.y) == 0:
         raise DataError(f"dataset {ds.name!r} has no rows" + (
             f" ({len(ds.problems)} unreadable: first {ds.problems[0]})" if ds.problems else ""))
+    if not audit:  # `data inspect` reports these as findings (single_class, constant_target)
+        reason = unusable_target(ds)
+        if reason:
+            where = getattr(data_cfg, "path", None) or f"dataset {ds.name!r}"
+            raise DataError(f"{where}: {reason}")
     return ds
+
+
+def unusable_target(ds: Dataset) -> str | None:
+    """Why the target leaves nothing to learn (one class; a constant regression target), or None."""
+    if task_spec(ds.task).has_classes and ds.y.ndim == 1:
+        present = np.unique(ds.y)
+        if len(present) < 2:
+            name = ds.class_names[int(present[0])] if ds.class_names else str(present[0])
+            what = "folder" if ds.kind == "image" and "path" in ds.meta else "class"
+            return (f"only one {what} ({name!r}, {len(ds.y)} {'images' if ds.kind == 'image' else 'rows'}): classification needs at least 2 classes "
+                    + ("(one subfolder of images per class)" if what == "folder" else "(is data.target the right "
+                       "column?)" if "row" in ds.meta else ""))
+    if task_spec(ds.task).standardize_target and len(ds.y) and np.all(ds.y == ds.y[0]):
+        return (f"the target is {float(ds.y[0]):g} in every row ({len(ds.y)} rows): there is nothing to predict "
+                "(is data.target the right column?)")
+    return None
 
 
 # --------------------------------------------------------------------------- scikit-learn
@@ -181,12 +203,21 @@ def load_digits_attributes(data_cfg, audit: bool = False) -> Dataset:
 # --------------------------------------------------------------------------- CSV
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _finite32(values: np.ndarray) -> np.ndarray:
+    """Mask of values that stay finite as float32 (NaN counts as finite here: it is "missing")."""
+    with np.errstate(invalid="ignore"):
+        return np.isnan(values) | (np.abs(values) <= _F32_MAX)
+
+
 def _numbers(s):
     """``(values as float64 with NaN, mask of cells that are numbers)`` for a column of strings."""
     import pandas as pd
 
     conv = pd.to_numeric(s, errors="coerce")
-    return conv.to_numpy(dtype=np.float64), conv.notna().to_numpy()
+    return conv.to_numpy(dtype=np.float64, copy=True), conv.notna().to_numpy()
 
 
 @DATASETS.register("csv", help="a CSV file (data.path) with a target column (data.target); numeric and "
@@ -213,19 +244,19 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
     target = data_cfg.target
     cols = list(df.columns)
     if target not in cols:
-        raise DataError(f"{path}: data.target column {target!r} not found; columns: {choices(cols)}")
+        raise DataError(f"{path}: data.target column {short(target)} not found; columns: {choices(cols)}")
     if len(df) == 0:
         raise DataError(f"{path}: CSV file has a header but no rows")
     group_col = getattr(data_cfg.split, "group", None) if data_cfg.split.method in ("group",) else None
     if group_col is not None and group_col not in cols:
-        raise DataError(f"{path}: data.split.group column {group_col!r} not found; columns: {choices(cols)}")
+        raise DataError(f"{path}: data.split.group column {short(group_col)} not found; columns: {choices(cols)}")
     ignore = list(getattr(data_cfg, "ignore", []) or [])
     for c in ignore + list(getattr(data_cfg, "categorical", []) or []):
         if c not in cols:
-            raise DataError(f"{path}: column {c!r} (data.ignore / data.categorical) not found; columns: {choices(cols)}")
+            raise DataError(f"{path}: column {short(c)} (data.ignore / data.categorical) not found; columns: {choices(cols)}")
     features = [c for c in cols if c != target and c != group_col and c not in ignore]
     if not features:
-        raise DataError(f"{path}: no feature columns besides the target {target!r}")
+        raise DataError(f"{path}: no feature columns besides the target {short(target)}")
     rows = np.arange(len(df)) + 2  # file line of each row (line 1 is the header)
     problems: list[dict] = []
     keep = np.ones(len(df), dtype=bool)
@@ -234,20 +265,28 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
     yraw = df[target]
     for i in np.flatnonzero(yraw.isna().to_numpy()):
         if not audit:
-            raise DataError(f"{path} row {rows[i]}: missing value in target column {target!r}")
+            raise DataError(f"{path} row {rows[i]}: missing value in target column {short(target)}")
         problems.append({"id": "bad_label", "row": int(rows[i]), "column": target, "value": None,
                          "reason": "missing label"})
         keep[i] = False
     present = yraw.notna().to_numpy()
-    is_num = _numbers(yraw)[1]
+    yvals, is_num = _numbers(yraw)
     if present.any() and is_num[present].mean() >= 0.5 and not is_num[present].all():
         for i in np.flatnonzero(present & ~is_num):
             if not audit:
-                raise DataError(f"{path} row {rows[i]}: target column {target!r} is numeric but holds "
-                                f"{yraw.iloc[i]!r}")
-            problems.append({"id": "bad_label", "row": int(rows[i]), "column": target, "value": yraw.iloc[i],
+                raise DataError(f"{path} row {rows[i]}: target column {short(target)} is numeric but holds "
+                                f"{short(yraw.iloc[i])}")
+            problems.append({"id": "bad_label", "row": int(rows[i]), "column": target, "value": clip(yraw.iloc[i]),
                              "reason": "a string in a numeric label column"})
             keep[i] = False
+    numeric_labels = present.any() and is_num[present].mean() >= 0.5
+    for i in np.flatnonzero(present & is_num & ~_finite32(yvals) if numeric_labels else []):
+        if not audit:
+            raise DataError(f"{path} row {rows[i]}: target column {short(target)} holds {short(yraw.iloc[i])}, not a "
+                            f"finite number within ±{_F32_MAX:.3g}")
+        problems.append({"id": "bad_label", "row": int(rows[i]), "column": target, "value": clip(yraw.iloc[i]),
+                         "reason": "not a finite number within float32's range"})
+        keep[i] = False
 
     # 2. Features: numeric (NaN when missing) or categorical (raw strings, None when missing).
     forced_cat = set(getattr(data_cfg, "categorical", []) or [])
@@ -263,10 +302,17 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
             continue
         for i in np.flatnonzero(nonmissing & ~num_mask):
             if not audit:
-                raise DataError(f"{path} row {rows[i]}: column {col!r} is not numeric (value {s.iloc[i]!r}); "
+                raise DataError(f"{path} row {rows[i]}: column {short(col)} is not numeric (value {short(s.iloc[i])}); "
                                 "list it in data.categorical if it is a category")
-            problems.append({"id": "bad_value", "row": int(rows[i]), "column": col, "value": s.iloc[i],
+            problems.append({"id": "bad_value", "row": int(rows[i]), "column": col, "value": clip(s.iloc[i]),
                              "reason": "a string in a numeric column (read as missing)"})
+        for i in np.flatnonzero(num_mask & ~_finite32(values)):  # inf, -inf, 1e400, 1e308 (beyond float32)
+            if not audit:
+                raise DataError(f"{path} row {rows[i]}: column {short(col)} holds {short(s.iloc[i])}, not a finite "
+                                f"number within ±{_F32_MAX:.3g}; fix the cell, or empty it (a missing value, which data.features=[impute] fills)")
+            problems.append({"id": "non_finite_value", "row": int(rows[i]), "column": col, "value": clip(s.iloc[i]),
+                             "reason": "not a finite number within float32's range (read as missing)"})
+            values[i] = np.nan
         num_names.append(col)
         num_cols.append(values)
     X = (np.stack(num_cols, 1) if num_cols else np.zeros((len(df), 0))).astype(np.float32)
@@ -294,26 +340,64 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
 # --------------------------------------------------------------------------- image folder
 
 
-def _header(path: Path) -> tuple[str, tuple[int, int]] | str:
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own default (a 2**30-byte RGB image): data.max_image_pixels
+
+
+@contextmanager
+def _pillow_quiet():
+    """Pillow without its own decompression-bomb check and warnings: the caller checks the pixel count
+    from the header first (with the limit of data.max_image_pixels) and reports it in one line."""
+    import warnings
+
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
+def too_many_pixels(size: tuple[int, int], limit: int) -> str | None:
+    """The reason an image of ``size`` (width, height) is refused, or None when it is within ``limit``."""
+    w, h = size
+    if w * h <= limit:
+        return None
+    return (f"image is {w}×{h} = {w * h / 1e6:.1f} M pixels, over the limit of {limit / 1e6:.1f} M pixels "
+            f"(data.max_image_pixels, a guard against decompression bombs); if the image is genuine, raise it, "
+            f"e.g. data.max_image_pixels={w * h}")
+
+
+def _header(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[str, tuple[int, int]] | str:
     """``(mode, (width, height))`` from the file header, or the reason it cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         if path.stat().st_size == 0:
             return "0-byte file"
-        with Image.open(path) as im:
-            return im.mode, im.size
+        with _pillow_quiet(), Image.open(path) as im:
+            mode, size = im.mode, im.size
     except UnidentifiedImageError:
         return "not an image (no PNG/JPEG content; is it a text file with an image name?)"
     except OSError as exc:
         return f"unreadable ({exc})"
+    except Exception as exc:  # noqa: BLE001 - a malformed header raises SyntaxError, ValueError, struct.error...
+        return f"unreadable ({' '.join(str(exc).split()) or type(exc).__name__})"
+    return too_many_pixels(size, max_pixels) or (mode, size)
 
 
-def _decode(path: str, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+def _decode(path: str, channels: int, size: tuple[int, int] | None,
+            max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """One image as uint8 ``(C, H, W)``: alpha composited on white, then gray or RGB, then resized."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    with _pillow_quiet(), Image.open(path) as im:
+        refused = too_many_pixels(im.size, max_pixels)
+        if refused:
+            raise ValueError(refused)
         im.load()  # decode fully now: a truncated file fails here
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             rgba = im.convert("RGBA")
@@ -334,17 +418,17 @@ class _ImageFiles:
     """A map-style torch dataset decoding one file per item; never raises (errors come back as text),
     so a corrupt file is reported with its path even from a DataLoader worker."""
 
-    def __init__(self, paths, channels, size):
-        self.paths, self.channels, self.size = paths, channels, size
+    def __init__(self, paths, channels, size, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+        self.paths, self.channels, self.size, self.max_pixels = paths, channels, size, max_pixels
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
         try:
-            return i, _decode(self.paths[i], self.channels, self.size), ""
+            return i, _decode(self.paths[i], self.channels, self.size, self.max_pixels), ""
         except Exception as exc:  # noqa: BLE001 - reported with the file's path by the caller
-            reason = str(exc) or type(exc).__name__
+            reason = " ".join(str(exc).split()) or type(exc).__name__
             if "truncated" in reason.lower():
                 reason = f"truncated image ({reason})"
             return i, None, f"unreadable image: {reason}"
@@ -355,7 +439,8 @@ def _collate(items):
 
 
 def read_images(paths: list[str], *, channels: int, size: tuple[int, int], workers: int = 0,
-                audit: bool = False, progress: bool = False) -> tuple[np.ndarray, list[dict]]:
+                audit: bool = False, progress: bool = False,
+                max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[np.ndarray, list[dict]]:
     """Decode ``paths`` into one float32 array ``(n, C, H, W)`` in [0, 1], in DataLoader workers.
 
     Strict mode raises :class:`DataError` with the first unreadable file's path; audit mode returns
@@ -368,7 +453,8 @@ def read_images(paths: list[str], *, channels: int, size: tuple[int, int], worke
 
     out = np.zeros((len(paths), channels, *size), dtype=np.float32)
     problems = []
-    loader = DataLoader(_ImageFiles(paths, channels, size), batch_size=64, num_workers=workers,
+    workers = min(workers, os.cpu_count() or 1)  # more processes than CPUs only adds start-up time (and a warning)
+    loader = DataLoader(_ImageFiles(paths, channels, size, max_pixels), batch_size=64, num_workers=workers,
                         collate_fn=_collate, shuffle=False)
     for batch in tqdm(loader, disable=not (progress and sys.stderr.isatty()), desc="decoding images", leave=False):
         for i, arr, err in batch:
@@ -381,11 +467,31 @@ def read_images(paths: list[str], *, channels: int, size: tuple[int, int], worke
     return out, problems
 
 
+def _hidden(name: str) -> bool:
+    """Folders and files that are not data: dot-prefixed (.git, .ipynb_checkpoints, ._x.png) and the
+    resource-fork folder macOS adds to zip files."""
+    return name.startswith(".") or name in ("__MACOSX", "__pycache__")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _image_size(value) -> tuple[int, int] | None:
     if value is None:
         return None
     if isinstance(value, int):
         return (value, value)
+    if len(value) == 1:
+        return (int(value[0]), int(value[0]))
     return (int(value[0]), int(value[1]))
 
 
@@ -403,23 +509,34 @@ def load_imagefolder(data_cfg, audit: bool = False) -> Dataset:
     root = Path(data_cfg.path)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found (data.path)")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not _hidden(p.name))
     if not classes:
         raise DataError(f"{root}: no class subfolders; expected {root}/CLASS_NAME/image.png for each class")
     paths, labels, problems = [], [], []
-    for c, name in enumerate(classes):
-        for p in sorted((root / name).rglob("*")):
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-                paths.append(p)
-                labels.append(c)
+    kinds = "/".join(s[1:] for s in IMAGE_SUFFIXES)
+    empty = []
+    for name in classes:
+        found = [p for p in sorted((root / name).rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES
+                 and not any(_hidden(part) for part in p.relative_to(root / name).parts) and p.is_file()]
+        if not found:
+            if not audit:
+                raise DataError(f"{root / name}: class folder holds no {kinds} file; remove the folder or add its "
+                                "images (hidden folders, e.g. .git or __MACOSX, are ignored)")
+            problems.append({"id": "empty_class", "path": str(root / name), "reason": f"no {kinds} file"})
+            empty.append(name)
+            continue
+        paths += found
+        labels += [name] * len(found)
+    classes = [c for c in classes if c not in empty]  # audit mode: an empty folder is not a class
     if not paths:
-        raise DataError(f"{root}: no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} files in the class subfolders "
-                        f"{choices(classes)}")
+        raise DataError(f"{root}: no {kinds} files in the class subfolders {choices(classes + empty)}")
+    labels = [classes.index(c) for c in labels]
+    max_pixels = getattr(data_cfg, "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
 
     # 1. Headers only (fast): mode and size of every file; a 0-byte or non-image file is caught here.
     heads = []
     for p in paths:
-        h = _header(p)
+        h = _header(p, max_pixels)
         if isinstance(h, str):
             if not audit:
                 raise DataError(f"{p}: {h}")
@@ -444,9 +561,16 @@ def load_imagefolder(data_cfg, audit: bool = False) -> Dataset:
         w, h = sizes.pop()
         size = (h, w)
 
+    need = len(good) * channels * size[0] * size[1] * 4  # bytes of the float32 array
+    avail = _available_memory()
+    if avail is not None and need > 0.8 * avail:
+        raise DataError(f"{root}: {len(good)} images of {size[0]}×{size[1]}×{channels} need {need / 2**30:.1f} GiB "
+                        f"of memory once decoded, more than the {avail / 2**30:.1f} GiB available; set a smaller "
+                        "data.image_size, e.g. data.image_size=64")
+
     # 2. Decode the readable files in DataLoader workers; a truncated file is caught here.
     X, decode_problems = read_images([str(paths[i]) for i in good], channels=channels, size=size,
-                                     workers=data_cfg.workers, audit=audit, progress=True)
+                                     workers=data_cfg.workers, audit=audit, progress=True, max_pixels=max_pixels)
     problems += decode_problems
     bad = {p["path"] for p in decode_problems}
     keep = [k for k, i in enumerate(good) if str(paths[i]) not in bad]

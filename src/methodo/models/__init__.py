@@ -12,7 +12,7 @@ torch.Size([2, 3])
 
 from __future__ import annotations
 
-from methodo.errors import ConfigError, choices
+from methodo.errors import ConfigError, choices, clip, short
 from methodo.models import dense as _dense, language as _language  # they register their models
 from methodo.models.zoo import MODELS
 from methodo.registry import check_kwargs
@@ -45,9 +45,38 @@ def check_model_task(name: str, task: str, kind: str | None = None) -> None:
         raise ConfigError(f"model {name!r} does {does}, not {task}; choose {choices(fits)}")
 
 
+MAX_PARAMETERS = 2_000_000_000  # on the dummy input below; a model larger than this is a typo (width=1e9)
+_DUMMY = {"tabular": (8,), "image": (3, 32, 32), "text": (16,)}  # input shape of the config-time build
+_DUMMY_TEXT = {"tabular": "8-feature", "image": "3×32×32 image", "text": "16-token"}
+
+
 def check_model_options(name: str, options: dict) -> None:
-    fn = MODELS.get(name)  # the config loader adds the key (model.name) to the message
-    check_kwargs(fn, options, reserved=_RESERVED, what=f"model {name!r}")
+    """Names, types and values of a model's options, before any data is read.
+
+    The options are checked against the factory's signature, then the model is built once on
+    PyTorch's ``meta`` device (no memory) for a small dummy input, so the model's own argument
+    checks (dropout in [0, 1), positive widths, ...) and PyTorch's run at config time. Raises
+    ConfigError with ``key`` the option (the config loader adds ``model.``).
+    """
+    import torch
+
+    entry = MODELS.entry(name)  # the config loader adds the key (model.name) to the message
+    check_kwargs(entry.obj, options, reserved=_RESERVED, what=f"model {name!r}")
+    kind = next(k for k in ("tabular", "image", "text") if k in entry.meta.get("inputs", ("image", "tabular")))
+    try:
+        with torch.device("meta"):
+            net = entry.obj(input_shape=_DUMMY[kind], n_outputs=3, **options)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, RuntimeError, OverflowError, ZeroDivisionError) as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(f"model {name!r} cannot be built with {short(options)}: {clip(msg, 200)}",
+                          key=next(iter(options), None)) from None
+    n = sum(p.numel() for p in net.parameters())
+    if n > MAX_PARAMETERS:
+        raise ConfigError(f"model {name!r} with {short(options)} has {n:.3g} parameters on a small "
+                          f"{_DUMMY_TEXT[kind]} input, over the {MAX_PARAMETERS:.0e} limit; "
+                          "check the widths", key=next(iter(options), None))
 
 
 def build_model(name: str, *, input_shape: tuple[int, ...], n_outputs: int, kind: str = "tabular",
@@ -67,4 +96,22 @@ def build_model(name: str, *, input_shape: tuple[int, ...], n_outputs: int, kind
             f"choose {choices(fits)}"
         )
     check_kwargs(entry.obj, options, reserved=_RESERVED, what=f"model {name!r}")
-    return entry.obj(input_shape=tuple(input_shape), n_outputs=n_outputs, **options)
+    import torch
+
+    from methodo.data.sources import _available_memory
+
+    try:
+        with torch.device("meta"):  # size it first: an allocation failure is not a message
+            n = sum(p.numel() for p in entry.obj(input_shape=tuple(input_shape), n_outputs=n_outputs,
+                                                 **options).parameters())
+        need, avail = 16 * n, _available_memory()  # weights, gradients and two optimizer moments, float32
+        if avail is not None and need > avail:
+            raise ConfigError(f"model.name: model {name!r} has {n:.3g} parameters for this data's "
+                              f"{'×'.join(map(str, input_shape))} input: weights, gradients and optimizer state "
+                              f"need about {need / 2**30:.1f} GiB, more than the {avail / 2**30:.1f} GiB available; "
+                              "use a smaller model (model.hidden, model.width) or smaller inputs (data.image_size)")
+        return entry.obj(input_shape=tuple(input_shape), n_outputs=n_outputs, **options)
+    except ConfigError as exc:  # the model's own argument checks name the option
+        if exc.key and not str(exc).startswith("model."):
+            raise ConfigError(f"model.{exc.key}: {exc}", key=exc.key) from None
+        raise

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methodo.models.zoo import MODELS
+from methodo.models.zoo import MAX_DEPTH, MODELS, positive_int, rate
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
@@ -84,10 +84,14 @@ class UNet(nn.Module):
 @MODELS.register("fcn", help="fully convolutional net: conv stages, 1×1 class scores, bilinear upsampling",
                  inputs=("image",), tasks=("segmentation",))
 def fcn(*, input_shape, n_outputs, width: int = 16, levels: int = 2, dropout: float = 0.0) -> FCN:
+    width, dropout = positive_int(width, "width"), rate(dropout)
+    levels = positive_int(levels, "levels", maximum=MAX_DEPTH)
     return FCN(input_shape[0], n_outputs, int(width), _levels(input_shape, levels), dropout)
 
 
 @MODELS.register("unet", help="U-Net: encoder, decoder with skip connections, per-pixel class scores",
                  inputs=("image",), tasks=("segmentation",))
 def unet(*, input_shape, n_outputs, width: int = 16, levels: int = 3, dropout: float = 0.0) -> UNet:
+    width, dropout = positive_int(width, "width"), rate(dropout)
+    levels = positive_int(levels, "levels", maximum=MAX_DEPTH)
     return UNet(input_shape[0], n_outputs, int(width), _levels(input_shape, levels), dropout)

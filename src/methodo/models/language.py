@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from methodo.models.zoo import MODELS
+from methodo.models.zoo import MAX_DEPTH, MODELS, positive_int, rate
 
 
 class GRULanguageModel(nn.Module):
@@ -54,15 +54,19 @@ class TinyTransformer(nn.Module):
                  inputs=("text",), tasks=("language_modeling",))
 def gru(*, input_shape, n_outputs, embed: int = 64, hidden: int = 256, layers: int = 1,
         dropout: float = 0.1) -> GRULanguageModel:
-    return GRULanguageModel(n_outputs, int(embed), int(hidden), int(layers), dropout)
+    embed, hidden = positive_int(embed, "embed"), positive_int(hidden, "hidden")
+    layers = positive_int(layers, "layers", maximum=MAX_DEPTH)
+    return GRULanguageModel(n_outputs, embed, hidden, layers, rate(dropout))
 
 
 @MODELS.register("transformer", help="tiny causal transformer language model (pre-norm, learned positions)",
                  inputs=("text",), tasks=("language_modeling",))
 def transformer(*, input_shape, n_outputs, d_model: int = 128, heads: int = 4, layers: int = 2,
                 dropout: float = 0.1) -> TinyTransformer:
+    d_model, heads = positive_int(d_model, "d_model"), positive_int(heads, "heads")
+    layers = positive_int(layers, "layers", maximum=MAX_DEPTH)
     if d_model % heads:
         from methodo.errors import ConfigError
 
-        raise ConfigError(f"model.heads: d_model={d_model} must be a multiple of heads={heads}", key="heads")
-    return TinyTransformer(n_outputs, int(input_shape[0]), int(d_model), int(heads), int(layers), dropout)
+        raise ConfigError(f"d_model={d_model} must be a multiple of heads={heads}", key="heads")
+    return TinyTransformer(n_outputs, int(input_shape[0]), d_model, heads, layers, rate(dropout))

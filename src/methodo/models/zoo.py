@@ -9,9 +9,39 @@ import math
 import torch
 from torch import nn
 
+from methodo.errors import ConfigError, short
 from methodo.registry import Registry
 
 MODELS = Registry("model")
+
+
+# Argument checks shared by the models: each raises ConfigError(key=option) with the allowed range,
+# so `model.dropout=5` fails at config time (the config loader builds the model once on a dummy input).
+
+
+MAX_WIDTH = 2**20  # units or channels of one layer
+MAX_DEPTH = 64  # blocks, layers or levels: the model is built in a Python loop over them
+
+
+def positive_int(value, key: str, *, minimum: int = 1, maximum: int = MAX_WIDTH) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ConfigError(f"{key} must be an integer in [{minimum}, {maximum}] (got {short(value)})", key=key)
+    return value
+
+
+def rate(value, key: str = "dropout") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"{key} is a probability in [0, 1) (got {short(value)})", key=key)
+    return float(value)
+
+
+def layer_widths(value, key: str = "hidden") -> list[int]:
+    """A list of positive layer widths, e.g. [256, 128] ([] for no hidden layer)."""
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)) or len(value) > MAX_DEPTH or any(
+            isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_WIDTH for h in value):
+        raise ConfigError(f"{key} is a list of at most {MAX_DEPTH} layer widths, each an integer in [1, {MAX_WIDTH}], "
+                          f"e.g. [256, 128] (got {short(value)})", key=key)
+    return list(value)
 
 
 class Net(nn.Module):
@@ -32,6 +62,7 @@ class Net(nn.Module):
 @MODELS.register("mlp", help="multi-layer perceptron (ReLU, dropout); flattens image inputs",
                  inputs=("image", "tabular"))
 def mlp(*, input_shape, n_outputs, hidden: tuple = (256, 128), dropout: float = 0.2) -> Net:
+    hidden, dropout = layer_widths(hidden), rate(dropout)
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)
     for h in hidden:
@@ -52,6 +83,7 @@ def _n_stages(input_shape) -> int:
 @MODELS.register("cnn", help="small conv net: [conv-BN-ReLU ×2, max-pool] stages, dropout, linear head",
                  inputs=("image",))
 def cnn(*, input_shape, n_outputs, width: int = 32, dropout: float = 0.25) -> Net:
+    width, dropout = positive_int(width, "width"), rate(dropout)
     cin, layers = input_shape[0], []
     for s in range(_n_stages(input_shape)):
         cout = width * 2**s
@@ -80,6 +112,8 @@ class BasicBlock(nn.Module):
 @MODELS.register("resnet", help="small residual net: stem + BasicBlock stages, global pooling",
                  inputs=("image",))
 def resnet(*, input_shape, n_outputs, width: int = 32, blocks: int = 2, dropout: float = 0.0) -> Net:
+    width, dropout = positive_int(width, "width"), rate(dropout)
+    blocks = positive_int(blocks, "blocks", maximum=MAX_DEPTH)
     layers: list[nn.Module] = [_conv_bn(input_shape[0], width)]
     cin = width
     for s in range(_n_stages(input_shape)):
