@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from methodo.data.sources import DATASETS, Dataset
+from methodo.data.dataset import DATASETS, Dataset
 from methodo.errors import DataError
 
 CLASSES = ["background", "circle", "square", "triangle"]

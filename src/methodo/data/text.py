@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from methodo.data.sources import DATASETS, Dataset
+from methodo.data.dataset import DATASETS, Dataset
 from methodo.errors import DataError
 
 VOCAB = ["\n"] + [chr(i) for i in range(32, 127)] + ["<unk>"]
