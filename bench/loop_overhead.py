@@ -9,12 +9,13 @@ in one process:
   (b) loader    hand-written loop over ``DataLoader(TensorDataset)`` (per-sample collation)
   (c) indexing  hand-written loop cutting batches from one permutation by tensor indexing
   (d) lightning PyTorch Lightning ``Trainer.fit`` with DataLoaders over ``TensorDataset``
+  (e) methodo   (a) with ``train.monitor.enabled=false``: what the per-epoch weight monitor costs
 
 Every variant does the same work per epoch: one shuffled pass over the training rows with a
 running train loss and accuracy, then one validation pass (loss and accuracy, eval batch 1024).
 The timed region starts with a freshly built model and ends when training has finished; it
 includes building the optimizer, the DataLoaders and the Lightning Trainer, which a user pays for
-too. After one untimed warm-up round, every round runs all four variants, in an order that
+too. After one untimed warm-up round, every round runs all five variants, in an order that
 rotates from round to round; the median wall time per variant is reported with its ratio to (c).
 
 This is a benchmark, not a test: run it by hand.
@@ -46,6 +47,7 @@ VARIANTS = {
     "b": "(b) hand-written, `DataLoader(TensorDataset)`",
     "c": "(c) hand-written, batched tensor indexing",
     "d": "(d) PyTorch Lightning `Trainer.fit`",
+    "e": "(e) methodo `fit`, weight monitor off",
 }
 
 
@@ -237,7 +239,14 @@ def run_lightning(model, data, cfg, seed):
     return float(trainer.callback_metrics["val_accuracy"])
 
 
-RUNNERS = {"a": run_methodo, "b": run_loader, "c": run_indexing, "d": run_lightning}
+def run_methodo_no_monitor(model, data, cfg, seed):
+    """(a) without the per-epoch weight monitor (weight/gradient quantiles, dead-ReLU probe forward)."""
+    monitor = cfg.train.monitor.model_copy(update={"enabled": False})
+    return run_methodo(model, data, cfg.model_copy(update={"train": cfg.train.model_copy(update={"monitor": monitor})}),
+                       seed)
+
+
+RUNNERS = {"a": run_methodo, "b": run_loader, "c": run_indexing, "d": run_lightning, "e": run_methodo_no_monitor}
 
 
 # --------------------------------------------------------------------------- measuring
@@ -371,8 +380,8 @@ measured by `bench/loop_overhead.py` (a benchmark run by hand, not a timed test)
   no progress bar.
 - **Timed:** from a freshly built model to the end of training (optimizer, DataLoaders and the
   Lightning `Trainer` are built inside the timed region). One untimed warm-up round, then
-  {args.rounds} interleaved rounds; each round runs all four variants, and the order rotates from
-  round to round (abcd, bcda, cdab, dabc, …) so each variant takes each slot equally often;
+  {args.rounds} interleaved rounds; each round runs all five variants, and the order rotates from
+  round to round (abcde, bcdea, cdeab, …) so each variant takes each slot equally often;
   `gc.collect()` before every run. Reported: median, min and max wall time per variant; the ratio
   of medians to (c) (the target's measure); the median over rounds of the same-round ratio to (c)
   (robust to slow drifts in machine load); and the ratio of the fastest runs (robust to bursts of
@@ -388,7 +397,9 @@ collation); (c) a plain loop that cuts batches from one `torch.randperm` per epo
 indexing (the same shuffle stream as (a)); (d) a `LightningModule` logging loss/accuracy with
 `self.log(..., on_epoch=True)` and `Trainer(max_epochs, accelerator="cpu", devices=1, logger=False,
 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-num_sanity_val_steps=0)` with DataLoaders over `TensorDataset`. The val-accuracy column is the
+num_sanity_val_steps=0)` with DataLoaders over `TensorDataset`; (e) is (a) with
+`train.monitor.enabled=false`, so (a) − (e) is what the per-epoch weight monitor (on by default: weight
+and gradient quantiles per layer, a dead-ReLU probe forward) costs. The val-accuracy column is the
 last epoch's and only checks that the variants did the same work: (a) and (c) draw the same
 permutations and dropout masks, so they should agree exactly; (b) and (d) shuffle through
 `DataLoader`, which also draws a base seed from the shuffle generator every epoch, so their batch
