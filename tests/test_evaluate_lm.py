@@ -13,7 +13,7 @@ pytest.importorskip("lm_eval")
 
 from methodo.evaluate.lm import leaderboard_rows, load_hf_causal, sliding_window_nll  # noqa: E402
 
-from conftest import cli, cli_inproc  # noqa: E402
+from conftest import EXAMPLES, cli, cli_inproc  # noqa: E402
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
@@ -21,25 +21,14 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFL
 
 @pytest.fixture(scope="module")
 def tiny_gpt2(tmp_path_factory):
-    import torch
-    from pydoc_data.topics import topics
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """The tiny GPT-2 of ``examples/tiny_gpt2.py`` (the script the docs use), written once per module."""
+    import importlib.util
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(list(topics.values())[:20], trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
-    eot = "<|endoftext|>"
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=eot, eos_token=eot, unk_token=eot,
-                                                pad_token=eot)
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=len(fast), n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                                  bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id)
+    spec = importlib.util.spec_from_file_location("tiny_gpt2", EXAMPLES / "tiny_gpt2.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
     path = tmp_path_factory.mktemp("tiny-gpt2")
-    transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
-    fast.save_pretrained(path)
+    script.main(str(path))
     return path
 
 

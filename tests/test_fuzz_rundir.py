@@ -93,6 +93,18 @@ def finished(tmp_path_factory):
     return out
 
 
+def _damaged_copy(finished, root, muts):
+    """A copy of the finished run under ``root`` with the damage applied (and a secret file beside it to
+    link to); returns ``(root, run dir, its snapshot, root's listing)``."""
+    d = root / "run"
+    shutil.copytree(finished, d, symlinks=True)
+    outside = root / "outside.txt"
+    outside.write_text("root:x:0:0\n")
+    for m in muts:
+        _apply(d, outside, m)
+    return root, d, _snapshot(d), sorted(p.name for p in root.iterdir())
+
+
 def _check(code, err, d, before, listing_before, root):
     assert code in (0, 2, 3), err
     assert "Traceback" not in err and err.count("error:") <= 1, err
@@ -109,30 +121,16 @@ FUZZ = dict(derandomize=True, deadline=None, suppress_health_check=list(HealthCh
 @settings(max_examples=40, **FUZZ)
 @given(muts=st.lists(mutation, min_size=1, max_size=3))
 def test_report_survives_any_damage(finished, tmp_path_factory, capsys, muts):
-    root = tmp_path_factory.mktemp("rep")
-    d = root / "run"
-    shutil.copytree(finished, d, symlinks=True)
-    outside = root / "outside.txt"
-    outside.write_text("root:x:0:0\n")
-    for m in muts:
-        _apply(d, outside, m)
-    before, listing = _snapshot(d), sorted(p.name for p in root.iterdir())
+    root, d, before, listing = _damaged_copy(finished, tmp_path_factory.mktemp("rep"), muts)
     code, _, err = cli_inproc(capsys, "report", str(d))
     _check(code, err, d, before, listing, root)
     if code == 0:
         assert "root:x:0:0" not in (d / "report.html").read_text()
 
 
-@settings(max_examples=10, **FUZZ)
+@settings(max_examples=16, **FUZZ)
 @given(muts=st.lists(mutation, min_size=1, max_size=2))
 def test_resume_survives_any_damage(finished, tmp_path_factory, capsys, muts):
-    root = tmp_path_factory.mktemp("res")
-    d = root / "run"
-    shutil.copytree(finished, d, symlinks=True)
-    outside = root / "outside.txt"
-    outside.write_text("root:x:0:0\n")
-    for m in muts:
-        _apply(d, outside, m)
-    before, listing = _snapshot(d), sorted(p.name for p in root.iterdir())
+    root, d, before, listing = _damaged_copy(finished, tmp_path_factory.mktemp("res"), muts)
     code, _, err = cli_inproc(capsys, "run", "--resume", str(d), "track.mlflow=false")
     _check(code, err, d, before, listing, root)

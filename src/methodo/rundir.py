@@ -145,6 +145,11 @@ class RunDir:
             if p.exists() and p.is_dir() != (name in folders):
                 raise BadInput(f"{p}: is a {'folder' if p.is_dir() else 'file'} where the run dir has a "
                                f"{'folder' if name in folders else 'file'}; {what}")
+        for sub in ("figures", "checkpoints"):  # these hold files only (figures, checkpoints)
+            d = self.path / LAYOUT[sub]
+            for p in sorted(d.iterdir()) if d.is_dir() else ():
+                if not p.is_file():
+                    raise BadInput(f"{p}: is not a file; the run dir's {LAYOUT[sub]}/ holds files only, so {what}")
 
     def make_layout(self) -> None:
         """The folders of the layout (``figures/``, ``checkpoints/``); existing ones are kept."""

@@ -131,15 +131,13 @@ def check_resume(rd: RunDir | None, prep: Prepared) -> Path | None:
     if not isinstance(state, dict) or "epoch" not in state:
         raise BadInput(f"{last}: holds weights but no training state; it cannot be resumed")
     own = prep.model.state_dict()
-    for k, v in own.items():
-        if k not in weights or tuple(weights[k].shape) != tuple(v.shape):
-            got = "missing" if k not in weights else f"shape {tuple(weights[k].shape)}"
-            raise BadInput(f"{last}: does not fit the model of {rd.file(LAYOUT['config'])} ({k}: {got}, the "
-                           f"model has {tuple(v.shape)}); resume with the config the run started with")
-    extra = sorted(set(weights) - set(own))
-    if extra:
-        raise BadInput(f"{last}: has weights the model does not ({extra[0]}); resume with the config the run "
-                       "started with")
+    _check_fits(last, weights, own, rd)
+    # the other checkpoints the resume reads: the best weights (when saved) and the snapshots taken so far
+    others = ["best.safetensors"] * rd.has(f"{LAYOUT['checkpoints']}/best.safetensors")
+    others += [str(sn.get("file")) for sn in state.get("snapshots") or [] if isinstance(sn, dict)]
+    for name in others:
+        path = rd.file(f"{LAYOUT['checkpoints']}/{name}")
+        _check_fits(path, load_checkpoint(path)[0], own, rd)
     oc = prep.cfg.train.optimizer
     if oc.lr != "auto":  # the optimizer's saved state must load into the optimizer the config builds
         from methodo.train.optim import build_optimizer
@@ -156,6 +154,19 @@ def check_resume(rd: RunDir | None, prep: Prepared) -> Path | None:
                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); resume with the "
                            "config the run started with") from None
     return rd.checkpoints
+
+
+def _check_fits(path: Path, weights: dict, own: dict, rd: RunDir) -> None:
+    """The checkpoint's weights have exactly the model's names and shapes."""
+    for k, v in own.items():
+        if k not in weights or tuple(weights[k].shape) != tuple(v.shape):
+            got = "missing" if k not in weights else f"shape {tuple(weights[k].shape)}"
+            raise BadInput(f"{path}: does not fit the model of {rd.file(LAYOUT['config'])} ({k}: {got}, the "
+                           f"model has {tuple(v.shape)}); resume with the config the run started with")
+    extra = sorted(set(weights) - set(own))
+    if extra:
+        raise BadInput(f"{path}: has weights the model does not ({extra[0]}); resume with the config the run "
+                       "started with")
 
 
 def _check_resume_epochs(rd: RunDir, cfg: Config) -> None:
