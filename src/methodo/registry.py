@@ -42,7 +42,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from methodo.errors import ConfigError, choices
+from methodo.errors import ConfigError, choices, short
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class Registry:
             prefix, _, rest = name.partition(":")
             p = self._prefixes.get(prefix)
             if p is None:
-                raise ConfigError(f"{where}unknown {self.kind} prefix {prefix!r} in {name!r}; known prefixes: "
+                raise ConfigError(f"{where}unknown {self.kind} prefix {short(prefix)} in {short(name)}; known prefixes: "
                                   f"{choices(sorted(self._prefixes))}")
             try:
                 obj = p.handler(rest)
@@ -141,7 +141,7 @@ class Registry:
         known = choices(self.names())
         if self._prefixes:
             known += f", or {' or '.join(p + ':NAME' for p in sorted(self._prefixes))}"
-        raise ConfigError(f"{where}unknown {self.kind} {name!r}; choose one of {known}")
+        raise ConfigError(f"{where}unknown {self.kind} {short(name)}; choose one of {known}")
 
     def get(self, name: str, *, key: str | None = None) -> Any:
         return self.entry(name, key=key).obj
@@ -213,7 +213,7 @@ def check_kwargs(fn: Callable, options: dict, *, reserved: tuple[str, ...] = (),
             ok = isinstance(value, str)
         if not ok:
             raise ConfigError(
-                f"{what} expects {type(default).__name__} like {default!r} (got {value!r})", key=key
+                f"{what} expects {type(default).__name__} like {default!r} (got {short(value)})", key=key
             )
 
 
