@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench clean
+.PHONY: run test test-slow bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ run: $(BIN)/.installed
 test: $(BIN)/.installed
 	bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -q
+
+test-slow: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m slow
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/loop_overhead.py --write BENCHMARKS.md

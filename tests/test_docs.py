@@ -9,9 +9,11 @@ Conventions for whoever writes the docs (this is what the test relies on):
   placeholders (``methodo run CONFIG``) goes in a ``text`` block, or in prose.
 - In README.md, the inline commands of tables (`` `methodo ...` `` in a ``|`` row) are run too.
 - A block that cannot run here is marked on the line just before it with
-  ``<!-- needs: REASON -->`` (network, a GPU, an hour of CPU, ...); the test reports it as
+  ``<!-- needs: REASON -->`` (network, a GPU, a server, ...); the test reports it as
   skipped with that reason. Use it rarely: prefer a fast version of the command (``train.epochs=2``,
-  ``track.mlflow=false``), shown as is.
+  ``track.mlflow=false``), shown as is. A block that runs but takes minutes is marked
+  ``<!-- slow: REASON -->``: it is skipped by ``make test`` and run, with its whole page, by
+  ``make test-slow`` (``pytest -m slow``).
 - All pages run in ONE temporary working directory holding a copy of ``examples/``, page by page
   in the order of PAGES, blocks in page order, so a later command can use an earlier command's
   files. Give runs an explicit ``--out runs/NAME`` to refer to them later; a page refers only to
@@ -53,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["README.md"] + sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))
 RUN_LANGS = {"bash", "sh", "console"}
 NEEDS = re.compile(r"<!--\s*needs:\s*(.+?)\s*-->")
+SLOW = re.compile(r"<!--\s*slow:\s*(.+?)\s*-->")  # runs, but only with the slow checks (`make test-slow`)
 PLACEHOLDER = re.compile(r"(?:^|(?<=[\s=\[]))[A-Z][A-Z_]{2,}(?=$|[\s\]])")  # a word CONFIG, RUN_DIR, MODEL_PATH, ...
 
 
@@ -70,6 +73,7 @@ class Block:
     lang: str
     steps: list[Step]
     needs: str | None = None
+    slow: str | None = None
 
 
 # --------------------------------------------------------------------------- extraction
@@ -96,9 +100,10 @@ def extract(page: str, text: str) -> list[Block]:
             j += 1
         body = lines[i + 1:j]
         prev = next((lines[k] for k in range(start - 1, -1, -1) if lines[k].strip()), "")
-        needs = NEEDS.search(prev)
+        needs, slow = NEEDS.search(prev), SLOW.search(prev)
         if lang in RUN_LANGS:
-            blocks.append(Block(page, start + 1, lang, _steps(lang, body, start + 2), needs and needs.group(1)))
+            blocks.append(Block(page, start + 1, lang, _steps(lang, body, start + 2), needs and needs.group(1),
+                                slow and slow.group(1)))
         elif not lang and any(b.startswith("$ ") for b in body):
             raise AssertionError(f"{page} line {start + 1}: a block with `$ ` commands must be labelled ```console")
         i = j + 1
@@ -265,15 +270,34 @@ def workspace(tmp_path_factory):
 
 def _marked_blocks() -> list[tuple[str, int, str]]:
     try:
-        return [(b.page, b.line, b.needs) for b in all_blocks() if b.needs]
+        return [(b.page, b.line, b.needs or f"{b.slow} (a slow check: `make test-slow` runs it)")
+                for b in all_blocks() if b.needs or b.slow]
     except AssertionError:  # a malformed page: its own test says why
         return []
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_command_of_the_page_runs(page, workspace):
+    _run_page(page, workspace, slow=False)
+
+
+def _slow_pages() -> list[str]:
+    try:
+        return [p for p in PAGES if any(b.slow for b in extract(p, (ROOT / p).read_text(encoding="utf-8")))]
+    except AssertionError:
+        return []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", _slow_pages())
+def test_every_command_of_the_page_runs_with_its_slow_blocks(page, tmp_path):
+    """`make test-slow`: the page again, in a fresh workspace, with its `<!-- slow: ... -->` blocks too."""
+    _run_page(page, Workspace(tmp_path), slow=True)
+
+
+def _run_page(page: str, workspace, *, slow: bool) -> None:
     for block in extract(page, (ROOT / page).read_text(encoding="utf-8")):
-        if block.needs:  # reported by test_blocks_marked_as_needing_something
+        if block.needs or (block.slow and not slow):  # reported by test_blocks_marked_as_needing_something
             continue
         for step in block.steps:
             here = f"{page} line {step.line}: `{step.cmd}`"
