@@ -32,15 +32,22 @@ def _div(a, b):
 
 
 def sweep(p_pos: np.ndarray, y: np.ndarray, thresholds: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Precision, recall, F1, specificity and Youden's J at each threshold (predict 1 when p ≥ t)."""
+    """Precision, recall, F1, specificity and Youden's J at each threshold (predict 1 when p ≥ t).
+
+    Counts come from the sorted scores of each class (``searchsorted``), as scikit-learn's
+    ``_binary_clf_curve`` does it: O((n + T) log n) time and O(n + T) memory for n rows and T
+    thresholds — never a thresholds × rows matrix (a million validation rows stay a few MB).
+    """
     p_pos, y = np.asarray(p_pos, float), np.asarray(y).astype(bool)
     if thresholds is None:
         thresholds = np.unique(np.concatenate([np.linspace(0.005, 0.995, 199), p_pos]))
-    pred = p_pos[None, :] >= thresholds[:, None]
-    tp = (pred & y).sum(1).astype(float)
-    fp = (pred & ~y).sum(1).astype(float)
-    fn = (~pred & y).sum(1).astype(float)
-    tn = (~pred & ~y).sum(1).astype(float)
+    thresholds = np.asarray(thresholds, float)
+    pos, neg = np.sort(p_pos[y]), np.sort(p_pos[~y])
+    # rows of each class predicted positive (p >= t): all of them minus those below t
+    tp = (len(pos) - np.searchsorted(pos, thresholds, side="left")).astype(float)
+    fp = (len(neg) - np.searchsorted(neg, thresholds, side="left")).astype(float)
+    fn = len(pos) - tp
+    tn = len(neg) - fp
     precision, recall = _div(tp, tp + fp), _div(tp, tp + fn)
     specificity = _div(tn, tn + fp)
     f1 = _div(2 * tp, 2 * tp + fp + fn)
