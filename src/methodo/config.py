@@ -450,6 +450,8 @@ class ExplainConfig(_Strict):
         description="Image attribution methods (see `methodo list explainers`).")
     n_images: int = Field(6, ge=1, le=32, description="Test images in the gallery (right and wrong predictions).")
     permutation_repeats: int = Field(5, ge=1, description="Shuffles per feature for permutation importance.")
+    max_rows: int = Field(500, ge=10, le=1_000_000, description="Tables: explain at most this many test rows (a "
+                          "seeded sample when the test split is larger; the report says how many).")
 
 
 class Config(_Strict):

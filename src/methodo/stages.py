@@ -524,7 +524,7 @@ def explain(prep: Prepared, test_scores, rd: RunDir) -> dict:
                              mean=None if pre.mean is None else pre.mean.ravel(),
                              std=None if pre.std is None else pre.std.ravel())
     return tabular_importance(prep.model, X, y, ds.task, ds.feature_names, rd.figure("feature_importance.png"),
-                              repeats=cfg.explain.permutation_repeats, seed=cfg.seed)
+                              repeats=cfg.explain.permutation_repeats, seed=cfg.seed, max_rows=cfg.explain.max_rows)
 
 
 # --------------------------------------------------------------------------- 8. close

@@ -1,5 +1,7 @@
-"""The threshold sweep counts from sorted scores: the same numbers as the direct thresholds × rows
-comparison, in memory linear in the rows (issue 11: a million validation rows once took 23 GB)."""
+"""Stages whose cost grows with the rows stay bounded (issue 11): the threshold sweep counts from sorted
+scores (the same numbers as the direct thresholds × rows comparison, in linear memory: a million
+validation rows once took 23 GB), and explanations run on a seeded sample of at most
+``explain.max_rows`` test rows (100 000 rows once ran for more than 12 minutes)."""
 
 from __future__ import annotations
 
@@ -44,3 +46,24 @@ def test_a_million_rows_sweep_in_linear_memory():
     assert peak < 200 * 2**20, f"peak {peak / 2**20:.0f} MiB"  # the matrix would need ~10^12 bytes
     t, why = choose(sw, "max_f1")
     assert 0.2 < t < 0.6 and "F1" in why
+
+
+def test_table_explanations_use_a_bounded_seeded_sample(tmp_path):
+    import torch
+
+    from methodo.explain.report import tabular_importance
+
+    torch.manual_seed(0)
+    X = torch.randn(100_000, 6)
+    y = (X[:, 0] > 0).long()
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    tracemalloc.start()
+    res = tabular_importance(model, X, y, "classification", [f"f{i}" for i in range(6)], tmp_path / "fi.png",
+                             repeats=2, seed=0, max_rows=300)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert (res["rows"], res["rows_total"]) == (300, 100_000)
+    assert peak < 100 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    again = tabular_importance(model, X, y, "classification", [f"f{i}" for i in range(6)], tmp_path / "fi2.png",
+                               repeats=2, seed=0, max_rows=300)
+    assert again["features"] == res["features"]  # the same seeded sample
