@@ -203,6 +203,57 @@ def _trainable_groups(model: torch.nn.Module, param_groups) -> list[dict]:
     return groups
 
 
+def _epoch_helpers(model, opt, tcfg):
+    """``(monitored metric, EarlyStopping, SWA or None, WeightMonitor or None)`` for the run's config."""
+    es_cfg = tcfg.early_stopping
+    monitor = es_cfg.monitor if es_cfg else "val_loss"
+    stopper = EarlyStopping(monitor, es_cfg.resolved_mode if es_cfg else "min",
+                            es_cfg.patience if es_cfg else 0, es_cfg.min_delta if es_cfg else 0.0)
+    swa = watcher = None
+    if tcfg.swa is not None:
+        from methodo.train.swa import SWA
+
+        swa = SWA(model, opt, tcfg.swa, tcfg.epochs)
+    if tcfg.monitor.enabled:
+        from methodo.train.monitor import WeightMonitor
+
+        watcher = WeightMonitor(model)
+    return monitor, stopper, swa, watcher
+
+
+def _check_weights_finite(model, epoch: int, step: int, val_loss: float) -> None:
+    """Stop (:class:`NonFiniteLoss`) on a non-finite validation loss or weight, naming the weight."""
+    if not math.isfinite(val_loss):
+        bad = first_non_finite_param(model)
+        raise NonFiniteLoss(epoch, step, val_loss, tensor=f"weight {bad}" if bad else "val_loss")
+    bad = first_non_finite_param(model)
+    if bad is not None:
+        raise NonFiniteLoss(epoch, step, float("nan"), tensor=f"weight {bad}")
+
+
+def _show_progress(bar, row: dict, epoch: int, tcfg, live: bool) -> None:
+    """The epoch's scores on the live bar, or one line per epoch when stderr is a log file."""
+    import sys
+
+    shown = {k: f"{v:.4g}" for k, v in row.items() if k.startswith(("train_", "val_"))}
+    bar.set_postfix(shown)
+    if tcfg.progress and not live:
+        print(f"epoch {epoch}/{tcfg.epochs} " + " ".join(f"{k}={v}" for k, v in shown.items())
+              + f" ({row['time_s']:.2f} s)", file=sys.stderr, flush=True)
+
+
+def _finish(result: TrainResult, state, watcher, swa, Xtr, bs: int, ckpt_dir: Path | None) -> None:
+    """The result's summary fields, and the SWA model (batch norm recomputed on ``Xtr``) when SWA ran."""
+    result.best_epoch, result.best_value = state.best_epoch, state.best_value
+    result.epochs_run = len(state.history)
+    result.monitor = watcher.history if watcher is not None else []
+    if swa is not None and swa.n_averaged > 0:
+        result.swa_weights = swa.weights(Xtr, bs)
+        result.swa_epochs = swa.n_averaged
+        if ckpt_dir is not None:
+            save_checkpoint(ckpt_dir / "swa.safetensors", result.swa_weights, meta={"epochs_averaged": swa.n_averaged})
+
+
 def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None = None,
         class_weights: torch.Tensor | None = None, on_epoch: Callable[[dict], object] | None = None,
         resume_from: Path | None = None, param_groups: list[dict] | Callable | None = None,
@@ -280,21 +331,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     opt = build_optimizer(_trainable_groups(model, param_groups), oc.name, oc.lr, oc.options)
     sc = tcfg.scheduler
     sched = build_schedule(opt, sc.name, sc.options, epochs=tcfg.epochs, steps_per_epoch=steps_per_epoch)
-    es_cfg = tcfg.early_stopping
-    monitor = es_cfg.monitor if es_cfg else "val_loss"
-    stopper = EarlyStopping(monitor, es_cfg.resolved_mode if es_cfg else "min",
-                            es_cfg.patience if es_cfg else 0, es_cfg.min_delta if es_cfg else 0.0)
-    swa = None
-    if tcfg.swa is not None:
-        from methodo.train.swa import SWA
-
-        swa = SWA(model, opt, tcfg.swa, tcfg.epochs)
+    monitor, stopper, swa, watcher = _epoch_helpers(model, opt, tcfg)
     snapshot_on = tcfg.snapshot_ensemble if tcfg.snapshot_ensemble is not None else sc.name == "cosine_restarts"
-    watcher = None
-    if tcfg.monitor.enabled:
-        from methodo.train.monitor import WeightMonitor
-
-        watcher = WeightMonitor(model)
     probe = Xtr[: tcfg.monitor.probe_rows]
     if channels_last:
         probe = probe.contiguous(memory_format=torch.channels_last)
@@ -459,21 +497,15 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
 
             # 4. Validation, the epoch row, weight monitoring.
             val_loss, val_score = evaluate_loss(model, Xva, yva, eval_loss_fn, task, tcfg.eval_batch_size, y_std)
-            m = spec.score
             row = {
                 "epoch": epoch, "lr": state.lrs[-1] if state.lrs else oc.lr,
-                "train_loss": loss_sum / max(seen, 1), f"train_{m}": spec.finish(float(score_sum) / max(score_count, 1)),
-                "val_loss": val_loss, f"val_{m}": val_score,
+                "train_loss": loss_sum / max(seen, 1),
+                f"train_{spec.score}": spec.finish(float(score_sum) / max(score_count, 1)),
+                "val_loss": val_loss, f"val_{spec.score}": val_score,
             }
             if need_norm and state.grad_norms:
-                norms = state.grad_norms[-step:]
-                row["grad_norm"] = float(np.median(norms))
-            if not math.isfinite(val_loss):
-                bad = first_non_finite_param(model)
-                raise NonFiniteLoss(epoch, step, val_loss, tensor=f"weight {bad}" if bad else "val_loss")
-            bad = first_non_finite_param(model)  # never checkpoint a non-finite weight
-            if bad is not None:
-                raise NonFiniteLoss(epoch, step, float("nan"), tensor=f"weight {bad}")
+                row["grad_norm"] = float(np.median(state.grad_norms[-step:]))
+            _check_weights_finite(model, epoch, step, val_loss)  # never checkpoint a non-finite weight
             if watcher is not None:
                 watcher.record(epoch, model, probe)
 
@@ -498,11 +530,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                 state.save(ckpt_dir / "last.safetensors", model.state_dict())
             # 7. The caller's callback (may stop: pruning), progress, early stopping.
             stop_asked = bool(on_epoch(row)) if on_epoch is not None else False
-            shown = {k: f"{v:.4g}" for k, v in row.items() if k.startswith(("train_", "val_"))}
-            bar.set_postfix(shown)
-            if tcfg.progress and not live:
-                print(f"epoch {epoch}/{tcfg.epochs} " + " ".join(f"{k}={v}" for k, v in shown.items())
-                      + f" ({row['time_s']:.2f} s)", file=sys.stderr, flush=True)
+            _show_progress(bar, row, epoch, tcfg, live)
             if stop_asked:
                 result.stopped_by = "callback"
                 break
@@ -511,13 +539,6 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                 break
     finally:
         bar.close()
-    result.best_epoch, result.best_value = state.best_epoch, state.best_value
-    result.epochs_run = len(state.history)
-    result.monitor = watcher.history if watcher is not None else []
-    if swa is not None and swa.n_averaged > 0:
-        result.swa_weights = swa.weights(Xtr, bs)
-        result.swa_epochs = swa.n_averaged
-        if ckpt_dir is not None:
-            save_checkpoint(ckpt_dir / "swa.safetensors", result.swa_weights, meta={"epochs_averaged": swa.n_averaged})
+    _finish(result, state, watcher, swa, Xtr, bs, ckpt_dir)
     model.load_state_dict(best_weights)
     return result
