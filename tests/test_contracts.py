@@ -694,7 +694,9 @@ def test_feature_step_fits_on_train_and_transforms_new_rows(entry, task):
 
 @pytest.mark.parametrize("entry", _entries("feature_functions"))
 def test_feature_function_works_as_a_function_step(entry):
-    _fit_step({"function": {"fn": entry.name}}, "classification")
+    a = _fit_step({"function": {"fn": entry.name}}, "classification")
+    b = _fit_step({"function": {"fn": entry.name}}, "classification")
+    assert a.ndim == 2 and np.array_equal(a, b)  # a table out, the same every time
 
 
 # --------------------------------------------------------------------------- splits and balancers

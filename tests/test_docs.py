@@ -278,7 +278,8 @@ def _marked_blocks() -> list[tuple[str, int, str]]:
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_command_of_the_page_runs(page, workspace):
-    _run_page(page, workspace, slow=False)
+    blocks = [b for b in extract(page, (ROOT / page).read_text(encoding="utf-8")) if not (b.needs or b.slow)]
+    assert _run_page(page, workspace, slow=False) == sum(len(b.steps) for b in blocks)  # none dropped
 
 
 def _slow_pages() -> list[str]:
@@ -292,14 +293,19 @@ def _slow_pages() -> list[str]:
 @pytest.mark.parametrize("page", _slow_pages())
 def test_every_command_of_the_page_runs_with_its_slow_blocks(page, tmp_path):
     """`make test-slow`: the page again, in a fresh workspace, with its `<!-- slow: ... -->` blocks too."""
-    _run_page(page, Workspace(tmp_path), slow=True)
+    blocks = [b for b in extract(page, (ROOT / page).read_text(encoding="utf-8")) if not b.needs]
+    assert any(b.slow for b in blocks)
+    assert _run_page(page, Workspace(tmp_path), slow=True) == sum(len(b.steps) for b in blocks)
 
 
-def _run_page(page: str, workspace, *, slow: bool) -> None:
+def _run_page(page: str, workspace, *, slow: bool) -> int:
+    """Run (or check) every step of the page's runnable blocks in order; returns how many were handled."""
+    handled = 0
     for block in extract(page, (ROOT / page).read_text(encoding="utf-8")):
         if block.needs or (block.slow and not slow):  # reported by test_blocks_marked_as_needing_something
             continue
         for step in block.steps:
+            handled += 1
             here = f"{page} line {step.line}: `{step.cmd}`"
             if step.cmd.startswith("echo $?"):
                 shown = [o for o in step.output if o.strip()]
@@ -320,10 +326,13 @@ def _run_page(page: str, workspace, *, slow: bool) -> None:
             if shown:
                 assert _pattern(shown).search(res.out), (f"{here}: the page shows\n  {shown.strip()}\nbut the "
                                                          f"output has no such line:\n{tail}")
+    return handled
 
 
 @pytest.mark.parametrize("page, line, reason", _marked_blocks())
 def test_blocks_marked_as_needing_something(page, line, reason):
+    marker = (ROOT / page).read_text(encoding="utf-8").splitlines()[:line - 1]
+    assert reason.strip() and re.search(r"<!--\s*(needs|slow):", next(m for m in reversed(marker) if m.strip()))
     pytest.skip(f"{page} line {line}: needs {reason}")
 
 
