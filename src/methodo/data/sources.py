@@ -213,22 +213,21 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
         keep[i] = False
     present = yraw.notna().to_numpy()
     yvals, is_num = _numbers(yraw)
-    if present.any() and is_num[present].mean() >= 0.5 and not is_num[present].all():
-        for i in np.flatnonzero(present & ~is_num):
-            if not audit:
-                raise DataError(f"{path} row {rows[i]}: target column {short(target)} is numeric but holds "
-                                f"{short(yraw.iloc[i])}")
-            problems.append({"id": "bad_label", "row": int(rows[i]), "column": target, "value": clip(yraw.iloc[i]),
-                             "reason": "a string in a numeric label column"})
-            keep[i] = False
-    numeric_labels = present.any() and is_num[present].mean() >= 0.5
-    for i in np.flatnonzero(present & is_num & ~_finite32(yvals) if numeric_labels else []):
+
+    def bad_label(i: int, says: str, reason: str) -> None:
+        """Refuse the row (strict load) or record it as a problem and leave it out (audit)."""
         if not audit:
-            raise DataError(f"{path} row {rows[i]}: target column {short(target)} holds {short(yraw.iloc[i])}, not a "
-                            f"finite number within ±{_F32_MAX:.3g}")
+            raise DataError(f"{path} row {rows[i]}: target column {short(target)} {says}")
         problems.append({"id": "bad_label", "row": int(rows[i]), "column": target, "value": clip(yraw.iloc[i]),
-                         "reason": "not a finite number within float32's range"})
+                         "reason": reason})
         keep[i] = False
+
+    numeric_labels = present.any() and is_num[present].mean() >= 0.5
+    for i in np.flatnonzero(present & ~is_num) if numeric_labels else []:
+        bad_label(i, f"is numeric but holds {short(yraw.iloc[i])}", "a string in a numeric label column")
+    for i in np.flatnonzero(present & is_num & ~_finite32(yvals)) if numeric_labels else []:
+        bad_label(i, f"holds {short(yraw.iloc[i])}, not a finite number within ±{_F32_MAX:.3g}",
+                  "not a finite number within float32's range")
 
     # 2. Features: numeric (NaN when missing) or categorical (raw strings, None when missing).
     forced_cat = set(getattr(data_cfg, "categorical", []) or [])

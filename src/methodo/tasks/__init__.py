@@ -30,9 +30,9 @@ Examples
 
 from __future__ import annotations
 
-from methodo.tasks.base import TASKS, TaskSpec, task_names, task_spec
+from methodo.tasks.base import TASKS, TaskSpec, task_spec
 
-__all__ = ["TASKS", "TaskSpec", "task_spec", "task_names"]
+__all__ = ["TASKS", "TaskSpec", "task_spec"]
 
 # each module registers its task
 from methodo.tasks import classification, language_modeling, multilabel, regression, segmentation  # noqa: E402,F401,I001

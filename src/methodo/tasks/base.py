@@ -72,10 +72,6 @@ def task_spec(task: str) -> TaskSpec:
     return TASKS.get(task, key="task")
 
 
-def task_names() -> list[str]:
-    return TASKS.names()
-
-
 # ---------------------------------------------------------------- shared by several tasks
 
 
