@@ -158,29 +158,57 @@ def _to_host(values: list[torch.Tensor]) -> list[float]:
     return torch.stack([v.detach().to(dev, torch.float64) for v in values]).tolist()  # float32 → 64: exact
 
 
+def _sum_on_host(values: list) -> float:
+    """The sum of 0-dim tensors (or numbers), added in order in float64 after one device→host
+    transfer: the same value as accumulating them one by one in a float64 tensor, without one
+    device operation (and, on a GPU, one sync) per batch."""
+    if not values:
+        return 0.0
+    if not isinstance(values[0], torch.Tensor):
+        return float(sum(values, 0.0))
+    return float(sum(torch.stack(values).tolist(), 0.0))
+
+
 @torch.no_grad()
 def evaluate_loss(model, X, y, loss_fn, task: str, batch_size: int, y_std: float = 1.0) -> tuple[float, float]:
     """``(mean loss, the task's epoch score)`` over ``X`` in eval mode (MAE in target units)."""
     model.eval()
     spec = task_spec(task)
     total, count, n = 0.0, 0, len(X)
-    score = torch.zeros((), dtype=torch.float64, device=X.device)
+    nums = []  # the batches' score sums, read once at the end
     for s in range(0, n, batch_size):
         out = model(X[s:s + batch_size])
         yb = y[s:s + batch_size]
         total += loss_fn(out, yb).item() * len(yb)
         num, den = spec.batch_score(out.float(), yb, y_std)
-        score, count = score + num, count + den
-    return total / n, spec.finish(float(score) / max(count, 1))
+        nums.append(num)
+        count += den
+    return total / n, spec.finish(_sum_on_host(nums) / max(count, 1))
 
 
 def _copy_weights(state: dict) -> dict:
-    """A copy of a ``state_dict`` (tensors cloned, ``_metadata`` kept): what ``copy.deepcopy`` gives,
-    without its per-object memo bookkeeping (it runs on every improving epoch)."""
+    """A copy of a ``state_dict`` (tensors cloned, ``_metadata`` shared: ``load_state_dict`` only
+    reads it): what ``copy.deepcopy`` gives, without its per-object memo bookkeeping (it runs on
+    every improving epoch)."""
     out = type(state)((k, v.detach().clone()) for k, v in state.items())
     if hasattr(state, "_metadata"):
-        out._metadata = copy.deepcopy(state._metadata)
+        out._metadata = copy.copy(state._metadata)
     return out
+
+
+def _copy_into(dst: dict, src: dict) -> dict:
+    """``dst`` refreshed in place with the values of ``src`` (one fused copy when every tensor is on
+    one device): the best weights, on every improving epoch. A fresh copy of ``src`` when ``dst``
+    does not match it key for key and shape for shape (best weights read back from a checkpoint)."""
+    if dst.keys() != src.keys() or any(dst[k].shape != v.shape or dst[k].dtype != v.dtype for k, v in src.items()):
+        return _copy_weights(src)
+    a, b = [dst[k] for k in src], list(src.values())
+    if len({t.device for t in a + b}) == 1:
+        torch._foreach_copy_(a, b)
+    else:
+        for x, y in zip(a, b):
+            x.copy_(y)
+    return dst
 
 
 def _trainable_groups(model: torch.nn.Module, param_groups) -> list[dict]:
@@ -221,20 +249,41 @@ def _epoch_helpers(model, opt, tcfg):
     return monitor, stopper, swa, watcher
 
 
-def _check_weights_finite(model, epoch: int, step: int, val_loss: float) -> None:
-    """Stop (:class:`NonFiniteLoss`) on a non-finite validation loss or weight, naming the weight."""
+def _check_weights_finite(model, epoch: int, step: int, val_loss: float, state: dict | None = None,
+                          floats: list[torch.Tensor] | None = None) -> None:
+    """Stop (:class:`NonFiniteLoss`) on a non-finite validation loss or weight, naming the weight
+    (``state``: the model's ``state_dict``, when the caller holds one; ``floats``: its floating
+    tensors, all of one device and dtype, checked first in one fused kernel)."""
+    if math.isfinite(val_loss) and floats is not None and _all_finite(floats):
+        return
     if not math.isfinite(val_loss):
-        bad = first_non_finite_param(model)
+        bad = first_non_finite_param(model, state)
         raise NonFiniteLoss(epoch, step, val_loss, tensor=f"weight {bad}" if bad else "val_loss")
-    bad = first_non_finite_param(model)
+    bad = first_non_finite_param(model, state)
     if bad is not None:
         raise NonFiniteLoss(epoch, step, float("nan"), tensor=f"weight {bad}")
+
+
+def _fused_floats(state: dict) -> list[torch.Tensor] | None:
+    """The floating tensors of ``state`` when they share one device and dtype (one fused kernel
+    reads them all), else ``None``."""
+    floats = [t for t in state.values() if t.is_floating_point()]
+    return floats if len({(t.device, t.dtype) for t in floats}) == 1 else None
+
+
+def _all_finite(floats: list[torch.Tensor]) -> bool:
+    """True when every value is finite, read in one fused kernel and one transfer: the norms are
+    ≥ 0, so their sum is finite only if each is (a sum that overflows reads False, and the caller's
+    slower check by tensor settles it)."""
+    return math.isfinite(float(torch.stack(torch._foreach_norm(floats, 2.0)).sum()))
 
 
 def _show_progress(bar, row: dict, epoch: int, tcfg, live: bool) -> None:
     """The epoch's scores on the live bar, or one line per epoch when stderr is a log file."""
     import sys
 
+    if not live and not tcfg.progress:
+        return
     shown = {k: f"{v:.4g}" for k, v in row.items() if k.startswith(("train_", "val_"))}
     bar.set_postfix(shown)
     if tcfg.progress and not live:
@@ -333,16 +382,18 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     sched = build_schedule(opt, sc.name, sc.options, epochs=tcfg.epochs, steps_per_epoch=steps_per_epoch)
     monitor, stopper, swa, watcher = _epoch_helpers(model, opt, tcfg)
     snapshot_on = tcfg.snapshot_ensemble if tcfg.snapshot_ensemble is not None else sc.name == "cosine_restarts"
-    probe = Xtr[: tcfg.monitor.probe_rows]
-    if channels_last:
-        probe = probe.contiguous(memory_format=torch.channels_last)
+    probe_rows = tcfg.monitor.probe_rows  # dead ReLU units: counted on these first validation rows
     shuffle = generator(seed, offset=1)
     # Everything a resumed run needs (beside the weights) lives in `state`; `parts` are the live
     # objects whose own state it captures before each save and restores on resume.
     state = TrainState()
     parts = Parts(optimizer=opt, schedule=sched, shuffle=shuffle, stopper=stopper, augment=augment,
                   watcher=watcher, swa=swa)
-    best_weights = _copy_weights(model.state_dict())
+    # The model's weights and buffers by name, sharing their storage (every update is in place): read
+    # for the best weights, snapshots and the finiteness check without walking the modules each time.
+    model_state = model.state_dict()
+    state_floats = _fused_floats(model_state)
+    best_weights = _copy_weights(model_state)
 
     # 2. Resume: model and the whole TrainState from `last`; best weights from `best`.
     if resume_from is not None:
@@ -352,7 +403,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
         best_path = resume_from / "best.safetensors"
         best_weights = load_checkpoint(best_path)[0] if best_path.exists() else _copy_weights(weights)
     elif watcher is not None:
-        watcher.record(0, model, probe)  # the initial distribution: epoch 0, weights only
+        watcher.record(0, model, Xva[:probe_rows])  # the initial distribution: epoch 0, no gradient yet
     start_epoch = state.epoch + 1
     result = TrainResult(history=state.history, lrs=state.lrs, losses=state.losses, grad_norms=state.grad_norms,
                          skipped_batches=state.skipped_batches, snapshots=state.snapshots)
@@ -390,7 +441,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             else:
                 perm = torch.randperm(n, generator=shuffle).to(device)
             loss_sum, score_count, seen = 0.0, 0, 0
-            score_sum = torch.zeros((), dtype=torch.float64, device=device)  # on device: no sync per batch
+            score_nums = []  # the batches' score sums (device tensors: no sync per batch), summed per epoch
             group_loss, group_bad = 0.0, None  # accumulation group: summed data loss, first bad tensor
             pending: list[tuple] = []  # the group's micro-batches: (data loss tensor, rows, score sum, score count)
             step = 0  # optimizer steps in this epoch (1-based in messages)
@@ -448,7 +499,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                             state.first_loss = lv
                         group_loss += lv
                         loss_sum += lv * rows
-                        score_sum += num
+                        score_nums.append(num)
                         score_count += den
                         seen += rows
                     elif group_bad is None:
@@ -489,25 +540,27 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                 state.losses.append(group_loss / group)
                 if cycle_ended and snapshot_on:
                     snap = {"epoch": epoch, "step": len(state.lrs), "file": f"snapshot_{len(state.snapshots) + 1}.safetensors"}
-                    state.snapshots.append({**snap, "weights": _copy_weights(model.state_dict())})
+                    state.snapshots.append({**snap, "weights": _copy_weights(model_state)})
                     if ckpt_dir is not None:
                         save_checkpoint(ckpt_dir / snap["file"], state.snapshots[-1]["weights"], meta=snap)
             if live:
                 bar.update(n_batches % bar_every)
 
-            # 4. Validation, the epoch row, weight monitoring.
-            val_loss, val_score = evaluate_loss(model, Xva, yva, eval_loss_fn, task, tcfg.eval_batch_size, y_std)
+            # 4. Validation (the weight monitor notes which ReLU units fire on it), the epoch row,
+            #    weight monitoring.
+            with watcher.probing(probe_rows) if watcher is not None else contextlib.nullcontext():
+                val_loss, val_score = evaluate_loss(model, Xva, yva, eval_loss_fn, task, tcfg.eval_batch_size, y_std)
             row = {
                 "epoch": epoch, "lr": state.lrs[-1] if state.lrs else oc.lr,
                 "train_loss": loss_sum / max(seen, 1),
-                f"train_{spec.score}": spec.finish(float(score_sum) / max(score_count, 1)),
+                f"train_{spec.score}": spec.finish(_sum_on_host(score_nums) / max(score_count, 1)),
                 "val_loss": val_loss, f"val_{spec.score}": val_score,
             }
             if need_norm and state.grad_norms:
                 row["grad_norm"] = float(np.median(state.grad_norms[-step:]))
-            _check_weights_finite(model, epoch, step, val_loss)  # never checkpoint a non-finite weight
+            _check_weights_finite(model, epoch, step, val_loss, model_state, state_floats)  # never checkpoint a non-finite weight
             if watcher is not None:
-                watcher.record(epoch, model, probe)
+                watcher.record(epoch, model)
 
             # 5. Epoch-level LR schedule, or SWA (averaging; SWALR owns the LR from its start).
             if swa is not None and swa.active(epoch):
@@ -518,7 +571,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             # 6. Early stopping bookkeeping and checkpoints (best on improvement, last always).
             if stopper.improved(row[monitor]):
                 state.best_epoch, state.best_value = epoch, row[monitor]
-                best_weights = _copy_weights(model.state_dict())
+                best_weights = _copy_into(best_weights, model_state)
                 if ckpt_dir is not None:
                     save_checkpoint(ckpt_dir / "best.safetensors", best_weights,
                                     meta={"epoch": epoch, monitor: row[monitor]})
@@ -527,7 +580,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             state.epoch = epoch
             if ckpt_dir is not None:
                 state.capture(parts)
-                state.save(ckpt_dir / "last.safetensors", model.state_dict())
+                state.save(ckpt_dir / "last.safetensors", model_state)
             # 7. The caller's callback (may stop: pruning), progress, early stopping.
             stop_asked = bool(on_epoch(row)) if on_epoch is not None else False
             _show_progress(bar, row, epoch, tcfg, live)

@@ -153,14 +153,15 @@ def first_non_finite_grad(model: torch.nn.Module) -> str | None:
 
 
 @torch.no_grad()
-def first_non_finite_param(model: torch.nn.Module) -> str | None:
+def first_non_finite_param(model: torch.nn.Module, state: dict | None = None) -> str | None:
     """Name of the first weight or buffer holding a NaN or inf; ``None`` when all are finite.
 
     One fused norm over every floating tensor answers the usual case (all finite) in one pass; only
     when that norm is not finite (a NaN/inf, or finite values so large their squares overflow) are
-    the tensors checked one by one, for the name.
+    the tensors checked one by one, for the name. ``state``: the model's ``state_dict`` when the
+    caller holds one (its tensors share the model's storage).
     """
-    state = model.state_dict()
+    state = model.state_dict() if state is None else state
     floats = [t for t in state.values() if t.is_floating_point()]
     if floats and len({(t.device, t.dtype) for t in floats}) == 1:
         if bool(torch.isfinite(torch.stack(torch._foreach_norm(floats, 2.0))).all()):
