@@ -37,6 +37,8 @@ EVERYTHING = dict(
     scheduler={"name": "cosine_restarts", "T_0": 1, "warmup_steps": 2},
     clip={"norm": 1.0}, regularization={"l2": 1e-4, "decoupled_wd": 0.01, "max_norm": 3.0},
     nan_guard={"policy": "skip"}, swa={"start": 3, "lr": 0.01, "anneal_epochs": 1}, accumulate=2,
+    monitor={"every": 1},  # a record every epoch (auto would skip epochs of 2 steps; an interrupted run's
+    # last epoch is recorded, so the histories compare only when every epoch is)
 )
 
 
@@ -156,6 +158,32 @@ def test_monitor_records_quantiles_and_dead_units():
     assert "0.bias" not in row["layers"]
 
 
+@pytest.mark.parametrize("every,epochs,early,expected", [
+    ("auto", 9, None, [0, 4, 8, 9]),  # 16 steps per epoch: every ⌈64 / 16⌉ = 4 epochs, and the last
+    (3, 7, None, [0, 3, 6, 7]),
+    (1, 3, None, [0, 1, 2, 3]),
+    # early stopping between two records: the epoch it stops at is recorded too (probe forward)
+    (4, 30, {"monitor": "val_loss", "patience": 1, "min_delta": 10.0}, [0, 2]),
+])
+def test_monitor_records_every_k_epochs_and_the_last(every, epochs, early, expected):
+    cfg, data, net = _setup(epochs, monitor={"every": every}, early_stopping=early)
+    X, y = data.tensors["train"]
+    data.tensors["train"] = (torch.cat([X] * 6)[:1024], torch.cat([y] * 6)[:1024])  # 16 batches of 64
+    res = fit(net, data, cfg.train, seed=0)
+    assert [m["epoch"] for m in res.monitor] == expected
+    assert all(m["dead_relu"] for m in res.monitor)  # every record counts dead units, the first and last too
+    assert all("g_q" in st for m in res.monitor[1:] for st in m["layers"].values())
+    assert res.monitor[-1]["epoch"] == res.history[-1]["epoch"] == len(res.history)
+
+
+def test_monitor_every_is_validated():
+    from methodo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train\.monitor\.every"):
+        methodo.load_config(EXAMPLES / "digits.yaml", ["train.monitor.every=0"])
+    assert methodo.load_config(EXAMPLES / "digits.yaml", ["train.monitor.every=5"]).train.monitor.every == 5
+
+
 def test_monitoring_changes_nothing_in_training():
     runs = []
     for on in (True, False):
@@ -196,7 +224,7 @@ def test_exploding_weights_found_in_a_real_run(tmp_path):
     # Adam at lr=1 on iris: the head's weights grow tens of times over their initial size
     res = methodo.run(str(EXAMPLES / "iris.yaml"),
                       [*FAST[1:], "train.epochs=3", "explain.enabled=false", "train.optimizer={name: adam, lr: 1.0}",
-                       "train.early_stopping=null"], out=tmp_path / "d")
+                       "train.early_stopping=null", "train.monitor.every=1"], out=tmp_path / "d")
     mon = json.loads((tmp_path / "d" / "monitor.json").read_text())
     assert [m["epoch"] for m in mon] == [0, 1, 2, 3]  # epoch 0: the initialization
     assert set(mon[1]["layers"]) == {"body.1.weight", "head.weight"} and "body.2" in mon[1]["dead_relu"]

@@ -346,9 +346,32 @@ class NanGuardConfig(_Strict):
         10, ge=1, description="With policy skip: stop after this many consecutive skipped batches.")
 
 
+MONITOR_MIN_STEPS = 64  # train.monitor.every=auto: at least this many optimizer steps between two records
+
+
 class MonitorConfig(_Strict):
-    enabled: bool = Field(True, description="Per-layer weight/gradient quantiles and dead ReLU units each epoch.")
-    probe_rows: int = Field(128, ge=1, description="Training rows fed once per epoch to count dead ReLU units.")
+    enabled: bool = Field(True, description="Per-layer weight/gradient quantiles and dead ReLU units, recorded "
+                          "before training (epoch 0), every `every` epochs and at the last epoch.")
+    every: int | Literal["auto"] = Field(
+        "auto", description="Epochs between two records (≥ 1). auto: every epoch once an epoch has at least "
+        f"{MONITOR_MIN_STEPS} optimizer steps, else every ⌈{MONITOR_MIN_STEPS} / steps per epoch⌉ epochs, so "
+        "that the record (a sort of ≤ 1024 values per layer, one fused norm) stays a small fraction of the "
+        "training between two records. The first and the last epoch are always recorded.")
+    probe_rows: int = Field(128, ge=1, description="Validation rows (the first ones) on which dead ReLU units are "
+                            "counted, read during the validation pass of each recorded epoch.")
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _every_positive(cls, v):
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError("must be an integer ≥ 1 or 'auto'")
+
+    def resolved_every(self, steps_per_epoch: int) -> int:
+        """Epochs between two records for an epoch of ``steps_per_epoch`` optimizer steps."""
+        if self.every != "auto":
+            return self.every
+        return max(1, -(-MONITOR_MIN_STEPS // max(steps_per_epoch, 1)))
 
 
 class SWAConfig(_Strict):

@@ -7,7 +7,8 @@ guard on the step's losses and gradient norm, read from the device together → 
 decoupled weight decay → optimizer step → max-norm → LR schedule (L-BFGS: the closure step in
 place of backward…step; the same guard and bookkeeping after it).
 A warm-restart cycle that ends at a step leaves a snapshot (snapshot ensembles).
-Each epoch: validate → monitor weights → LR schedule / SWA → early stopping →
+Each epoch: validate → monitor weights (every ``train.monitor.every`` epochs and the last) → LR
+schedule / SWA → early stopping →
 checkpoints (``best`` on improvement, ``last`` every epoch, both atomic and pickle-free, never
 written from non-finite weights).
 
@@ -114,6 +115,11 @@ def _guard(loss: float, epoch: int, step: int, first: float | None, factor: floa
         raise NonFiniteLoss(epoch, step, loss, limit=factor * max(first, 1.0))
 
 
+def _loss_limit(first: float | None, factor: float) -> float:
+    """The loss above which :func:`_guard` stops (``inf`` before the first loss or with no factor)."""
+    return factor * max(first, 1.0) if first is not None and factor else math.inf
+
+
 def check_batch_size(batch_size: int, n_train: int) -> None:
     if batch_size > n_train:
         raise DataError(f"train.batch_size={batch_size} is larger than the training split "
@@ -166,6 +172,8 @@ def _sum_on_host(values: list) -> float:
         return 0.0
     if not isinstance(values[0], torch.Tensor):
         return float(sum(values, 0.0))
+    if len(values) == 1:
+        return 0.0 + values[0].item()
     return float(sum(torch.stack(values).tolist(), 0.0))
 
 
@@ -383,6 +391,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     monitor, stopper, swa, watcher = _epoch_helpers(model, opt, tcfg)
     snapshot_on = tcfg.snapshot_ensemble if tcfg.snapshot_ensemble is not None else sc.name == "cosine_restarts"
     probe_rows = tcfg.monitor.probe_rows  # dead ReLU units: counted on these first validation rows
+    record_every = tcfg.monitor.resolved_every(steps_per_epoch)  # epochs between two weight records
     shuffle = generator(seed, offset=1)
     # Everything a resumed run needs (beside the weights) lives in `state`; `parts` are the live
     # objects whose own state it captures before each save and restores on resume.
@@ -421,6 +430,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             return loss_
 
     total_steps = tcfg.epochs * n_batches
+    stop_policy = guard.policy == "stop"
+    loss_limit = _loss_limit(state.first_loss, tcfg.divergence_factor)  # a loss not below it goes to _guard
     import sys
 
     from tqdm.auto import tqdm
@@ -493,10 +504,12 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                 gnorm = grad_norm(reg.params, tcfg.clip.norm_type) if need_norm and not closure_step else None
                 values = _to_host([p[0] for p in pending] + ([gnorm] if gnorm is not None else []))
                 for lv, (_, rows, num, den) in zip(values, pending):
-                    if math.isfinite(lv) or guard.policy == "stop" or closure_step:
-                        _guard(lv, epoch, step, state.first_loss, tcfg.divergence_factor)
+                    if math.isfinite(lv) or stop_policy or closure_step:
+                        if not lv < loss_limit:  # NaN, inf or past the limit: _guard says which, or lets it be
+                            _guard(lv, epoch, step, state.first_loss, tcfg.divergence_factor)
                         if state.first_loss is None:
                             state.first_loss = lv
+                            loss_limit = _loss_limit(lv, tcfg.divergence_factor)
                         group_loss += lv
                         loss_sum += lv * rows
                         score_nums.append(num)
@@ -512,7 +525,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                         state.grad_norms.append(gv)
                         if not math.isfinite(gv) and check_grads:
                             name = first_non_finite_grad(model) or "?"
-                            if guard.policy == "stop":
+                            if stop_policy:
                                 raise NonFiniteLoss(epoch, step, gv, tensor=f"gradient of {name}")
                             group_bad = f"gradient of {name}"
                         elif reg.clips:
@@ -548,7 +561,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
 
             # 4. Validation (the weight monitor notes which ReLU units fire on it), the epoch row,
             #    weight monitoring.
-            with watcher.probing(probe_rows) if watcher is not None else contextlib.nullcontext():
+            recorded = watcher is not None and (epoch % record_every == 0 or epoch == tcfg.epochs)
+            with watcher.probing(probe_rows) if recorded else contextlib.nullcontext():
                 val_loss, val_score = evaluate_loss(model, Xva, yva, eval_loss_fn, task, tcfg.eval_batch_size, y_std)
             row = {
                 "epoch": epoch, "lr": state.lrs[-1] if state.lrs else oc.lr,
@@ -559,7 +573,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             if need_norm and state.grad_norms:
                 row["grad_norm"] = float(np.median(state.grad_norms[-step:]))
             _check_weights_finite(model, epoch, step, val_loss, model_state, state_floats)  # never checkpoint a non-finite weight
-            if watcher is not None:
+            if recorded:
                 watcher.record(epoch, model)
 
             # 5. Epoch-level LR schedule, or SWA (averaging; SWALR owns the LR from its start).
@@ -592,6 +606,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                 break
     finally:
         bar.close()
+    if watcher is not None and state.history and watcher.history and watcher.history[-1]["epoch"] != state.epoch:
+        watcher.record(state.epoch, model, Xva[:probe_rows])  # stopped early: the last epoch's weights, always
     _finish(result, state, watcher, swa, Xtr, bs, ckpt_dir)
     model.load_state_dict(best_weights)
     return result

@@ -1,13 +1,15 @@
-"""Weight and gradient monitoring: per-layer distributions each epoch, and dead ReLU units.
+"""Weight and gradient monitoring: per-layer distributions over training, and dead ReLU units.
 
-Once per epoch (and once before training, as epoch 0) the loop calls :meth:`WeightMonitor.record`:
+Before training (epoch 0), every ``train.monitor.every`` epochs and at the last epoch the loop calls
+:meth:`WeightMonitor.record`:
 
 1. for each weight of dimension ≥ 2 (linear and conv kernels): quantiles of its values, its RMS;
 2. for the same weights: quantiles of ``|grad|`` of the epoch's last optimizer step, its RMS;
 3. for each ``nn.ReLU`` module: the fraction of its units (features, or channels of a conv map)
    that output 0 for every one of the first ``probe_rows`` validation rows (eval mode, no
    gradient). The loop reads them during its validation pass (:meth:`WeightMonitor.probing`), so
-   counting dead units costs no forward pass of its own; epoch 0 forwards those rows once.
+   counting dead units costs no forward pass of its own; epoch 0 (and a last epoch reached by
+   early stopping between two records) forwards those rows once.
 
 It draws no random numbers and changes no weight, so turning it on does not change training.
 Quantiles of large tensors are taken on a fixed-stride subsample (at most ``MAX_ELEMENTS`` values);
