@@ -431,6 +431,9 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
 
     total_steps = tcfg.epochs * n_batches
     stop_policy = guard.policy == "stop"
+    # read once: the step loop runs these thousands of times
+    bf16, on_cpu, batch_score, group0 = tcfg.precision == "bf16", device.type == "cpu", spec.batch_score, opt.param_groups[0]
+    has_penalty, has_before, has_after = reg.has_penalty, reg.has_before, reg.has_after
     loss_limit = _loss_limit(state.first_loss, tcfg.divergence_factor)  # a loss not below it goes to _guard
     import sys
 
@@ -482,16 +485,21 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                         out = model(xb)
                         loss = loss_fn(out, yb)
                 else:
-                    with autocast():
+                    if bf16:
+                        with autocast():
+                            out = forward(xb)
+                            loss = loss_fn(out, yb)
+                    else:
                         out = forward(xb)
                         loss = loss_fn(out, yb)
                     total = loss
-                    if reg.has_penalty:
+                    if has_penalty:
                         total = total + reg.penalty()
                     if extra_loss is not None:
                         total = total + extra_loss(model, out, xb, yb)
                     (total / group if group > 1 else total).backward()
-                num, den = spec.batch_score(out.detach().float(), yb, y_std)
+                scored = out.detach()
+                num, den = batch_score(scored if scored.dtype == torch.float32 else scored.float(), yb, y_std)
                 pending.append((loss, len(idx), num, den))  # no detach: one op less per batch; read once below
                 if live and (b + 1) % bar_every == 0:
                     bar.update(bar_every)
@@ -502,7 +510,10 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                 #     Exploding → stop; non-finite → stop, or skip the step (not after an L-BFGS step:
                 #     it is already applied, so that stops too).
                 gnorm = grad_norm(reg.params, tcfg.clip.norm_type) if need_norm and not closure_step else None
-                values = _to_host([p[0] for p in pending] + ([gnorm] if gnorm is not None else []))
+                if gnorm is None and len(pending) == 1 and on_cpu:
+                    values = [loss.item()]  # the common case, without building lists
+                else:
+                    values = _to_host([p[0] for p in pending] + ([gnorm] if gnorm is not None else []))
                 for lv, (_, rows, num, den) in zip(values, pending):
                     if math.isfinite(lv) or stop_policy or closure_step:
                         if not lv < loss_limit:  # NaN, inf or past the limit: _guard says which, or lets it be
@@ -540,11 +551,11 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                         continue
                     state.consecutive_skips = 0
                     # 3d. Decoupled weight decay, the optimizer step, max-norm (regularizer stages).
-                    lr = opt.param_groups[0]["lr"]
-                    if reg.has_before:
+                    lr = group0["lr"]
+                    if has_before:
                         reg.before_step(lr)
                     opt.step()
-                    if reg.has_after:
+                    if has_after:
                         reg.after_step()
                 # 3e. Step bookkeeping (every optimizer): LR, loss, schedule; a snapshot at the end of
                 #     a warm-restart cycle (the LR is at its minimum here).
