@@ -61,6 +61,7 @@ def test_resume_continues_a_run(tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs_run"] == 4 and summary["resumed"] is True
+    assert list(summary["timings"])[:4] == ["config", "load", "prepare", "resume"]  # the checkpoints checked
     assert (out / "metrics.csv").read_text().count("\n") == 5  # header + 4 epochs
     code, _, err = cli_inproc(capsys, "run", "--resume", str(tmp_path))
     assert code == 2 and "not a run dir (no config.yaml)" in err

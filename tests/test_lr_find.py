@@ -118,6 +118,7 @@ def test_lr_auto_trains_exactly_as_the_suggested_number(tmp_path):
     assert 'id="lr-find"' in (tmp_path / "a" / "report.html").read_text()
     fixed = methodo.run(str(EXAMPLES / "iris.yaml"), [*over, f"train.optimizer.lr={lr!r}"], out=tmp_path / "b")
     assert auto.metrics == fixed.metrics  # the range test left no trace: same weights, same RNG
+    assert auto.summary["timings"]["lr_find"] > 0 and "lr_find" not in fixed.summary["timings"]
 
 
 def test_onecycle_max_lr_auto(tmp_path):

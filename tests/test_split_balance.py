@@ -119,10 +119,12 @@ def test_kfold_run_reports_mean_and_std_over_folds(tmp_path, capsys):
     for r in runs:
         sub = json.loads((tmp_path / "kf" / r["run_dir"] / "summary.json").read_text())
         assert sub["metrics"]["test"] == r["metrics"]["test"]
+        assert {"train", "evaluate", "total"} <= set(sub["timings"])  # each fold times its own stages
         tested += [int(line.split(",")[0]) for line in
                    (tmp_path / "kf" / r["run_dir"] / "predictions_test.csv").read_text().splitlines()[1:]]
     assert sorted(tested) == list(range(150))  # each iris row is tested once
     assert "± " in out and "k-fold: 3 folds" in out
+    assert list(s["timings"]) == ["config", "load", "setup", "folds", "aggregate", "report", "tracking", "total"]
     html = (tmp_path / "kf" / "report.html").read_text()
     assert 'id="kfold"' in html and "mean ± std (test)" in html and (tmp_path / "kf/figures/kfold.png").is_file()
 

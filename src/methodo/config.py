@@ -397,7 +397,8 @@ class TrainConfig(_Strict):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when present.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null keeps torch's default.")
-    progress: bool = Field(True, description="Show a progress bar.")
+    progress: bool = Field(True, description="Progress on stderr: live bars on a terminal; in a log file (CI, "
+                           "Slurm) one line per epoch and per stage. false: silent.")
     lr_find: LRFindConfig = Field(default_factory=LRFindConfig, description="LR range test (lr=auto, lr-find).")
     regularization: RegularizationConfig = Field(
         default_factory=RegularizationConfig, description="Penalties, constraints, dropout, label smoothing.")

@@ -8,7 +8,6 @@ resume) is checked before the run dir is created or touched, so a bad input leav
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,45 +76,54 @@ def run(config: str | Path | Config | None, overrides: list[str] | tuple[str, ..
     >>> res.metrics["test"]["accuracy"] > 0.8                                  # doctest: +SKIP
     True
     """
-    t_start = time.perf_counter()
+    clock = stages.Clock()  # each stage's wall time: summary.json → timings, a line per stage in a log file
     # 0. The config: a file and overrides, a Config, or the saved config of the run to resume.
-    cfg, resume_rd = stages.resolve_config(config, overrides, resume)
+    with clock("config"):
+        cfg, resume_rd = stages.resolve_config(config, overrides, resume)
     if cfg.data.split.method == "kfold" and cfg.data.split.fold is None:
         if resume_rd is not None:
             raise BadInput(f"--resume {resume_rd.path}: a k-fold run resumes one fold at a time: "
                            f"--resume {resume_rd.path}/folds/fold-I")
-        return _run_kfold(cfg, out=out)
+        return _run_kfold(cfg, out=out, clock=clock)
 
     # 1-2. Data (split, scaling fitted on train only) and the model sized from it; a checkpoint to resume
     # from must fit that model. lr=auto runs the LR range test. Nothing is written before step 3.
-    prep = stages.prepare(cfg)
-    resume_from = stages.check_resume(resume_rd, prep)
-    prep, lr_found, lr_keys = stages.auto_lr(prep)
-    data_findings = stages.audit(prep)
-    tracker = stages.connect_tracking(prep.cfg)  # an unreachable store is found here, before any write
+    prep = stages.prepare(cfg, clock)
+    with clock("resume", when=resume_rd is not None):
+        resume_from = stages.check_resume(resume_rd, prep)
+    prep, lr_found, lr_keys = stages.auto_lr(prep, clock)
+    with clock("audit"):
+        data_findings = stages.audit(prep)
 
     # 3. The run dir (created exclusively, or the one resumed), the run's inputs, tracking.
-    rd, record = stages.open_run(prep, tracker, out=out, resume_rd=resume_rd, resumed=resume_from is not None,
-                                 lr_found=lr_found, lr_keys=lr_keys)
+    with clock("setup"):
+        tracker = stages.connect_tracking(prep.cfg)  # an unreachable store is found here, before any write
+        rd, record = stages.open_run(prep, tracker, out=out, resume_rd=resume_rd,
+                                     resumed=resume_from is not None, lr_found=lr_found, lr_keys=lr_keys)
+    clock.log_lines(prep.cfg.train.progress)  # once the run exists: bad input found before is one error line
     previous_sigterm = signals.install()
     try:
         # 4. Train: the best weights (by the monitor) end up in the model.
-        res = stages.train(prep, rd, record, tracker, resume_from=resume_from)
+        with clock("train"):
+            res = stages.train(prep, rd, record, tracker, resume_from=resume_from)
         # 5. Evaluate every split with the best weights; the test split only here, once.
-        preds = stages.predict_splits(prep)
-        stages.evaluate(prep, res, preds, record, tracker)
+        with clock("predict"):
+            preds = stages.predict_splits(prep)
+        with clock("evaluate"):
+            stages.evaluate(prep, res, preds, record, tracker)
         signals.check()
         # 6. Diagnose: data findings and the checks on curves and predictions.
-        findings = stages.diagnose(prep, res, preds, record, res.history, data_findings)
+        with clock("diagnose"):
+            findings = stages.diagnose(prep, res, preds, record, res.history, data_findings)
         # 7. Figures, prediction files, explanations.
-        stages.write_outputs(prep, rd, record, res, preds, findings)
+        stages.write_outputs(prep, rd, record, res, preds, findings, clock)
     except BaseException as exc:
-        stages.fail(rd, record, tracker, exc, t_start=t_start)
+        stages.fail(rd, record, tracker, exc, clock=clock)
         raise
     finally:
         signals.restore(previous_sigterm)
     # 8. The final summary, the report, the end of the tracking run.
-    stages.close(rd, record, tracker, t_start=t_start, status="finished", mlflow_status="FINISHED")
+    stages.close(rd, record, tracker, clock=clock, status="finished", mlflow_status="FINISHED")
     return RunResult(rd.path, record)
 
 
@@ -166,59 +174,62 @@ def _mean_std(values: list) -> tuple[float | None, float | None]:
 _KFOLD_FIGURE = {"classification": ["accuracy", "balanced_accuracy", "f1"], "regression": ["r2", "mae", "rmse"]}
 
 
-def _run_kfold(cfg: Config, *, out: str | Path | None) -> RunResult:
+def _run_kfold(cfg: Config, *, out: str | Path | None, clock: stages.Clock) -> RunResult:
     """k runs, fold i as the test split of run i (``folds/fold-i``); the summary holds the mean of
     every metric over folds in ``metrics`` and the spread in ``metrics_std`` and ``kfold``."""
     import sys
 
     from methodo.data import load_dataset, split_dataset
 
-    t_start = time.perf_counter()
     k = cfg.data.split.folds
-    ds = load_dataset(cfg.data)  # bad data or folds fail here, before anything is written
-    for i in range(1, k + 1):
-        split_dataset(ds, cfg.data, cfg.seed, fold=i)
-    del ds
-    tracker = stages.connect_tracking(cfg)
-    rd = RunDir.create(out, name=cfg.name)
-    rd.write_text(LAYOUT["config"], stages.dump_yaml(cfg))
-    record = RunRecord(name=cfg.name, task=cfg.task, dataset=cfg.data.source, seed=cfg.seed,
-                       world_size=stages.world_size(), metrics_std={}, versions=stages.versions(),
-                       git_commit=stages.git_commit(), kfold={"folds": k, "runs": []})
-    tracker.start(stages.flat_params(cfg), {"methodo.run_dir": str(rd.path.resolve()),
-                                            "methodo.run_name": rd.path.name,
-                                            "methodo.dataset": cfg.data.source, "methodo.kfold": str(k)})
-    record.mlflow_run_id = tracker.run_id
-    rd.write_record(record)
+    with clock("load"):
+        ds = load_dataset(cfg.data)  # bad data or folds fail here, before anything is written
+        for i in range(1, k + 1):
+            split_dataset(ds, cfg.data, cfg.seed, fold=i)
+        del ds
+    with clock("setup"):
+        tracker = stages.connect_tracking(cfg)
+        rd = RunDir.create(out, name=cfg.name)
+        rd.write_text(LAYOUT["config"], stages.dump_yaml(cfg))
+        record = RunRecord(name=cfg.name, task=cfg.task, dataset=cfg.data.source, seed=cfg.seed,
+                           world_size=stages.world_size(), metrics_std={}, versions=stages.versions(),
+                           git_commit=stages.git_commit(), kfold={"folds": k, "runs": []})
+        tracker.start(stages.flat_params(cfg), {"methodo.run_dir": str(rd.path.resolve()),
+                                                "methodo.run_name": rd.path.name,
+                                                "methodo.dataset": cfg.data.source, "methodo.kfold": str(k)})
+        record.mlflow_run_id = tracker.run_id
+        rd.write_record(record)
+    clock.log_lines(cfg.train.progress)
     folds: list[RunRecord] = []
     try:
-        for i in range(1, k + 1):
-            split = cfg.data.split.model_copy(update={"fold": i})
-            sub = cfg.model_copy(update={
-                "name": f"{cfg.name}-fold{i}", "data": cfg.data.model_copy(update={"split": split}),
-                "track": cfg.track.model_copy(update={"mlflow": False}),  # the parent run tracks the folds
-            })
-            if cfg.train.progress:
-                print(f"fold {i}/{k}", file=sys.stderr, flush=True)
-            res = run(sub, out=rd.fold(i))
-            folds.append(res.record)
-            record.kfold.runs.append(FoldInfo(fold=i, run_dir=f"folds/fold-{i}", status=res.status,
-                                              epochs_run=res.record.epochs_run, best_epoch=res.record.best_epoch,
-                                              metrics=res.record.metrics))
-            tracker.log_metrics({f"fold{i}_test_{m}": v for m, v in res.record.metrics["test"].items()})
-            rd.write_record(record)
-        _kfold_aggregate(record, folds)
-        from methodo.report import plots
+        with clock("folds"):  # each fold's own summary.json has its stages
+            for i in range(1, k + 1):
+                split = cfg.data.split.model_copy(update={"fold": i})
+                sub = cfg.model_copy(update={
+                    "name": f"{cfg.name}-fold{i}", "data": cfg.data.model_copy(update={"split": split}),
+                    "track": cfg.track.model_copy(update={"mlflow": False}),  # the parent run tracks the folds
+                })
+                if cfg.train.progress:
+                    print(f"fold {i}/{k}", file=sys.stderr, flush=True)
+                res = run(sub, out=rd.fold(i))
+                folds.append(res.record)
+                record.kfold.runs.append(FoldInfo(fold=i, run_dir=f"folds/fold-{i}", status=res.status,
+                                                  epochs_run=res.record.epochs_run, best_epoch=res.record.best_epoch,
+                                                  metrics=res.record.metrics))
+                tracker.log_metrics({f"fold{i}_test_{m}": v for m, v in res.record.metrics["test"].items()})
+                rd.write_record(record)
+        with clock("aggregate"):  # mean and spread over folds, their figure
+            _kfold_aggregate(record, folds)
+            from methodo.report import plots
 
-        names = _KFOLD_FIGURE.get(record.task, list(folds[0].metrics["test"])[:3])
-
-        plots.kfold_metrics([r.model_dump() for r in record.kfold.runs], rd.figure("kfold.png"), metrics=names)
-        tracker.log_metrics({f"test_{m}": v for m, v in record.metrics["test"].items()})
-        tracker.log_metrics({f"test_{m}_std": v for m, v in record.metrics_std["test"].items()})
+            names = _KFOLD_FIGURE.get(record.task, list(folds[0].metrics["test"])[:3])
+            plots.kfold_metrics([r.model_dump() for r in record.kfold.runs], rd.figure("kfold.png"), metrics=names)
+            tracker.log_metrics({f"test_{m}": v for m, v in record.metrics["test"].items()})
+            tracker.log_metrics({f"test_{m}_std": v for m, v in record.metrics_std["test"].items()})
     except BaseException as exc:
-        stages.fail(rd, record, tracker, exc, t_start=t_start)
+        stages.fail(rd, record, tracker, exc, clock=clock)
         raise
-    stages.close(rd, record, tracker, t_start=t_start, status="finished", mlflow_status="FINISHED")
+    stages.close(rd, record, tracker, clock=clock, status="finished", mlflow_status="FINISHED")
     return RunResult(rd.path, record)
 
 

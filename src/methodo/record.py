@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
@@ -29,6 +29,7 @@ from methodo.errors import BadInput
 Status = Literal["running", "finished", "failed"]
 Severity = Literal["critical", "high", "medium", "low", "info"]
 Metrics = dict[str, dict[str, float | None]]  # split (or baseline strategy) → metric → value (None: undefined)
+Seconds = Annotated[float, Field(ge=0)]
 
 
 class _Record(BaseModel):
@@ -196,9 +197,11 @@ class RunRecord(_Record):
     metrics_std: Metrics | None = None
     kfold: KFoldInfo | None = None
     failure: str | None = None
+    # wall seconds per stage in the order they ran, then "total" (the whole call); written when the run closes
+    timings: dict[str, Seconds] | None = None
     _optional = frozenset({"data", "model", "lr_find", "stopped_early", "training", "undefined", "intervals",
                            "tables", "threshold", "extra_baselines", "reference", "ensembles", "sample", "explain",
-                           "metrics_std", "kfold", "failure"})
+                           "metrics_std", "kfold", "failure", "timings"})
 
     def to_dict(self) -> dict[str, Any]:
         """The ``summary.json`` mapping (plain data; numpy scalars inside evidence are left to the writer)."""

@@ -54,6 +54,54 @@ class Diverged(RunFailed):
         self.finding, self.failure = finding, failure
 
 
+class Clock:
+    """The wall time of each stage of a run (``summary.json`` → ``timings``), measured here and nowhere else.
+
+    ``with clock("train"): ...`` adds the block's seconds to ``train``, also when it raises, so a failed
+    run's summary still says where its time went. With :meth:`log_lines` on (progress on, stderr a log
+    file), each finished stage is one line on stderr: ``stage train: 12.34 s`` (`` (failed)`` when it raised).
+    """
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+        self.lines = False
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, *, when: bool = True):
+        if not when:
+            yield
+            return
+        t0, failed = time.perf_counter(), True
+        try:
+            yield
+            failed = False
+        finally:
+            dt = time.perf_counter() - t0
+            self.seconds[name] = self.seconds.get(name, 0.0) + dt
+            if self.lines:
+                self._line(name, dt, failed)
+
+    def log_lines(self, progress: bool) -> None:
+        """Write a line per finished stage from now on when ``progress`` and stderr is not a terminal;
+        the stages already timed get theirs now. The pipeline calls it once the run dir exists, so a
+        bad input found before stays one ``error:`` line."""
+        from methodo.progress import lines
+
+        self.lines = lines(progress)
+        for name, dt in self.seconds.items() if self.lines else ():
+            self._line(name, dt, False)
+
+    @staticmethod
+    def _line(name: str, seconds: float, failed: bool) -> None:
+        print(f"stage {name}: {seconds:.2f} s" + " (failed)" * failed, file=sys.stderr, flush=True)
+
+    def timings(self) -> dict[str, float]:
+        """Seconds per stage in the order they ran, and ``total`` since the clock started."""
+        total = round(time.perf_counter() - self.start, 3)
+        return {**{k: round(v, 3) for k, v in self.seconds.items()}, "total": total}
+
+
 # --------------------------------------------------------------------------- 0. config
 
 
@@ -71,9 +119,11 @@ def resolve_config(config: str | Path | Config | None, overrides, resume: str | 
 # --------------------------------------------------------------------------- 1-2. data and model
 
 
-def prepare(cfg: Config) -> Prepared:
+def prepare(cfg: Config, clock: Clock | None = None) -> Prepared:
     """Seed everything, load and check the data, split it, fit scaling on the training split only, and
-    build the model sized from the data. Writes nothing. ``methodo lr-find`` uses it too."""
+    build the model sized from the data. Writes nothing. ``methodo lr-find`` uses it too.
+
+    ``clock`` times loading as ``load`` and the rest (split, features, scaling, the model) as ``prepare``."""
     import torch
 
     from methodo.data import load_dataset, prepare as prepare_data
@@ -83,11 +133,13 @@ def prepare(cfg: Config) -> Prepared:
     from methodo.tasks import task_spec
     from methodo.train.loop import check_batch_size, epoch_metric_names, resolve_device
 
+    clock = clock or Clock()
     # 1. Data: load, check the task, split, fit scaling on train only.
     seed_everything(cfg.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    ds = load_dataset(cfg.data)
+    with clock("load"):
+        ds = load_dataset(cfg.data)
     if cfg.task is not None and cfg.task != ds.task:
         raise ConfigError(f"task: dataset {ds.name!r} is a {ds.task} dataset (got task: {cfg.task}); "
                           f"use task: {ds.task} or omit it")
@@ -95,7 +147,8 @@ def prepare(cfg: Config) -> Prepared:
     if cfg.train.early_stopping and cfg.train.early_stopping.monitor not in epoch_metric_names(ds.task):
         raise ConfigError(f"train.early_stopping.monitor: {cfg.train.early_stopping.monitor!r} is not an "
                           f"epoch metric of this task; choose one of {epoch_metric_names(ds.task)}")
-    data = prepare_data(ds, cfg.data, cfg.seed)
+    with clock("prepare"):
+        data = prepare_data(ds, cfg.data, cfg.seed)
     n_fit = len(data.tensors["train"][1])
     if cfg.train.batch_size > n_fit and n_fit != len(data.indices["train"]):
         raise DataError(f"train.batch_size={cfg.train.batch_size} is larger than the training split after "
@@ -105,8 +158,9 @@ def prepare(cfg: Config) -> Prepared:
     resolve_device(cfg.train.device)  # `cuda` without a GPU is bad input, found before anything is written
 
     # 2. Model, sized from the data (after feature steps).
-    model = build_model(cfg.model.name, input_shape=data.input_shape, n_outputs=data.n_outputs,
-                        kind=ds.kind, task=ds.task, **cfg.model.options)
+    with clock("prepare"):
+        model = build_model(cfg.model.name, input_shape=data.input_shape, n_outputs=data.n_outputs,
+                            kind=ds.kind, task=ds.task, **cfg.model.options)
     return Prepared(cfg, ds, data, model, task_spec(ds.task))
 
 
@@ -183,10 +237,11 @@ def _check_resume_epochs(rd: RunDir, cfg: Config) -> None:
                        "exponential, plateau)")
 
 
-def auto_lr(prep: Prepared) -> tuple[Prepared, Any, list[str]]:
+def auto_lr(prep: Prepared, clock: Clock | None = None) -> tuple[Prepared, Any, list[str]]:
     """``lr=auto`` / ``max_lr=auto``: the LR range test picks the LR (model and RNGs restored after).
 
     Returns the prepared run with the LR filled in, the finder's result (or None) and the keys it set.
+    ``clock`` times the range test as ``lr_find`` (only when it runs).
     """
     cfg = prep.cfg
     keys = [k for k, v in (("train.optimizer.lr", cfg.train.optimizer.lr),
@@ -196,8 +251,9 @@ def auto_lr(prep: Prepared) -> tuple[Prepared, Any, list[str]]:
     from methodo.train.lr_find import resolve_auto_lr
 
     try:
-        tcfg, found = resolve_auto_lr(prep.model, prep.data, cfg.train, seed=cfg.seed,
-                                      class_weights=prep.class_weights)
+        with (clock or Clock())("lr_find"):
+            tcfg, found = resolve_auto_lr(prep.model, prep.data, cfg.train, seed=cfg.seed,
+                                          class_weights=prep.class_weights)
     except ValueError as exc:
         raise BadInput(f"train.lr_find: {exc}") from None
     return Prepared(cfg.model_copy(update={"train": tcfg}), prep.ds, prep.data, prep.model, prep.spec), found, keys
@@ -207,7 +263,8 @@ def audit(prep: Prepared) -> list:
     """Data findings (leakage, duplicates across splits, imbalance, ...) on the split data."""
     from methodo.data.audit import AuditFacts, audit as audit_data
 
-    return audit_data(AuditFacts.from_dataset(prep.ds, prep.data.indices), max_queries=2000)
+    return audit_data(AuditFacts.from_dataset(prep.ds, prep.data.indices), max_queries=2000,
+                      progress=prep.cfg.train.progress)
 
 
 # --------------------------------------------------------------------------- 3. the run dir
@@ -400,7 +457,8 @@ def evaluate(prep: Prepared, res, preds: dict, record: RunRecord, tracker) -> No
 
     cfg, ds, data = prep.cfg, prep.ds, prep.data
     record.update(evaluate_splits(ds.task, preds, data.raw_y, n_classes=prep.n_classes,
-                                  class_names=ds.class_names, ecfg=cfg.evaluate, seed=cfg.seed))
+                                  class_names=ds.class_names, ecfg=cfg.evaluate, seed=cfg.seed,
+                                  progress=cfg.train.progress))
     for split in ("test", *ds.extra):
         tracker.log_metrics({f"{split}_{k}": v for k, v in record.metrics[split].items()})
     if cfg.evaluate.reference and ds.kind == "tabular":  # reference_model says None for other tasks
@@ -487,24 +545,29 @@ class Outputs:
         return self.rd.write_csv(name, header, rows)
 
 
-def write_outputs(prep: Prepared, rd: RunDir, record: RunRecord, res, preds: dict, findings: list) -> None:
+def write_outputs(prep: Prepared, rd: RunDir, record: RunRecord, res, preds: dict, findings: list,
+                  clock: Clock | None = None) -> None:
     """Learning curves and weights for every task, the task's own figures and prediction files, the
-    augmentation gallery, and the explanations of the test predictions (captum)."""
+    augmentation gallery (timed as ``figures``), and the explanations of the test predictions (captum,
+    timed as ``explain``)."""
     from methodo.report import plots
 
     cfg, ds, data, spec = prep.cfg, prep.ds, prep.data, prep.spec
-    plots.learning_curves(res.history, res.lrs, rd.figure("learning_curves.png"), best_epoch=res.best_epoch,
-                          grad_norms=res.grad_norms, clip=cfg.train.clip.norm)
-    if res.monitor:
-        plots.weight_distributions(res.monitor, rd.figure("weights.png"))
-    if spec.write_outputs is not None:
-        spec.write_outputs(Outputs(rd, record, cfg, ds, data, prep.model, preds, findings))
-    if data.augment is not None:  # the augmentation gallery: training images beside augmented copies
-        from methodo.data.augment import gallery
+    clock = clock or Clock()
+    with clock("figures"):
+        plots.learning_curves(res.history, res.lrs, rd.figure("learning_curves.png"), best_epoch=res.best_epoch,
+                              grad_norms=res.grad_norms, clip=cfg.train.clip.norm)
+        if res.monitor:
+            plots.weight_distributions(res.monitor, rd.figure("weights.png"))
+        if spec.write_outputs is not None:
+            spec.write_outputs(Outputs(rd, record, cfg, ds, data, prep.model, preds, findings))
+        if data.augment is not None:  # the augmentation gallery: training images beside augmented copies
+            from methodo.data.augment import gallery
 
-        gallery(ds, data.indices["train"], cfg.data.augment, seed=cfg.seed, path=rd.figure("augmentation.png"))
+            gallery(ds, data.indices["train"], cfg.data.augment, seed=cfg.seed, path=rd.figure("augmentation.png"))
     if cfg.explain.enabled:
-        record.explain = explain(prep, preds["test"], rd)
+        with clock("explain"):
+            record.explain = explain(prep, preds["test"], rd)
 
 
 def explain(prep: Prepared, test_scores, rd: RunDir) -> dict:
@@ -522,28 +585,38 @@ def explain(prep: Prepared, test_scores, rd: RunDir) -> dict:
         return image_gallery(prep.model, X, test_scores, data.raw_y["test"], ds.class_names, cfg.explain.methods,
                              cfg.explain.n_images, rd.figure("explanations.png"), seed=cfg.seed,
                              mean=None if pre.mean is None else pre.mean.ravel(),
-                             std=None if pre.std is None else pre.std.ravel())
+                             std=None if pre.std is None else pre.std.ravel(), progress=cfg.train.progress)
     return tabular_importance(prep.model, X, y, ds.task, ds.feature_names, rd.figure("feature_importance.png"),
-                              repeats=cfg.explain.permutation_repeats, seed=cfg.seed, max_rows=cfg.explain.max_rows)
+                              repeats=cfg.explain.permutation_repeats, seed=cfg.seed, max_rows=cfg.explain.max_rows,
+                              progress=cfg.train.progress)
 
 
 # --------------------------------------------------------------------------- 8. close
 
 
-def close(rd: RunDir, record: RunRecord, tracker, *, t_start: float, status: str, mlflow_status: str) -> None:
-    """Write the final summary and report, and end the tracking run (even when the disk refuses the summary)."""
+def close(rd: RunDir, record: RunRecord, tracker, *, clock: Clock, status: str, mlflow_status: str) -> None:
+    """Write the final summary and report, and end the tracking run (even when the disk refuses the summary).
+
+    The report (and MLflow's copy of the summary) show the timings up to the report; the summary is
+    written once more at the end with ``report``, ``tracking`` and the final ``total``.
+    """
     from methodo.report.html import render_report
 
     record.status = status
-    record.duration_s = round(time.perf_counter() - t_start, 3)
+    record.duration_s = round(time.perf_counter() - clock.start, 3)
     try:
-        rd.write_record(record)
-        render_report(rd.path)
+        with clock("report"):
+            record.timings = clock.timings()
+            rd.write_record(record)
+            render_report(rd.path)
     finally:
-        tracker.finish(mlflow_status, rd)
+        with clock("tracking"):
+            tracker.finish(mlflow_status, rd)
+    record.timings = clock.timings()
+    rd.write_record(record)
 
 
-def fail(rd: RunDir, record: RunRecord, tracker, exc: BaseException, *, t_start: float) -> None:
+def fail(rd: RunDir, record: RunRecord, tracker, exc: BaseException, *, clock: Clock) -> None:
     """Close a run that raised: status failed, the reason (and the divergence finding) in the record."""
     from methodo.errors import Terminated
 
@@ -554,4 +627,4 @@ def fail(rd: RunDir, record: RunRecord, tracker, exc: BaseException, *, t_start:
         record.failure = f"{type(exc).__name__}: {exc}"
     killed = isinstance(exc, (KeyboardInterrupt, Terminated))
     with contextlib.suppress(Exception):  # the original error matters more than a failed report
-        close(rd, record, tracker, t_start=t_start, status="failed", mlflow_status="KILLED" if killed else "FAILED")
+        close(rd, record, tracker, clock=clock, status="failed", mlflow_status="KILLED" if killed else "FAILED")

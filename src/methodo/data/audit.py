@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from methodo.findings import FINDINGS, SEVERITY_ORDER, Finding
+from methodo.progress import bar
 from methodo.tasks import task_spec
 
 # Thresholds, with their reasons.
@@ -453,13 +454,15 @@ def target_leakage(f: AuditFacts) -> Finding | None:
 # --------------------------------------------------------------------------- the audit
 
 
-def audit(facts: AuditFacts, *, max_queries: int = 20000) -> list[Finding]:
+def audit(facts: AuditFacts, *, max_queries: int = 20000, progress: bool = False) -> list[Finding]:
     """Run every data check; findings ordered by severity. ``max_queries`` caps the val/test images
-    compared with the training images by the near-duplicate check (the slowest)."""
+    compared with the training images by the near-duplicate check (the slowest). ``progress``: a bar
+    over the checks on a terminal, naming the one running."""
     found = []
-    for e in FINDINGS.entries():
-        if e.meta.get("stage") != "data":
-            continue
+    checks = bar([e for e in FINDINGS.entries() if e.meta.get("stage") == "data"], enabled=progress,
+                 desc="audit", unit="check")
+    for e in checks:
+        checks.set_postfix_str(e.name)
         r = e.obj(facts, max_queries=max_queries) if e.name == "near_duplicates_across_splits" else e.obj(facts)
         if r is not None:
             found.append(r)
@@ -487,7 +490,7 @@ def inspect_data(cfg) -> dict:
     ds = load_dataset(cfg.data, audit=True)
     fold = cfg.data.split.fold or (1 if cfg.data.split.method == "kfold" else None)
     indices = split_dataset(ds, cfg.data, cfg.seed, fold=fold)
-    findings = audit(AuditFacts.from_dataset(ds, indices))
+    findings = audit(AuditFacts.from_dataset(ds, indices), progress=cfg.train.progress)
     return {
         "dataset": ds.name, "description": ds.description, "task": ds.task, "kind": ds.kind,
         "n": int(len(ds.y)), "input_shape": list(ds.input_shape), "classes": ds.class_names,

@@ -26,12 +26,13 @@ def check_metric_names(task: str, names: list[str] | None) -> None:
 
 
 def evaluate_splits(task: str, preds: dict[str, np.ndarray], y: dict[str, np.ndarray], *, n_classes: int,
-                    class_names: list[str] | None, ecfg, seed: int) -> dict:
+                    class_names: list[str] | None, ecfg, seed: int, progress: bool = False) -> dict:
     """Everything the summary reports about predictions: metrics per split (and why some are
     undefined), bootstrap intervals and tables on test, baselines, and the binary threshold.
 
     ``preds`` may hold evaluation-only sets besides train/val/test (``ood``); they get metrics,
-    intervals and, under ``extra_baselines``, the baselines too."""
+    intervals and, under ``extra_baselines``, the baselines too. ``progress``: a bar per bootstrap on a
+    terminal."""
     names = ecfg.metrics or [n for n in metric_names(task) if not (n == "top3_accuracy" and n_classes <= 3)]
     extra = [s for s in preds if s not in ("train", "val", "test")]
     from methodo.tasks import task_spec
@@ -50,7 +51,8 @@ def evaluate_splits(task: str, preds: dict[str, np.ndarray], y: dict[str, np.nda
     # anything). Windows cut from one document are still correlated, so the LM interval is a
     # lower bound on the real uncertainty.
     out["intervals"] = {s: bootstrap_intervals(task, preds[s], y[s], n_classes, names=names,
-                                               n_boot=ecfg.bootstrap, seed=seed, level=ecfg.confidence)
+                                               n_boot=ecfg.bootstrap, seed=seed, level=ecfg.confidence,
+                                               progress=progress)
                         if ecfg.bootstrap else {} for s in ("test", *extra)}
 
     def baselines(split):

@@ -34,6 +34,7 @@ import math
 import numpy as np
 import torch
 
+from methodo.progress import bar
 from methodo.registry import Registry
 
 METRICS = Registry("metric")
@@ -371,13 +372,15 @@ def compute_metrics(task: str, scores, y, n_classes: int = 0, *, names: list[str
 
 
 def bootstrap_intervals(task: str, scores, y, n_classes: int, *, names: list[str], n_boot: int,
-                        seed: int, level: float = 0.95) -> dict[str, list[float] | None]:
-    """Percentile bootstrap interval of each metric: resample rows with replacement ``n_boot`` times."""
+                        seed: int, level: float = 0.95, progress: bool = False) -> dict[str, list[float] | None]:
+    """Percentile bootstrap interval of each metric: resample rows with replacement ``n_boot`` times
+    (``progress``: a bar on a terminal)."""
+
     scores, y = torch.as_tensor(scores), torch.as_tensor(y)
     rng = np.random.default_rng(seed)
     n = len(y)
     samples: dict[str, list[float]] = {k: [] for k in names}
-    for _ in range(n_boot):
+    for _ in bar(range(n_boot), enabled=progress, desc="bootstrap", unit="resample"):
         idx = torch.from_numpy(rng.integers(0, n, n))
         for k, v in compute_metrics(task, scores[idx], y[idx], n_classes, names=names).items():
             if v is not None:

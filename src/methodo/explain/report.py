@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from methodo.progress import bar
 from methodo.tasks import task_spec
 
 
@@ -32,8 +33,9 @@ def choose_examples(probs: np.ndarray, y_true: np.ndarray, n: int) -> list[int]:
 
 
 def image_gallery(model, X, probs: np.ndarray, y_true: np.ndarray, class_names: list[str], methods: list[str],
-                  n: int, path: Path, *, seed: int = 0, mean=None, std=None) -> dict:
-    """Attributions of each method for ``n`` test images, drawn as one figure; returns what was shown."""
+                  n: int, path: Path, *, seed: int = 0, mean=None, std=None, progress: bool = False) -> dict:
+    """Attributions of each method for ``n`` test images, drawn as one figure; returns what was shown.
+    ``progress``: a bar over the methods on a terminal."""
     import torch
 
     from methodo.explain import attribute
@@ -44,7 +46,8 @@ def image_gallery(model, X, probs: np.ndarray, y_true: np.ndarray, class_names: 
     x = X[rows].to(device).float()
     target = torch.as_tensor(probs[rows].argmax(1), device=device)  # explain the prediction
     t0 = time.perf_counter()
-    maps = {m: attribute(m, model, x, target, seed).float().cpu().numpy() for m in methods}
+    maps = {m: attribute(m, model, x, target, seed).float().cpu().numpy()
+            for m in bar(methods, enabled=progress, desc="explain", unit="method")}
     elapsed = time.perf_counter() - t0
     img = x.detach().cpu().numpy()
     if mean is not None and std is not None:  # back to pixel units for display
@@ -101,14 +104,16 @@ def _score(model, X, y, task: str, batch_size: int = 4096) -> float:
     return -float((out.squeeze(-1) - y.float()).pow(2).mean())
 
 
-def permutation_importance(model, X, y, task: str, *, repeats: int = 5, seed: int = 0) -> dict[int, tuple[float, float]]:
-    """Feature index → (mean, std) over ``repeats`` of the loss increase when that column is shuffled."""
+def permutation_importance(model, X, y, task: str, *, repeats: int = 5, seed: int = 0,
+                           progress: bool = False) -> dict[int, tuple[float, float]]:
+    """Feature index → (mean, std) over ``repeats`` of the loss increase when that column is shuffled
+    (``progress``: a bar over the features on a terminal)."""
     import torch
 
     rng = np.random.default_rng(seed)
     base = _score(model, X, y, task)
     out = {}
-    for j in range(X.shape[1]):
+    for j in bar(range(X.shape[1]), enabled=progress, desc="explain", unit="feature"):
         drops = []
         for _ in range(repeats):
             Xp = X.clone()
@@ -119,7 +124,7 @@ def permutation_importance(model, X, y, task: str, *, repeats: int = 5, seed: in
 
 
 def tabular_importance(model, X, y, task: str, feature_names: list[str], path: Path, *, repeats: int = 5,
-                       seed: int = 0, top: int = 20, max_rows: int = 500) -> dict:
+                       seed: int = 0, top: int = 20, max_rows: int = 500, progress: bool = False) -> dict:
     """Permutation importance and mean |integrated gradients| per feature, as a ranked bar chart.
 
     On at most ``max_rows`` test rows: a seeded sample (in row order) when there are more, so the
@@ -137,7 +142,7 @@ def tabular_importance(model, X, y, task: str, feature_names: list[str], path: P
         X, y = X[torch.as_tensor(keep)], y[torch.as_tensor(keep)]
     device = next(model.parameters()).device
     X, y = X.to(device).float(), y.to(device)
-    perm = permutation_importance(model, X, y, task, repeats=repeats, seed=seed)
+    perm = permutation_importance(model, X, y, task, repeats=repeats, seed=seed, progress=progress)
     model.eval()
     with torch.enable_grad():
         if task_spec(task).has_classes:

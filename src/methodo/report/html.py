@@ -83,6 +83,16 @@ def _class_counts(record) -> dict | None:
     return {"classes": list(next(iter(counts.values()))), "rows": [(labels[s], c) for s, c in counts.items()]}
 
 
+def _timings(record) -> dict | None:
+    """"Where the time went": each stage's seconds and share of the total (``record.timings``)."""
+    stages = dict(record.timings or {})
+    if not stages:
+        return None
+    total = stages.pop("total", sum(stages.values()))
+    rows = [(k, v, f"{100 * v / total:.1f}%" if total > 0 else "") for k, v in stages.items()]
+    return {"rows": rows, "total": total, "stages": list(stages)}
+
+
 def _environment():
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -112,5 +122,6 @@ def render_report(run_dir: str | Path) -> Path:
             figures.append((title, base64.b64encode(rd.read_bytes(f"figures/{name}")).decode("ascii")))
     html = _environment().get_template("report.html.j2").render(
         r=record, config=config, figures=figures, css=_CSS, class_counts=_class_counts(record),
-        split_order=("train", "val", "test", "ood"), split_label=_SPLIT_LABEL, column_label=_COLUMN_LABEL)
+        timings=_timings(record), split_order=("train", "val", "test", "ood"), split_label=_SPLIT_LABEL,
+        column_label=_COLUMN_LABEL)
     return rd.write_text("report.html", html)
