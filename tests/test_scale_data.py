@@ -135,3 +135,114 @@ def test_near_duplicates_compare_a_capped_seeded_sample():
     assert capped["sampled_queries"] == {"val": 50, "test": 50}
     assert 0 < capped["val"] <= 50 and 0 < capped["test"] <= 50  # only copies of indexed images are found
     assert near_duplicates_across_splits(f, max_queries=50, max_index=400).evidence == capped  # seeded
+
+
+# --------------------------------------------------------------------------- figures
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plotting helpers save (kept open for inspection)."""
+    from methodo.report import plots
+
+    figs = []
+
+    def keep(fig, path):
+        figs.append(fig)
+        fig.savefig(path, dpi=30)
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    yield figs
+    for fig in figs:
+        plots._plt().close(fig)
+
+
+def _scores(n: int, classes: int = 2, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    logits = rng.normal(size=(n, classes)) + 1.5 * np.eye(classes)[y]
+    p = np.exp(logits)
+    return p / p.sum(1, keepdims=True), y
+
+
+def _distance_to_line(points: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """Distance of each point to the polyline ``line`` (k, 2)."""
+    a, b = line[:-1][None], line[1:][None]
+    ab = b - a
+    t = np.clip(((points[:, None] - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-30), 0, 1)
+    return np.sqrt(((points[:, None] - (a + t[..., None] * ab)) ** 2).sum(-1)).min(1)
+
+
+@pytest.mark.parametrize("which", ["roc", "pr"])
+def test_curves_draw_a_capped_number_of_points_and_score_every_row(tmp_path, drawn, which):
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    from methodo.report import plots
+
+    probs, y = _scores(200_000)
+    (plots.roc_curves if which == "roc" else plots.pr_curves)(probs, y, ["a", "b"], tmp_path / "c.png")
+    ax = drawn[0].axes[0]
+    line = ax.lines[0]  # the curve (then the chance diagonal for ROC)
+    x, v = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+    assert 100 < len(x) <= plots.MAX_CURVE_POINTS
+    pos = y == 1
+    if which == "roc":
+        fx, fy, _ = roc_curve(pos, probs[:, 1])
+        assert f"AUC {roc_auc_score(pos, probs[:, 1]):.3f}" in line.get_label()  # every row, not the drawn points
+    else:
+        fy, fx, _ = precision_recall_curve(pos, probs[:, 1])
+        assert f"AP {average_precision_score(pos, probs[:, 1]):.3f}" in line.get_label()
+    assert (x[0], v[0], x[-1], v[-1]) == (fx[0], fy[0], fx[-1], fy[-1])  # both ends kept
+    full = np.stack([fx, fy], 1)[np.random.default_rng(0).choice(len(fx), 2000, replace=False)]
+    assert _distance_to_line(full, np.stack([x, v], 1)).max() < 2e-3  # the shape is kept
+    assert f"drawn: {len(x):,} of {len(fx):,} curve points" in ax.get_title()
+
+
+def test_one_vs_rest_curves_are_each_capped(tmp_path, drawn):
+    from methodo.report import plots
+
+    probs, y = _scores(60_000, classes=3)
+    plots.roc_curves(probs, y, ["a", "b", "c"], tmp_path / "r.png")
+    plots.pr_curves(probs, y, ["a", "b", "c"], tmp_path / "p.png")
+    for fig in drawn:
+        curves = [ln for ln in fig.axes[0].lines if ln.get_label() != "chance"]
+        assert len(curves) == 3 and all(len(ln.get_xdata()) <= plots.MAX_CURVE_POINTS for ln in curves)
+
+
+def test_small_figures_draw_every_point_and_say_nothing(tmp_path, drawn):
+    from sklearn.metrics import roc_curve
+
+    from methodo.report import plots
+
+    probs, y = _scores(300)
+    plots.roc_curves(probs, y, ["a", "b"], tmp_path / "r.png")
+    pred = np.random.default_rng(1).normal(size=300)
+    plots.regression_fit(pred, pred + 0.1, tmp_path / "f.png")
+    assert len(drawn[0].axes[0].lines[0].get_xdata()) == len(roc_curve(y == 1, probs[:, 1])[0])
+    assert drawn[0].axes[0].get_title() == "ROC (test)"
+    assert [len(c.get_offsets()) for c in drawn[1].axes[0].collections] == [300]
+    assert drawn[1].axes[0].get_title() == "predicted vs true (test)"
+
+
+def test_scatters_draw_a_seeded_sample_of_at_most_the_cap(tmp_path, drawn):
+    from methodo.report import plots
+
+    n = 200_000
+    rng = np.random.default_rng(0)
+    y_true = rng.normal(size=n)
+    plots.regression_fit(y_true + rng.normal(0, 0.3, n), y_true, tmp_path / "fit.png")
+    for ax in drawn[0].axes:
+        assert sum(len(c.get_offsets()) for c in ax.collections) == plots.MAX_SCATTER_POINTS
+        assert f"5,000 of {n:,} points" in ax.get_title()
+    labels = rng.integers(0, 3, n)
+    pred = np.where(rng.random(n) < 0.2, (labels + 1) % 3, labels)
+    plots.embeddings(rng.normal(size=(n, 2)), labels, pred, ["a", "b", "c"], tmp_path / "e.png", method="PCA")
+    ax = drawn[1].axes[0]
+    by_label = {c.get_label(): len(c.get_offsets()) for c in ax.collections}
+    wrong = f"wrong prediction ({int((pred != labels).sum())})"  # counted on every row
+    assert sum(by_label[k] for k in ("a", "b", "c")) == plots.MAX_SCATTER_POINTS and 0 < by_label[wrong] < 5000
+    assert f"5,000 of {n:,} points drawn" in ax.get_title()
+    first = [c.get_offsets().copy() for c in ax.collections]
+    plots.embeddings(rng.normal(size=(n, 2)) * 0 + 1, labels, pred, ["a", "b", "c"], tmp_path / "e2.png", method="PCA")
+    assert [len(c.get_offsets()) for c in drawn[2].axes[0].collections] == [len(o) for o in first]  # seeded
