@@ -196,7 +196,7 @@ def test_curves_draw_a_capped_number_of_points_and_score_every_row(tmp_path, dra
     assert (x[0], v[0], x[-1], v[-1]) == (fx[0], fy[0], fx[-1], fy[-1])  # both ends kept
     full = np.stack([fx, fy], 1)[np.random.default_rng(0).choice(len(fx), 2000, replace=False)]
     assert _distance_to_line(full, np.stack([x, v], 1)).max() < 2e-3  # the shape is kept
-    assert f"drawn: {len(x):,} of {len(fx):,} curve points" in ax.get_title()
+    assert f"{len(x):,} of {len(fx):,} curve points drawn" in ax.get_title()
 
 
 def test_one_vs_rest_curves_are_each_capped(tmp_path, drawn):

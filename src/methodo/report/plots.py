@@ -188,12 +188,14 @@ def _one_vs_rest(probs: np.ndarray, y: np.ndarray, class_names: list[str], draw)
     return fig, ax
 
 
-def _curve_note(thinned: list[tuple[int, int]]) -> str:
-    """A title's second line when a curve was thinned for drawing: "drawn: 2,000 of 35,017 curve points"."""
-    if all(k == n for k, n in thinned):
-        return ""
+def _curve_note(ax, title: str, thinned: list[tuple[int, int]]) -> None:
+    """The title, with a second line when a curve was thinned for drawing: "1,973 of 50,977 curve points
+    drawn" (the scores in the legend come from every row)."""
     k, n = sum(k for k, _ in thinned), sum(n for _, n in thinned)
-    return f"\ndrawn: {_drawn(k, n, 'curve points')} (scores from all {n:,})"
+    if k == n:
+        ax.set_title(title)
+    else:
+        ax.set_title(f"{title}\n{_drawn(k, n, 'curve points')} drawn (scores from every row)", fontsize=9)
 
 
 def roc_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: Path) -> Path | None:
@@ -215,7 +217,7 @@ def roc_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: P
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(("ROC (test)" if len(class_names) == 2 else "ROC one-vs-rest (test)") + _curve_note(thinned))
+    _curve_note(ax, "ROC (test)" if len(class_names) == 2 else "ROC one-vs-rest (test)", thinned)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -263,7 +265,7 @@ def pr_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: Pa
     fig, ax = made
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    ax.set_title("precision-recall (test)" + _curve_note(thinned))
+    _curve_note(ax, "precision-recall (test)", thinned)
     ax.legend(fontsize=7, loc="lower left")
     ax.grid(alpha=0.3)
     return _save(fig, path)
