@@ -111,3 +111,93 @@ def test_in_memory_batches_are_tensor_slices():
     data = prepare(load_dataset(cfg.data), cfg.data, seed=0)
     X, y = data.tensors["train"]
     assert X.shape[1:] == (1, 8, 8) and X.is_contiguous() and len(X) == len(y)
+
+
+# --------------------------------------------------------------------------- CSV: Arrow's typed read (issue 11)
+
+MIXED = ('a,b,color,c,label\n'
+         '1.5,2,red,,yes\n'
+         '-0.25,NA,blue,3e2,no\n'
+         '"7",4,,1e-3,yes\n'
+         '0.1,-1e-5,red,16777217,no\n')
+
+
+def _text_only(monkeypatch):
+    """Make load_csv take pandas' read of every cell as text (the path of a file Arrow cannot parse)."""
+    from methodo.data import csvread
+
+    monkeypatch.setattr(csvread, "header", lambda path: None)
+
+
+def test_csv_fast_path_gives_the_arrays_of_the_text_path(tmp_path, monkeypatch):
+    p = tmp_path / "mixed.csv"
+    p.write_text(MIXED)
+    cfg = _cfg(source="csv", path=str(p), target="label")
+    fast = load_dataset(cfg.data)
+    assert fast.X.dtype == np.float32 and fast.feature_names == ["a", "b", "c"] and fast.cat_names == ["color"]
+    want = np.array([[1.5, 2, np.nan], [-0.25, np.nan, 300], [7, 4, 1e-3], [0.1, -1e-5, 16777217]], dtype=np.float64)
+    np.testing.assert_array_equal(fast.X, want.astype(np.float32))  # float64 → float32, as pandas + astype did
+    assert fast.cat.tolist() == [["red"], ["blue"], [None], ["red"]]
+    assert fast.class_names == ["no", "yes"] and fast.y.tolist() == [1, 0, 1, 0] and fast.y.dtype == np.int64
+    assert fast.meta["row"].tolist() == [2, 3, 4, 5]
+    _text_only(monkeypatch)
+    slow = load_dataset(cfg.data)
+    assert slow.X.tobytes() == fast.X.tobytes() and slow.X.shape == fast.X.shape
+    assert (slow.feature_names, slow.cat_names, slow.class_names) == (fast.feature_names, fast.cat_names, fast.class_names)
+    assert slow.cat.tolist() == fast.cat.tolist() and slow.y.tolist() == fast.y.tolist()
+
+
+@pytest.mark.parametrize("labels,names,y", [
+    (["0", "1", "1.0", "0"], ["0", "1"], [0, 1, 1, 0]),  # numbers: class names formatted with :g
+    (["3", "-1", "3", "10"], ["-1", "3", "10"], [1, 0, 1, 2]),  # sorted by value, not as text
+])
+def test_csv_numeric_labels_map_to_classes_as_before(tmp_path, monkeypatch, labels, names, y):
+    p = tmp_path / "l.csv"
+    p.write_text("a,label\n" + "\n".join(f"{i},{v}" for i, v in enumerate(labels)) + "\n")
+    cfg = _cfg(source="csv", path=str(p), target="label")
+    ds = load_dataset(cfg.data)
+    assert (ds.class_names, ds.y.tolist()) == (names, y)
+    _text_only(monkeypatch)
+    assert (load_dataset(cfg.data).class_names, load_dataset(cfg.data).y.tolist()) == (names, y)
+
+
+def _long_csv(tmp_path, last: str) -> tuple:
+    """60 000 clean rows (over 1 MB: more than Arrow's first block), then ``last`` at file line 60 002."""
+    p = tmp_path / "long.csv"
+    p.write_text("a,b,label\n" + "".join(f"{i},{i % 13}.25,{i % 2}\n" for i in range(60_000)) + last + "\n")
+    return p, _cfg(source="csv", path=str(p), target="label")
+
+
+@pytest.mark.parametrize("last,needles", [
+    ("7,oops,1", ["row 60002: column 'b' is not numeric (value 'oops')", "data.categorical"]),
+    ("7,NAN,1", ["row 60002: column 'b' is not numeric (value 'NAN')"]),  # Arrow reads NAN as a NaN: pandas does not
+    ("7,inf,1", ["row 60002: column 'b' holds 'inf', not a finite number"]),
+    ("7,1e39,0", ["row 60002: column 'b' holds '1e39'", "3.4e+38"]),
+    ("7,1,x", ["row 60002: target column 'label' is numeric but holds 'x'"]),
+    ("7,1,", ["row 60002: missing value in target column 'label'"]),
+])
+def test_csv_bad_cell_after_the_first_block_names_row_and_column(tmp_path, last, needles):
+    p, cfg = _long_csv(tmp_path, last)
+    with pytest.raises(DataError) as exc:
+        load_dataset(cfg.data)
+    msg = str(exc.value)
+    assert msg.startswith(f"{p} row 60002: ") and "\n" not in msg
+    for n in needles:
+        assert n in msg, (n, msg)
+
+
+def test_csv_audit_records_a_late_bad_cell_and_keeps_the_column_numeric(tmp_path):
+    p, cfg = _long_csv(tmp_path, "7,oops,1")
+    ds = load_dataset(cfg.data, audit=True)
+    assert ds.feature_names == ["a", "b"] and ds.X.dtype == np.float32 and ds.X.shape == (60_001, 2)
+    assert np.isnan(ds.X[-1, 1]) and ds.X[-2, 1] == np.float32(59_999 % 13 + 0.25)
+    assert ds.problems == [{"id": "bad_value", "row": 60002, "column": "b", "value": "oops",
+                            "reason": "a string in a numeric column (read as missing)"}]
+
+
+def test_csv_na_strings_match_pandas_defaults():
+    import pandas._libs.parsers as parsers
+
+    from methodo.data.csvread import NA_VALUES
+
+    assert set(NA_VALUES) == set(parsers.STR_NA_VALUES)  # both readers call the same cells missing

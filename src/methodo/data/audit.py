@@ -20,8 +20,8 @@ Examples
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,10 @@ NEAR_DUPLICATE_DISTANCE = 0.05  # L2 distance of normalized 16×16 gray thumbnai
 #                                 the closest distinct pair in scikit-learn digits is at 0.107
 LEAKAGE_SCORE = 0.99  # held-out balanced accuracy (or R²) of ONE feature that counts as leakage
 MAX_EXAMPLES = 5  # rows or files quoted in a finding's evidence
+# Caps of the checks whose cost grows with the rows (issue 11); each finding's evidence states what it checked.
+MAX_INDEX = 200_000  # training images in the near-duplicate index (a seeded sample beyond)
+LEAKAGE_ROWS = 100_000  # train and held-out rows each single-feature tree is fitted and scored on (seeded sample)
+VERIFY_CHUNK = 65_536  # rows compared at once when confirming that equal row hashes are equal rows
 
 
 @dataclass
@@ -57,6 +61,12 @@ class AuditFacts:
 
     def at(self, i: int) -> str:
         return self.where(int(i)) if self.where is not None else f"index {int(i)}"
+
+    @cached_property
+    def row_groups(self) -> np.ndarray:
+        """One id per row, shared by the rows whose input is the same (features byte for byte, and the
+        categorical values): computed once, used by the duplicate checks."""
+        return _row_groups(self.X, self.cat)
 
     @classmethod
     def from_dataset(cls, ds, indices) -> "AuditFacts":
@@ -212,67 +222,103 @@ def class_missing_in_split(f: AuditFacts) -> Finding | None:
 # --------------------------------------------------------------------------- duplicates
 
 
-def _row_hashes(f: AuditFacts) -> np.ndarray:
-    X = np.ascontiguousarray(f.X.reshape(len(f.X), -1))
-    out = np.empty(len(X), dtype=object)
-    for i in range(len(X)):
-        h = hashlib.blake2b(X[i].tobytes(), digest_size=16)
-        if f.cat is not None:
-            h.update("\x1f".join("\x00" if v is None else str(v) for v in f.cat[i]).encode())
-        out[i] = h.hexdigest()
-    return out
+def _row_words(X: np.ndarray) -> np.ndarray:
+    """The bytes of each row as unsigned integers (a view, no copy when X is contiguous)."""
+    b = np.ascontiguousarray(X.reshape(len(X), int(np.prod(X.shape[1:]))))
+    size = b.shape[1] * b.itemsize
+    return b.view(np.uint64 if size % 8 == 0 else np.uint32 if size % 4 == 0 else np.uint8)
+
+
+def _row_groups(X: np.ndarray, cat: np.ndarray | None) -> np.ndarray:
+    """Group ids (int64): equal ids for equal rows (features byte for byte, and categorical values).
+
+    Vectorized and O(n) in memory: pandas hashes each column of the rows' bytes (and of the categorical
+    values) into one 64-bit hash per row, rows are grouped by hash, and each row is compared with the first
+    row of its group; the rows that differ from it (a hash collision) are grouped again exactly, so
+    different rows never share an id.
+    """
+    import pandas as pd
+
+    words = _row_words(X)
+    cat = cat if cat is not None and cat.shape[1] else None
+    h = pd.util.hash_pandas_object(pd.DataFrame(words, copy=False), index=False).to_numpy()
+    if cat is not None:
+        hc = pd.util.hash_pandas_object(pd.DataFrame(cat, copy=False), index=False).to_numpy()
+        h = pd.util.hash_pandas_object(pd.DataFrame({"x": h, "c": hc}), index=False).to_numpy()
+    ids = pd.factorize(h)[0].astype(np.int64)
+    first = np.unique(ids, return_index=True)[1][ids]  # each row's first row with the same hash
+    cand = np.flatnonzero(first != np.arange(len(ids)))
+    collided = []
+    for lo in range(0, len(cand), VERIFY_CHUNK):  # bounded memory: a chunk of rows compared at a time
+        c = cand[lo:lo + VERIFY_CHUNK]
+        same = (words[c] == words[first[c]]).all(1)
+        if cat is not None:
+            same &= (cat[c] == cat[first[c]]).all(1)
+        collided.append(c[~same])
+    bad = np.concatenate(collided) if collided else cand
+    if len(bad):
+        cols = pd.concat([pd.DataFrame(words[bad]), pd.DataFrame(cat[bad] if cat is not None else None)], axis=1,
+                         ignore_index=True)
+        ids[bad] = ids.max() + 1 + cols.groupby(list(cols.columns), dropna=False, sort=False).ngroup().to_numpy()
+    return ids
+
+
+def _differ(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pair of rows, whether their labels differ (any entry, for a label vector)."""
+    d = y[a] != y[b]
+    return d.reshape(len(d), int(np.prod(d.shape[1:]))).any(1)
 
 
 @FINDINGS.register("duplicates_within_split", stage="data", check=False,
                     help="the same input appears more than once inside a split")
 def duplicates_within_split(f: AuditFacts) -> Finding | None:
-    h = _row_hashes(f)
+    g = f.row_groups
     per, conflicts, examples = {}, 0, []
     for s, idx in f.indices.items():
-        seen: dict[str, int] = {}
-        n = 0
-        for i in idx:
-            j = seen.get(h[i])
-            if j is None:
-                seen[h[i]] = i
-                continue
-            n += 1
-            if task_spec(f.task).has_classes and f.y[i] != f.y[j]:
-                conflicts += 1
-            if len(examples) < MAX_EXAMPLES:
-                examples.append({"split": s, "rows": [f.at(j), f.at(i)]})
-        if n:
-            per[s] = n
+        _, pos, inv = np.unique(g[idx], return_index=True, return_inverse=True)
+        first = idx[pos[inv]]  # each row's first row with the same input in this split
+        dup = np.flatnonzero(first != idx)
+        if task_spec(f.task).has_classes:
+            conflicts += int(_differ(f.y, idx[dup], first[dup]).sum())
+        for k in dup[: MAX_EXAMPLES - len(examples)]:
+            examples.append({"split": s, "rows": [f.at(first[k]), f.at(idx[k])]})
+        if len(dup):
+            per[s] = int(len(dup))
     if not per:
         return None
     return Finding(
         "duplicates_within_split", "medium" if conflicts else "low",
         f"{sum(per.values())} duplicate input(s) inside splits"
         + (f", {conflicts} with a different label" if conflicts else ""),
-        {"duplicates": per, "conflicting_labels": conflicts, "examples": examples},
+        {"duplicates": per, "conflicting_labels": conflicts, "examples": examples,
+         "checked_rows": int(sum(len(i) for i in f.indices.values())), "sampled": False},
         "Drop the repeats (they weigh more in training and in the metrics); inputs with two labels point to "
         "labelling errors.")
+
+
+def _shared(g: np.ndarray, ia: np.ndarray, ib: np.ndarray, k: int) -> tuple[int, list[tuple[int, int]]]:
+    """Rows of split b whose input is also in split a, and up to ``k`` example pairs ``(row in a, row in b)``:
+    the first row of each shared input, inputs in the order they first appear in b."""
+    ga, gb = g[ia], g[ib]
+    ua, fa = np.unique(ga, return_index=True)
+    ub, fb = np.unique(gb, return_index=True)
+    common = np.isin(ub, ua, assume_unique=True)
+    order = np.argsort(fb[common], kind="stable")[:k]
+    shared_b = fb[common][order]
+    shared_a = fa[np.searchsorted(ua, ub[common][order])]
+    return int(np.isin(gb, ua).sum()), [(int(ia[x]), int(ib[y])) for x, y in zip(shared_a, shared_b)]
 
 
 @FINDINGS.register("duplicates_across_splits", stage="data", check=False,
                     help="the same input is in train and in val/test: leakage, the test "
                     "score is inflated")
 def duplicates_across_splits(f: AuditFacts) -> Finding | None:
-    h = _row_hashes(f)
-    sets = {s: {} for s in f.indices}
-    for s, idx in f.indices.items():
-        for i in idx:
-            sets[s].setdefault(h[i], i)
-    pairs = {}
-    examples = []
+    pairs, examples = {}, []
     for a, b in (("train", "test"), ("train", "val"), ("val", "test")):
-        if a not in sets or b not in sets:
+        if a not in f.indices or b not in f.indices:
             continue
-        common = [k for k in sets[b] if k in sets[a]]
-        shared = set(common)
-        pairs[f"{a}_{b}"] = sum(1 for i in f.indices[b] if h[i] in shared)  # rows of b with a copy in a
-        for k in common[: MAX_EXAMPLES - len(examples)]:
-            examples.append({a: f.at(sets[a][k]), b: f.at(sets[b][k])})
+        pairs[f"{a}_{b}"], ex = _shared(f.row_groups, f.indices[a], f.indices[b], MAX_EXAMPLES - len(examples))
+        examples += [{a: f.at(i), b: f.at(j)} for i, j in ex]  # rows of b with a copy in a
     if not any(pairs.values()):
         return None
     n_test = len(f.indices.get("test", []))
@@ -281,56 +327,75 @@ def duplicates_across_splits(f: AuditFacts) -> Finding | None:
         f"{pairs.get('train_test', 0)} test input(s) also appear in train"
         + (f" ({100 * pairs['train_test'] / max(n_test, 1):.1f}% of test)" if pairs.get("train_test") else "")
         + f"; {pairs.get('train_val', 0)} val input(s) in train",
-        {**pairs, "examples": examples},
+        {**pairs, "examples": examples, "checked_rows": int(sum(len(i) for i in f.indices.values())),
+         "sampled": False},
         "Deduplicate before splitting (or split by group so copies stay together): the model is tested on "
         "inputs it trained on, so the test score overstates how it will do on new data.")
 
 
-def _thumbnails(X: np.ndarray) -> np.ndarray:
-    """16×16 gray thumbnails, mean 0 and norm 1: insensitive to brightness and contrast changes."""
+def _thumbnails(X: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """16×16 gray thumbnails of ``X[rows]``, mean 0 and norm 1 (insensitive to brightness and contrast
+    changes), as float32 ``(len(rows), ≤256)``; computed ``chunk`` images at a time (bounded memory)."""
     import torch
     import torch.nn.functional as F
 
-    t = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    if t.shape[1] == 3:
-        t = 0.2989 * t[:, 0:1] + 0.587 * t[:, 1:2] + 0.114 * t[:, 2:3]
-    else:
-        t = t.mean(1, keepdim=True)
-    if t.shape[-1] > 16 or t.shape[-2] > 16:
-        t = F.adaptive_avg_pool2d(t, (min(16, t.shape[-2]), min(16, t.shape[-1])))
-    z = t.flatten(1).double().numpy()
-    z = z - z.mean(1, keepdims=True)
-    norm = np.linalg.norm(z, axis=1, keepdims=True)
-    return z / np.where(norm > 1e-9, norm, 1.0)
+    out = []
+    for lo in range(0, len(rows), chunk):
+        t = torch.from_numpy(np.ascontiguousarray(X[rows[lo:lo + chunk]], dtype=np.float32))
+        if t.shape[1] == 3:
+            t = 0.2989 * t[:, 0:1] + 0.587 * t[:, 1:2] + 0.114 * t[:, 2:3]
+        else:
+            t = t.mean(1, keepdim=True)
+        if t.shape[-1] > 16 or t.shape[-2] > 16:
+            t = F.adaptive_avg_pool2d(t, (min(16, t.shape[-2]), min(16, t.shape[-1])))
+        z = t.flatten(1).double().numpy()
+        z = z - z.mean(1, keepdims=True)
+        norm = np.linalg.norm(z, axis=1, keepdims=True)
+        out.append((z / np.where(norm > 1e-9, norm, 1.0)).astype(np.float32))
+    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+
+def _sample(rows: np.ndarray, cap: int) -> np.ndarray:
+    """``rows`` itself, or a seeded sample of ``cap`` of them (sorted)."""
+    if len(rows) <= cap:
+        return rows
+    return np.sort(np.random.default_rng(0).choice(rows, cap, replace=False))
 
 
 @FINDINGS.register("near_duplicates_across_splits", stage="data", check=False,
                     help="an image in val/test is a near copy (resized, re-encoded, "
                     "brightness-shifted) of a training image")
-def near_duplicates_across_splits(f: AuditFacts, *, max_queries: int = 20000) -> Finding | None:
+def near_duplicates_across_splits(f: AuditFacts, *, max_queries: int = 20000,
+                                  max_index: int = MAX_INDEX) -> Finding | None:
+    """Each val/test image (a seeded sample of at most ``max_queries`` per split) is compared with its
+    nearest training image (an index of at most ``max_index`` of them, a seeded sample beyond): time
+    O(queries × index), memory O(index) thumbnails of 256 float32."""
     if f.kind != "image" or "train" not in f.indices:
         return None
     from sklearn.neighbors import NearestNeighbors
 
-    Z = _thumbnails(f.X)
-    flat = np.abs(Z).sum(1) == 0  # blank images are all alike: not evidence of copying
-    h = _row_hashes(f)
-    tr = f.indices["train"][~flat[f.indices["train"]]]
+    tr = _sample(f.indices["train"], max_index)
+    Ztr = _thumbnails(f.X, tr)
+    solid = np.abs(Ztr).sum(1) > 0  # blank images are all alike: not evidence of copying
+    tr, Ztr = tr[solid], Ztr[solid]
     if len(tr) == 0:
         return None
-    nn = NearestNeighbors(n_neighbors=1).fit(Z[tr])
-    counts, examples, sampled = {}, [], {}
+    nn = NearestNeighbors(n_neighbors=1).fit(Ztr)
+    g = f.row_groups
+    counts, examples, checked, sampled = {}, [], {"train": int(len(tr))}, {}
     for s in ("val", "test"):
         q = f.indices.get(s, np.array([], dtype=int))
-        q = q[~flat[q]]
-        if len(q) > max_queries:  # a seeded sample of the queries
-            q = np.sort(np.random.default_rng(0).choice(q, max_queries, replace=False))
-            sampled[s] = int(len(q))
+        if len(q) > max_queries:
+            sampled[s] = max_queries
+        q = _sample(q, max_queries)
+        Zq = _thumbnails(f.X, q)
+        q, Zq = q[np.abs(Zq).sum(1) > 0], Zq[np.abs(Zq).sum(1) > 0]
+        checked[s] = int(len(q))
         if len(q) == 0:
             continue
-        d, j = nn.kneighbors(Z[q])
+        d, j = nn.kneighbors(Zq)
         d, j = d[:, 0], tr[j[:, 0]]
-        near = (d < NEAR_DUPLICATE_DISTANCE) & (h[q] != h[j])  # exact copies are the other finding
+        near = (d < NEAR_DUPLICATE_DISTANCE) & (g[q] != g[j])  # exact copies are the other finding
         counts[s] = int(near.sum())
         for k in np.flatnonzero(near)[: MAX_EXAMPLES - len(examples)]:
             examples.append({s: f.at(q[k]), "train": f.at(j[k]), "distance": round(float(d[k]), 4)})
@@ -340,7 +405,9 @@ def near_duplicates_across_splits(f: AuditFacts, *, max_queries: int = 20000) ->
         "near_duplicates_across_splits", "high",
         f"{counts.get('test', 0)} test and {counts.get('val', 0)} val image(s) are near copies of training images",
         {"test": counts.get("test", 0), "val": counts.get("val", 0), "threshold": NEAR_DUPLICATE_DISTANCE,
-         "examples": examples, **({"sampled_queries": sampled} if sampled else {})},
+         "examples": examples, "checked_rows": checked,
+         "sampled": bool(sampled) or len(f.indices["train"]) > max_index,
+         **({"sampled_queries": sampled} if sampled else {})},
         "Remove the copies or split by group (e.g. by source photo or patient) so near copies stay in one split; "
         "otherwise the test score measures memory, not generalization.")
 
@@ -401,31 +468,47 @@ def constant_feature(f: AuditFacts) -> Finding | None:
         "parameters.")
 
 
-def _single_feature_scores(f: AuditFacts) -> list[tuple[str, float, float]]:
-    """Held-out score of a depth-3 tree on each single feature: ``(name, score, baseline)``."""
+def _single_feature_columns(f: AuditFacts, rows: np.ndarray, n_train: int):
+    """``(name, float64 values of rows)`` for each feature, one column at a time (no float64 copy of X);
+    a category becomes the rank of its code among the categories of the training rows (``rows[:n_train]``),
+    -1 when unseen there."""
+    import pandas as pd
+
+    for j, n in enumerate(f.feature_names):
+        yield n, f.X[rows, j].astype(np.float64)
+    for j, n in enumerate(f.cat_names if f.cat is not None else []):
+        vals = pd.Series(f.cat[rows, j], dtype=object).fillna("\x00").astype(str).to_numpy(dtype=object)
+        known = np.unique(vals[:n_train])
+        pos = np.searchsorted(known, vals).clip(0, max(len(known) - 1, 0))
+        yield n, np.where((known[pos] == vals) if len(known) else False, pos, -1).astype(np.float64)
+
+
+def _single_feature_scores(f: AuditFacts, max_rows: int = LEAKAGE_ROWS) -> tuple[list[tuple[str, float, float]], dict]:
+    """Held-out score of a depth-3 tree on each single feature: ``[(name, score, baseline)]``, and the rows
+    used (``{"train": n, "held_out": n, "sampled": bool}``): a seeded sample of at most ``max_rows`` training
+    and ``max_rows`` held-out rows, so the cost does not grow with the data."""
     from sklearn.metrics import balanced_accuracy_score, r2_score
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-    tr = f.indices["train"]
-    ho = np.concatenate([f.indices[s] for s in ("val", "test") if s in f.indices])
+    tr_all = f.indices["train"]
+    ho_all = np.concatenate([f.indices[s] for s in ("val", "test") if s in f.indices])
+    tr, ho = _sample(tr_all, max_rows), _sample(ho_all, max_rows)
+    used = {"train": int(len(tr)), "held_out": int(len(ho)), "sampled": len(tr) < len(tr_all) or len(ho) < len(ho_all)}
     if len(tr) < 10 or len(ho) < 5:
-        return []
-    cols = [(n, f.X[:, j].astype(np.float64)) for j, n in enumerate(f.feature_names)]
-    if f.cat is not None:  # a category becomes the rank of its training code
-        for j, n in enumerate(f.cat_names):
-            vals = np.array(["\x00" if v is None else str(v) for v in f.cat[:, j]])
-            codes = {v: k for k, v in enumerate(sorted(set(vals[tr])))}
-            cols.append((n, np.array([codes.get(v, -1) for v in vals], dtype=np.float64)))
+        return [], used
+    rows = np.concatenate([tr, ho])
+    a, b = np.arange(len(tr)), np.arange(len(tr), len(rows))
+    y = f.y[rows]
     out = []
-    for name, x in cols:
+    for name, x in _single_feature_columns(f, rows, len(tr)):
         x = np.nan_to_num(x, nan=-1e30)[:, None]
         if task_spec(f.task).has_classes:
-            m = DecisionTreeClassifier(max_depth=3, random_state=0).fit(x[tr], f.y[tr])
-            out.append((name, float(balanced_accuracy_score(f.y[ho], m.predict(x[ho]))), 1.0 / max(len(np.unique(f.y)), 1)))
+            m = DecisionTreeClassifier(max_depth=3, random_state=0).fit(x[a], y[a])
+            out.append((name, float(balanced_accuracy_score(y[b], m.predict(x[b]))), 1.0 / max(len(np.unique(f.y)), 1)))
         else:
-            m = DecisionTreeRegressor(max_depth=6, random_state=0).fit(x[tr], f.y[tr])
-            out.append((name, float(r2_score(f.y[ho], m.predict(x[ho]))), 0.0))
-    return out
+            m = DecisionTreeRegressor(max_depth=6, random_state=0).fit(x[a], y[a])
+            out.append((name, float(r2_score(y[b], m.predict(x[b]))), 0.0))
+    return out, used
 
 
 @FINDINGS.register("target_leakage", stage="data", check=False,
@@ -436,7 +519,8 @@ def target_leakage(f: AuditFacts) -> Finding | None:
         return None
     if len(f.y) == 0 or np.all(f.y == f.y[0]):  # one class or a constant: any feature "predicts" it (single_class)
         return None
-    scores = [s for s in _single_feature_scores(f) if s[1] >= LEAKAGE_SCORE]
+    scores, used = _single_feature_scores(f)
+    scores = [s for s in scores if s[1] >= LEAKAGE_SCORE]
     if not scores:
         return None
     scores.sort(key=lambda s: -s[1])
@@ -446,7 +530,8 @@ def target_leakage(f: AuditFacts) -> Finding | None:
         "target_leakage", "critical",
         f"Feature {name!r} alone predicts the target ({metric} {score:.3f} on held-out rows)",
         {"features": {n: round(s, 4) for n, s, _ in scores[:MAX_EXAMPLES]}, "metric": metric,
-         "chance": round(base, 4)},
+         "chance": round(base, 4), "checked_rows": {"train": used["train"], "held_out": used["held_out"]},
+         "sampled": used["sampled"]},
         "Check how this column is produced: if it is computed from the label or recorded after the outcome, "
         "drop it (data.ignore); a model using it will fail on real data.")
 
@@ -455,9 +540,11 @@ def target_leakage(f: AuditFacts) -> Finding | None:
 
 
 def audit(facts: AuditFacts, *, max_queries: int = 20000, progress: bool = False) -> list[Finding]:
-    """Run every data check; findings ordered by severity. ``max_queries`` caps the val/test images
-    compared with the training images by the near-duplicate check (the slowest). ``progress``: a bar
-    over the checks on a terminal, naming the one running."""
+    """Run every data check; findings ordered by severity. ``max_queries`` caps the val/test images per
+    split compared with the training images by the near-duplicate check (the slowest); the other caps are
+    the module's constants (``MAX_INDEX``, ``LEAKAGE_ROWS``). Each capped finding's evidence says what it
+    checked (``checked_rows``, ``sampled``). ``progress``: a bar over the checks on a terminal, naming
+    the one running."""
     found = []
     checks = bar([e for e in FINDINGS.entries() if e.meta.get("stage") == "data"], enabled=progress,
                  desc="audit", unit="check")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -171,23 +172,76 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
     its values are numbers; it is kept raw here and one-hot encoded later, fitted on the training
     split only. A numeric column holding a few non-numbers is an error naming the row (in audit
     mode: a ``bad_value`` problem, the cell read as missing). Missing numeric values stay ``NaN``.
+    Numeric columns are read as float32 by Arrow (:mod:`methodo.data.csvread`); only text columns,
+    and a numeric column with a bad cell, are looked at as text.
     """
-    import pandas as pd
+    from methodo.data import csvread
 
     path = Path(data_cfg.path)
     if not path.is_file():
         raise DataError(f"{path}: CSV file not found (data.path)")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=True)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: CSV file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({str(exc).splitlines()[0]})") from None
+    forced_cat = set(getattr(data_cfg, "categorical", []) or [])
+    target, group_col, features, table = _csv_table(path, data_cfg, forced_cat)
+    n = table.num_rows
+    columns = dict(zip(table.column_names, table.columns))
+    del table  # each column's memory goes once it is converted
+    rows = np.arange(n) + 2  # file line of each row (line 1 is the header)
+    problems: list[dict] = []
+    keep = np.ones(n, dtype=bool)
+    ctx = _CsvContext(path, rows, keep, problems, audit)
+
+    # 1. The target: a missing label, or a non-number in a numeric label column, is a bad label.
+    yvals, is_num, ytext = _csv_target(ctx, columns[target], target)
+    meta = {"row": rows}
+    if group_col is not None:
+        meta["group"] = columns[group_col].fill_null("(missing)").to_numpy(zero_copy_only=False)
+
+    # 2. Features: numeric (NaN when missing) or categorical (raw strings, None when missing).
+    X, num_names, cat, cat_names = _csv_features(ctx, columns, features, forced_cat)
+    del columns
+    csvread.release()
+
+    if not keep.all():
+        X, rows, yvals, is_num = X[keep], rows[keep], yvals[keep], is_num[keep]
+        ytext = ytext[keep] if ytext is not None else None
+        cat = cat[keep] if cat is not None else None
+        meta = {k: v[keep] for k, v in meta.items()}
+    desc = f"CSV {path.name}: {len(rows)} rows, {len(num_names)} numeric + {len(cat_names)} categorical features"
+    numeric_target = bool(len(yvals)) and bool(is_num.all())
+    integer_like = numeric_target and np.all(yvals == np.round(yvals))
+    common = dict(cat=cat, cat_names=cat_names, meta=meta, problems=problems)
+    if not numeric_target or (integer_like and len(np.unique(yvals)) <= 20):
+        keys = ytext.to_numpy(dtype=str) if not numeric_target else yvals
+        classes, y = np.unique(keys, return_inverse=True)
+        names = [str(c) if not numeric_target else f"{c:g}" for c in classes]
+        return Dataset(path.stem, "classification", "tabular", X, y.astype(np.int64), num_names, names, desc, **common)
+    return Dataset(path.stem, "regression", "tabular", X, yvals.astype(np.float32), num_names, None, desc, **common)
+
+
+def _csv_table(path: Path, data_cfg, forced_cat: set[str]):
+    """``(target, group column or None, feature columns, pyarrow.Table of those columns)``: Arrow's typed
+    read when it can parse the file, else pandas' read of every cell as text (as before)."""
+    from methodo.data import csvread
+
+    head = csvread.header(path)
+    table = csvread.read_text(path) if head is None else None
+    has_rows = head[2] if head else table.num_rows > 0
+    target, group_col, features = _csv_columns(path, data_cfg, head[0] if head else table.column_names, has_rows)
+    if table is None:
+        used = list(dict.fromkeys([*features, target, *([group_col] if group_col else [])]))
+        text = head[1] | forced_cat | ({group_col} if group_col else set())
+        table = csvread.read(path, head[0], used, text=text, wide={target})
+        if table is None:
+            table = csvread.read_text(path)
+    return target, group_col, features, table
+
+
+def _csv_columns(path: Path, data_cfg, cols: list[str], has_rows: bool) -> tuple[str, str | None, list[str]]:
+    """``(target, group column or None, feature columns)``, each named column checked against the header."""
     target = data_cfg.target
-    cols = list(df.columns)
     if target not in cols:
         raise DataError(f"{path}: data.target column {short(target)} not found; columns: {choices(cols)}")
-    if len(df) == 0:
+    if not has_rows:
         raise DataError(f"{path}: CSV file has a header but no rows")
     group_col = getattr(data_cfg.split, "group", None) if data_cfg.split.method in ("group",) else None
     if group_col is not None and group_col not in cols:
@@ -199,83 +253,106 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
     features = [c for c in cols if c != target and c != group_col and c not in ignore]
     if not features:
         raise DataError(f"{path}: no feature columns besides the target {short(target)}")
-    rows = np.arange(len(df)) + 2  # file line of each row (line 1 is the header)
-    problems: list[dict] = []
-    keep = np.ones(len(df), dtype=bool)
+    return target, group_col, features
 
-    # 1. The target: a missing label, or a non-number in a numeric label column, is a bad label.
-    yraw = df[target]
-    for i in np.flatnonzero(yraw.isna().to_numpy()):
-        if not audit:
-            raise DataError(f"{path} row {rows[i]}: missing value in target column {short(target)}")
-        problems.append({"id": "bad_label", "row": int(rows[i]), "column": target, "value": None,
-                         "reason": "missing label"})
-        keep[i] = False
-    present = yraw.notna().to_numpy()
-    yvals, is_num = _numbers(yraw)
+
+@dataclass
+class _CsvContext:
+    """What the CSV checks share: the file, each row's line, the rows kept, the problems (audit mode)."""
+
+    path: Path
+    rows: np.ndarray
+    keep: np.ndarray
+    problems: list[dict]
+    audit: bool
+
+
+def _csv_target(ctx: _CsvContext, col, target: str):
+    """``(numbers with NaN, mask of numbers, text or None)`` of the target column; a bad label is refused
+    (strict load) or recorded and its row left out (audit). The text is kept when the labels are not all
+    numbers (text classes); a clean numeric column is never looked at as text."""
+    from methodo.data import csvread
+
+    yvals = csvread.numbers(col)
+    ytext = None if yvals is not None else csvread.text(ctx.path, col, target).to_pandas()
+    present = ~np.isnan(yvals) if ytext is None else ytext.notna().to_numpy()
+    for i in np.flatnonzero(~present):
+        if not ctx.audit:
+            raise DataError(f"{ctx.path} row {ctx.rows[i]}: missing value in target column {short(target)}")
+        ctx.problems.append({"id": "bad_label", "row": int(ctx.rows[i]), "column": target, "value": None,
+                             "reason": "missing label"})
+        ctx.keep[i] = False
+    if ytext is None:
+        return yvals, present, None
 
     def bad_label(i: int, says: str, reason: str) -> None:
         """Refuse the row (strict load) or record it as a problem and leave it out (audit)."""
-        if not audit:
-            raise DataError(f"{path} row {rows[i]}: target column {short(target)} {says}")
-        problems.append({"id": "bad_label", "row": int(rows[i]), "column": target, "value": clip(yraw.iloc[i]),
-                         "reason": reason})
-        keep[i] = False
+        if not ctx.audit:
+            raise DataError(f"{ctx.path} row {ctx.rows[i]}: target column {short(target)} {says}")
+        ctx.problems.append({"id": "bad_label", "row": int(ctx.rows[i]), "column": target,
+                             "value": clip(ytext.iloc[i]), "reason": reason})
+        ctx.keep[i] = False
 
+    yvals, is_num = _numbers(ytext)
     numeric_labels = present.any() and is_num[present].mean() >= 0.5
     for i in np.flatnonzero(present & ~is_num) if numeric_labels else []:
-        bad_label(i, f"is numeric but holds {short(yraw.iloc[i])}", "a string in a numeric label column")
+        bad_label(i, f"is numeric but holds {short(ytext.iloc[i])}", "a string in a numeric label column")
     for i in np.flatnonzero(present & is_num & ~_finite32(yvals)) if numeric_labels else []:
-        bad_label(i, f"holds {short(yraw.iloc[i])}, not a finite number within ±{_F32_MAX:.3g}",
+        bad_label(i, f"holds {short(ytext.iloc[i])}, not a finite number within ±{_F32_MAX:.3g}",
                   "not a finite number within float32's range")
+    return yvals, is_num, ytext
 
-    # 2. Features: numeric (NaN when missing) or categorical (raw strings, None when missing).
-    forced_cat = set(getattr(data_cfg, "categorical", []) or [])
-    num_names, cat_names, num_cols, cat_cols = [], [], [], []
+
+def _csv_features(ctx: _CsvContext, columns: dict, features: list[str], forced_cat: set[str]):
+    """``(X float32, numeric names, categorical object array or None, categorical names)``. A clean typed
+    column is copied into X as it is; the others are looked at as text. Columns are dropped from
+    ``columns`` once converted, so the file's table and X are not both held whole."""
+    from methodo.data import csvread
+
+    X = np.empty((len(ctx.rows), len(features)), dtype=np.float32)
+    num_names, cat_names, cat_cols = [], [], []
     for col in features:
-        s = df[col]
-        nonmissing = s.notna().to_numpy()
-        values, num_mask = _numbers(s)
-        share = num_mask[nonmissing].mean() if nonmissing.any() else 1.0
-        if col in forced_cat or share < 0.5:
+        arr = columns.pop(col)
+        values = None if col in forced_cat else csvread.numbers(arr)
+        if values is None:
+            values = _csv_text_feature(ctx, csvread.text(ctx.path, arr, col), col, forced=col in forced_cat)
+        if values.dtype == object:
             cat_names.append(col)
-            cat_cols.append(np.array([None if not m else str(v) for v, m in zip(s, nonmissing)], dtype=object))
+            cat_cols.append(values)
             continue
-        for i in np.flatnonzero(nonmissing & ~num_mask):
-            if not audit:
-                raise DataError(f"{path} row {rows[i]}: column {short(col)} is not numeric (value {short(s.iloc[i])}); "
-                                "list it in data.categorical if it is a category")
-            problems.append({"id": "bad_value", "row": int(rows[i]), "column": col, "value": clip(s.iloc[i]),
-                             "reason": "a string in a numeric column (read as missing)"})
-        for i in np.flatnonzero(num_mask & ~_finite32(values)):  # inf, -inf, 1e400, 1e308 (beyond float32)
-            if not audit:
-                raise DataError(f"{path} row {rows[i]}: column {short(col)} holds {short(s.iloc[i])}, not a finite "
-                                f"number within ±{_F32_MAX:.3g}; fix the cell, or empty it (a missing value, which data.features=[impute] fills)")
-            problems.append({"id": "non_finite_value", "row": int(rows[i]), "column": col, "value": clip(s.iloc[i]),
-                             "reason": "not a finite number within float32's range (read as missing)"})
-            values[i] = np.nan
+        X[:, len(num_names)] = values
         num_names.append(col)
-        num_cols.append(values)
-    X = (np.stack(num_cols, 1) if num_cols else np.zeros((len(df), 0))).astype(np.float32)
-    cat = np.stack(cat_cols, 1) if cat_cols else None
-    meta = {"row": rows}
-    if group_col is not None:
-        meta["group"] = df[group_col].fillna("(missing)").to_numpy(dtype=object)
+    X = X if len(num_names) == len(features) else np.ascontiguousarray(X[:, :len(num_names)])
+    return X, num_names, np.stack(cat_cols, 1) if cat_cols else None, cat_names
 
-    X, yraw, rows_kept = X[keep], yraw[keep], rows[keep]
-    cat = cat[keep] if cat is not None else None
-    meta = {k: v[keep] for k, v in meta.items()}
-    desc = f"CSV {path.name}: {len(rows_kept)} rows, {len(num_names)} numeric + {len(cat_names)} categorical features"
-    yf, ynum = _numbers(yraw)
-    numeric_target = bool(len(yraw)) and bool(ynum.all())
-    integer_like = numeric_target and np.all(yf == np.round(yf))
-    common = dict(cat=cat, cat_names=cat_names, meta=meta, problems=problems)
-    if not numeric_target or (integer_like and len(np.unique(yf)) <= 20):
-        keys = yraw.to_numpy(dtype=str) if not numeric_target else yf
-        classes, y = np.unique(keys, return_inverse=True)
-        names = [str(c) if not numeric_target else f"{c:g}" for c in classes]
-        return Dataset(path.stem, "classification", "tabular", X, y.astype(np.int64), num_names, names, desc, **common)
-    return Dataset(path.stem, "regression", "tabular", X, yf.astype(np.float32), num_names, None, desc, **common)
+
+def _csv_text_feature(ctx: _CsvContext, arr, col: str, *, forced: bool) -> np.ndarray:
+    """A feature column read as text: its float64 numbers (NaN when missing) or, when categorical (listed
+    in data.categorical, or fewer than half of its values are numbers), its raw strings (an object array,
+    None when missing). A non-number or a value beyond float32 in a numeric column is refused (strict) or
+    recorded and read as missing (audit)."""
+    if forced:
+        return arr.to_numpy(zero_copy_only=False).astype(object, copy=False)
+    s = arr.to_pandas()
+    nonmissing = s.notna().to_numpy()
+    values, num_mask = _numbers(s)
+    if (num_mask[nonmissing].mean() if nonmissing.any() else 1.0) < 0.5:
+        return arr.to_numpy(zero_copy_only=False).astype(object, copy=False)
+    path, rows, problems = ctx.path, ctx.rows, ctx.problems
+    for i in np.flatnonzero(nonmissing & ~num_mask):
+        if not ctx.audit:
+            raise DataError(f"{path} row {rows[i]}: column {short(col)} is not numeric (value {short(s.iloc[i])}); "
+                            "list it in data.categorical if it is a category")
+        problems.append({"id": "bad_value", "row": int(rows[i]), "column": col, "value": clip(s.iloc[i]),
+                         "reason": "a string in a numeric column (read as missing)"})
+    for i in np.flatnonzero(num_mask & ~_finite32(values)):  # inf, -inf, 1e400, 1e308 (beyond float32)
+        if not ctx.audit:
+            raise DataError(f"{path} row {rows[i]}: column {short(col)} holds {short(s.iloc[i])}, not a finite "
+                            f"number within ±{_F32_MAX:.3g}; fix the cell, or empty it (a missing value, which data.features=[impute] fills)")
+        problems.append({"id": "non_finite_value", "row": int(rows[i]), "column": col, "value": clip(s.iloc[i]),
+                         "reason": "not a finite number within float32's range (read as missing)"})
+        values[i] = np.nan
+    return values
 
 
 # --------------------------------------------------------------------------- image folder

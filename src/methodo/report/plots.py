@@ -1,10 +1,43 @@
-"""Figures of a run, written as PNG files (matplotlib, Agg backend). Each returns its path."""
+"""Figures of a run, written as PNG files (matplotlib, Agg backend). Each returns its path.
+
+Figures draw a bounded number of points whatever the rows (issue 11): a scatter of rows draws a seeded
+sample of at most ``MAX_SCATTER_POINTS`` and a ROC or precision-recall curve at most ``MAX_CURVE_POINTS``
+points along it (its ends kept), and the figure says so ("5,000 of 1,000,000 points"). Numbers shown on
+a figure (AUC, AP, counts) are computed from every row.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+MAX_SCATTER_POINTS = 5000
+MAX_CURVE_POINTS = 2000
+
+
+def scatter_sample(n: int, cap: int = MAX_SCATTER_POINTS, seed: int = 0) -> np.ndarray:
+    """Indices of the rows a scatter draws: all ``n``, or a seeded sample of ``cap`` (sorted)."""
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+
+
+def thin_curve(x: np.ndarray, y: np.ndarray, cap: int = MAX_CURVE_POINTS) -> np.ndarray:
+    """Indices of at most ``cap`` points along the curve ``(x, y)``, evenly spaced in arc length, first
+    and last kept: the drawn line stays within about ``length / cap`` of the full one (≤ 0.001 for a
+    ROC curve drawn with 2000 points), sharp turns included."""
+    n = len(x)
+    if n <= cap:
+        return np.arange(n)
+    s = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(x), np.diff(y)))])
+    idx = np.searchsorted(s, np.linspace(0.0, s[-1], cap - 1))  # the first target, 0, is point 0
+    return np.unique(np.concatenate([idx, [n - 1]]))
+
+
+def _drawn(k: int, n: int, what: str = "points") -> str:
+    """``"5,000 of 1,000,000 points"``: what a thinned figure says it draws."""
+    return f"{k:,} of {n:,} {what}"
 
 
 def _plt():
@@ -155,13 +188,27 @@ def _one_vs_rest(probs: np.ndarray, y: np.ndarray, class_names: list[str], draw)
     return fig, ax
 
 
+def _curve_note(ax, title: str, thinned: list[tuple[int, int]]) -> None:
+    """The title, with a second line when a curve was thinned for drawing: "1,973 of 50,977 curve points
+    drawn" (the scores in the legend come from every row)."""
+    k, n = sum(k for k, _ in thinned), sum(n for _, n in thinned)
+    if k == n:
+        ax.set_title(title)
+    else:
+        ax.set_title(f"{title}\n{_drawn(k, n, 'curve points')} drawn (scores from every row)", fontsize=9)
+
+
 def roc_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: Path) -> Path | None:
     """ROC curve of the positive class (binary) or of each class against the rest."""
     from sklearn.metrics import auc, roc_curve
 
+    thinned = []
+
     def draw(ax, pos, score, name):
         fpr, tpr, _ = roc_curve(pos, score)
-        ax.plot(fpr, tpr, lw=1.3, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+        keep = thin_curve(fpr, tpr)  # the AUC is computed on every point
+        thinned.append((len(keep), len(fpr)))
+        ax.plot(fpr[keep], tpr[keep], lw=1.3, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
 
     made = _one_vs_rest(probs, y, class_names, draw)
     if made is None:
@@ -170,7 +217,7 @@ def roc_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: P
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title("ROC (test)" if len(class_names) == 2 else "ROC one-vs-rest (test)")
+    _curve_note(ax, "ROC (test)" if len(class_names) == 2 else "ROC one-vs-rest (test)", thinned)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -181,16 +228,19 @@ def regression_fit(pred: np.ndarray, y: np.ndarray, path: Path) -> Path:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
-    axes[0].scatter(y, pred, s=10, alpha=0.6)
+    rows = scatter_sample(len(y))
+    note = "" if len(rows) == len(y) else f"\n{_drawn(len(rows), len(y))} (a seeded sample)"
+    ys, ps = y[rows], pred[rows]
+    axes[0].scatter(ys, ps, s=10, alpha=0.6)
     axes[0].plot([lo, hi], [lo, hi], "k--", lw=0.8)
     axes[0].set_xlabel("true")
     axes[0].set_ylabel("predicted")
-    axes[0].set_title("predicted vs true (test)")
-    axes[1].scatter(pred, pred - y, s=10, alpha=0.6)
+    axes[0].set_title("predicted vs true (test)" + note)
+    axes[1].scatter(ps, ps - ys, s=10, alpha=0.6)
     axes[1].axhline(0, color="k", lw=0.8)
     axes[1].set_xlabel("predicted")
     axes[1].set_ylabel("residual (predicted − true)")
-    axes[1].set_title("residuals (test)")
+    axes[1].set_title("residuals (test)" + note)
     for ax in axes:
         ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -200,9 +250,13 @@ def pr_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: Pa
     """Precision-recall curve of the positive class (binary) or of each class against the rest."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
+    thinned = []
+
     def draw(ax, pos, score, name):
         prec, rec, _ = precision_recall_curve(pos, score)
-        ax.plot(rec, prec, lw=1.3, label=f"{name} (AP {average_precision_score(pos, score):.3f}, "
+        keep = thin_curve(rec, prec)  # the AP is computed on every row
+        thinned.append((len(keep), len(rec)))
+        ax.plot(rec[keep], prec[keep], lw=1.3, label=f"{name} (AP {average_precision_score(pos, score):.3f}, "
                 f"base rate {pos.mean():.2f})")
 
     made = _one_vs_rest(probs, y, class_names, draw)
@@ -211,7 +265,7 @@ def pr_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: Pa
     fig, ax = made
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    ax.set_title("precision-recall (test)")
+    _curve_note(ax, "precision-recall (test)", thinned)
     ax.legend(fontsize=7, loc="lower left")
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -378,6 +432,9 @@ def embeddings(points: np.ndarray, y: np.ndarray, pred: np.ndarray, class_names:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 5.4))
     cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    n, n_wrong = len(y), int((pred != y).sum())  # counted on every row, drawn on the sample
+    rows = scatter_sample(n)
+    points, y, pred = points[rows], y[rows], pred[rows]
     for c, name in enumerate(class_names):
         m = y == c
         if m.any():
@@ -385,10 +442,11 @@ def embeddings(points: np.ndarray, y: np.ndarray, pred: np.ndarray, class_names:
     wrong = pred != y
     if wrong.any():
         ax.scatter(points[wrong, 0], points[wrong, 1], s=46, facecolors="none", edgecolors="black", lw=1.0,
-                   label=f"wrong prediction ({int(wrong.sum())})")
+                   label=f"wrong prediction ({n_wrong})")
     ax.set_xlabel(f"{method} 1")
     ax.set_ylabel(f"{method} 2")
-    ax.set_title(title or f"test embeddings ({method})", fontsize=9)
+    note = "" if len(rows) == n else f"\n{_drawn(len(rows), n)} drawn (a seeded sample)"
+    ax.set_title((title or f"test embeddings ({method})") + note, fontsize=9)
     ax.legend(fontsize=7, markerscale=1.2, loc="best", framealpha=0.8)
     ax.grid(alpha=0.2)
     return _save(fig, path)

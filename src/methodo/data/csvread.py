@@ -1,0 +1,126 @@
+"""Reading a CSV file into typed columns, for :func:`methodo.data.sources.load_csv`.
+
+The fast path is Arrow's multi-threaded CSV reader with one type per column: feature columns as float32
+from the start, the target as float64, and as text only the columns that are text (``data.categorical``,
+the group column, and those whose first block holds text). No table of every cell as a string is built
+and no Python loop runs per row. A column that turns out to hold a non-number further down is read again
+as text (the file is parsed once more). A typed column holding a cell pandas would not call a number
+("NAN", "nan(1)") or a value beyond float32's range is not :func:`numbers`: the caller then reads its
+cells as text (:func:`text`) to name the first bad one, with the messages it always had.
+
+When Arrow cannot read the file the way pandas does (a ragged row, an unterminated quote, invalid UTF-8,
+duplicate or empty column names, an empty file), pandas reads it as before, every cell as text
+(:func:`read_text`), with pandas' own behaviour and messages. Both readers take pandas' default
+missing-value strings (:data:`NA_VALUES`) as missing.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from methodo.errors import DataError
+
+# pandas' default missing-value strings (``read_csv(keep_default_na=True)``), given to Arrow too.
+NA_VALUES = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+             "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+F32_MAX = float(np.finfo(np.float32).max)
+_CONVERSION = re.compile(r"In CSV column #(\d+): CSV conversion error to (?:float|double)")
+
+
+def _options(types: dict | None = None, include: list[str] | None = None) -> dict:
+    import pyarrow.csv as pacsv
+
+    return {"parse_options": pacsv.ParseOptions(newlines_in_values=True),  # quoted line breaks, as pandas reads them
+            "convert_options": pacsv.ConvertOptions(column_types=types or {}, include_columns=include or [],
+                                                    null_values=list(NA_VALUES), strings_can_be_null=True)}
+
+
+def header(path: Path) -> tuple[list[str], set[str], bool] | None:
+    """``(column names, the columns the first block shows as text, whether there is a row)``, or None when
+    the fast path does not apply: Arrow cannot parse the start of the file, or pandas would rename a
+    column (duplicate or empty name)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        reader = pacsv.open_csv(path, **_options())  # infers each column's type from the first block
+        names = reader.schema.names
+        has_rows = any(batch.num_rows for batch in reader)  # stops at the first batch with a row
+        reader.close()
+    except (pa.ArrowException, UnicodeDecodeError):  # a name that is not UTF-8 fails in .names
+        return None
+    if len(set(names)) != len(names) or "" in names:
+        return None
+    numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_null)
+    return names, {f.name for f in reader.schema if not any(is_(f.type) for is_ in numeric)}, has_rows
+
+
+def read(path: Path, names: list[str], used: list[str], *, text: set[str], wide: set[str]):
+    """The ``used`` columns as a ``pyarrow.Table``: ``text`` ones as strings, ``wide`` ones as float64, the
+    others float32. A column that fails to convert further down is read again as text. None when Arrow
+    cannot parse the file (the caller then reads it with :func:`read_text`)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    text = set(text)
+    while True:
+        types = {c: pa.string() if c in text else pa.float64() if c in wide else pa.float32() for c in used}
+        try:
+            return pacsv.read_csv(path, **_options(types, used))
+        except pa.ArrowException as exc:
+            m = _CONVERSION.match(str(exc))
+            col = names[int(m.group(1))] if m and int(m.group(1)) < len(names) else None
+            if col is None or col in text:  # not a number conversion: a parse error, invalid UTF-8, ...
+                return None
+            text.add(col)
+
+
+def read_text(path: Path):
+    """Every cell as text, read by pandas as methodo always did (a file Arrow cannot parse)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: CSV file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({str(exc).splitlines()[0]})") from None
+    return pa.Table.from_pandas(df, preserve_index=False)
+
+
+def numbers(col) -> np.ndarray | None:
+    """A typed column as a NumPy array (its type; NaN where missing) when every cell is a number within
+    float32's range; None for a text column, or one with a cell the caller must read as text to name it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_floating(col.type):
+        return None
+    if pc.any(pc.is_nan(col)).as_py():  # a non-missing NaN was text such as "NAN": not a number for pandas
+        return None
+    top = pc.max(pc.abs(col)).as_py()
+    if top is not None and top >= F32_MAX:  # inf, 1e308, or a cell rounded to float32's largest value
+        return None
+    return col.to_numpy()
+
+
+def text(path: Path, col, name: str):
+    """The column's cells as text (a ``pyarrow.ChunkedArray``): itself when it was read as text, else the
+    one column read again from the file as text."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return col
+    return pacsv.read_csv(path, **_options({name: pa.string()}, [name]))[name]
+
+
+def release() -> None:
+    """Give the memory Arrow's allocator keeps cached back to the system (once the columns are converted)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
