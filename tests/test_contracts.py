@@ -243,6 +243,25 @@ def test_metric_ignores_row_order(entry):
                 assert b == pytest.approx(a, rel=1e-9, abs=1e-12), c
 
 
+@pytest.mark.parametrize("entry", _entries("metrics"))
+def test_metric_intervals_from_weights_match_the_copied_resamples(entry):
+    """Above 2000 rows the bootstrap computes the metric from counts per row (evaluate/bootstrap.py), on
+    the resamples the copying loop would draw: both give the same interval (to float32 rounding)."""
+    from methodo.evaluate.bootstrap import percentile_intervals, weighted_metrics
+
+    assert entry.name in weighted_metrics(), "add the metric's weighted form to evaluate/bootstrap.py"
+    for perfect, poor, y, c in _cases(entry):
+        for p in (perfect, poor):
+            kw = dict(names=[entry.name], n_boot=20, seed=0)
+            copied, _ = percentile_intervals(entry.meta["task"], p, y, c, loop_rows=len(y), **kw)
+            weighted, info = percentile_intervals(entry.meta["task"], p, y, c, loop_rows=0, **kw)
+            assert info["method"] == "weights" and info["replicates"] == {entry.name: 20}
+            a, b = copied[entry.name], weighted[entry.name]
+            assert (a is None) == (b is None), (c, a, b)
+            if a is not None:
+                assert b == pytest.approx(a, rel=1e-3 if entry.name == "r2" else 1e-5, abs=1e-6), c
+
+
 # --------------------------------------------------------------------------- findings
 
 def _hist(train_loss, val_loss, score="accuracy", train_score=None, val_score=None):

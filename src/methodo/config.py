@@ -452,9 +452,19 @@ class EvaluateConfig(_Strict):
     )
     bootstrap: int = Field(300, ge=0, description="Bootstrap resamples for the test intervals (0: none).")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the bootstrap intervals.")
+    bootstrap_budget: int = Field(
+        300_000_000, ge=1, description="Most work one metric's intervals may take, in rows × columns visited: "
+        "above 2000 rows a metric gets min(bootstrap, max(50, budget / (rows × columns))) resamples of all the "
+        "rows, where columns is 1 for metrics of per-row values (accuracy, F1, log loss, MAE, ...) and the "
+        "class or label columns for ranking metrics (ROC AUC, average precision) and per-label F1. "
+        "summary.json `bootstrap` says how many each metric got.")
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig, description="Binary threshold rule.")
     reference: bool = Field(True, description="Tables: fit a gradient-boosting reference on the same features, "
                             "so a high error is diagnosed as bias (underfitting) or noise (noise_floor).")
+    reference_max_rows: int = Field(
+        50_000, ge=20, description="The reference is fitted on a seeded sample of at most this many training rows "
+        "(stratified by class, or by target quintile) and scored on at most this many val rows; summary.json "
+        "`reference` says how many it used.")
 
 
 class TrackConfig(_Strict):

@@ -93,12 +93,30 @@ class ThresholdInfo(_Record):
 
 
 class ReferenceInfo(_Record):
-    """A flexible scikit-learn model on the same table: noise or bias?"""
+    """A flexible scikit-learn model on the same table: noise or bias? Fitted on ``train_rows`` of the
+    ``train_rows_total`` training rows, scored on ``val_rows`` of ``val_rows_total`` (a seeded sample
+    above ``evaluate.reference_max_rows``)."""
 
     model: str
     metric: str
     train: float
     val: float
+    train_rows: int | None = None
+    train_rows_total: int | None = None
+    val_rows: int | None = None
+    val_rows_total: int | None = None
+    _optional = frozenset({"train_rows", "train_rows_total", "val_rows", "val_rows_total"})
+
+
+class BootstrapInfo(_Record):
+    """How one split's intervals were computed: ``method`` ``resample`` (each metric recomputed on
+    copied rows) or ``weights`` (the same resamples as counts per row, evaluate/bootstrap.py), the
+    rows of every resample, the resamples each metric got, and ``evaluate.bootstrap_budget``."""
+
+    method: Literal["resample", "weights"]
+    rows: int
+    replicates: dict[str, int]
+    budget: int
 
 
 class LRFindInfo(_Record):
@@ -187,6 +205,7 @@ class RunRecord(_Record):
     training: TrainingInfo | None = None
     undefined: dict[str, dict[str, str]] | None = None
     intervals: dict[str, dict[str, list[float] | None]] | None = None
+    bootstrap: dict[str, BootstrapInfo] | None = None
     tables: dict[str, dict[str, Any]] | None = None
     threshold: ThresholdInfo | None = None
     extra_baselines: dict[str, Metrics] | None = None
@@ -200,8 +219,8 @@ class RunRecord(_Record):
     # wall seconds per stage in the order they ran, then "total" (the whole call); written when the run closes
     timings: dict[str, Seconds] | None = None
     _optional = frozenset({"data", "model", "lr_find", "stopped_early", "training", "undefined", "intervals",
-                           "tables", "threshold", "extra_baselines", "reference", "ensembles", "sample", "explain",
-                           "metrics_std", "kfold", "failure", "timings"})
+                           "bootstrap", "tables", "threshold", "extra_baselines", "reference", "ensembles", "sample",
+                           "explain", "metrics_std", "kfold", "failure", "timings"})
 
     def to_dict(self) -> dict[str, Any]:
         """The ``summary.json`` mapping (plain data; numpy scalars inside evidence are left to the writer)."""

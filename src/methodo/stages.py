@@ -465,7 +465,8 @@ def evaluate(prep: Prepared, res, preds: dict, record: RunRecord, tracker) -> No
         from methodo.evaluate.baselines import reference_model  # noise or bias? (the finding decides)
 
         record.reference = reference_model(ds.task, data.inputs("train").numpy(), data.raw_y["train"],
-                                           data.inputs("val").numpy(), data.raw_y["val"], seed=cfg.seed)
+                                           data.inputs("val").numpy(), data.raw_y["val"], seed=cfg.seed,
+                                           max_rows=cfg.evaluate.reference_max_rows)
     record.ensembles = evaluate_ensembles(prep, res)
     for name, e in record.ensembles.items():
         tracker.log_metrics({f"test_{name}_{k}": v for k, v in e.metrics["test"].items()})

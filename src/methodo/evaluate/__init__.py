@@ -28,7 +28,8 @@ def check_metric_names(task: str, names: list[str] | None) -> None:
 def evaluate_splits(task: str, preds: dict[str, np.ndarray], y: dict[str, np.ndarray], *, n_classes: int,
                     class_names: list[str] | None, ecfg, seed: int, progress: bool = False) -> dict:
     """Everything the summary reports about predictions: metrics per split (and why some are
-    undefined), bootstrap intervals and tables on test, baselines, and the binary threshold.
+    undefined), bootstrap intervals (and how they were computed) and tables on test, baselines, and
+    the binary threshold.
 
     ``preds`` may hold evaluation-only sets besides train/val/test (``ood``); they get metrics,
     intervals and, under ``extra_baselines``, the baselines too. ``progress``: a bar per bootstrap on a
@@ -50,10 +51,14 @@ def evaluate_splits(task: str, preds: dict[str, np.ndarray], y: dict[str, np.nda
     # modeling, never single pixels or tokens (neighbours are too correlated for that to mean
     # anything). Windows cut from one document are still correlated, so the LM interval is a
     # lower bound on the real uncertainty.
-    out["intervals"] = {s: bootstrap_intervals(task, preds[s], y[s], n_classes, names=names,
-                                               n_boot=ecfg.bootstrap, seed=seed, level=ecfg.confidence,
-                                               progress=progress)
-                        if ecfg.bootstrap else {} for s in ("test", *extra)}
+    from methodo.evaluate.bootstrap import percentile_intervals
+
+    boot = {s: percentile_intervals(task, preds[s], y[s], n_classes, names=names, n_boot=ecfg.bootstrap, seed=seed,
+                                    level=ecfg.confidence, budget=ecfg.bootstrap_budget,
+                                    progress=progress)
+            for s in ("test", *extra)} if ecfg.bootstrap else {}
+    out["intervals"] = {s: boot[s][0] if boot else {} for s in ("test", *extra)}
+    out["bootstrap"] = {s: info for s, (_, info) in boot.items()} or None
 
     def baselines(split):
         return {k: {m: v for m, v in vals.items() if m in names}

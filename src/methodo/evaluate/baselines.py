@@ -93,15 +93,39 @@ def unigram_logprob(y_train, y_eval, vocab_size: int) -> np.ndarray:
     return np.log((counts + 1) / (counts.sum() + vocab_size))[np.asarray(y_eval)]
 
 
+def sample_rows(n: int, cap: int, *, seed: int, strata=None) -> np.ndarray:
+    """Indices, in row order, of a seeded sample of at most ``cap`` of ``n`` rows (all of them when
+    ``n <= cap``), stratified by ``strata`` when every stratum can be split, else uniform.
+
+    >>> sample_rows(5, 10, seed=0).tolist(), len(sample_rows(1000, 10, seed=0, strata=np.arange(1000) % 2))
+    ([0, 1, 2, 3, 4], 10)
+    """
+    if n <= cap:
+        return np.arange(n)
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(n)
+    try:
+        keep = train_test_split(idx, train_size=cap, random_state=seed, stratify=strata)[0]
+    except ValueError:  # a stratum too small to be split in proportion
+        keep = train_test_split(idx, train_size=cap, random_state=seed)[0]
+    return np.sort(keep)
+
+
 def reference_model(task: str, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray,
-                    y_val: np.ndarray, *, seed: int) -> dict | None:
+                    y_val: np.ndarray, *, seed: int, max_rows: int = 50_000) -> dict | None:
     """A flexible off-the-shelf model (scikit-learn's histogram gradient boosting) fitted on the same
     training features: the course's "noise or bias?" question for tables.
 
     When the network's training error is high, this says which it is: if a model this flexible does no
     better on val, the error left is noise in the target (irreducible); if it does clearly better, the
     network has bias to remove. Returns ``{"model", "metric", "train", "val"}`` (accuracy for
-    classification, R² for regression), or ``None`` for inputs that are not a feature table.
+    classification, R² for regression) and the rows used (``train_rows`` of ``train_rows_total``,
+    ``val_rows`` of ``val_rows_total``), or ``None`` for inputs that are not a feature table.
+
+    Bounded work: it is fitted on a seeded sample of at most ``max_rows`` training rows, stratified by
+    the task's strata (class, target quintile), and scored on at most ``max_rows`` val rows (a sample
+    can only make the reference weaker, so a capped reference leans towards "noise").
 
     Examples
     --------
@@ -120,6 +144,10 @@ def reference_model(task: str, X_train: np.ndarray, y_train: np.ndarray, X_val: 
     spec = task_spec(task)
     if not spec.reference or X_train.ndim != 2 or len(y_train) < 20 or len(y_val) < 5:
         return None
+    rows = {"train_rows_total": len(y_train), "val_rows_total": len(y_val)}
+    X_train, y_train = _sample(X_train, y_train, max_rows, seed=seed, strata=spec.strata)
+    X_val, y_val = _sample(X_val, y_val, max_rows, seed=seed, strata=spec.strata)
+    rows.update(train_rows=len(y_train), val_rows=len(y_val))
     # early stopping on an inner 10 % of train keeps the reference from memorizing a small table
     opts = dict(max_iter=200, early_stopping=True, validation_fraction=0.1, n_iter_no_change=10, random_state=seed)
     if spec.has_classes:
@@ -131,7 +159,15 @@ def reference_model(task: str, X_train: np.ndarray, y_train: np.ndarray, X_val: 
         model = HistGradientBoostingRegressor(**opts).fit(X_train, y_train)
         score, metric = r2_score, "r2"
     return {"model": type(model).__name__, "metric": metric, "train": float(score(y_train, model.predict(X_train))),
-            "val": float(score(y_val, model.predict(X_val)))}
+            "val": float(score(y_val, model.predict(X_val))), **rows}
+
+
+def _sample(X, y, cap: int, *, seed: int, strata):
+    """``X, y`` themselves up to ``cap`` rows, else a seeded stratified sample of ``cap`` rows."""
+    if len(y) <= cap:
+        return X, y
+    keep = sample_rows(len(y), cap, seed=seed, strata=strata(y))
+    return X[keep], y[keep]
 
 
 def multilabel_baselines(y_train, y_eval, n_labels: int, *, seed: int) -> dict[str, dict]:

@@ -54,12 +54,22 @@ def _preds(p):
     return p.argmax(1)
 
 
-def _stats(p, y, c):
-    """Per-class (tp, fp, tn, fn) as float tensors of shape (C,)."""
-    from torchmetrics.functional.classification import multiclass_stat_scores
+def confusion(p, y, c) -> torch.Tensor:
+    """Confusion matrix (rows: true class, columns: predicted) as float64 counts."""
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-    s = multiclass_stat_scores(_preds(p), y, num_classes=c, average="none").double()
-    return s[:, 0], s[:, 1], s[:, 2], s[:, 3]
+    return multiclass_confusion_matrix(_preds(p), y, num_classes=c).double()
+
+
+def cm_stats(cm: torch.Tensor):
+    """Per-class (tp, fp, tn, fn) of a confusion matrix, as float tensors of shape (C,).
+
+    The metrics below that depend on the confusion matrix alone are written as functions of it
+    (``*_cm``), so the bootstrap (``evaluate/bootstrap.py``) computes them from resampled counts.
+    """
+    tp = cm.diag()
+    fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
+    return tp, fp, cm.sum() - tp - fp - fn, fn
 
 
 def _ratio(num, den, c, what):
@@ -82,7 +92,11 @@ def accuracy(p, y, c):
 @METRICS.register("balanced_accuracy", **_CLS,
                   help="mean recall over the classes present (insensitive to class imbalance)")
 def balanced_accuracy(p, y, c):
-    tp, fp, tn, fn = _stats(p, y, c)
+    return balanced_accuracy_cm(confusion(p, y, c))
+
+
+def balanced_accuracy_cm(cm):
+    tp, fp, tn, fn = cm_stats(cm)
     ok = (tp + fn) > 0
     return (tp[ok] / (tp[ok] + fn[ok])).mean()
 
@@ -90,36 +104,53 @@ def balanced_accuracy(p, y, c):
 @METRICS.register("precision", **_CLS,
                   help="of the rows predicted positive, the fraction that are (binary: positive class; else macro)")
 def precision(p, y, c):
-    tp, fp, tn, fn = _stats(p, y, c)
-    return _ratio(tp, tp + fp, c, "predicted")
+    return precision_cm(confusion(p, y, c))
+
+
+def precision_cm(cm):
+    tp, fp, tn, fn = cm_stats(cm)
+    return _ratio(tp, tp + fp, len(cm), "predicted")
 
 
 @METRICS.register("recall", **_CLS,
                   help="of the positive rows, the fraction found (sensitivity; binary: positive class; else macro)")
 def recall(p, y, c):
-    tp, fp, tn, fn = _stats(p, y, c)
-    return _ratio(tp, tp + fn, c, "truly")
+    return recall_cm(confusion(p, y, c))
+
+
+def recall_cm(cm):
+    tp, fp, tn, fn = cm_stats(cm)
+    return _ratio(tp, tp + fn, len(cm), "truly")
 
 
 @METRICS.register("specificity", **_CLS,
                   help="of the negative rows, the fraction rejected (binary: positive class; else macro)")
 def specificity(p, y, c):
-    tp, fp, tn, fn = _stats(p, y, c)
-    return _ratio(tn, tn + fp, c, "negative")
+    return specificity_cm(confusion(p, y, c))
+
+
+def specificity_cm(cm):
+    tp, fp, tn, fn = cm_stats(cm)
+    return _ratio(tn, tn + fp, len(cm), "negative")
 
 
 @METRICS.register("f1", help="harmonic mean of precision and recall (binary: positive class; else macro)", **_CLS)
 def f1(p, y, c):
-    tp, fp, tn, fn = _stats(p, y, c)
-    return _ratio(2 * tp, 2 * tp + fp + fn, c, "predicted or truly")
+    return f1_cm(confusion(p, y, c))
+
+
+def f1_cm(cm):
+    tp, fp, tn, fn = cm_stats(cm)
+    return _ratio(2 * tp, 2 * tp + fp + fn, len(cm), "predicted or truly")
 
 
 @METRICS.register("mcc", help="Matthews correlation: -1..1, 0 for chance, robust to imbalance", **_CLS)
 def mcc(p, y, c):
-    from torchmetrics.functional.classification import multiclass_confusion_matrix
+    return mcc_cm(confusion(p, y, c))
 
+
+def mcc_cm(cm):
     # Gorodkin's multiclass form, from the confusion matrix; undefined when a side is constant
-    cm = multiclass_confusion_matrix(_preds(p), y, num_classes=c).double()
     t, q, s = cm.sum(1), cm.sum(0), cm.sum()
     den = ((s * s - (q * q).sum()) * (s * s - (t * t).sum())).sqrt()
     if den == 0:
@@ -236,7 +267,11 @@ def _overlap(cm: torch.Tensor):
 
 def per_class_iou(p, y, c) -> list[float | None]:
     """IoU of each class over all pixels; ``None`` for a class absent from both truth and prediction."""
-    tp, fp, fn = _overlap(pixel_confusion(p, y, c))
+    return iou_cm(pixel_confusion(p, y, c))
+
+
+def iou_cm(cm) -> list[float | None]:
+    tp, fp, fn = _overlap(cm)
     den = tp + fp + fn
     return [float(t / d) if d > 0 else None for t, d in zip(tp, den)]
 
@@ -244,21 +279,32 @@ def per_class_iou(p, y, c) -> list[float | None]:
 @METRICS.register("pixel_accuracy", **_SEG,
                   help="fraction of pixels whose class is right (misleads when background dominates)")
 def pixel_accuracy(p, y, c):
-    cm = pixel_confusion(p, y, c)
+    return pixel_accuracy_cm(pixel_confusion(p, y, c))
+
+
+def pixel_accuracy_cm(cm):
     return cm.trace() / cm.sum()
 
 
 @METRICS.register("mean_iou", help="intersection over union per class over all pixels, averaged over classes present "
                   "in the truth or the prediction (background included)", **_SEG)
 def mean_iou(p, y, c):
-    vals = [v for v in per_class_iou(p, y, c) if v is not None]
+    return mean_iou_cm(pixel_confusion(p, y, c))
+
+
+def mean_iou_cm(cm):
+    vals = [v for v in iou_cm(cm) if v is not None]
     return sum(vals) / len(vals)
 
 
 @METRICS.register("dice", **_SEG,
                   help="Dice / F1 per class (2·overlap / (predicted + true pixels)), averaged like mean_iou")
 def dice(p, y, c):
-    tp, fp, fn = _overlap(pixel_confusion(p, y, c))
+    return dice_cm(pixel_confusion(p, y, c))
+
+
+def dice_cm(cm):
+    tp, fp, fn = _overlap(cm)
     ok = (2 * tp + fp + fn) > 0
     return (2 * tp[ok] / (2 * tp[ok] + fp[ok] + fn[ok])).mean()
 
@@ -372,22 +418,12 @@ def compute_metrics(task: str, scores, y, n_classes: int = 0, *, names: list[str
 
 
 def bootstrap_intervals(task: str, scores, y, n_classes: int, *, names: list[str], n_boot: int,
-                        seed: int, level: float = 0.95, progress: bool = False) -> dict[str, list[float] | None]:
+                        seed: int, level: float = 0.95) -> dict[str, list[float] | None]:
     """Percentile bootstrap interval of each metric: resample rows with replacement ``n_boot`` times
-    (``progress``: a bar on a terminal)."""
+    (``evaluate/bootstrap.py``: bounded work on large splits, and what was done)."""
+    from methodo.evaluate.bootstrap import percentile_intervals
 
-    scores, y = torch.as_tensor(scores), torch.as_tensor(y)
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    samples: dict[str, list[float]] = {k: [] for k in names}
-    for _ in bar(range(n_boot), enabled=progress, desc="bootstrap", unit="resample"):
-        idx = torch.from_numpy(rng.integers(0, n, n))
-        for k, v in compute_metrics(task, scores[idx], y[idx], n_classes, names=names).items():
-            if v is not None:
-                samples[k].append(v)
-    alpha = (1 - level) / 2
-    return {k: ([float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))] if len(v) >= 0.5 * n_boot else None)
-            for k, v in samples.items()}
+    return percentile_intervals(task, scores, y, n_classes, names=names, n_boot=n_boot, seed=seed, level=level)[0]
 
 
 def classification_tables(probs, y, class_names: list[str]) -> dict:
@@ -397,7 +433,7 @@ def classification_tables(probs, y, class_names: list[str]) -> dict:
     from torchmetrics.functional.classification import multiclass_confusion_matrix
 
     cm = multiclass_confusion_matrix(probs.argmax(1), y, num_classes=c)
-    tp, fp, tn, fn = _stats(probs, y, c)
+    tp, fp, tn, fn = cm_stats(cm.double())
 
     def div(a, b):
         return [float(x / z) if z > 0 else None for x, z in zip(a.tolist(), b.tolist())]
