@@ -34,7 +34,6 @@ import math
 import numpy as np
 import torch
 
-from methodo.progress import bar
 from methodo.registry import Registry
 
 METRICS = Registry("metric")
