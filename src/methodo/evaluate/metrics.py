@@ -57,7 +57,7 @@ def confusion(p, y, c) -> torch.Tensor:
     """Confusion matrix (rows: true class, columns: predicted) as float64 counts."""
     from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-    return multiclass_confusion_matrix(_preds(p), y, num_classes=c).double()
+    return multiclass_confusion_matrix(_preds(p), y, num_classes=c, validate_args=False).double()
 
 
 def cm_stats(cm: torch.Tensor):
@@ -161,7 +161,7 @@ def mcc_cm(cm):
 def cohen_kappa(p, y, c):
     from torchmetrics.functional.classification import multiclass_cohen_kappa
 
-    return multiclass_cohen_kappa(_preds(p), y, num_classes=c)
+    return multiclass_cohen_kappa(_preds(p), y, num_classes=c, validate_args=False)
 
 
 @METRICS.register("top3_accuracy", **_CLS,
@@ -180,8 +180,8 @@ def roc_auc(p, y, c):
     if len(torch.unique(y)) < 2:
         raise Undefined("only one class is present")
     if c == 2:
-        return binary_auroc(p[:, 1], y)
-    return multiclass_auroc(p, y, num_classes=c, average="macro")
+        return binary_auroc(p[:, 1], y, validate_args=False)
+    return multiclass_auroc(p, y, num_classes=c, average="macro", validate_args=False)
 
 
 def _ap(score: torch.Tensor, pos: torch.Tensor) -> float:
@@ -431,7 +431,7 @@ def classification_tables(probs, y, class_names: list[str]) -> dict:
     c = len(class_names)
     from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-    cm = multiclass_confusion_matrix(probs.argmax(1), y, num_classes=c)
+    cm = multiclass_confusion_matrix(probs.argmax(1), y, num_classes=c, validate_args=False)
     tp, fp, tn, fn = cm_stats(cm.double())
 
     def div(a, b):
