@@ -3,7 +3,8 @@
 let a run be re-checked (splits.csv, predictions_val.csv, label_issues.csv).
 
 The data: scikit-learn's digits written as a CSV (64 pixel columns and a label) with 15% of the labels
-flipped to another class, uniformly (symmetric noise), by a seeded generator: the flipped rows are known.
+flipped to another class, uniformly (symmetric noise), by a seeded generator (examples/noisy_labels.py,
+which the docs run too): the flipped rows are known.
 """
 
 from __future__ import annotations
@@ -43,25 +44,29 @@ def _read(path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def _example():
+    """examples/noisy_labels.py, the script the docs run: the noisy digits and the rows it flipped."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("noisy_labels", EXAMPLES / "noisy_labels.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(scope="module")
 def noisy(tmp_path_factory):
     """The noisy digits CSV, its config, the labels as written and the set of flipped rows."""
-    from sklearn.datasets import load_digits
-
     root = tmp_path_factory.mktemp("noisy")
-    d = load_digits()
-    rng = np.random.default_rng(12)
-    y = d.target.copy()
-    flipped = rng.choice(len(y), int(NOISE * len(y)), replace=False)
-    y[flipped] = (y[flipped] + rng.integers(1, 10, len(flipped))) % 10  # another class, each as likely
+    ex = _example()
     path = root / "noisy.csv"
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow([f"px{i}" for i in range(64)] + ["label"])
-        w.writerows([*map(int, x), int(t)] for x, t in zip(d.data, y))
+    ex.write(str(path))
+    _, y, true, flipped = ex.noisy_digits()
+    assert ex.NOISE == NOISE and len(flipped) == int(NOISE * len(y))
+    assert (y[flipped] != true[flipped]).all() and (np.delete(y, flipped) == np.delete(true, flipped)).all()
     cfg = root / "noisy.yaml"
     cfg.write_text(CONFIG.format(path=path))
-    return {"root": root, "csv": path, "config": cfg, "y": y, "true": d.target, "flipped": set(flipped.tolist())}
+    return {"root": root, "csv": path, "config": cfg, "y": y, "true": true, "flipped": set(flipped.tolist())}
 
 
 @pytest.fixture(scope="module")
