@@ -303,3 +303,12 @@ def test_multilabel_run_writes_its_label_issues(tmp_path):
         assert next(csv.reader(fh)) == COLUMNS
     with open(rd / "predictions_val.csv") as a, open(rd / "predictions_test.csv") as b:
         assert a.readline() == b.readline()
+
+
+def test_nothing_to_confuse_means_no_issue():
+    """One class among the rows searched, labels that never vary, too few rows: no search, no error."""
+    assert find_label_issues(np.full((20, 3), 1 / 3), np.zeros(20, int)).count == 0
+    assert find_label_issues(np.full((20, 3), 0.5), np.ones((20, 3)), multilabel=True).count == 0
+    p = np.full((9, 2), 0.01)
+    p[:, 0] = 0.99
+    assert find_label_issues(p, np.ones(9, int)).count == 0  # under MIN_ROWS

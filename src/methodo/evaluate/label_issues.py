@@ -89,6 +89,8 @@ def find_label_issues(proba: np.ndarray, labels: np.ndarray, *, rows: np.ndarray
         return out
     issues, quality, given, suggested, p_given, p_suggested = (
         _multilabel(proba, labels, names) if multilabel else _multiclass(proba, labels, names))
+    if not len(issues):
+        return out
     order = issues[np.argsort(quality[issues], kind="stable")]
     for rank, i in enumerate(order, 1):
         out.rows.append({"row": int(rows[i]), "split": "" if splits is None else str(splits[i]),
