@@ -206,7 +206,6 @@ def test_label_error_search_on_1e5_rows_is_linear():
     y = rng.integers(0, c, N)
     p = rng.dirichlet(np.full(c, 0.2), N)
     found, peak = _peak(lambda: label_errors(Facts(task="classification", oos_proba=p, oos_true=y)))
-    assert found.evidence["rows_examined"] == N and len(found.evidence["top"]) == 10
-    given = p[np.arange(N), y]
-    assert found.evidence["suspects"] <= int((given < 0.1).sum())
+    assert found.evidence["searched"] == N and len(found.evidence["top"]) == 5  # cleanlab over every row
+    assert 0 < found.evidence["suspects"] < N
     assert peak < 4 * p.nbytes, f"peak {peak / MiB:.0f} MiB for {p.nbytes / MiB:.0f} MiB of probabilities"

@@ -64,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", metavar="DIR")
 
     # The data stage on its own: audit and augmentation preview, before any training.
-    d = sub.add_parser("data", help="audit the data (inspect) or preview the augmentations (preview)")
-    dsub = d.add_subparsers(dest="data_command", parser_class=_Parser, required=True, metavar="{inspect,preview}")
+    d = sub.add_parser("data", help="audit the data (inspect), preview the augmentations (preview), or find "
+                       "wrong labels (label-issues)")
+    dsub = d.add_subparsers(dest="data_command", parser_class=_Parser, required=True,
+                            metavar="{inspect,preview,label-issues}")
     di = dsub.add_parser("inspect", help="data audit before any training: splits, imbalance, duplicates and "
                          "leakage across splits, missing/constant features, unreadable files, bad labels")
     di.add_argument("config", help="YAML config")
@@ -77,6 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--out", metavar="FILE.png", required=True, help="PNG file to write")
     dp.add_argument("--n", type=int, default=8, help="number of training images (default 8)")
     dp.add_argument("--copies", type=int, default=5, help="augmented copies of each (default 5)")
+    dl = dsub.add_parser("label-issues", help="find rows whose label looks wrong, over every row: K-fold "
+                         "cross-fitting of the configured model, then confident learning (cleanlab)",
+                         description="Train the configured model K times, each time on K-1 folds, so every row "
+                         "gets a probability from a model that never saw it; confident learning (cleanlab) then "
+                         "flags the rows whose given label is unlikely. Prints the most suspect rows and writes "
+                         "them all to --issues (label_issues.csv). With --fix, also writes a cleaned copy of a "
+                         "CSV dataset (the dataset itself is never changed).")
+    dl.add_argument("config", help="YAML config")
+    dl.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
+    dl.add_argument("--folds", type=int, default=5, metavar="K", help="cross-fitting folds, 2 to the number of "
+                    "rows (default 5)")
+    dl.add_argument("--issues", default="label_issues.csv", metavar="FILE",
+                    help="CSV file to write every suspect to; must not exist (default label_issues.csv)")
+    dl.add_argument("--fix", choices=("drop", "relabel"), help="with --out: write a cleaned copy of the CSV "
+                    "dataset, without the suspect rows (drop) or with their suggested label (relabel)")
+    dl.add_argument("--out", metavar="CLEAN.csv", help="the cleaned copy --fix writes; must not exist")
+    dl.add_argument("--show", type=int, default=20, metavar="N", help="suspects printed (default 20; all are "
+                    "in --issues)")
 
     e = sub.add_parser("embed", help="project a run's test embeddings (penultimate layer) to 2-D; figure in "
                        "the report")
@@ -225,6 +245,36 @@ def cmd_data_preview(config: str, overrides: list[str], out: str, n: int, copies
         1 if cfg.data.split.method == "kfold" else None))["train"]
     gallery(ds, rows, cfg.data.augment, seed=cfg.seed, path=path, n=n, copies=copies)
     print(f"wrote {path}: {min(n, len(rows))} training images × {copies} augmented copies")
+    return 0
+
+
+def cmd_data_label_issues(args) -> int:
+    from methodo.errors import BadInput
+    from methodo.evaluate.label_issues import label_issues_command
+
+    if args.show < 0:
+        raise BadInput(f"--show {args.show}: must be 0 or more")
+    res = label_issues_command(args.config, list(args.overrides), folds=args.folds, issues_path=args.issues,
+                               fix=args.fix, out=args.out)
+    iss = res.issues
+    print(f"label issues: {iss.count} of {iss.n} rows ({100 * iss.count / max(iss.n, 1):.1f}%) look mislabeled "
+          f"(confident learning over {iss.folds}-fold out-of-sample probabilities, which agree with the given labels "
+          f"on {100 * res.accuracy:.1f}% of the rows)")
+    shown = iss.rows[:args.show]
+    if shown:
+        where = any(not res.where[r["row"]].startswith("index ") for r in shown)  # a CSV line, an image file
+        table = [("rank", "row", *["where"] * where, "split", "given", "suggested", "p_given", "quality")] + [
+            (str(r["rank"]), str(r["row"]), *[res.where[r["row"]]] * where, r["split"], r["given"], r["suggested"],
+             f"{r['p_given']:.4f}", f"{r['label_quality']:.4f}") for r in shown]
+        widths = [max(len(t[i]) for t in table) for i in range(len(table[0]))]
+        for t in table:
+            print("  " + "  ".join(v.ljust(w) for v, w in zip(t, widths)).rstrip())
+        if iss.count > len(shown):
+            print(f"  ... {iss.count - len(shown)} more in {res.issues_path}")
+    print(f"issues: {res.issues_path}")
+    if res.out is not None:
+        done = "dropped" if args.fix == "drop" else "relabeled"
+        print(f"cleaned copy: {res.out} ({res.fixed} rows {done})")
     return 0
 
 
@@ -390,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_data_inspect(args.config, list(args.overrides), args.json)
         if args.command == "data" and args.data_command == "preview":
             return cmd_data_preview(args.config, list(args.overrides), args.out, args.n, args.copies)
+        if args.command == "data" and args.data_command == "label-issues":
+            return cmd_data_label_issues(args)
         if args.command == "embed":
             return cmd_embed(args.run_dir, args.method)
         if args.command == "config":

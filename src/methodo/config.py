@@ -465,6 +465,14 @@ class EvaluateConfig(_Strict):
         50_000, ge=20, description="The reference is fitted on a seeded sample of at most this many training rows "
         "(stratified by class, or by target quintile) and scored on at most this many val rows; summary.json "
         "`reference` says how many it used.")
+    label_issues: Literal["val_test", "cross_val"] = Field(
+        "val_test", description="Where the label_errors check gets out-of-sample probabilities for confident "
+        "learning (cleanlab): val_test, the run's own model on the validation and test rows (free, but those "
+        "rows only); cross_val, K more models of the same config trained by K-fold cross-fitting, so every "
+        "row is checked (K more trainings). Every suspect goes to label_issues.csv. Classification and "
+        "multilabel tasks.")
+    label_folds: int = Field(5, ge=2, description="K of evaluate.label_issues: cross_val (folds of the "
+                             "cross-fitting; each row is predicted by a model trained on the other K-1).")
 
 
 class TrackConfig(_Strict):

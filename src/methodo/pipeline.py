@@ -112,11 +112,15 @@ def run(config: str | Path | Config | None, overrides: list[str] | tuple[str, ..
         with clock("evaluate"):
             stages.evaluate(prep, res, preds, record, tracker)
         signals.check()
-        # 6. Diagnose: data findings and the checks on curves and predictions.
+        # 6. Diagnose: data findings and the checks on curves and predictions. Label issues by confident
+        # learning over val + test, or (evaluate.label_issues: cross_val) every row by K-fold cross-fitting.
+        with clock("cross_fit", when=prep.cfg.evaluate.label_issues == "cross_val"):
+            oos = stages.cross_fit(prep)
         with clock("diagnose"):
-            findings = stages.diagnose(prep, res, preds, record, res.history, data_findings)
-        # 7. Figures, prediction files, explanations.
-        stages.write_outputs(prep, rd, record, res, preds, findings, clock)
+            issues = stages.label_issues(prep, preds, oos)
+            findings = stages.diagnose(prep, res, preds, record, res.history, data_findings, issues)
+        # 7. Figures, prediction files (label_issues.csv among them), explanations.
+        stages.write_outputs(prep, rd, record, res, preds, findings, clock, issues)
     except BaseException as exc:
         stages.fail(rd, record, tracker, exc, clock=clock)
         raise

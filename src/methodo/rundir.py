@@ -53,6 +53,10 @@ LAYOUT = {
     "preprocessor": "preprocessor.json",  # scaling fitted on the training split
     "features": "features.skops",  # the fitted feature pipeline (tables)
     "lr_find": "lr_find.json",
+    "splits": "splits.csv",  # every row of the dataset and its split (train, val, test)
+    "predictions_val": "predictions_val.csv",  # one row per validation row (the task's columns)
+    "predictions_test": "predictions_test.csv",  # one row per test row (the same columns)
+    "label_issues": "label_issues.csv",  # rows whose label looks wrong (confident learning), most suspect first
     "figures": "figures",
     "checkpoints": "checkpoints",
     "folds": "folds",  # k-fold: one run dir per fold

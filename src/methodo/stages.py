@@ -156,12 +156,32 @@ def prepare(cfg: Config, clock: Clock | None = None) -> Prepared:
     check_batch_size(cfg.train.batch_size, n_fit)
     check_metric_names(ds.task, cfg.evaluate.metrics)
     resolve_device(cfg.train.device)  # `cuda` without a GPU is bad input, found before anything is written
+    spec = task_spec(ds.task)
+    if cfg.evaluate.label_issues == "cross_val":
+        check_cross_val(cfg, ds, spec)
 
     # 2. Model, sized from the data (after feature steps).
     with clock("prepare"):
         model = build_model(cfg.model.name, input_shape=data.input_shape, n_outputs=data.n_outputs,
                             kind=ds.kind, task=ds.task, **cfg.model.options)
-    return Prepared(cfg, ds, data, model, task_spec(ds.task))
+    return Prepared(cfg, ds, data, model, spec)
+
+
+def check_cross_val(cfg: Config, ds, spec) -> None:
+    """``evaluate.label_issues: cross_val`` needs labels to check and folds the data can fill."""
+    from methodo.data.split import split_indices
+    from methodo.evaluate.label_issues import check_folds
+
+    if spec.label_issues is None:
+        raise ConfigError(f"evaluate.label_issues: cross_val looks for wrong labels, and a {ds.task} dataset has "
+                          "none to check (classification and multilabel tasks); use val_test (the default)")
+    K = cfg.evaluate.label_folds
+    check_folds(K, len(ds.y), flag="evaluate.label_folds")
+    try:
+        split_indices(ds.y, method="kfold", val=cfg.data.split.val, test=0.0, seed=cfg.seed, task=ds.task,
+                      folds=K, fold=1)
+    except DataError as exc:
+        raise ConfigError(f"evaluate.label_folds={K}: {str(exc).split(': ', 1)[-1]}") from None
 
 
 def check_resume(rd: RunDir | None, prep: Prepared) -> Path | None:
@@ -338,6 +358,7 @@ def open_run(prep: Prepared, tracker, *, out, resume_rd: RunDir | None, resumed:
     record = new_record(prep, resumed=resumed)
     rd.write_text(LAYOUT["config"], dump_yaml(cfg))
     rd.write_text(LAYOUT["preprocessor"], data.preprocessor.to_json())
+    write_splits_csv(rd, data.indices)
     if data.features is not None:  # the fitted feature Pipeline, saved with the model (skops: no pickle)
         save_pipeline(data.features, rd.file(LAYOUT["features"]))
     if lr_found is not None:
@@ -357,6 +378,14 @@ def open_run(prep: Prepared, tracker, *, out, resume_rd: RunDir | None, resumed:
     record.mlflow_run_id = tracker.run_id
     rd.write_record(record)
     return rd, record
+
+
+def write_splits_csv(rd: RunDir, indices: dict) -> None:
+    """``splits.csv``: every row of the dataset (its row id, as in the prediction files) and its split."""
+    import numpy as np
+
+    order = [(int(r), s) for s, rows in indices.items() for r in np.asarray(rows)]
+    rd.write_csv(LAYOUT["splits"], ["row", "split"], sorted(order))
 
 
 # --------------------------------------------------------------------------- 4. train
@@ -500,9 +529,48 @@ def evaluate_ensembles(prep: Prepared, res) -> dict:
 # --------------------------------------------------------------------------- 6. diagnose
 
 
-def diagnose(prep: Prepared, res, preds: dict, record: RunRecord, history: list[dict], data_findings: list) -> list:
+def cross_fit(prep: Prepared):
+    """``evaluate.label_issues: cross_val``: out-of-sample scores of every row by K-fold cross-fitting of
+    the run's config (:func:`methodo.evaluate.label_issues.cross_fit`); None otherwise."""
+    cfg = prep.cfg
+    if cfg.evaluate.label_issues != "cross_val" or prep.spec.label_issues is None:
+        return None
+    from methodo.evaluate.label_issues import cross_fit as fit_folds
+
+    return fit_folds(cfg, prep.ds, folds=cfg.evaluate.label_folds, flag="evaluate.label_folds",
+                     progress=cfg.train.progress)
+
+
+def label_issues(prep: Prepared, preds: dict, oos=None):
+    """Rows whose label looks wrong (:class:`~methodo.evaluate.label_issues.LabelIssues`), by confident
+    learning over out-of-sample scores: ``oos`` (every row, from :func:`cross_fit`) or else the run's
+    own validation and test scores. None for tasks without labels to check."""
+    import numpy as np
+
+    from methodo.evaluate.label_issues import find_label_issues
+
+    data, spec = prep.data, prep.spec
+    if spec.label_issues is None:
+        return None
+    multilabel = spec.label_issues == "multilabel"
+    if oos is not None:
+        split_of = np.empty(len(prep.ds.y), dtype=object)
+        for s, rows in data.indices.items():
+            split_of[rows] = s
+        return find_label_issues(oos, prep.ds.y, splits=split_of, class_names=prep.ds.class_names,
+                                 multilabel=multilabel, method="cross_val", folds=prep.cfg.evaluate.label_folds)
+    held_out = ("val", "test")
+    return find_label_issues(
+        np.concatenate([preds[s] for s in held_out]), np.concatenate([data.raw_y[s] for s in held_out]),
+        rows=np.concatenate([data.indices[s] for s in held_out]),
+        splits=np.concatenate([[s] * len(data.indices[s]) for s in held_out]),
+        class_names=prep.ds.class_names, multilabel=multilabel)
+
+
+def diagnose(prep: Prepared, res, preds: dict, record: RunRecord, history: list[dict], data_findings: list,
+             issues=None) -> list:
     """The run's findings, most severe first: the data audit's and the checks on curves and predictions.
-    Label errors are hunted on rows the model never trained on (val + test)."""
+    Label errors come from ``issues`` (:func:`label_issues`: rows the models never trained on)."""
     import numpy as np
 
     from methodo import diagnose as dg
@@ -516,9 +584,7 @@ def diagnose(prep: Prepared, res, preds: dict, record: RunRecord, history: list[
         test_pred=test_pred, test_true=test_true, intervals=(record.intervals or {}).get("test", {}),
         undefined=(record.undefined or {}).get("test", {}), class_names=prep.ds.class_names,
         lr=prep.cfg.train.optimizer.lr,
-        oos_proba=np.concatenate([preds["val"], preds["test"]]) if spec.has_classes else None,
-        oos_true=np.concatenate([data.raw_y["val"], data.raw_y["test"]]),
-        oos_rows=np.concatenate([data.indices["val"], data.indices["test"]]),
+        label_issues=issues,
         monitor=res.monitor, skipped_batches=res.skipped_batches,
         reference=record.reference.model_dump() if record.reference else None)
     findings = sorted(data_findings + dg.diagnose(facts), key=lambda x: dg.SEVERITY_ORDER.get(x.severity, 9))
@@ -542,26 +608,37 @@ class Outputs:
     preds: dict
     findings: list = field(default_factory=list)
 
+    label_issues: Any = None  # methodo.evaluate.label_issues.LabelIssues, or None
+
     def write_predictions(self, name: str, header: list[str], rows) -> Path:
         return self.rd.write_csv(name, header, rows)
 
+    def write_split_predictions(self, header: list[str], rows) -> None:
+        """``predictions_val.csv`` and ``predictions_test.csv``, the same columns: ``rows(split)`` yields the
+        rows of one split."""
+        for split in ("val", "test"):
+            self.rd.write_csv(LAYOUT[f"predictions_{split}"], header, rows(split))
+
 
 def write_outputs(prep: Prepared, rd: RunDir, record: RunRecord, res, preds: dict, findings: list,
-                  clock: Clock | None = None) -> None:
-    """Learning curves and weights for every task, the task's own figures and prediction files, the
-    augmentation gallery (timed as ``figures``), and the explanations of the test predictions (captum,
-    timed as ``explain``)."""
+                  clock: Clock | None = None, issues=None) -> None:
+    """Learning curves and weights for every task, the task's own figures and prediction files, every
+    label issue (``label_issues.csv``, when searched), the augmentation gallery (timed as ``figures``),
+    and the explanations of the test predictions (captum, timed as ``explain``)."""
+    from methodo.evaluate.label_issues import COLUMNS
     from methodo.report import plots
 
     cfg, ds, data, spec = prep.cfg, prep.ds, prep.data, prep.spec
     clock = clock or Clock()
     with clock("figures"):
+        if issues is not None:
+            rd.write_csv(LAYOUT["label_issues"], COLUMNS, issues.csv_rows())
         plots.learning_curves(res.history, res.lrs, rd.figure("learning_curves.png"), best_epoch=res.best_epoch,
                               grad_norms=res.grad_norms, clip=cfg.train.clip.norm)
         if res.monitor:
             plots.weight_distributions(res.monitor, rd.figure("weights.png"))
         if spec.write_outputs is not None:
-            spec.write_outputs(Outputs(rd, record, cfg, ds, data, prep.model, preds, findings))
+            spec.write_outputs(Outputs(rd, record, cfg, ds, data, prep.model, preds, findings, issues))
         if data.augment is not None:  # the augmentation gallery: training images beside augmented copies
             from methodo.data.augment import gallery
 

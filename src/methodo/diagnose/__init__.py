@@ -15,6 +15,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,9 @@ class Facts:
     oos_proba: np.ndarray | None = None
     oos_true: np.ndarray | None = None
     oos_rows: np.ndarray | None = None
+    # the label issues already searched (methodo.evaluate.label_issues.LabelIssues: the pipeline's, over
+    # val + test or every row by cross-fitting); when None the check searches oos_proba itself
+    label_issues: Any = None
     class_names: list[str] | None = None
     lr: float | None = None
     monitor: list[dict] = field(default_factory=list)  # per-epoch weight/gradient stats (train.monitor)
@@ -293,45 +297,33 @@ def lr_too_low(f: Facts) -> Finding | None:
 
 
 @FINDINGS.register("label_errors", check=True,
-                    help="out-of-sample rows the model confidently assigns to another class (confident learning)")
+                    help="rows whose given label looks wrong: confident learning (cleanlab) over out-of-sample "
+                         "probabilities; every suspect in label_issues.csv")
 def label_errors(f: Facts) -> Finding | None:
-    """Confident learning on every out-of-sample row: O(n × C) time, O(n) memory beside the
-    probabilities (the runner-up class is found in chunks of rows; only the suspects are sorted)."""
-    if not f.spec.has_classes or f.oos_proba is None or len(f.oos_true) < 10:
+    from methodo.evaluate import label_issues as li
+    from methodo.rundir import LAYOUT
+
+    found = f.label_issues
+    if found is None:
+        kind = f.spec.label_issues
+        if kind is None or f.oos_proba is None or f.oos_true is None or len(f.oos_true) < li.MIN_ROWS:
+            return None
+        found = li.find_label_issues(f.oos_proba, f.oos_true, rows=f.oos_rows, class_names=f.class_names,
+                                     multilabel=kind == "multilabel")
+    if not found.count:
         return None
-    p, y = f.oos_proba, np.asarray(f.oos_true)
-    n, c = p.shape
-    given = p[np.arange(n), y]
-    # per-class confidence threshold: mean probability the model gives class j on rows labeled j
-    count = np.bincount(y, minlength=c)
-    thr = np.where(count > 0, np.bincount(y, weights=given, minlength=c) / np.maximum(count, 1), 1.0)
-    j = _runner_up(p, y)
-    suspect = (p[np.arange(n), j] >= thr[j] - 1e-9) & (given < 0.1) & (j != y)
-    idx = np.flatnonzero(suspect)
-    if len(idx) == 0:
-        return None
-    idx = idx[np.argsort(given[idx])][:10]
-    names = f.class_names or [str(k) for k in range(c)]
-    rows = [{"row": int(f.oos_rows[i]) if f.oos_rows is not None else int(i), "given": names[y[i]],
-             "predicted": names[j[i]], "p_given": round(float(given[i]), 4), "p_predicted": round(float(p[i, j[i]]), 4)}
-            for i in idx]
-    share = suspect.mean()
+    share = found.count / max(found.n, 1)
+    searched = ("validation/test rows" if found.method == "val_test"
+                else f"rows (every row, {found.folds}-fold cross-fitted)")
     return Finding(
         "label_errors", "medium" if share >= 0.01 else "low",
-        f"{int(suspect.sum())} validation/test rows look mislabeled (the model is confident they are another class)",
-        {"suspects": int(suspect.sum()), "share": round(float(share), 4), "rows_examined": n, "top": rows},
-        "Inspect these rows (figure label_errors.png); fix wrong labels or remove ambiguous inputs, then retrain.")
-
-
-def _runner_up(p: np.ndarray, y: np.ndarray, chunk: int = 65_536) -> np.ndarray:
-    """The most probable class other than the given one, per row; a chunk of rows at a time, so the
-    extra memory is ``chunk × C`` whatever the number of rows."""
-    j = np.empty(len(y), dtype=np.intp)
-    for s in range(0, len(y), chunk):
-        other = np.array(p[s:s + chunk])
-        other[np.arange(len(other)), y[s:s + chunk]] = -1
-        j[s:s + chunk] = other.argmax(1)
-    return j
+        f"{found.count} of {found.n} {searched} look mislabeled (confident learning: the model is confident "
+        "they are another class)",
+        {"suspects": found.count, "share": round(float(share), 4), "searched": found.n, "method": found.method,
+         "file": LAYOUT["label_issues"], "top": found.rows[:li.TOP]},
+        f"Inspect the rows of {LAYOUT['label_issues']} (most suspect first; figure label_errors.png shows the top ones); "
+        "fix wrong labels or remove ambiguous inputs, then retrain. `methodo data label-issues CONFIG` checks "
+        "every row and can write a cleaned copy of a CSV (--fix drop|relabel --out CLEAN.csv).")
 
 
 @FINDINGS.register("miscalibrated", check=True,

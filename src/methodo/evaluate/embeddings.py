@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from methodo.errors import BadInput
+from methodo.rundir import LAYOUT
 
 METHODS = ("pca", "tsne", "umap")
 
@@ -83,8 +84,8 @@ def _test_inputs(rd, cfg):
 
     ds = load_dataset(cfg.data)
     rows = split_dataset(ds, cfg.data, cfg.seed)["test"]
-    if rd.has("predictions_test.csv"):
-        saved = [int(r["row"]) for r in csv.DictReader(io.StringIO(rd.read_text("predictions_test.csv")))]
+    if rd.has(LAYOUT["predictions_test"]):
+        saved = [int(r["row"]) for r in csv.DictReader(io.StringIO(rd.read_text(LAYOUT["predictions_test"])))]
         if saved != rows.tolist():
             raise BadInput(f"{rd.path}: the test split rebuilt from config.yaml differs from predictions_test.csv "
                            "(the data changed since the run?)")

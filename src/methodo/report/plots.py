@@ -313,7 +313,8 @@ def threshold_sweep(p_pos: np.ndarray, y: np.ndarray, chosen: float, path: Path)
 
 
 def label_errors(suspects: list[dict], ds, path: Path) -> Path:
-    """The suspect rows with their inputs: images for image data, feature values for tables."""
+    """The suspect rows (``label_issues.csv`` rows) with their inputs: images for image data, feature values
+    for tables."""
     plt = _plt()
     n = len(suspects)
     if ds.kind == "image":
@@ -321,19 +322,19 @@ def label_errors(suspects: list[dict], ds, path: Path) -> Path:
         for ax, s in zip(axes[0], suspects):
             img = ds.X[s["row"]]
             ax.imshow(img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1) / max(img.max(), 1e-8), cmap="gray")
-            ax.set_title(f"row {s['row']}\ngiven {s['given']}\nmodel {s['predicted']} ({s['p_predicted']:.2f})", fontsize=7)
+            ax.set_title(f"row {s['row']}\ngiven {s['given']}\nmodel {s['suggested']} ({s['p_suggested']:.2f})", fontsize=7)
             ax.axis("off")
         return _save(fig, path)
     cols = ds.feature_names[:8]
     fig, ax = plt.subplots(figsize=(min(14, 1.3 * len(cols) + 4), 0.4 * n + 1))
     ax.axis("off")
-    cells = [[s["row"], s["given"], s["predicted"], f"{s['p_given']:.3f}"]
+    cells = [[s["row"], s["given"], s["suggested"], f"{s['p_given']:.3f}"]
              + [f"{v:.3g}" for v in ds.X[s["row"]][:len(cols)]] for s in suspects]
     table = ax.table(cellText=cells, colLabels=["row", "given", "model", "p(given)", *cols], loc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(9)
     table.scale(1, 1.5)
-    ax.set_title("suspected label errors (validation/test)")
+    ax.set_title("suspected label errors (the most suspect; all in label_issues.csv)")
     return _save(fig, path)
 
 

@@ -34,7 +34,8 @@ class TaskSpec:
     the dummy strategies' metrics; ``tables(scores, y, class_names)`` the test tables (or None).
 
     Outputs: ``write_outputs(ctx)`` writes the task's figures and prediction files (``ctx`` is a
-    :class:`methodo.stages.Outputs`).
+    :class:`methodo.stages.Outputs`; ``ctx.write_split_predictions`` writes ``predictions_val.csv`` and
+    ``predictions_test.csv`` with the same columns).
     """
 
     name: str
@@ -60,6 +61,9 @@ class TaskSpec:
     count_unit: str | None = None  # what class counts count, when not rows
     per_row: bool = True  # one output vector per row (not per pixel or token): the row models can do it
     headline: tuple[str, int] = ("rmse", -1)  # the metric that says whether the input was used, and its direction
+    # how label issues are searched (methodo.evaluate.label_issues): "multiclass" (one class per row),
+    # "multilabel" (several yes/no labels per row), or None (no label to check: values, pixels, tokens)
+    label_issues: str | None = None
     help: str = ""
 
     @property

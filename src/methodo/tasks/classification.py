@@ -18,7 +18,8 @@ def _tables(scores, y, class_names):
 
 
 def _write_outputs(o) -> None:
-    """Confusion matrix, ROC/PR curves, calibration, the threshold sweep, label-error suspects, predictions."""
+    """Confusion matrix, ROC/PR curves, calibration, the threshold sweep, label-error suspects, predictions
+    (validation and test)."""
     from methodo.report import plots
 
     probs, y = o.preds["test"], o.data.raw_y["test"]
@@ -33,15 +34,15 @@ def _write_outputs(o) -> None:
     suspects = next((f.evidence["top"] for f in o.findings if f.id == "label_errors"), None)
     if suspects:
         plots.label_errors(suspects, o.ds, o.rd.figure("label_errors.png"))
-    o.write_predictions("predictions_test.csv", ["row", "true", "predicted", *[f"p_{c}" for c in names]],
-                        ([int(r), names[int(t)], names[int(p.argmax())], *[f"{v:.6f}" for v in p]]
-                         for r, t, p in zip(o.data.indices["test"], y, probs)))
+    o.write_split_predictions(["row", "true", "predicted", *[f"p_{c}" for c in names]], lambda s: (
+        [int(r), names[int(t)], names[int(p.argmax())], *[f"{v:.6f}" for v in p]]
+        for r, t, p in zip(o.data.indices[s], o.data.raw_y[s], o.preds[s])))
 
 
 SPEC = TaskSpec(
     name="classification", score="accuracy", higher_is_better=True, loss=cross_entropy, batch_score=correct,
     n_outputs=lambda ds: ds.n_classes, strata=lambda y: y, to_scores=softmax, decide=argmax, baselines=_baselines,
     tables=_tables,
-    write_outputs=_write_outputs, has_classes=True, reference=True, headline=("accuracy", 1),
+    write_outputs=_write_outputs, has_classes=True, reference=True, headline=("accuracy", 1), label_issues="multiclass",
     help="one class per row: cross-entropy, epoch score accuracy")
 TASKS.register(SPEC.name, SPEC, help=SPEC.help)

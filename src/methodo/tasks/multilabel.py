@@ -57,21 +57,22 @@ def _tables(scores, y, label_names):
 
 
 def _write_outputs(o) -> None:
-    """Per-label precision, recall and F1 beside each label's frequency, and the predictions file."""
+    """Per-label precision, recall and F1 beside each label's frequency, and the predictions files (val, test)."""
     from methodo.report import plots
 
-    names, probs, y = o.ds.class_names, o.preds["test"], o.data.raw_y["test"]
+    names = o.ds.class_names
     plots.per_label(o.record.tables["test"]["per_label"], o.rd.figure("per_label.png"))
     joined = lambda row: "|".join(n for n, v in zip(names, row) if v >= 0.5)  # noqa: E731
-    o.write_predictions("predictions_test.csv", ["row", "true", "predicted", *[f"p_{n}" for n in names]],
-                        ([int(r), joined(t), joined(p), *[f"{v:.6f}" for v in p]]
-                         for r, t, p in zip(o.data.indices["test"], y, probs)))
+    o.write_split_predictions(["row", "true", "predicted", *[f"p_{n}" for n in names]], lambda s: (
+        [int(r), joined(t), joined(p), *[f"{v:.6f}" for v in p]]
+        for r, t, p in zip(o.data.indices[s], o.data.raw_y[s], o.preds[s])))
 
 
 SPEC = TaskSpec(
     name="multilabel", score="subset_accuracy", higher_is_better=True, loss=_bce, batch_score=_exact,
     n_outputs=lambda ds: ds.n_classes, strata=_combinations, to_scores=_sigmoid, decide=_decide,
     baselines=_baselines, tables=_tables, write_outputs=_write_outputs, headline=("f1_macro", 1),
+    label_issues="multilabel",
     explain="explanations are drawn for single-label classification and regression (task: multilabel)",
     help="several yes/no labels per row: sigmoid outputs, binary cross-entropy, epoch score subset accuracy")
 TASKS.register(SPEC.name, SPEC, help=SPEC.help)

@@ -32,14 +32,14 @@ def _baselines(y_train, y_eval, n_classes, seed):
 
 
 def _write_outputs(o) -> None:
-    """Predicted against true values, and the predictions file."""
+    """Predicted against true values, and the predictions files (val, test)."""
     from methodo.report import plots
 
     pred, y = o.preds["test"], o.data.raw_y["test"]
     plots.regression_fit(pred, y, o.rd.figure("regression_fit.png"))
-    o.write_predictions("predictions_test.csv", ["row", "true", "predicted"],
-                        ([int(r), f"{float(t):.6g}", f"{float(p):.6g}"]
-                         for r, t, p in zip(o.data.indices["test"], y, pred)))
+    o.write_split_predictions(["row", "true", "predicted"], lambda s: (
+        [int(r), f"{float(t):.6g}", f"{float(p):.6g}"]
+        for r, t, p in zip(o.data.indices[s], o.data.raw_y[s], o.preds[s])))
 
 
 SPEC = TaskSpec(

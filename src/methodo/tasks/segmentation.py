@@ -25,7 +25,7 @@ def _tables(scores, y, class_names):
 
 
 def _write_outputs(o) -> None:
-    """Pixel confusion matrix, test images beside true and predicted masks, one row per test image."""
+    """Pixel confusion matrix, test images beside true and predicted masks, one row per val / test image."""
     import numpy as np
 
     from methodo.report import plots
@@ -35,9 +35,9 @@ def _write_outputs(o) -> None:
     plots.confusion_matrix(o.record.tables["test"]["confusion_matrix"], names, o.rd.figure("confusion_matrix.png"))
     plots.segmentation_samples(o.ds.X[o.data.indices["test"]], masks, pred, names, o.rd.figure("segmentation.png"))
     present = lambda m: " ".join(names[c] for c in np.unique(m))  # noqa: E731
-    o.write_predictions("predictions_test.csv", ["row", "pixel_accuracy", "true_classes", "predicted_classes"],
-                        ([int(r), f"{float((t == p).mean()):.4f}", present(t), present(p)]
-                         for r, t, p in zip(o.data.indices["test"], masks, pred)))
+    o.write_split_predictions(["row", "pixel_accuracy", "true_classes", "predicted_classes"], lambda s: (
+        [int(r), f"{float((t == p).mean()):.4f}", present(t), present(p)]
+        for r, t, p in zip(o.data.indices[s], o.data.raw_y[s], o.preds[s].argmax(1))))
 
 
 SPEC = TaskSpec(
