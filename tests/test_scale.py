@@ -205,7 +205,10 @@ def test_label_error_search_on_1e5_rows_is_linear():
     c = 10
     y = rng.integers(0, c, N)
     p = rng.dirichlet(np.full(c, 0.2), N)
+    label_errors(Facts(task="classification", oos_proba=p[:100], oos_true=y[:100]))  # cleanlab imported: not measured
     found, peak = _peak(lambda: label_errors(Facts(task="classification", oos_proba=p, oos_true=y)))
     assert found.evidence["searched"] == N and len(found.evidence["top"]) == 5  # cleanlab over every row
-    assert 0 < found.evidence["suspects"] < N
-    assert peak < 4 * p.nbytes, f"peak {peak / MiB:.0f} MiB for {p.nbytes / MiB:.0f} MiB of probabilities"
+    k = found.evidence["suspects"]
+    assert 0 < k < N
+    # linear: a few copies of the probabilities, plus the suspects' rows (what label_issues.csv will hold)
+    assert peak < 4 * p.nbytes + 1024 * k, f"peak {peak / MiB:.0f} MiB for {p.nbytes / MiB:.0f} MiB of probabilities"

@@ -113,18 +113,36 @@ def _multiclass(p: np.ndarray, y: np.ndarray, names: list[str]):
     keep = np.flatnonzero(present)
     remap = -np.ones(c, dtype=np.int64)
     remap[keep] = np.arange(len(keep))
-    q = p[:, keep]
-    q = q / np.clip(q.sum(1, keepdims=True), 1e-12, None)
     yy = remap[y]
+    q = _renormalized(p, keep)
     mask = cl_find(yy, q, filter_by="prune_by_noise_rate", n_jobs=1)
     quality = get_label_quality_scores(yy, q, method="normalized_margin")
-    idx = np.arange(len(y))
-    other = p.copy()
-    other[idx, y] = -1.0
-    sug = other.argmax(1)
-    given = [names[k] for k in y]
-    suggested = [names[k] for k in sug]
-    return np.flatnonzero(mask), quality, given, suggested, p[idx, y], p[idx, sug]
+    del q
+    issues = np.flatnonzero(mask)
+    # the suggestion (the most likely class other than the given one) for the suspects only: no copy of p
+    sug = np.full(len(y), -1, dtype=np.int64)
+    other = p[issues].copy()
+    other[np.arange(len(issues)), y[issues]] = -1.0
+    sug[issues] = other.argmax(1)
+    p_sug = np.full(len(y), np.nan)
+    p_sug[issues] = p[issues, sug[issues]]
+    return issues, quality, _Names(y, names), _Names(sug, names), p[np.arange(len(y)), y], p_sug
+
+
+class _Names:
+    """``names[codes[i]]`` on demand (the label names of the rows that are read, not of every row)."""
+
+    def __init__(self, codes: np.ndarray, names: list[str]):
+        self.codes, self.names = codes, names
+
+    def __getitem__(self, i: int) -> str:
+        return self.names[self.codes[i]]
+
+
+def _renormalized(p: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``p`` on the classes ``keep``, each row summing to 1 again."""
+    q = p[:, keep]
+    return q / np.clip(q.sum(1, keepdims=True), 1e-12, None)
 
 
 def _multilabel(p: np.ndarray, y: np.ndarray, names: list[str]):
