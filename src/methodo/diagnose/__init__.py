@@ -465,7 +465,7 @@ def vanishing_weights(f: Facts) -> Finding | None:
     return None
 
 
-@FINDINGS.register("dead_relu", check=True, help="many ReLU units output 0 for every probed training input")
+@FINDINGS.register("dead_relu", check=True, help="many ReLU units output 0 for every probed validation input")
 def dead_relu(f: Facts) -> Finding | None:
     if not f.monitor or not f.monitor[-1].get("dead_relu"):
         return None
