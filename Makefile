@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-slow bench clean
+.PHONY: run test test-slow bench clean bench-scale
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test-slow: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/loop_overhead.py --write BENCHMARKS.md
+
+bench-scale: $(BIN)/.installed
+	$(BIN)/python bench/scale.py --write BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) runs mlflow.db mlartifacts mlruns .pytest_cache

@@ -106,20 +106,26 @@ def timed(cmd: list[str], timeout: int, cwd: Path) -> dict:
             "tail": p.stderr[-1500:]}
 
 
+def run_methodo(cfg: Path, out: Path, timeout: int) -> dict:
+    """``methodo run cfg`` into a fresh run dir ``out`` (this script's own, from an earlier round):
+    :func:`timed`'s figures plus the run's stage ``timings``."""
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    res = timed([sys.executable, "-m", "methodo", "run", str(cfg), "--out", str(out)], timeout, cfg.parent)
+    summary = out / "summary.json"
+    res["timings"] = json.loads(summary.read_text()).get("timings", {}) if summary.exists() else {}
+    return res
+
+
 def run_table(work: Path, n: int, timeout: int) -> dict:
     csv = work / f"table_{n}.csv"
     write_table(csv, n)
     cfg = work / f"table_{n}.yaml"
     cfg.write_text(f"name: scale_{n}\ndata: {{source: csv, path: {csv.name}, target: label}}\n"
                    "model: {name: mlp}\ntrain: {epochs: 2, batch_size: 256}\n", encoding="utf-8")
-    out = work / f"run_table_{n}"
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    res = timed([sys.executable, "-m", "methodo", "run", str(cfg), "--out", str(out)], timeout, work)
-    summary = out / "summary.json"
-    res["timings"] = json.loads(summary.read_text()).get("timings", {}) if summary.exists() else {}
+    res = run_methodo(cfg, work / f"run_table_{n}", timeout)
     res["csv_mib"] = csv.stat().st_size / 2**20
     res.update(limit(csv))
     return res
@@ -165,14 +171,7 @@ def run_images(work: Path, n: int, timeout: int) -> dict:
     cfg.write_text(f"name: scale_images_{n}\ndata: {{source: imagefolder, path: {root.name}, workers: 2}}\n"
                    "model: {name: cnn}\ntrain: {epochs: 1, batch_size: 256}\n", encoding="utf-8")
     inspect = timed([sys.executable, "-m", "methodo", "data", "inspect", str(cfg)], timeout, work)
-    out = work / f"run_images_{n}"
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    res = timed([sys.executable, "-m", "methodo", "run", str(cfg), "--out", str(out)], timeout, work)
-    summary = out / "summary.json"
-    res["timings"] = json.loads(summary.read_text()).get("timings", {}) if summary.exists() else {}
+    res = run_methodo(cfg, work / f"run_images_{n}", timeout)
     res["inspect"] = inspect
     res["generate_s"] = gen_s
     return res
