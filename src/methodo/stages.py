@@ -381,11 +381,23 @@ def open_run(prep: Prepared, tracker, *, out, resume_rd: RunDir | None, resumed:
 
 
 def write_splits_csv(rd: RunDir, indices: dict) -> None:
-    """``splits.csv``: every row of the dataset (its row id, as in the prediction files) and its split."""
+    """``splits.csv``: every row of the dataset (its row id, as in the prediction files) and its split,
+    by row id. Written by Arrow from arrays (10⁷ rows in about 2 s, no Python object per row), in the
+    bytes :meth:`RunDir.write_csv` would write (``\\r\\n`` line ends, nothing quoted)."""
     import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
 
-    order = [(int(r), s) for s, rows in indices.items() for r in np.asarray(rows)]
-    rd.write_csv(LAYOUT["splits"], ["row", "split"], sorted(order))
+    names = list(indices)
+    rows = np.concatenate([np.asarray(indices[k], dtype=np.int64).ravel() for k in names] or [np.zeros(0, np.int64)])
+    split = np.concatenate([np.full(np.asarray(indices[k]).size, i, dtype=np.int32) for i, k in enumerate(names)]
+                           or [np.zeros(0, np.int32)])
+    order = np.argsort(rows, kind="stable")
+    table = pa.table({"row": rows[order],
+                      "split": pa.DictionaryArray.from_arrays(pa.array(split[order]), pa.array(names, pa.string()))})
+    out = pa.BufferOutputStream()
+    pacsv.write_csv(table, out, pacsv.WriteOptions(quoting_style="none", quoting_header="none", batch_size=1 << 16))
+    rd.write_bytes(LAYOUT["splits"], out.getvalue().to_pybytes().replace(b"\n", b"\r\n"))
 
 
 # --------------------------------------------------------------------------- 4. train
