@@ -164,14 +164,12 @@ def _to_host(values: list[torch.Tensor]) -> list[float]:
     return torch.stack([v.detach().to(dev, torch.float64) for v in values]).tolist()  # float32 → 64: exact
 
 
-def _sum_on_host(values: list) -> float:
-    """The sum of 0-dim tensors (or numbers), added in order in float64 after one device→host
-    transfer: the same value as accumulating them one by one in a float64 tensor, without one
-    device operation (and, on a GPU, one sync) per batch."""
+def _sum_on_host(values: list[torch.Tensor]) -> float:
+    """The sum of 0-dim tensors (the tasks' ``batch_score`` sums), added in order in float64 after one
+    device→host transfer: the same value as accumulating them one by one in a float64 tensor, without
+    one device operation (and, on a GPU, one sync) per batch."""
     if not values:
         return 0.0
-    if not isinstance(values[0], torch.Tensor):
-        return float(sum(values, 0.0))
     if len(values) == 1:
         return 0.0 + values[0].item()
     return float(sum(torch.stack(values).tolist(), 0.0))
