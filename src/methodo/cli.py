@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tokens the window moves each step (default: window/2; = window for non-overlapping chunks)")
     lm.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     _add_config_parser(sub)
+    _add_experiment_parsers(sub)
     return p
 
 
@@ -138,6 +139,56 @@ def _add_config_parser(sub) -> None:
                     "that component NAME takes, with their defaults (e.g. show train.optimizer --options adam)")
     cd = csub.add_parser("docs", help="write the whole reference as Markdown (docs/config.md)")
     cd.add_argument("--out", metavar="FILE", help="file to write (default: print it)")
+
+
+def _add_experiment_parsers(sub) -> None:
+    """`reproduce`, `compare`, `new`: working across runs and projects."""
+    rp = sub.add_parser("reproduce", help="re-run a recorded run (run dir or MLflow run ID) from its config and "
+                        "seed, and check the numbers are the same",
+                        description="Re-run a run from its recorded config and seed into a new run dir and compare "
+                        "every metric: equal bit for bit on the same machine, versions and data; within --tolerance "
+                        "where the versions, platform, CPU threads, git commit or data differ (each difference is "
+                        "shown). Writes reproduction.json in the new run dir. Exit 0 when reproduced, 3 when not.")
+    rp.add_argument("source", metavar="RUN_DIR|MLFLOW_RUN_ID")
+    rp.add_argument("--out", metavar="DIR", help="run dir to create (default runs/NAME-reproduce-TIMESTAMP-XXXX)")
+    rp.add_argument("--tolerance", type=float, default=1e-6, metavar="T",
+                    help="largest absolute metric difference accepted when the environment differs (default 1e-6)")
+    rp.add_argument("--tracking-uri", metavar="URI", help="MLflow store to find a run ID in (default: "
+                    "MLFLOW_TRACKING_URI, else MLflow's default ./mlflow.db, where methodo runs log)")
+
+
+def cmd_reproduce(args) -> int:
+    from methodo.errors import RunFailed
+    from methodo.experiments.reproduce import reproduce
+
+    rep = reproduce(args.source, out=args.out, tolerance=args.tolerance,
+                    tracking_uri=args.tracking_uri)
+    print(f"\nreproduction of {rep.source}: {rep.run_dir}")
+    if rep.environment:
+        for d in rep.environment:
+            print(f"warning: {d['what']} differs: recorded {d['recorded']}, now {d['now']}", file=sys.stderr)
+    else:
+        print("environment: same versions, platform, CPU threads, git commit and data digest")
+    show = lambda v: "undefined" if v is None else f"{v:.6g}"  # noqa: E731
+    equal = sum(m["recorded"] == m["now"] for m in rep.metrics)
+    splits = ", ".join(dict.fromkeys(m["split"] for m in rep.metrics))
+    print(f"metrics: {len(rep.metrics)} compared ({splits}), {equal} equal bit for bit; test and differing ones:")
+    shown = [m for m in rep.metrics if m["split"] == "test" or m["recorded"] != m["now"]]
+    width = max((len(f"{m['split']} {m['metric']}") for m in shown), default=6)
+    print(f"  {'metric':<{width}}  {'recorded':>12}  {'now':>12}  diff")
+    for m in shown:
+        diff = "" if m["diff"] is None else ("0" if m["diff"] == 0 else f"{m['diff']:+.3g}")
+        print(f"  {m['split'] + ' ' + m['metric']:<{width}}  {show(m['recorded']):>12}  {show(m['now']):>12}  {diff}")
+    for o in rep.other:
+        if o["recorded"] != o["now"]:
+            print(f"  {o['what']}: recorded {o['recorded']}, now {o['now']}")
+    why = {"identical": "every metric equal bit for bit, same epochs and findings",
+           "within tolerance": f"the environment differs; every metric within {rep.tolerance:g}",
+           "differs": "the numbers differ" + ("" if rep.environment else " on the same environment")}
+    print(f"verdict: {rep.verdict} ({why[rep.verdict]})\ndetails: {rep.run_dir / 'reproduction.json'}")
+    if not rep.reproduced:
+        raise RunFailed(f"not reproduced: {rep.source} vs {rep.run_dir}")
+    return 0
 
 
 def cmd_config(args, parser) -> int:
@@ -446,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_embed(args.run_dir, args.method)
         if args.command == "config":
             return cmd_config(args, parser)
+        if args.command == "reproduce":
+            return cmd_reproduce(args)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

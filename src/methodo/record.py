@@ -77,7 +77,8 @@ class DataInfo(_Record):
     augment: list[Any] | None = None
     count_unit: str | None = None
     extra: dict[str, dict[str, Any]] | None = None
-    _optional = frozenset({"class_weights", "features", "augment", "count_unit", "extra"})
+    digest: str | None = None  # sha256 of the loaded data (Dataset.digest): what `methodo reproduce` checks
+    _optional = frozenset({"class_weights", "features", "augment", "count_unit", "extra", "digest"})
 
 
 class ThresholdInfo(_Record):

@@ -290,12 +290,28 @@ def audit(prep: Prepared) -> list:
 # --------------------------------------------------------------------------- 3. the run dir
 
 
+# the packages whose versions can change a run's numbers (read from installed metadata: nothing imported)
+_VERSIONED = ("torchvision", "numpy", "scikit-learn", "torchmetrics", "pandas", "pyarrow", "scipy")
+
+
 def versions() -> dict[str, str]:
+    """What a re-run must match to give the same numbers bit for bit: methodo, torch and the numeric
+    packages, Python, the platform and the CPU threads torch uses (they fix the order of reductions)."""
+    from importlib import metadata
+
     import torch
 
     from methodo import __version__
 
-    return {"methodo": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    out = {"methodo": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    out["platform"] = f"{platform.system()}-{platform.machine()}"
+    out["torch_threads"] = str(torch.get_num_threads())
+    return out
 
 
 def git_commit() -> str | None:
@@ -327,7 +343,7 @@ def new_record(prep: Prepared, *, resumed: bool) -> RunRecord:
                        {c: round(float(w), 6) for c, w in zip(ds.class_names, data.class_weights)}),
         features=({"steps": cfg.data.features, "names": data.feature_names, "n": len(data.feature_names)}
                   if ds.kind == "tabular" else None),
-        augment=cfg.data.augment or None, count_unit=spec.count_unit,
+        augment=cfg.data.augment or None, count_unit=spec.count_unit, digest=ds.digest(),
         extra=({s: {"n": int(len(X)), "description": ds.extra_descriptions.get(s, "")}
                 for s, (X, _) in ds.extra.items()} if ds.extra else None))
     return RunRecord(name=cfg.name, task=ds.task, dataset=ds.name, seed=cfg.seed, world_size=world_size(),
