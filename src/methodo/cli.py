@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     _add_config_parser(sub)
     _add_experiment_parsers(sub)
+    _add_compare_parser(sub)
     return p
 
 
@@ -155,6 +156,86 @@ def _add_experiment_parsers(sub) -> None:
                     help="largest absolute metric difference accepted when the environment differs (default 1e-6)")
     rp.add_argument("--tracking-uri", metavar="URI", help="MLflow store to find a run ID in (default: "
                     "MLFLOW_TRACKING_URI, else MLflow's default ./mlflow.db, where methodo runs log)")
+
+
+def _add_compare_parser(sub) -> None:
+    cp = sub.add_parser("compare", help="runs side by side: differing config keys, test metrics with intervals, "
+                        "which differences are real, overlaid learning curves",
+                        description="Put runs side by side (run dirs, or the finished runs of an MLflow "
+                        "experiment): the config keys that differ, the test metrics with their bootstrap intervals, "
+                        "and for each run whether it differs from the best one beyond noise (a paired bootstrap of "
+                        "the difference when both predicted the same test rows, else whether the intervals "
+                        "overlap). Prints a table and the validation-loss curves; --html writes the page with the "
+                        "curves drawn.")
+    cp.add_argument("run_dirs", nargs="*", metavar="RUN_DIR")
+    cp.add_argument("--experiment", metavar="NAME", help="compare the finished runs of this MLflow experiment")
+    cp.add_argument("--tracking-uri", metavar="URI", help="MLflow store of --experiment (default: "
+                    "MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    cp.add_argument("--metrics", metavar="M1,M2", help="test metrics to show, the first decides the best run "
+                    "(default: up to three of accuracy, f1, roc_auc, mae, rmse, r2, iou that all runs have)")
+    cp.add_argument("--html", metavar="FILE.html", help="also write the comparison as a self-contained page; "
+                    "must not exist")
+
+
+_SPARK = "▁▂▃▄▅▆▇█"
+
+
+def cmd_compare(args, parser) -> int:
+    from pathlib import Path
+
+    from methodo.errors import BadInput
+    from methodo.experiments import compare as C
+
+    if bool(args.run_dirs) == bool(args.experiment):
+        parser.error("compare: give RUN_DIR... or --experiment NAME (one of the two)")
+    html = Path(args.html) if args.html else None
+    if html is not None:
+        if html.suffix.lower() != ".html":
+            raise BadInput(f"--html {html}: give a file name ending in .html")
+        if html.exists() or html.is_symlink():
+            raise BadInput(f"--html {html}: exists; methodo never writes over your files (choose another name)")
+        if not html.parent.is_dir():
+            raise BadInput(f"--html {html}: folder {html.parent} does not exist")
+    if len(args.run_dirs) > C.MAX_RUNS:
+        raise BadInput(f"compare: {len(args.run_dirs)} run dirs; at most {C.MAX_RUNS}")
+    runs = (C.load_experiment(args.experiment, args.tracking_uri) if args.experiment
+            else [C.load_run_dir(p) for p in args.run_dirs])
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    cmp = C.compare(runs, metrics)
+    fmt = lambda v: "undefined" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+    head = ["run", *cmp.params, *cmp.metrics, f"vs best on {cmp.metrics[0]}"]
+    table = [head]
+    for i, (r, t) in enumerate(zip(cmp.runs, cmp.tests)):
+        cells = [r.label + (" (best)" if i == cmp.best else "")] + [fmt(r.params.get(p)) for p in cmp.params]
+        for m in cmp.metrics:
+            iv = r.intervals.get(m)
+            cells.append(fmt(r.test.get(m)) + (f" [{iv[0]:.4f}, {iv[1]:.4f}]" if iv else ""))
+        if t["method"] == "best":
+            cells.append("—")
+        elif t["significant"] is None:
+            cells.append("no interval to test with")
+        else:
+            d = "" if t["diff"] is None else f"{t['diff']:+.4f} "
+            what = "significant" if t["significant"] else "within noise"
+            iv = f" [{t['interval'][0]:+.4f}, {t['interval'][1]:+.4f}]" if t["interval"] else ""
+            cells.append(f"{d}{what} ({t['method']}{iv})")
+        table.append(cells)
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    curves = [(r.label, [h["val_loss"] for h in r.history if "val_loss" in h]) for r in cmp.runs]
+    values = [v for _, c in curves for v in c if v == v]
+    if values:
+        lo, hi = min(values), max(values)
+        print(f"validation loss per epoch (▁ = {lo:.4g}, █ = {hi:.4g}):")
+        width = max(len(label) for label, _ in curves)
+        for label, c in curves:
+            spark = "".join(_SPARK[min(7, int(7 * (v - lo) / (hi - lo))) if hi > lo else 0] if v == v else " " for v in c)
+            print(f"  {label:<{width}}  {spark}  {fmt(c[-1]) if c else 'no curve'}")
+    if html is not None:
+        C.write_html(cmp, html)
+        print(f"page: {html}")
+    return 0
 
 
 def cmd_reproduce(args) -> int:
@@ -499,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_config(args, parser)
         if args.command == "reproduce":
             return cmd_reproduce(args)
+        if args.command == "compare":
+            return cmd_compare(args, parser)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
