@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_parser(sub)
     _add_experiment_parsers(sub)
     _add_compare_parser(sub)
+    _add_new_parser(sub)
     return p
 
 
@@ -238,6 +239,26 @@ def cmd_compare(args, parser) -> int:
     return 0
 
 
+def _add_new_parser(sub) -> None:
+    nw = sub.add_parser("new", help="start a structured project: configs/ (base + experiments), data/, runs/, "
+                        "notebooks/, src/NAME (your models and datasets, registered into methodo), tests/, CI",
+                        description="Write a new project folder laid out as the course recommends. "
+                        "`pip install -e .` inside it registers its src/ package with methodo (entry point "
+                        "methodo.plugins); `methodo run configs/base.yaml` runs at once on bundled data.")
+    nw.add_argument("name", metavar="NAME", help="project name: the folder and the Python package")
+    nw.add_argument("--dir", default=".", metavar="PARENT", help="folder to create NAME in (default: here)")
+
+
+def cmd_new(args) -> int:
+    from methodo.experiments.scaffold import files, new_project, package_name
+
+    root = new_project(args.name, parent=args.dir)
+    print(f"project {args.name}: {root} ({len(files(args.name))} files)")
+    print(f"  configs/base.yaml, configs/experiments/{{wider,own_model}}.yaml, src/{package_name(args.name)}/, tests/")
+    print(f"next:\n  cd {root}\n  pip install -e .\n  methodo run configs/base.yaml")
+    return 0
+
+
 def cmd_reproduce(args) -> int:
     from methodo.errors import RunFailed
     from methodo.experiments.reproduce import reproduce
@@ -299,6 +320,9 @@ def cmd_config(args, parser) -> int:
 
 
 def cmd_list(what: str) -> int:
+    from methodo.registry import load_plugins
+
+    load_plugins()
     reg = REGISTRIES.get(what)
     prefixes = [(f"{p.prefix}:NAME", p.help) for p in reg.prefixes()]
     width = max(len(n) for n in reg.names() + [n for n, _ in prefixes])
@@ -582,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_reproduce(args)
         if args.command == "compare":
             return cmd_compare(args, parser)
+        if args.command == "new":
+            return cmd_new(args)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -726,7 +726,12 @@ def _decode_text(raw: bytes, path: Path) -> str:
 
 def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     """1-based line of the deepest YAML node on the path ``loc``."""
-    line = None
+    return _match(node, loc)[1]
+
+
+def _match(node: yaml.Node | None, loc: tuple) -> tuple[int, int | None]:
+    """How many parts of ``loc`` the YAML tree holds, and the 1-based line of the deepest one."""
+    line, depth = None, 0
     for part in loc:
         if isinstance(node, yaml.MappingNode):
             found = None
@@ -743,7 +748,8 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
             line = node.start_mark.line + 1
         else:
             break
-    return line
+        depth += 1
+    return depth, line
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict[str, str]:
@@ -840,14 +846,19 @@ def _describe(err: dict, data: Any = None) -> tuple[tuple, str]:
 MAX_MESSAGE = 600  # characters of one error line
 
 
-def _where(key: str, loc: tuple, *, source: str, node: yaml.Node | None, origin: dict[str, str]) -> str:
+def _where(key: str, loc: tuple, *, source: str, node: yaml.Node | None, origin: dict[str, str],
+           layers: list[tuple[str, yaml.Node | None]] | None = None) -> str:
     """Who to blame for an error at ``key``: the override that set it, a parent of it or a value inside
     it; else the config file's line (naming an override that changed a sibling, e.g. the optimizer's name
     that made the file's ``momentum`` an unknown option)."""
     related = [o for k, o in origin.items() if key == k or key.startswith(k + ".") or k.startswith(key + ".")]
     if related:
         return f"override {clip(related[-1])!r}"
-    line = _line_of(node, loc)
+    depth, line = _match(node, loc)
+    for src, nd in (layers or [])[1:]:  # a key the file does not set: the nearest base that sets most of it
+        d, ln = _match(nd, loc)
+        if d > depth:
+            depth, line, source = d, ln, src
     parent = key.rpartition(".")[0]
     siblings = [o for k, o in origin.items() if parent and k.startswith(parent + ".")]
     if siblings and not line:
@@ -857,8 +868,12 @@ def _where(key: str, loc: tuple, *, source: str, node: yaml.Node | None, origin:
 
 
 def validate(data: dict, *, source: str = "config", node: yaml.Node | None = None,
-             origin: dict[str, str] | None = None) -> Config:
+             origin: dict[str, str] | None = None, layers: list[tuple[str, yaml.Node | None]] | None = None
+             ) -> Config:
     """Validate plain data into a :class:`Config` or raise one-line :class:`ConfigError`."""
+    from methodo.registry import load_plugins
+
+    load_plugins()  # installed packages' models, datasets, ... are registered before names are checked
     try:
         cfg = Config.model_validate(data)
         _check_components(cfg)
@@ -868,7 +883,7 @@ def validate(data: dict, *, source: str = "config", node: yaml.Node | None = Non
     except _KeyError as exc:
         loc, msg = tuple(exc.key.split(".")), str(exc)
     key = ".".join(str(p) for p in loc) or "(top level)"
-    where = _where(key, loc, source=source, node=node, origin=origin or {})
+    where = _where(key, loc, source=source, node=node, origin=origin or {}, layers=layers)
     text = " ".join(f"{where}: {clip(key, 120)}: {msg}".split())
     if len(text) > MAX_MESSAGE:
         text = text[:MAX_MESSAGE - 3] + "..."
@@ -904,12 +919,68 @@ def _check_components(cfg: Config) -> None:
                             f"{short(sub.options)}: {msg}") from None
 
 
+MAX_BASES = 8  # `base:` chains longer than this are refused (a loop by another name)
+
+
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read, override and validate a config file; raises :class:`ConfigError` on any problem."""
+    """Read, override and validate a config file; raises :class:`ConfigError` on any problem.
+
+    A config may start from another: ``base: PATH`` (relative to the file that names it) reads that
+    config first and lays this one over it, section by section (a mapping merges key by key; a list
+    or a value replaces; a component whose ``name`` changes — ``model``, ``train.optimizer``,
+    ``train.scheduler`` — is replaced whole, so no option of the old one is left behind). Errors name
+    the file and line that set the wrong key.
+    """
     path = Path(path)
-    data, node = _read_yaml(path)
+    data, layers = _read_layers(path)
     origin = apply_overrides(data, list(overrides))
-    return validate(data, source=str(path), node=node, origin=origin)
+    return validate(data, source=str(path), node=layers[0][1], origin=origin, layers=layers)
+
+
+def _read_layers(path: Path) -> tuple[dict, list[tuple[str, yaml.Node | None]]]:
+    """The config at ``path`` merged over its ``base:`` chain, and each file's node tree, the file
+    itself first (for the line of an error)."""
+    chain: list[tuple[Path, dict, yaml.Node | None]] = []
+    seen: list[Path] = []
+    p = path
+    while True:
+        data, node = _read_yaml(p)
+        chain.append((p, data, node))
+        seen.append(p.resolve())
+        if "base" not in data:
+            break
+        base = data.pop("base")
+        line = _line_of(node, ("base",))
+        where = f"{p} line {line}" if line else str(p)
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{where}: base: the path of the config this one starts from, relative to "
+                              f"{p.parent} (got {short(base)})")
+        nxt = p.parent / base
+        if nxt.resolve() in seen:
+            loop = " → ".join(str(q) for q, _, _ in chain) + f" → {nxt}"
+            raise ConfigError(f"{where}: base: {base} makes a loop ({loop})")
+        if len(chain) > MAX_BASES:
+            raise ConfigError(f"{where}: base: more than {MAX_BASES} configs in a chain of bases")
+        if not nxt.is_file():
+            raise ConfigError(f"{where}: base: {nxt}: config file not found")
+        p = nxt
+    merged: dict = {}
+    for _, data, _ in reversed(chain):
+        merged = _merge(merged, data)
+    return merged, [(str(q), node) for q, _, node in chain]
+
+
+def _merge(under: dict, over: dict) -> dict:
+    """``over`` laid on ``under``: mappings merge key by key, anything else replaces; a mapping whose
+    ``name`` differs (another model, optimizer or scheduler) replaces the old one whole."""
+    out = dict(under)
+    for k, v in over.items():
+        old = out.get(k)
+        if isinstance(v, dict) and isinstance(old, dict) and not ("name" in v and v.get("name") != old.get("name")):
+            out[k] = _merge(old, v)
+        else:
+            out[k] = v
+    return out
 
 
 def dump_yaml(cfg: Config) -> str:

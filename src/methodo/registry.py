@@ -42,7 +42,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from methodo.errors import ConfigError, choices, short
+from methodo.errors import ConfigError, choices, clip, short
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,34 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self)} entries)"
+
+
+PLUGIN_GROUP = "methodo.plugins"
+_plugins: list[str] | None = None  # the plugin modules imported so far (None: not looked for yet)
+
+
+def load_plugins() -> list[str]:
+    """Import, once, every module an installed package declares under the entry-point group
+    ``methodo.plugins``: importing it registers its models, datasets, metrics, ... (a project made by
+    ``methodo new`` declares its own ``src/NAME`` package there). Installed packages only: a config
+    never names code to import. Returns the entry points' names; a plugin that fails to import is
+    a :class:`ConfigError` naming it.
+    """
+    global _plugins
+    if _plugins is not None:
+        return _plugins
+    from importlib.metadata import entry_points
+
+    _plugins = []
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            ep.load()
+        except Exception as exc:  # noqa: BLE001 (any error of someone else's module: one line, naming it)
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ConfigError(f"plugin {ep.name!r} ({ep.value}, entry point {PLUGIN_GROUP}) cannot be imported: "
+                              f"{clip(reason, 200)}") from None
+        _plugins.append(ep.name)
+    return _plugins
 
 
 def check_kwargs(fn: Callable, options: dict, *, reserved: tuple[str, ...] = (), what: str) -> None:
