@@ -456,7 +456,8 @@ def _print_result(res) -> None:
         print(f"k-fold: {r.kfold.folds} folds, test metrics are mean ± std over folds "
               f"(each fold's run dir under {res.run_dir / 'folds'})")
     if test:
-        print("test metrics (model [95% bootstrap interval] | best dummy baseline):")
+        level = (r.bootstrap or {}).get("test").level if (r.bootstrap or {}).get("test") else 0.95
+        print(f"test metrics (model [{100 * level:g}% bootstrap interval] | best dummy baseline):")
         iv = (r.intervals or {}).get("test", {})
         why = (r.undefined or {}).get("test", {})
         for k, v in test.items():

@@ -118,6 +118,7 @@ class BootstrapInfo(_Record):
     rows: int
     replicates: dict[str, int]
     budget: int
+    level: float = 0.95  # evaluate.confidence: the intervals' coverage
 
 
 class LRFindInfo(_Record):

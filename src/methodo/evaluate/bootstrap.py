@@ -49,7 +49,7 @@ def percentile_intervals(task: str, scores, y, n_classes: int, *, names: list[st
                          level: float = 0.95, budget: int = DEFAULT_BUDGET, loop_rows: int = LOOP_ROWS,
                          progress: bool = False) -> tuple[dict[str, list[float] | None], dict]:
     """``(intervals, info)``: each metric's ``[low, high]`` (``None`` when fewer than half of its
-    replicates are defined), and ``info`` = ``{"method", "rows", "replicates": {metric: count}, "budget"}``
+    replicates are defined), and ``info`` = ``{"method", "rows", "replicates": {metric: count}, "budget", "level"}``
     (``progress``: a bar over the replicates on a terminal)."""
     scores, y = torch.as_tensor(scores), torch.as_tensor(y)
     n = len(y)
@@ -62,7 +62,8 @@ def percentile_intervals(task: str, scores, y, n_classes: int, *, names: list[st
     alpha = (1 - level) / 2
     intervals = {k: ([float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))]
                      if len(v) >= 0.5 * reps[k] and v else None) for k, v in samples.items()}
-    info = {"method": "resample" if n <= loop_rows else "weights", "rows": n, "replicates": reps, "budget": budget}
+    info = {"method": "resample" if n <= loop_rows else "weights", "rows": n, "replicates": reps, "budget": budget,
+            "level": level}
     return intervals, info
 
 
