@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tokens the window moves each step (default: window/2; = window for non-overlapping chunks)")
     lm.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     _add_config_parser(sub)
-    _add_experiment_parsers(sub)
+    _add_reproduce_parser(sub)
     _add_compare_parser(sub)
     _add_new_parser(sub)
     return p
@@ -143,8 +143,8 @@ def _add_config_parser(sub) -> None:
     cd.add_argument("--out", metavar="FILE", help="file to write (default: print it)")
 
 
-def _add_experiment_parsers(sub) -> None:
-    """`reproduce`, `compare`, `new`: working across runs and projects."""
+def _add_reproduce_parser(sub) -> None:
+    """`reproduce`: re-run a recorded run and compare its numbers."""
     rp = sub.add_parser("reproduce", help="re-run a recorded run (run dir or MLflow run ID) from its config and "
                         "seed, and check the numbers are the same",
                         description="Re-run a run from its recorded config and seed into a new run dir and compare "
