@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list a registry: " + ", ".join(LISTABLE))
     ls.add_argument("what", choices=LISTABLE, metavar="WHAT", help=" | ".join(LISTABLE))
+    ls.add_argument("--timm", nargs="?", const="*", metavar="FILTER",
+                    help="models: list timm's architectures (model.name: timm:NAME) matching FILTER, e.g. 'resnet*'")
 
     rep = sub.add_parser("report", help="re-render a run's report.html from its run dir")
     rep.add_argument("run_dir", metavar="DIR")
@@ -166,7 +168,21 @@ def cmd_config(args, parser) -> int:
     return 0
 
 
-def cmd_list(what: str) -> int:
+def cmd_list(what: str, timm: str | None = None) -> int:
+    if timm is not None:
+        from methodo.errors import BadInput
+
+        if what != "models":
+            raise BadInput(f"list {what} --timm: --timm lists timm's architectures; use `methodo list models --timm`")
+        from methodo.models.backbones import list_timm
+
+        names = list_timm(timm)
+        if not names:
+            raise BadInput(f"list models --timm {timm!r}: no timm architecture matches; try a shorter filter, "
+                           "e.g. 'resnet*'")
+        for n in names:
+            print(f"timm:{n}")
+        return 0
     reg = REGISTRIES.get(what)
     prefixes = [(f"{p.prefix}:NAME", p.help) for p in reg.prefixes()]
     width = max(len(n) for n in reg.names() + [n for n, _ in prefixes])
@@ -428,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"plot: {out_dir / 'lr_find.png'}\nnumbers: {out_dir / 'lr_find.json'}")
             return 0
         if args.command == "list":
-            return cmd_list(args.what)
+            return cmd_list(args.what, args.timm)
         if args.command == "evaluate-lm":
             return cmd_evaluate_lm(args, parser)
         if args.command == "report":
