@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--method", choices=("pca", "tsne", "umap"), default="pca", help="projection (default pca)")
 
+    mg = sub.add_parser("merge", help="fold a LoRA run's adapter into the weights: checkpoints/merged.safetensors, "
+                        "the base architecture's weights, usable without PEFT")
+    mg.add_argument("run_dir", metavar="RUN_DIR")
+
     lm = sub.add_parser("evaluate-lm", help="benchmark a local Hugging Face causal LM (lm-evaluation-harness) "
                         "and/or measure its sliding-window perplexity on a text file",
                         description="Score a local Hugging Face causal language model (a save_pretrained "
@@ -460,6 +464,13 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_data_label_issues(args)
         if args.command == "embed":
             return cmd_embed(args.run_dir, args.method)
+        if args.command == "merge":
+            from methodo.transfer import merge_run
+
+            res = merge_run(args.run_dir)
+            print(f"merged adapter into {res['file']} ({res['bytes'] / 1e6:.1f} MB); largest output change on "
+                  f"test rows {res['max_abs_diff']:.2g}")
+            return 0
         if args.command == "config":
             return cmd_config(args, parser)
     except BadInput as exc:

@@ -533,6 +533,10 @@ def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from
     tracker.log_series(series)
     if plan is not None:
         record.transfer = transfer_summary(plan, res)
+        if plan.adapter is not None:  # lora: the adapter alone, beside the full checkpoints (for resume)
+            from methodo.transfer.lora import save_adapter
+
+            record.transfer.adapter = save_adapter(prep.model, rd)
     return res
 
 

@@ -222,3 +222,63 @@ def setup(cfg, model):
              family=cfg.model.name.partition(":")[0] if ":" in cfg.model.name else "zoo")
     p.pretrained = loaded
     return (p.adapter if p.adapter is not None else model), p
+
+
+def load_run_model(rd, cfg, *, input_shape, n_outputs: int, kind: str):
+    """A finished run's model with its best weights, for inference (``methodo embed``, ``merge``).
+
+    A LoRA run is rebuilt as it was trained: the base model, its pretrained weights, and the saved
+    adapter on top (``adapter/``), which gives the run's predictions exactly.
+    """
+    from methodo.models import build_model
+    from methodo.models.backbones import load_pretrained
+    from methodo.rundir import LAYOUT
+    from methodo.train.checkpoint import load_checkpoint
+
+    model = build_model(cfg.model.name, input_shape=tuple(input_shape), n_outputs=n_outputs, kind=kind,
+                        **cfg.model.options)
+    if cfg.transfer.strategy == "lora":
+        source = cfg.model.pretrained if cfg.model.pretrained is not None or not cfg.model.name.startswith("hf:") \
+            else model.folder
+        if source not in (None, "scratch"):
+            load_pretrained(model, source, model_name=cfg.model.name)
+        if rd.has(f"{LAYOUT['adapter']}/adapter_config.json"):
+            from methodo.transfer.lora import load_adapter
+
+            return load_adapter(model, rd.file(LAYOUT["adapter"])).eval()
+        model = plan(model, "lora", lora=cfg.transfer.lora).adapter
+    model.load_state_dict(load_checkpoint(rd.file(f"{LAYOUT['checkpoints']}/best.safetensors"))[0])
+    return model.eval()
+
+
+def merge_run(run_dir) -> dict:
+    """``methodo merge RUN_DIR``: fold a LoRA run's adapter into the weights; writes
+    ``checkpoints/merged.safetensors`` (the base architecture's state dict, loadable without PEFT) and
+    returns ``{file, bytes, max_abs_diff}`` (merged vs adapter outputs on the test split)."""
+    import torch
+
+    from methodo.config import load_config
+    from methodo.errors import BadInput
+    from methodo.evaluate.embeddings import _test_inputs
+    from methodo.rundir import LAYOUT, RunDir
+    from methodo.train.checkpoint import save_checkpoint
+
+    rd = RunDir.open(run_dir, needs="config")
+    cfg = load_config(rd.file(LAYOUT["config"]))
+    if cfg.transfer.strategy != "lora" or not rd.has(f"{LAYOUT['adapter']}/adapter_config.json"):
+        raise BadInput(f"merge {rd.path}: not a LoRA run with a saved adapter (transfer.strategy: lora, "
+                       f"{LAYOUT['adapter']}/); other runs' weights are checkpoints/best.safetensors already")
+    ds, _, X = _test_inputs(rd, cfg)
+    from methodo.tasks import task_spec
+
+    n_out = task_spec(ds.task).n_outputs(ds)
+    model = load_run_model(rd, cfg, input_shape=X.shape[1:], n_outputs=n_out, kind=ds.kind)
+    with torch.no_grad():
+        before = model(X[:256])
+        from methodo.transfer.lora import merge
+
+        merged = merge(model).eval()
+        after = merged(X[:256])
+    path = save_checkpoint(rd.file(LAYOUT["merged"]), {k: v.contiguous() for k, v in merged.state_dict().items()},
+                           meta={"merged_from": LAYOUT["adapter"]})
+    return {"file": path, "bytes": path.stat().st_size, "max_abs_diff": float((before - after).abs().max())}

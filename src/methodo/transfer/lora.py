@@ -75,11 +75,21 @@ def lora(model, *, lora=None, family: str = "", **_):
     return Plan("lora", info=info, adapter=wrapped)
 
 
-def save_adapter(model, folder: Path) -> dict:
-    """The adapter alone (PEFT's files) in ``folder``; ``{folder, bytes, files}``."""
-    model.save_pretrained(str(folder), safe_serialization=True)
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    return {"folder": folder.name, "bytes": int(sum(p.stat().st_size for p in files)), "files": [p.name for p in files]}
+def save_adapter(model, rd) -> dict:
+    """The adapter alone (PEFT's files) in the run dir's ``adapter/``, written atomically through the
+    :class:`~methodo.rundir.RunDir`; ``{folder, bytes, files}``."""
+    import tempfile
+
+    from methodo.rundir import LAYOUT
+
+    sub = LAYOUT["adapter"]
+    rd.file(sub).mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        files = sorted(p for p in Path(tmp).iterdir() if p.is_file())
+        for p in files:
+            rd.write_bytes(f"{sub}/{p.name}", p.read_bytes())
+        return {"folder": sub, "bytes": int(sum(p.stat().st_size for p in files)), "files": [p.name for p in files]}
 
 
 def load_adapter(base, folder: Path):
