@@ -204,6 +204,13 @@ class DataConfig(_Strict):
                 raise _KeyError("data.path", "source 'csv' needs data.path, the CSV file to read")
             if not self.target:
                 raise _KeyError("data.target", "source 'csv' needs data.target, the column to predict")
+        if self.source == "text_csv":
+            if not self.path:
+                raise _KeyError("data.path", "source 'text_csv' needs data.path, the CSV file to read")
+            if not self.target:
+                raise _KeyError("data.target", "source 'text_csv' needs data.target, the label column")
+        if self.source == "textfolder" and not self.path:
+            raise _KeyError("data.path", "source 'textfolder' needs data.path, a folder with one subfolder per class")
         if self.source == "imagefolder" and not self.path:
             raise _KeyError("data.path", "source 'imagefolder' needs data.path, a folder with one subfolder per class")
         return self

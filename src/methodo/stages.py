@@ -206,7 +206,7 @@ def tokenize_dataset(cfg: Config, ds):
     folder = resolve_hf(cfg.model.name.partition(":")[2])
     X = tokenize(ds.X.ravel(), folder, max_length)
     extra = {k: (tokenize(Xe.ravel(), folder, max_length), ye) for k, (Xe, ye) in ds.extra.items()}
-    return dataclasses.replace(ds, X=X, extra=extra)
+    return dataclasses.replace(ds, X=X, extra=extra, meta={**ds.meta, "text": ds.X.ravel()})
 
 
 def transfer_setup(cfg: Config, model, ds, data, norm):

@@ -109,18 +109,22 @@ def _count(params) -> int:
     return int(sum(p.numel() for p in params))
 
 
-def _freeze_norms_hook(model) -> None:
-    """Frozen modules with running statistics (batch norm) stay in eval mode during training."""
+def _freeze_norms_hook(model, *, whole: bool = False) -> None:
+    """Frozen modules stay in eval mode while the model trains: those with running statistics (batch
+    norm), or with ``whole`` every frozen subtree (dropout off too: a linear probe's features are the
+    backbone's deterministic ones)."""
     import torch
 
-    def keep_frozen_norms_eval(module, args):
-        if module.training:
-            for m in module.modules():
-                if isinstance(m, torch.nn.modules.batchnorm._NormBase) and not any(
-                        p.requires_grad for p in m.parameters(recurse=False)):
-                    m.eval()
+    def keep_frozen_eval(module, args):
+        if not module.training:
+            return
+        for m in module.modules():
+            own = list(m.parameters(recurse=whole))
+            if own and not any(p.requires_grad for p in own) and (
+                    whole or isinstance(m, torch.nn.modules.batchnorm._NormBase)):
+                m.eval()
 
-    model.register_forward_pre_hook(keep_frozen_norms_eval)
+    model.register_forward_pre_hook(keep_frozen_eval)
 
 
 def _groups(bl: list[tuple[str, list]], decay: float, *, keep_frozen: bool = False) -> list[dict] | None:
@@ -156,7 +160,7 @@ def linear_probe(model, *, lr_decay: float = 1.0, unfreeze_every: int = 1, **_) 
     for _, params in bl[:-1]:
         for p in params:
             p.requires_grad_(False)
-    _freeze_norms_hook(model)
+    _freeze_norms_hook(model, whole=True)
     return Plan("linear_probe", info=_info(model, "linear_probe", bl))
 
 
