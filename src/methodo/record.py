@@ -199,8 +199,9 @@ class TransferInfo(_Record):
     adapter: dict[str, Any] | None = None
     scratch: dict[str, Any] | None = None
     distill: dict[str, Any] | None = None
+    probe: dict[str, Any] | None = None
     _optional = frozenset({"epoch_time_s", "lr_decay", "unfreeze_every", "all_unfrozen_at_epoch", "pretrained",
-                           "expects", "data", "lora", "adapter", "scratch", "distill"})
+                           "expects", "data", "lora", "adapter", "scratch", "distill", "probe"})
 
 
 class RunRecord(_Record):

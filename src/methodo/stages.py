@@ -500,6 +500,10 @@ def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from
     history = list(load_checkpoint(resume_from / "last.safetensors")[1]["history"]) if resume_from else []
     log = EpochLog(rd, tracker, history)  # metrics.csv keeps the epochs run before an interruption
     on_epoch, groups = log, None
+    if plan is not None and resume_from is None:
+        probe = probe_pretrained(prep)
+        if probe is not None:
+            plan.info["probe"] = probe
     if plan is not None:  # the transfer strategy's seams: parameter groups, unfreezing after each epoch
         groups = plan.param_groups(cfg.train.optimizer.lr)
         if plan.at_epoch is not None:
@@ -538,6 +542,75 @@ def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from
 
             record.transfer.adapter = save_adapter(prep.model, rd)
     return res
+
+
+def probe_pretrained(prep: Prepared, max_rows: int = 2000) -> dict | None:
+    """How good the pretrained features are before fine-tuning: a logistic regression on the penultimate
+    features of (at most ``max_rows``) training rows, scored on val (the ``catastrophic_forgetting`` check's
+    reference). Classification runs that fine-tune pretrained weights only; deterministic, no RNG drawn."""
+    plan, cfg = prep.plan, prep.cfg
+    if (plan.pretrained is None or cfg.transfer.strategy not in ("finetune", "gradual_unfreeze", "none")
+            or not prep.spec.has_classes or prep.data.raw_y["train"].ndim != 1):
+        return None
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from methodo.evaluate.embeddings import penultimate
+
+    data = prep.data
+    Xtr, ytr = data.inputs("train")[:max_rows], data.raw_y["train"][:max_rows]
+    if len(np.unique(ytr)) < 2:
+        return None
+    Etr = penultimate(prep.model, Xtr, batch_size=cfg.train.eval_batch_size)[0]
+    Eva = penultimate(prep.model, data.inputs("val"), batch_size=cfg.train.eval_batch_size)[0]
+    sc = StandardScaler().fit(Etr)
+    clf = LogisticRegression(max_iter=300).fit(sc.transform(Etr), ytr)
+    return {"val": round(float(clf.score(sc.transform(Eva), data.raw_y["val"])), 6),
+            "train": round(float(clf.score(sc.transform(Etr), ytr)), 6), "rows": int(len(ytr)),
+            "model": "logistic regression on the pretrained penultimate features"}
+
+
+def compare_scratch(prep: Prepared, record: RunRecord) -> None:
+    """``transfer.compare_scratch``: the same model from random weights, trained with the same data, epochs
+    and optimizer; its test metrics, parameters and time per epoch go to ``transfer.scratch``. The global RNG
+    states are restored after, so the run's own later stages do not move."""
+    cfg, plan = prep.cfg, prep.plan
+    if plan is None or not cfg.transfer.compare_scratch or record.transfer is None:
+        return
+    import random
+    import time as _time
+
+    import numpy as np
+    import torch
+
+    from methodo.evaluate import compute_metrics, predict
+    from methodo.models import build_model
+    from methodo.seed import seed_everything
+    from methodo.train.loop import fit
+
+    saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        seed_everything(cfg.seed)
+        data = prep.data
+        model = build_model(cfg.model.name, input_shape=data.input_shape, n_outputs=data.n_outputs,
+                            kind=prep.ds.kind, task=prep.ds.task, **cfg.model.options)
+        t0 = _time.perf_counter()
+        res = fit(model, data, cfg.train, seed=cfg.seed, class_weights=prep.class_weights)
+        seconds = _time.perf_counter() - t0
+        p = predict(model, data.inputs("test"), task=prep.ds.task, batch_size=cfg.train.eval_batch_size,
+                    inverse_y=data.preprocessor.inverse_y,
+                    y=data.tensors["test"][1] if prep.spec.scores_need_targets else None)
+        metrics = compute_metrics(prep.ds.task, prep.spec.metric_input(p), data.raw_y["test"], prep.n_classes)
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])
+    record.transfer.scratch = {
+        "metrics": {k: (None if v is None else float(v)) for k, v in metrics.items()},
+        "epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
+        "parameters": int(sum(q.numel() for q in model.parameters())),
+        "epoch_time_s": round(seconds / max(res.epochs_run, 1), 4)}
 
 
 def transfer_summary(plan, res) -> dict:
@@ -687,7 +760,8 @@ def diagnose(prep: Prepared, res, preds: dict, record: RunRecord, history: list[
         lr=prep.cfg.train.optimizer.lr,
         label_issues=issues,
         monitor=res.monitor, skipped_batches=res.skipped_batches,
-        reference=record.reference.model_dump() if record.reference else None)
+        reference=record.reference.model_dump() if record.reference else None,
+        transfer=record.transfer.model_dump() if record.transfer else None)
     findings = sorted(data_findings + dg.diagnose(facts), key=lambda x: dg.SEVERITY_ORDER.get(x.severity, 9))
     record.findings = [FindingRecord.model_validate(f.to_dict()) for f in findings]
     return findings
