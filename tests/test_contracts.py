@@ -38,7 +38,7 @@ def _gen(seed: int = 0) -> torch.Generator:
 # --------------------------------------------------------------------------- the registries themselves
 
 CONTRACTS = {"augmentations", "balancers", "datasets", "explainers", "feature_functions", "features", "findings",
-             "metrics", "models", "optimizers", "regularizers", "schedulers", "splits", "tasks"}
+             "metrics", "models", "optimizers", "regularizers", "schedulers", "splits", "strategies", "tasks"}
 
 
 def test_every_listed_registry_has_a_contract_here():
@@ -344,6 +344,20 @@ def _run_facts() -> dict:
             metrics={"test": {"f1_macro": 0.3, "subset_accuracy": 0.2, "hamming_loss": 0.4}},
             baselines={"most_frequent": {"f1_macro": 0.35}}, intervals={"f1_macro": [0.2, 0.4]},
             test_pred=np.zeros(40 * 3, int), test_true=rng.integers(0, 2, 40 * 3)),
+        "transfer": Facts(  # a transfer run gone wrong in every way the transfer checks look for
+            task="classification", history=_hist([1.2, 1.1, 1.1, 1.1], [1.2, 1.1, 1.1, 1.1], "accuracy",
+                                                 [0.1, 0.6, 0.6, 0.6], [0.1, 0.55, 0.55, 0.55]),
+            metrics={"test": {"accuracy": 0.55}}, intervals={"accuracy": [0.45, 0.65]}, lr=0.5,
+            transfer={"strategy": "linear_probe", "trainable_parameters": 30, "total_parameters": 9000,
+                      "expects": {"channels": 3, "size": [224, 224], "mean": [0.45], "std": [0.23]},
+                      "data": {"channels": 1, "size": [8, 8], "mean": [0.1], "std": [0.6]},
+                      "scratch": {"metrics": {"accuracy": 0.8}, "epochs_run": 4, "parameters": 9000},
+                      "probe": {"val": 0.9}}),
+        "finetune": Facts(
+            task="classification", history=_hist([1.2, 0.9, 0.7], [1.2, 0.9, 0.7], "accuracy",
+                                                 [0.2, 0.6, 0.7], [0.2, 0.6, 0.7]),
+            metrics={"test": {"accuracy": 0.7}}, lr=1.0,
+            transfer={"strategy": "finetune", "probe": {"val": 0.9, "model": "logistic regression"}}),
         "language_modeling": Facts(
             task="language_modeling", history=_hist([3.0, 2.5, 2.2], [3.0, 2.6, 2.4], "perplexity",
                                                     [20.0, 12.0, 9.0], [20.0, 13.0, 11.0]),
@@ -422,7 +436,7 @@ def test_the_standard_facts_make_most_checks_speak():
 
     run = {f.id for facts in _run_facts().values() for f in diagnose(facts)}
     data = {f.id for facts in _audit_facts().values() for f in audit(facts)}
-    assert len(run) >= 14, sorted(run)
+    assert len(run) >= 18, sorted(run)
     assert len(data) >= 10, sorted(data)
 
 
@@ -783,3 +797,70 @@ def test_explainer_gives_a_finite_seeded_attribution_per_input_value(entry):
     a = entry.obj(model, x, target, seed=0)
     assert a.shape == x.shape and torch.isfinite(a).all() and not a.requires_grad
     assert torch.allclose(entry.obj(model, x, target, seed=0), a)
+
+
+# --------------------------------------------------------------------------- model families by prefix (timm:, hf:)
+
+
+def _prefix_cases() -> list:
+    from methodo.models import MODELS
+
+    return [pytest.param(p, id=p.prefix) for p in MODELS.prefixes()]
+
+
+@pytest.mark.parametrize("prefix", _prefix_cases())
+def test_model_prefix_builds_its_example_and_survives_a_safetensors_round_trip(prefix, tmp_path):
+    """Every prefix names an example; that model builds for its inputs, answers one row per input, and a
+    fresh copy given its weights answers identically."""
+    from methodo.models import build_model
+    from methodo.train.checkpoint import load_checkpoint, save_checkpoint
+
+    name = f"{prefix.prefix}:{prefix.meta['example']}"
+    kind = prefix.meta["inputs"][0]
+    shape, x = {"image": ((3, 16, 16), torch.rand(4, 3, 16, 16, generator=_gen())),
+                "text": ((2, 8), torch.stack([torch.randint(5, 100, (4, 8), generator=_gen()),
+                                             torch.ones(4, 8, dtype=torch.long)], 1))}[kind]
+    torch.manual_seed(0)
+    model = build_model(name, input_shape=shape, n_outputs=3, kind=kind, task="classification").eval()
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (4, 3) and torch.isfinite(out).all()
+    path = save_checkpoint(tmp_path / "w.safetensors", {k: v.contiguous() for k, v in model.state_dict().items()})
+    torch.manual_seed(1)
+    other = build_model(name, input_shape=shape, n_outputs=3, kind=kind).eval()
+    other.load_state_dict(load_checkpoint(path)[0])
+    with torch.no_grad():
+        assert torch.equal(other(x), out)
+
+
+# --------------------------------------------------------------------------- transfer strategies
+
+
+@pytest.mark.parametrize("entry", _entries("strategies"))
+def test_strategy_trains_the_head_and_only_what_it_reports(entry):
+    """A strategy on a small model: the trainable count it reports is the model's, the head trains, and a
+    few steps through its parameter groups move only trainable parameters."""
+    from methodo.models import build_model
+    from methodo.train.optim import build_optimizer
+    from methodo.transfer import plan as make_plan
+
+    torch.manual_seed(0)
+    net = build_model("mlp", input_shape=(6,), n_outputs=3, hidden=[16, 8])
+    p = make_plan(net, entry.name, lr_decay=0.5)
+    model = p.adapter if p.adapter is not None else net
+    trainable = [q for q in model.parameters() if q.requires_grad]
+    assert p.info["strategy"] == entry.name
+    assert p.info["trainable_parameters"] == sum(q.numel() for q in trainable) > 0
+    assert p.info["trainable_parameters"] <= p.info["total_parameters"] == sum(q.numel() for q in model.parameters())
+    before = {n: q.detach().clone() for n, q in model.named_parameters()}
+    groups = p.param_groups(0.1)
+    opt = build_optimizer(groups or model.parameters(), "sgd", 0.1, {})
+    x, y = torch.rand(16, 6, generator=_gen()), torch.arange(16) % 3
+    model.train()
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    moved = {n for n, q in model.named_parameters() if not torch.equal(before[n], q)}
+    assert moved and moved <= {n for n, q in model.named_parameters() if q.requires_grad}
+    assert any("head" in n for n in moved)

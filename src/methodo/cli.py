@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list a registry: " + ", ".join(LISTABLE))
     ls.add_argument("what", choices=LISTABLE, metavar="WHAT", help=" | ".join(LISTABLE))
+    ls.add_argument("--timm", nargs="?", const="*", metavar="FILTER",
+                    help="models: list timm's architectures (model.name: timm:NAME) matching FILTER, e.g. 'resnet*'")
 
     rep = sub.add_parser("report", help="re-render a run's report.html from its run dir")
     rep.add_argument("run_dir", metavar="DIR")
@@ -102,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "the report")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--method", choices=("pca", "tsne", "umap"), default="pca", help="projection (default pca)")
+
+    mg = sub.add_parser("merge", help="fold a LoRA run's adapter into the weights: checkpoints/merged.safetensors, "
+                        "the base architecture's weights, usable without PEFT")
+    mg.add_argument("run_dir", metavar="RUN_DIR")
 
     lm = sub.add_parser("evaluate-lm", help="benchmark a local Hugging Face causal LM (lm-evaluation-harness) "
                         "and/or measure its sliding-window perplexity on a text file",
@@ -319,7 +325,21 @@ def cmd_config(args, parser) -> int:
     return 0
 
 
-def cmd_list(what: str) -> int:
+def cmd_list(what: str, timm: str | None = None) -> int:
+    if timm is not None:
+        from methodo.errors import BadInput
+
+        if what != "models":
+            raise BadInput(f"list {what} --timm: --timm lists timm's architectures; use `methodo list models --timm`")
+        from methodo.models.backbones import list_timm
+
+        names = list_timm(timm)
+        if not names:
+            raise BadInput(f"list models --timm {timm!r}: no timm architecture matches; try a shorter filter, "
+                           "e.g. 'resnet*'")
+        for n in names:
+            print(f"timm:{n}")
+        return 0
     from methodo.registry import load_plugins
 
     load_plugins()
@@ -585,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"plot: {out_dir / 'lr_find.png'}\nnumbers: {out_dir / 'lr_find.json'}")
             return 0
         if args.command == "list":
-            return cmd_list(args.what)
+            return cmd_list(args.what, args.timm)
         if args.command == "evaluate-lm":
             return cmd_evaluate_lm(args, parser)
         if args.command == "report":
@@ -601,6 +621,13 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_data_label_issues(args)
         if args.command == "embed":
             return cmd_embed(args.run_dir, args.method)
+        if args.command == "merge":
+            from methodo.transfer import merge_run
+
+            res = merge_run(args.run_dir)
+            print(f"merged adapter into {res['file']} ({res['bytes'] / 1e6:.1f} MB); largest output change on "
+                  f"test rows {res['max_abs_diff']:.2g}")
+            return 0
         if args.command == "config":
             return cmd_config(args, parser)
         if args.command == "reproduce":

@@ -204,6 +204,13 @@ class DataConfig(_Strict):
                 raise _KeyError("data.path", "source 'csv' needs data.path, the CSV file to read")
             if not self.target:
                 raise _KeyError("data.target", "source 'csv' needs data.target, the column to predict")
+        if self.source == "text_csv":
+            if not self.path:
+                raise _KeyError("data.path", "source 'text_csv' needs data.path, the CSV file to read")
+            if not self.target:
+                raise _KeyError("data.target", "source 'text_csv' needs data.target, the label column")
+        if self.source == "textfolder" and not self.path:
+            raise _KeyError("data.path", "source 'textfolder' needs data.path, a folder with one subfolder per class")
         if self.source == "imagefolder" and not self.path:
             raise _KeyError("data.path", "source 'imagefolder' needs data.path, a folder with one subfolder per class")
         return self
@@ -215,7 +222,30 @@ class ModelConfig(_Named):
         "for cnn); `methodo list models` lists the models, `methodo config show model --options NAME` the options "
         "of model NAME with their defaults, and an option the model does not take is refused with the list of "
         "those it accepts.")
-    name: str = Field(description="Model: a registry name (see `methodo list models`).")
+    name: str = Field(description="Model: a registry name (see `methodo list models`), timm:NAME (any timm "
+                      "architecture, `methodo list models --timm FILTER`) or hf:PATH_OR_ID (a Hugging Face sequence "
+                      "classifier: a local folder, a package that ships it, or the HF cache; text_csv data).")
+    pretrained: str | None = Field(
+        None, description="Weights to start from: a .safetensors file, a timm/PyTorch checkpoint (.pth, .bin; "
+        "read weights-only), a Hugging Face cache folder, or a methodo run dir (its best weights: pretrain on "
+        "the data you have plenty of, reuse on the data you have little of). The head is re-initialized when "
+        "the classes differ; any other shape difference is an error naming the weight. For hf: models, null "
+        "loads the checkpoint's own weights and 'scratch' starts from random ones. Images then use the "
+        "backbone's normalization (timm's mean/std, or the run's) instead of one fitted on train. Nothing is "
+        "downloaded.")
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained_exists(cls, v):
+        if v is None:
+            return v
+        from methodo.models.backbones import check_source
+
+        try:
+            check_source(v)
+        except ConfigError as exc:
+            raise _NamesValue(str(exc)) from None
+        return v
 
 
 class OptimizerConfig(_Named):
@@ -475,6 +505,31 @@ class EvaluateConfig(_Strict):
                              "cross-fitting; each row is predicted by a model trained on the other K-1).")
 
 
+class LoraConfig(_Strict):
+    r: int = Field(8, ge=1, le=1024, description="Rank of the low-rank update B·A of each adapted layer.")
+    alpha: float = Field(16.0, gt=0, description="Scaling of the update (alpha / r), as in PEFT.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter's input.")
+    target_modules: list[str] | None = Field(
+        None, description="Names (or name endings) of the layers to adapt; default per family: query/value for "
+        "BERT-like hf: models, qkv for timm ViTs, the 1×1/3×3 convolutions' neighbours (conv2, conv3) for timm "
+        "ResNets, every Linear but the head otherwise.")
+
+
+class TransferConfig(_Strict):
+    strategy: Annotated[str, registered("strategies")] = Field(
+        "none", description="How a pretrained model is trained (see `methodo list strategies`): none (every "
+        "weight, one LR), linear_probe (backbone frozen, head trained), finetune (every weight; with lr_decay "
+        "< 1, discriminative LRs), gradual_unfreeze (head first, then one more block top-down every "
+        "unfreeze_every epochs, as ULMFiT) or lora (low-rank adapters through PEFT; the adapter saved alone).")
+    lr_decay: float = Field(1.0, gt=0, le=1, description="Discriminative LRs: block k below the head trains at "
+                            "lr × lr_decay^k (1: the same LR everywhere). finetune and gradual_unfreeze.")
+    unfreeze_every: int = Field(1, ge=1, le=1000, description="gradual_unfreeze: epochs between two unfrozen blocks.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="strategy lora: the adapters (PEFT LoraConfig).")
+    compare_scratch: bool = Field(
+        False, description="Also train the same model from random weights with the same budget (epochs, data, "
+        "optimizer) and report both, with the pretrained_not_helping check.")
+
+
 class TrackConfig(_Strict):
     mlflow: bool = Field(True, description="Log the run to MLflow.")
     tracking_uri: str | None = Field(
@@ -509,6 +564,8 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig, description="The training loop.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation on val/test beside "
                                      "dummy baselines.")
+    transfer: TransferConfig = Field(default_factory=TransferConfig, description="Reusing a pretrained model "
+                                     "(model.pretrained): what to freeze, which LR where, adapters.")
     track: TrackConfig = Field(default_factory=TrackConfig, description="Experiment tracking (MLflow).")
     explain: ExplainConfig = Field(default_factory=ExplainConfig, description="Explainability in the report.")
 

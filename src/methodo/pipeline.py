@@ -111,6 +111,8 @@ def run(config: str | Path | Config | None, overrides: list[str] | tuple[str, ..
             preds = stages.predict_splits(prep)
         with clock("evaluate"):
             stages.evaluate(prep, res, preds, record, tracker)
+        with clock("scratch", when=prep.cfg.transfer.compare_scratch and prep.plan is not None):
+            stages.compare_scratch(prep, record)  # transfer.compare_scratch: the same model from random weights
         signals.check()
         # 6. Diagnose: data findings and the checks on curves and predictions. Label issues by confident
         # learning over val + test, or (evaluate.label_issues: cross_val) every row by K-fold cross-fitting.

@@ -180,6 +180,32 @@ class ModelInfo(_Record):
     parameters: int
 
 
+class TransferInfo(_Record):
+    """How a run reused a trained model (``transfer``): the strategy, what it trained of the whole, the
+    time per epoch, the pretrained weights, what the backbone expects of its inputs beside what the data
+    is, and the comparisons asked for (the same model from scratch, the teacher in distillation)."""
+
+    strategy: str
+    trainable_parameters: int
+    total_parameters: int
+    trainable_share: float
+    blocks: int
+    epoch_time_s: float | None = None
+    lr_decay: float | None = None
+    unfreeze_every: int | None = None
+    all_unfrozen_at_epoch: int | None = None
+    pretrained: dict[str, Any] | None = None
+    expects: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    lora: dict[str, Any] | None = None
+    adapter: dict[str, Any] | None = None
+    scratch: dict[str, Any] | None = None
+    distill: dict[str, Any] | None = None
+    probe: dict[str, Any] | None = None
+    _optional = frozenset({"epoch_time_s", "lr_decay", "unfreeze_every", "all_unfrozen_at_epoch", "pretrained",
+                           "expects", "data", "lora", "adapter", "scratch", "distill", "probe"})
+
+
 class RunRecord(_Record):
     """Everything ``summary.json`` holds. Fields are filled by the stages in the order of ``pipeline.run``."""
 
@@ -218,11 +244,12 @@ class RunRecord(_Record):
     metrics_std: Metrics | None = None
     kfold: KFoldInfo | None = None
     failure: str | None = None
+    transfer: TransferInfo | None = None
     # wall seconds per stage in the order they ran, then "total" (the whole call); written when the run closes
     timings: dict[str, Seconds] | None = None
     _optional = frozenset({"data", "model", "lr_find", "stopped_early", "training", "undefined", "intervals",
                            "bootstrap", "tables", "threshold", "extra_baselines", "reference", "ensembles", "sample",
-                           "explain", "metrics_std", "kfold", "failure", "timings"})
+                           "explain", "metrics_std", "kfold", "failure", "timings", "transfer"})
 
     def to_dict(self) -> dict[str, Any]:
         """The ``summary.json`` mapping (plain data; numpy scalars inside evidence are left to the writer)."""

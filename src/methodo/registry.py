@@ -264,6 +264,7 @@ for _name, _target, _help in (
     ("optimizers", "methodo.train.optim:OPTIMIZERS", "torch.optim optimizers (train.optimizer.name)"),
     ("regularizers", "methodo.train.regularize:REGULARIZERS", "penalties, constraints and clipping (train.*)"),
     ("schedulers", "methodo.train.schedules:SCHEDULERS", "learning-rate schedulers (train.scheduler.name)"),
+    ("strategies", "methodo.transfer:STRATEGIES", "transfer strategies for pretrained models (transfer.strategy)"),
     ("splits", "methodo.data.split:SPLITS", "train/val/test split methods (data.split.method)"),
     ("tasks", "methodo.tasks:TASKS", "tasks: what differs per task, from the loss to the outputs (task)"),
 ):

@@ -60,6 +60,8 @@ LAYOUT = {
     "figures": "figures",
     "checkpoints": "checkpoints",
     "folds": "folds",  # k-fold: one run dir per fold
+    "adapter": "adapter",  # transfer.strategy lora: the adapter alone (PEFT's adapter_config.json + safetensors)
+    "merged": "checkpoints/merged.safetensors",  # `methodo merge`: the adapter folded into the weights
 }
 _RUN_FILES = (MARKER, LAYOUT["config"], LAYOUT["summary"])  # any of these: the folder holds a run
 MAX_READ = 256 * 1024 * 1024  # bytes: a run-dir file larger than this is not one methodo wrote

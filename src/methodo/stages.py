@@ -35,6 +35,7 @@ class Prepared:
     data: Any  # methodo.data.preprocess.PreparedData
     model: Any  # torch.nn.Module
     spec: Any  # methodo.tasks.TaskSpec
+    plan: Any = None  # methodo.transfer.Plan: pretrained weights and transfer strategy (None: neither)
 
     @property
     def class_weights(self):
@@ -147,8 +148,10 @@ def prepare(cfg: Config, clock: Clock | None = None) -> Prepared:
     if cfg.train.early_stopping and cfg.train.early_stopping.monitor not in epoch_metric_names(ds.task):
         raise ConfigError(f"train.early_stopping.monitor: {cfg.train.early_stopping.monitor!r} is not an "
                           f"epoch metric of this task; choose one of {epoch_metric_names(ds.task)}")
+    # A pretrained backbone brings its input normalization (and an hf: model its tokenizer).
+    ds, norm = transfer_inputs(cfg, ds)
     with clock("prepare"):
-        data = prepare_data(ds, cfg.data, cfg.seed)
+        data = prepare_data(ds, cfg.data, cfg.seed, normalization=norm[:2] if norm else None)
     n_fit = len(data.tensors["train"][1])
     if cfg.train.batch_size > n_fit and n_fit != len(data.indices["train"]):
         raise DataError(f"train.batch_size={cfg.train.batch_size} is larger than the training split after "
@@ -164,7 +167,65 @@ def prepare(cfg: Config, clock: Clock | None = None) -> Prepared:
     with clock("prepare"):
         model = build_model(cfg.model.name, input_shape=data.input_shape, n_outputs=data.n_outputs,
                             kind=ds.kind, task=ds.task, **cfg.model.options)
-    return Prepared(cfg, ds, data, model, spec)
+        model, plan = transfer_setup(cfg, model, ds, data, norm)
+    return Prepared(cfg, ds, data, model, spec, plan)
+
+
+def uses_transfer(cfg: Config) -> bool:
+    """A run that reuses weights or trains with a transfer strategy (its summary gets a ``transfer`` section)."""
+    return (cfg.model.pretrained is not None or cfg.transfer.strategy != "none" or cfg.model.name.startswith("hf:")
+            or cfg.transfer.compare_scratch)
+
+
+def transfer_inputs(cfg: Config, ds):
+    """``(ds, normalization)``: raw text tokenized by an ``hf:`` model's tokenizer; for images, the
+    pretrained backbone's ``(mean, std, expects)`` (None when the scaling is fitted on train)."""
+    from methodo.models.backbones import pretrained_normalization
+
+    if ds.kind == "text" and ds.X.dtype == object:
+        ds = tokenize_dataset(cfg, ds)
+    if ds.kind != "image":
+        return ds, None
+    return ds, pretrained_normalization(cfg.model.name, cfg.model.pretrained, ds.X.shape[1])
+
+
+def tokenize_dataset(cfg: Config, ds):
+    """Texts → ``(n, 2, max_length)`` token ids and attention masks, by the ``hf:`` model's own tokenizer."""
+    import dataclasses
+
+    from methodo.models import MODELS
+    from methodo.models.backbones import resolve_hf, tokenize
+
+    if not cfg.model.name.startswith("hf:"):
+        raise ConfigError(f"model.name: dataset {ds.name!r} holds raw text, which needs a tokenizer: use an hf: "
+                          "model, e.g. model.name=hf:sentence-transformers/all-MiniLM-L6-v2")
+    import inspect
+
+    max_length = cfg.model.options.get("max_length",
+                                       inspect.signature(MODELS.get(cfg.model.name)).parameters["max_length"].default)
+    folder = resolve_hf(cfg.model.name.partition(":")[2])
+    X = tokenize(ds.X.ravel(), folder, max_length)
+    extra = {k: (tokenize(Xe.ravel(), folder, max_length), ye) for k, (Xe, ye) in ds.extra.items()}
+    return dataclasses.replace(ds, X=X, extra=extra, meta={**ds.meta, "text": ds.X.ravel()})
+
+
+def transfer_setup(cfg: Config, model, ds, data, norm):
+    """The pretrained weights and the transfer strategy (:func:`methodo.transfer.setup`); ``(model, None)``
+    for a run that uses neither."""
+    if not uses_transfer(cfg):
+        return model, None
+    import numpy as np
+
+    from methodo.transfer import setup
+
+    model, plan = setup(cfg, model)
+    if norm is not None:  # what the backbone expects beside what the data is (domain_mismatch)
+        X = ds.X[data.indices["train"]]
+        plan.info["expects"] = norm[2]
+        plan.info["data"] = {"channels": int(X.shape[1]), "size": [int(X.shape[2]), int(X.shape[3])],
+                             "mean": [round(float(v), 6) for v in X.mean(axis=(0, 2, 3))],
+                             "std": [round(float(v), 6) for v in X.std(axis=(0, 2, 3))]}
+    return model, plan
 
 
 def check_cross_val(cfg: Config, ds, spec) -> None:
@@ -217,7 +278,8 @@ def check_resume(rd: RunDir | None, prep: Prepared) -> Path | None:
         from methodo.train.optim import build_optimizer
 
         try:
-            opt = build_optimizer(prep.model.parameters(), oc.name, oc.lr, oc.options)
+            groups = prep.plan.param_groups(oc.lr) if prep.plan is not None else None
+            opt = build_optimizer(groups or prep.model.parameters(), oc.name, oc.lr, oc.options)
             saved, built = state["optimizer"]["param_groups"], opt.state_dict()["param_groups"]
             # another optimizer's hyper-parameters (a scheduler adds its own keys, e.g. initial_lr, to the saved ones)
             if len(saved) != len(built) or any(not set(b) <= set(a) for a, b in zip(saved, built)):
@@ -276,7 +338,9 @@ def auto_lr(prep: Prepared, clock: Clock | None = None) -> tuple[Prepared, Any, 
                                           class_weights=prep.class_weights)
     except ValueError as exc:
         raise BadInput(f"train.lr_find: {exc}") from None
-    return Prepared(cfg.model_copy(update={"train": tcfg}), prep.ds, prep.data, prep.model, prep.spec), found, keys
+    import dataclasses
+
+    return dataclasses.replace(prep, cfg=cfg.model_copy(update={"train": tcfg})), found, keys
 
 
 def audit(prep: Prepared) -> list:
@@ -448,12 +512,24 @@ def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from
     from methodo.train.checkpoint import load_checkpoint
     from methodo.train.loop import NonFiniteLoss, fit
 
-    cfg = prep.cfg
+    cfg, plan = prep.cfg, prep.plan
     history = list(load_checkpoint(resume_from / "last.safetensors")[1]["history"]) if resume_from else []
     log = EpochLog(rd, tracker, history)  # metrics.csv keeps the epochs run before an interruption
+    on_epoch, groups = log, None
+    if plan is not None and resume_from is None:
+        probe = probe_pretrained(prep)
+        if probe is not None:
+            plan.info["probe"] = probe
+    if plan is not None:  # the transfer strategy's seams: parameter groups, unfreezing after each epoch
+        groups = plan.param_groups(cfg.train.optimizer.lr)
+        if plan.at_epoch is not None:
+            plan.at_epoch(len(history) + 1)
+        if plan.on_epoch is not None:
+            on_epoch = lambda row: plan.on_epoch(row) or log(row)  # noqa: E731
     try:
         res = fit(prep.model, prep.data, cfg.train, seed=cfg.seed, ckpt_dir=rd.checkpoints,
-                  class_weights=prep.class_weights, on_epoch=log, resume_from=resume_from)
+                  class_weights=prep.class_weights, on_epoch=on_epoch, resume_from=resume_from,
+                  param_groups=groups)
     except NonFiniteLoss as exc:
         lr = cfg.train.optimizer.lr
         record.epochs_run = len(log.history)
@@ -475,7 +551,93 @@ def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from
     if len(res.grad_norms) == len(res.lrs):
         series["step_grad_norm"] = res.grad_norms
     tracker.log_series(series)
+    if plan is not None:
+        record.transfer = transfer_summary(plan, res)
+        if plan.adapter is not None:  # lora: the adapter alone, beside the full checkpoints (for resume)
+            from methodo.transfer.lora import save_adapter
+
+            record.transfer.adapter = save_adapter(prep.model, rd)
     return res
+
+
+def probe_pretrained(prep: Prepared, max_rows: int = 2000) -> dict | None:
+    """How good the pretrained features are before fine-tuning: a logistic regression on the penultimate
+    features of (at most ``max_rows``) training rows, scored on val (the ``catastrophic_forgetting`` check's
+    reference). Classification runs that fine-tune pretrained weights only; deterministic, no RNG drawn."""
+    plan, cfg = prep.plan, prep.cfg
+    if (plan.pretrained is None or cfg.transfer.strategy not in ("finetune", "gradual_unfreeze", "none")
+            or not prep.spec.has_classes or prep.data.raw_y["train"].ndim != 1):
+        return None
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from methodo.evaluate.embeddings import penultimate
+
+    data = prep.data
+    Xtr, ytr = data.inputs("train")[:max_rows], data.raw_y["train"][:max_rows]
+    if len(np.unique(ytr)) < 2:
+        return None
+    Etr = penultimate(prep.model, Xtr, batch_size=cfg.train.eval_batch_size)[0]
+    Eva = penultimate(prep.model, data.inputs("val"), batch_size=cfg.train.eval_batch_size)[0]
+    sc = StandardScaler().fit(Etr)
+    clf = LogisticRegression(max_iter=300).fit(sc.transform(Etr), ytr)
+    return {"val": round(float(clf.score(sc.transform(Eva), data.raw_y["val"])), 6),
+            "train": round(float(clf.score(sc.transform(Etr), ytr)), 6), "rows": int(len(ytr)),
+            "model": "logistic regression on the pretrained penultimate features"}
+
+
+def compare_scratch(prep: Prepared, record: RunRecord) -> None:
+    """``transfer.compare_scratch``: the same model from random weights, trained with the same data, epochs
+    and optimizer; its test metrics, parameters and time per epoch go to ``transfer.scratch``. The global RNG
+    states are restored after, so the run's own later stages do not move."""
+    cfg, plan = prep.cfg, prep.plan
+    if plan is None or not cfg.transfer.compare_scratch or record.transfer is None:
+        return
+    import random
+    import time as _time
+
+    import numpy as np
+    import torch
+
+    from methodo.evaluate import compute_metrics, predict
+    from methodo.models import build_model
+    from methodo.seed import seed_everything
+    from methodo.train.loop import fit
+
+    saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        seed_everything(cfg.seed)
+        data = prep.data
+        model = build_model(cfg.model.name, input_shape=data.input_shape, n_outputs=data.n_outputs,
+                            kind=prep.ds.kind, task=prep.ds.task, **cfg.model.options)
+        t0 = _time.perf_counter()
+        res = fit(model, data, cfg.train, seed=cfg.seed, class_weights=prep.class_weights)
+        seconds = _time.perf_counter() - t0
+        p = predict(model, data.inputs("test"), task=prep.ds.task, batch_size=cfg.train.eval_batch_size,
+                    inverse_y=data.preprocessor.inverse_y,
+                    y=data.tensors["test"][1] if prep.spec.scores_need_targets else None)
+        metrics = compute_metrics(prep.ds.task, prep.spec.metric_input(p), data.raw_y["test"], prep.n_classes)
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])
+    record.transfer.scratch = {
+        "metrics": {k: (None if v is None else float(v)) for k, v in metrics.items()},
+        "epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
+        "parameters": int(sum(q.numel() for q in model.parameters())),
+        "epoch_time_s": round(seconds / max(res.epochs_run, 1), 4)}
+
+
+def transfer_summary(plan, res) -> dict:
+    """``summary.json`` → ``transfer``: strategy, parameters trained of all, seconds per epoch, what the
+    pretrained weights were and what the backbone expects of its inputs."""
+    times = [r["time_s"] for r in res.history if "time_s" in r]
+    out = dict(plan.info)
+    if plan.pretrained is not None:
+        out["pretrained"] = plan.pretrained
+    out["epoch_time_s"] = round(sum(times) / len(times), 4) if times else None
+    return out
 
 
 def write_steps_csv(rd: RunDir, res, n_train: int, tcfg) -> None:
@@ -614,7 +776,8 @@ def diagnose(prep: Prepared, res, preds: dict, record: RunRecord, history: list[
         lr=prep.cfg.train.optimizer.lr,
         label_issues=issues,
         monitor=res.monitor, skipped_batches=res.skipped_batches,
-        reference=record.reference.model_dump() if record.reference else None)
+        reference=record.reference.model_dump() if record.reference else None,
+        transfer=record.transfer.model_dump() if record.transfer else None)
     findings = sorted(data_findings + dg.diagnose(facts), key=lambda x: dg.SEVERITY_ORDER.get(x.severity, 9))
     record.findings = [FindingRecord.model_validate(f.to_dict()) for f in findings]
     return findings

@@ -205,8 +205,11 @@ def split_dataset(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None) 
 
 
 def prepare(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None,
-            indices: dict[str, np.ndarray] | None = None) -> PreparedData:
-    """Split ``ds``, fit every transform on the training split only, and build tensors for each split."""
+            indices: dict[str, np.ndarray] | None = None, normalization: tuple | None = None) -> PreparedData:
+    """Split ``ds``, fit every transform on the training split only, and build tensors for each split.
+
+    ``normalization``: a fixed per-channel ``(mean, std)`` for images (a pretrained backbone's), used
+    instead of a scaling fitted on train unless ``data.augment`` has its own ``normalize``."""
     import torch
 
     from methodo.data.augment import AugmentPipeline, fixed_normalization
@@ -254,6 +257,8 @@ def prepare(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None,
 
     # 2. Scaling fitted on train (or a fixed normalization for images).
     fixed = fixed_normalization(augment_items) if ds.kind == "image" else None
+    if fixed is None and normalization is not None and ds.kind == "image":
+        fixed = normalization
     if fixed is not None:
         pre = Preprocessor.fixed(*fixed, channels=X.shape[1])
     else:

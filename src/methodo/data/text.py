@@ -107,3 +107,74 @@ def load_python_docs(data_cfg, *, audit: bool = False, seq_len: int = 128, max_c
         groups=groups, extra={"ood": (Xo, yo)}, vocab=list(VOCAB),
         extra_descriptions={"ood": f"scikit-learn dataset descriptions (sklearn/datasets/descr/*.rst): "
                                    f"{ood_used:,} characters, {len(Xo)} windows"})
+
+
+# --------------------------------------------------------------------------- labeled text (classification)
+
+
+def _labels(values, where: str):
+    """Class indices and names from label strings (sorted names)."""
+    classes, y = np.unique(np.asarray(values, dtype=str), return_inverse=True)
+    if len(classes) < 2:
+        raise DataError(f"{where}: only one label ({classes[0]!r} if any): classification needs at least 2 classes")
+    return y.astype(np.int64), [str(c) for c in classes]
+
+
+@DATASETS.register("text_csv", help="labeled text: a CSV file (data.path) with a text column (data.options.text, "
+                   "default 'text') and a label column (data.target); tokenized by the hf: model's tokenizer",
+                   task="classification", kind="text", needs="path")
+def load_text_csv(data_cfg, *, audit: bool = False, text: str = "text") -> Dataset:
+    """Read a CSV of texts and labels (every cell as text). ``X`` holds the raw strings ``(n, 1)``; the
+    pipeline tokenizes them with the model's own tokenizer (``model.max_length`` tokens)."""
+    import pandas as pd
+    from pathlib import Path
+
+    path = Path(data_cfg.path)
+    if not path.is_file():
+        raise DataError(f"{path}: CSV file not found (data.path)")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: cannot read the CSV ({' '.join(str(exc).split())[:160]})") from None
+    for col, key in ((text, "data.options.text"), (data_cfg.target, "data.target")):
+        if col not in df.columns:
+            raise DataError(f"{path}: no column {col!r} ({key}); columns: {', '.join(map(repr, df.columns[:10]))}")
+    labels = df[data_cfg.target].str.strip()
+    bad = np.flatnonzero(labels.to_numpy() == "")
+    problems = [{"id": "bad_label", "row": int(r) + 2, "value": "", "reason": "missing label"} for r in bad]
+    if len(bad) and not audit:
+        raise DataError(f"{path} row {int(bad[0]) + 2}: missing label in column {data_cfg.target!r} "
+                        f"({len(bad)} rows in all); fill or drop them")
+    keep = labels.to_numpy() != ""
+    y, names = _labels(labels.to_numpy()[keep], str(path))
+    X = df[text].to_numpy(dtype=object)[keep].reshape(-1, 1)
+    rows = (np.arange(len(df)) + 2)[keep]
+    return Dataset(path.stem, "classification", "text", X, y, [text], names,
+                   f"text CSV {path.name}: {len(y)} texts, {len(names)} labels", meta={"row": rows},
+                   problems=problems)
+
+
+@DATASETS.register("textfolder", help="labeled text: a folder (data.path) with one subfolder of .txt files per "
+                   "class; tokenized by the hf: model's tokenizer", task="classification", kind="text", needs="path")
+def load_textfolder(data_cfg, *, audit: bool = False, suffix: str = ".txt") -> Dataset:
+    """One text per file, the class its subfolder's name (dot-prefixed folders are not classes)."""
+    from pathlib import Path
+
+    root = Path(data_cfg.path)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found (data.path)")
+    texts, labels, paths = [], [], []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))):
+        for f in sorted(sub.rglob(f"*{suffix}")):
+            try:
+                texts.append(f.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise DataError(f"{f}: not readable as UTF-8 text ({exc})") from None
+            labels.append(sub.name)
+            paths.append(str(f))
+    if not texts:
+        raise DataError(f"{root}: no {suffix} files in class subfolders (data.path holds one folder per class)")
+    y, names = _labels(labels, str(root))
+    return Dataset(root.name, "classification", "text", np.asarray(texts, dtype=object).reshape(-1, 1), y, ["text"],
+                   names, f"text folder {root.name}: {len(y)} files, {len(names)} classes",
+                   meta={"path": np.asarray(paths, dtype=object)})

@@ -49,6 +49,8 @@ class Facts:
     skipped_batches: list[dict] = field(default_factory=list)  # batches the NaN guard skipped
     # a flexible scikit-learn model on the same table (evaluate.baselines.reference_model): noise or bias?
     reference: dict | None = None
+    # a transfer run's summary.json `transfer` (strategy, what the backbone expects, scratch and probe results)
+    transfer: dict | None = None
 
     @property
     def spec(self):
@@ -503,5 +505,6 @@ FINDINGS.register("non_finite_loss", non_finite_loss, help="the loss became NaN 
 # The data checks (stage "data": run by `methodo data inspect` and at the start of `methodo run`) live
 # with the data stage; importing them registers them here, so one registry lists every finding.
 from methodo.data import audit as _data_audit  # noqa: E402
+from methodo.transfer import checks as _transfer_checks  # noqa: E402  (domain_mismatch, pretrained_not_helping, ...)
 
-del _data_audit
+del _data_audit, _transfer_checks

@@ -82,7 +82,9 @@ def _test_inputs(rd, cfg):
     from methodo.data.features import load_pipeline
     from methodo.data.preprocess import Preprocessor
 
-    ds = load_dataset(cfg.data)
+    from methodo.stages import transfer_inputs
+
+    ds, _ = transfer_inputs(cfg, load_dataset(cfg.data))  # raw text: the hf: model's tokenizer
     rows = split_dataset(ds, cfg.data, cfg.seed)["test"]
     if rd.has(LAYOUT["predictions_test"]):
         saved = [int(r["row"]) for r in csv.DictReader(io.StringIO(rd.read_text(LAYOUT["predictions_test"])))]
@@ -102,11 +104,8 @@ def embed_run(run_dir: str | Path, method: str = "pca") -> dict:
     """Project the test embeddings of the run in ``run_dir``; writes the figure and CSV, re-renders
     the report, and returns ``{figure, csv, n, wrong, method}``."""
     from methodo.config import load_config
-    from methodo.models import build_model
     from methodo.report import plots
     from methodo.report.html import render_report
-    from methodo.train.checkpoint import load_checkpoint
-
     from methodo.rundir import RunDir
 
     if method not in METHODS:
@@ -124,9 +123,10 @@ def embed_run(run_dir: str | Path, method: str = "pca") -> dict:
 
     if not task_spec(ds.task).has_classes:
         raise BadInput(f"{run_dir}: embed colors points by class; this run is a {ds.task} run")
-    model = build_model(cfg.model.name, input_shape=tuple(X.shape[1:]), n_outputs=ds.n_classes, kind=ds.kind,
-                        **cfg.model.options)
-    model.load_state_dict(load_checkpoint(weights_path)[0])
+    from methodo.transfer import load_run_model
+
+    del weights_path  # the run's best weights (a LoRA run: its adapter on the pretrained base)
+    model = load_run_model(rd, cfg, input_shape=X.shape[1:], n_outputs=ds.n_classes, kind=ds.kind)
     E, out = penultimate(model, X)
     pred = out.argmax(1)
     y = ds.y[rows]

@@ -19,6 +19,29 @@ from methodo.registry import check_kwargs
 
 del _dense, _language
 
+# Families resolved by prefix (methodo.models.backbones); their libraries are imported when a name is resolved.
+
+
+def _timm(rest: str):
+    from methodo.models.backbones import timm_factory
+
+    return timm_factory(rest)
+
+
+def _hf(rest: str):
+    from methodo.models.backbones import hf_factory
+
+    return hf_factory(rest)
+
+
+MODELS.register_prefix("timm", _timm,
+                       help="any timm architecture, e.g. timm:resnet18 (`methodo list models --timm FILTER`)",
+                       inputs=("image",), example="test_resnet")
+MODELS.register_prefix("hf", _hf,
+                       help="a Hugging Face sequence classifier from a local folder, a package that ships it, or the "
+                            "HF cache, e.g. hf:sentence-transformers/all-MiniLM-L6-v2 (text_csv data)",
+                       inputs=("text",), tasks=("classification",), example="sentence-transformers/all-MiniLM-L6-v2")
+
 __all__ = ["MODELS", "build_model", "check_model_options", "check_model_task", "model_tasks"]
 
 _RESERVED = ("input_shape", "n_outputs")

@@ -325,11 +325,15 @@ def label_errors(suspects: list[dict], ds, path: Path) -> Path:
             ax.set_title(f"row {s['row']}\ngiven {s['given']}\nmodel {s['suggested']} ({s['p_suggested']:.2f})", fontsize=7)
             ax.axis("off")
         return _save(fig, path)
-    cols = ds.feature_names[:8]
-    fig, ax = plt.subplots(figsize=(min(14, 1.3 * len(cols) + 4), 0.4 * n + 1))
+    if ds.kind == "text":  # labeled text: the texts themselves (kept by the tokenizer step)
+        texts = ds.meta.get("text")
+        cols, values = ["text"], [[(str(texts[s["row"]]) if texts is not None else "")[:90]] for s in suspects]
+    else:
+        cols = ds.feature_names[:8]
+        values = [[f"{v:.3g}" for v in ds.X[s["row"]][:len(cols)]] for s in suspects]
+    fig, ax = plt.subplots(figsize=(min(14, 1.3 * len(cols) + 4) if ds.kind != "text" else 12, 0.4 * n + 1))
     ax.axis("off")
-    cells = [[s["row"], s["given"], s["suggested"], f"{s['p_given']:.3f}"]
-             + [f"{v:.3g}" for v in ds.X[s["row"]][:len(cols)]] for s in suspects]
+    cells = [[s["row"], s["given"], s["suggested"], f"{s['p_given']:.3f}"] + v for s, v in zip(suspects, values)]
     table = ax.table(cellText=cells, colLabels=["row", "given", "model", "p(given)", *cols], loc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(9)

@@ -229,8 +229,8 @@ def _trainable_groups(model: torch.nn.Module, param_groups) -> list[dict]:
             if not isinstance(g, dict) or "params" not in g:
                 raise ConfigError(f"param_groups[{i}]: each group is a dict with 'params' and optimizer options")
             g["params"] = list(g["params"])
-    for g in groups:
-        g["params"] = [p for p in g["params"] if p.requires_grad]
+    for g in groups:  # a group with keep_frozen keeps its frozen parameters: the caller unfreezes them later
+        g["params"] = [p for p in g["params"] if p.requires_grad or g.get("keep_frozen")]
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise ConfigError("param_groups: no trainable parameter (every parameter has requires_grad=False)")
@@ -325,8 +325,11 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     - ``param_groups``: the optimizer's parameter groups, a list of dicts (``{"params": [...],
       "lr": ...}``, torch's format) or a callable ``model -> list of dicts`` — frozen layers,
       discriminative learning rates. Default: every parameter in one group. Parameters with
-      ``requires_grad=False`` are never given to the optimizer, regularized or clipped. Options a
-      group does not set come from ``train.optimizer``; the logged LR is group 0's.
+      ``requires_grad=False`` are never given to the optimizer, regularized or clipped, except in a
+      group with ``"keep_frozen": True`` (gradual unfreezing: the caller's ``on_epoch`` unfreezes them
+      later; torch skips a parameter without a gradient, and the regularizers keep to the parameters
+      trainable when training starts). Options a group does not set come from ``train.optimizer``;
+      the logged LR is group 0's.
     - ``extra_loss(model, out, xb, yb) -> tensor``: a term added to the training loss before
       ``backward`` (distillation, fairness penalties); like the L1/L2 penalties it is not part of
       the logged ``train_loss``, which stays the data loss.

@@ -66,7 +66,8 @@ def _coerce(options: dict) -> dict:
 def build_optimizer(params, name: str, lr: float, options: dict):
     """The torch optimizer ``name`` over ``params``: parameters, or parameter groups (dicts with
     ``"params"`` and per-group options such as ``lr``, torch's format); ``lr`` and ``options`` are
-    the defaults of every group. Frozen parameters (``requires_grad=False``) are left out.
+    the defaults of every group. Frozen parameters (``requires_grad=False``) are left out, except in
+    a group with ``"keep_frozen": True`` (unfrozen later: gradual unfreezing).
 
     >>> import torch
     >>> body, head = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
@@ -77,8 +78,8 @@ def build_optimizer(params, name: str, lr: float, options: dict):
     """
     params = list(params)
     if params and isinstance(params[0], dict):
-        groups = [{**_coerce({k: v for k, v in g.items() if k != "params"}),
-                   "params": [p for p in g["params"] if p.requires_grad]} for g in params]
+        groups = [{**_coerce({k: v for k, v in g.items() if k not in ("params", "keep_frozen")}),
+                   "params": [p for p in g["params"] if p.requires_grad or g.get("keep_frozen")]} for g in params]
         params = [g for g in groups if g["params"]]
     else:
         params = [p for p in params if p.requires_grad]

@@ -93,6 +93,15 @@ def cyclic(optimizer, *, epochs, steps_per_epoch, total_steps, base_lr: float = 
                     cycle_momentum=_momentum_cycles(optimizer))
 
 
+def _peaks(optimizer, max_lr: float):
+    """One-cycle's peak LR: ``max_lr`` (default the LR) for one group; for several groups with their own
+    LRs (discriminative fine-tuning) each group's, scaled alike (``max_lr`` is group 0's)."""
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    if len(set(lrs)) == 1:
+        return max_lr or lrs[0]
+    return [lr * (max_lr / lrs[0] if max_lr else 1.0) for lr in lrs]
+
+
 @SCHEDULERS.register("onecycle", help="OneCycleLR: warm up to max_lr (default the optimizer LR; "
                      "'auto': the LR finder's), then anneal, per step", interval="step")
 def onecycle(optimizer, *, epochs, steps_per_epoch, total_steps, max_lr: float = 0.0, pct_start: float = 0.3,
@@ -100,7 +109,7 @@ def onecycle(optimizer, *, epochs, steps_per_epoch, total_steps, max_lr: float =
              three_phase: bool = False):
     from torch.optim.lr_scheduler import OneCycleLR
 
-    peak = max_lr or optimizer.param_groups[0]["lr"]
+    peak = _peaks(optimizer, max_lr)
     return OneCycleLR(optimizer, max_lr=peak, total_steps=max(2, total_steps),
                       pct_start=pct_start, anneal_strategy=anneal_strategy, div_factor=div_factor,
                       final_div_factor=final_div_factor, three_phase=three_phase,
