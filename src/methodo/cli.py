@@ -103,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--method", choices=("pca", "tsne", "umap"), default="pca", help="projection (default pca)")
 
+    pr = sub.add_parser("predict", help="predict new data with a run's model and its own preprocessing",
+                        description="Predict every row of a CSV (the training feature columns, in any order; the "
+                        "target column is optional and ignored), every image of a folder or image files, or every "
+                        "line of a text file, with the run's best weights and exactly the preprocessing fitted on "
+                        "its training split. Writes one CSV row per input: its identifier (row: the file line; "
+                        "path: the image), the prediction and the scores (p_CLASS). The input is streamed in "
+                        "chunks, so any size predicts in bounded memory.")
+    pr.add_argument("run_dir", metavar="RUN_DIR", help="a finished run dir (or a folder from `methodo export "
+                    "--format safetensors`)")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="a CSV file, an image folder or image files, a text file")
+    pr.add_argument("--out", metavar="FILE", help="CSV file to write (must not exist; default: stdout)")
+
     lm = sub.add_parser("evaluate-lm", help="benchmark a local Hugging Face causal LM (lm-evaluation-harness) "
                         "and/or measure its sliding-window perplexity on a text file",
                         description="Score a local Hugging Face causal language model (a save_pretrained "
@@ -288,6 +300,16 @@ def cmd_embed(run_dir: str, method: str) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from methodo.use.predict import predict_command
+
+    res = predict_command(args.run_dir, list(args.inputs), out=args.out)
+    if res.out is not None:
+        print(f"predicted {res.rows} inputs with the {res.task} model of {args.run_dir}: {res.out} "
+              f"(columns: {', '.join(res.columns)})")
+    return 0
+
+
 def _print_result(res) -> None:
     """The run's headline on stdout, from its record: status, test metrics beside the best baseline, findings."""
     r = res.record
@@ -444,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_data_label_issues(args)
         if args.command == "embed":
             return cmd_embed(args.run_dir, args.method)
+        if args.command == "predict":
+            return cmd_predict(args)
         if args.command == "config":
             return cmd_config(args, parser)
     except BadInput as exc:

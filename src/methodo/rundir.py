@@ -57,6 +57,9 @@ LAYOUT = {
     "predictions_val": "predictions_val.csv",  # one row per validation row (the task's columns)
     "predictions_test": "predictions_test.csv",  # one row per test row (the same columns)
     "label_issues": "label_issues.csv",  # rows whose label looks wrong (confident learning), most suspect first
+    "inputs": "inputs.json",  # what the model takes and gives: columns, image channels and size, classes, the model
+    "drift": "drift.json",  # statistics of the training split that new data is compared with (methodo evaluate)
+    "card": "MODEL_CARD.md",  # the model card (Hugging Face layout)
     "figures": "figures",
     "checkpoints": "checkpoints",
     "folds": "folds",  # k-fold: one run dir per fold

@@ -358,6 +358,7 @@ def open_run(prep: Prepared, tracker, *, out, resume_rd: RunDir | None, resumed:
     record = new_record(prep, resumed=resumed)
     rd.write_text(LAYOUT["config"], dump_yaml(cfg))
     rd.write_text(LAYOUT["preprocessor"], data.preprocessor.to_json())
+    write_use_files(rd, prep)
     write_splits_csv(rd, data.indices)
     if data.features is not None:  # the fitted feature Pipeline, saved with the model (skops: no pickle)
         save_pipeline(data.features, rd.file(LAYOUT["features"]))
@@ -378,6 +379,17 @@ def open_run(prep: Prepared, tracker, *, out, resume_rd: RunDir | None, resumed:
     record.mlflow_run_id = tracker.run_id
     rd.write_record(record)
     return rd, record
+
+
+def write_use_files(rd: RunDir, prep: Prepared) -> None:
+    """What using the model later needs: ``inputs.json`` (its inputs and outputs, for ``methodo predict``
+    and ``methodo.load``) and ``drift.json`` (statistics of the training split, for the drift checks of
+    ``methodo evaluate``)."""
+    from methodo.use.drift import reference_stats
+    from methodo.use.schema import schema_for_run
+
+    rd.write_text(LAYOUT["inputs"], schema_for_run(prep).to_json())
+    rd.write_json(LAYOUT["drift"], reference_stats(prep.ds, prep.data.indices["train"], seed=prep.cfg.seed))
 
 
 def write_splits_csv(rd: RunDir, indices: dict) -> None:

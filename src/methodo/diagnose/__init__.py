@@ -503,5 +503,7 @@ FINDINGS.register("non_finite_loss", non_finite_loss, help="the loss became NaN 
 # The data checks (stage "data": run by `methodo data inspect` and at the start of `methodo run`) live
 # with the data stage; importing them registers them here, so one registry lists every finding.
 from methodo.data import audit as _data_audit  # noqa: E402
+# The drift checks (stage "drift": run by `methodo evaluate` on new data) live with the use of a trained model.
+from methodo.use import drift as _drift  # noqa: E402
 
-del _data_audit
+del _data_audit, _drift
