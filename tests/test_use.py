@@ -184,3 +184,82 @@ def test_predict_refuses_images_the_model_cannot_read(digits_run, tmp_path, caps
                               str(tmp_path / "p.csv"))
     assert code == 2 and needle in err and "b.png" in err, err
     assert not (tmp_path / "p.csv").exists()
+
+
+# --------------------------------------------------------------------------- methodo evaluate (and drift)
+
+
+def test_evaluate_new_labeled_data_with_drift_findings(iris_run, tmp_path, capsys):
+    df = iris_frame()
+    shifted = pd.concat([df[df.target == "setosa"], df[df.target != "setosa"].iloc[::10]])  # label shift
+    shifted["sepal width (cm)"] = shifted["sepal width (cm)"] + 1.5  # data drift, out of the training range
+    src = tmp_path / "shifted.csv"
+    shifted.to_csv(src, index=False)
+    code, out, err = cli_inproc(capsys, "evaluate", str(iris_run.run_dir), str(src), "--out", str(tmp_path / "ev"))
+    assert code == 0, err
+    ev = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert ev["n"] == len(shifted) and ev["task"] == "classification"
+    summary = json.loads((iris_run.run_dir / "summary.json").read_text())
+    assert ev["run_test"] == summary["metrics"]["test"]  # the run's own numbers beside the new ones
+    assert set(ev["metrics"]) == set(summary["metrics"]["test"])
+    assert all(len(v) == 2 for v in ev["intervals"].values() if v) and ev["baselines"]["most_frequent"]
+    # the dummy is fitted on the training labels: its accuracy is the share of the training majority class here
+    ids = {f["id"]: f for f in ev["findings"]}
+    assert {"data_drift", "label_shift", "out_of_range_inputs"} <= set(ids), sorted(ids)
+    drifted = [t for t in ev["drift"]["tests"] if t["p_adjusted"] < 0.05]
+    assert "sepal width (cm)" in {t["feature"] for t in drifted}
+    assert ids["label_shift"]["evidence"]["classes"]["setosa"]["new"] == pytest.approx(50 / len(shifted), abs=1e-4)
+    assert ids["out_of_range_inputs"]["evidence"]["top"]["sepal width (cm)"]["train_range"][1] < 4.5
+    html = (tmp_path / "ev" / "evaluate.html").read_text()
+    assert "run&#39;s test" in html and "data_drift" in html and "data:image/png;base64" in html
+    preds = pd.read_csv(tmp_path / "ev" / "predictions.csv")
+    assert len(preds) == len(shifted) and {"row", "true", "predicted"} <= set(preds.columns)
+    assert "metrics (new data [interval] | run's test [interval]" in out and "data_drift" in out
+
+
+def test_evaluate_data_like_training_finds_no_drift(iris_run, tmp_path, capsys):
+    rows, _, _ = _saved_predictions(iris_run.run_dir)
+    src = tmp_path / "test_rows.csv"
+    iris_frame().iloc[rows].to_csv(src, index=False)
+    from methodo.use.evaluate import evaluate_run
+
+    _, ev = evaluate_run(iris_run.run_dir, src, out=tmp_path / "ev", progress=False)
+    summary = json.loads((iris_run.run_dir / "summary.json").read_text())
+    assert ev.metrics["accuracy"] == pytest.approx(summary["metrics"]["test"]["accuracy"])  # the run's test rows
+    assert not {f.id for f in ev.findings} & {"data_drift", "label_shift", "out_of_range_inputs", "performance_drop"}
+
+
+def test_evaluate_on_a_dataset_config_and_an_image_folder(iris_run, digits_run, tmp_path, capsys):
+    (tmp_path / "iris.yaml").write_text("data: {source: iris}\n")
+    code, out, err = cli_inproc(capsys, "evaluate", str(iris_run.run_dir), str(tmp_path / "iris.yaml"), "--out",
+                                str(tmp_path / "ev1"))
+    assert code == 0 and ": 150 rows" in out, err
+    import sklearn.datasets
+
+    d = sklearn.datasets.load_digits()
+    for k in range(30):
+        _png(tmp_path / "imgs" / str(d.target[k]) / f"{k}.png", (d.images[k] * 255 / 16).round().astype(np.uint8))
+    code, out, err = cli_inproc(capsys, "evaluate", str(digits_run.run_dir), str(tmp_path / "imgs"), "--out",
+                                str(tmp_path / "ev2"))
+    assert code == 0, err
+    ev = json.loads((tmp_path / "ev2" / "evaluation.json").read_text())
+    assert ev["n"] == 30 and {t["feature"] for t in ev["drift"]["tests"]} == {"channel 0 mean", "channel 0 std"}
+
+
+def test_evaluate_refuses_bad_data_and_explains_older_runs(iris_run, tmp_path, capsys):
+    src = tmp_path / "nolabel.csv"
+    iris_frame().drop(columns="target").to_csv(src, index=False)
+    code, _, err = cli_inproc(capsys, "evaluate", str(iris_run.run_dir), str(src), "--out", str(tmp_path / "ev"))
+    assert code == 2 and "no target column 'target'" in err and not (tmp_path / "ev").exists()
+    bad = tmp_path / "badlabel.csv"
+    _cell(iris_frame(), 4, "target", "rose").to_csv(bad, index=False)
+    code, _, err = cli_inproc(capsys, "evaluate", str(iris_run.run_dir), str(bad), "--out", str(tmp_path / "ev"))
+    assert code == 2 and "label 'rose'" in err and "setosa" in err and not (tmp_path / "ev").exists()
+    old = tmp_path / "old"
+    shutil.copytree(iris_run.run_dir, old)
+    (old / "drift.json").unlink()
+    iris_frame().to_csv(tmp_path / "all.csv", index=False)
+    code, out, err = cli_inproc(capsys, "evaluate", str(old), str(tmp_path / "all.csv"), "--out", str(tmp_path / "ev"))
+    assert code == 0 and "drift checks need the training statistics; re-run" in out, err
+    code, out, _ = cli_inproc(capsys, "evaluate", "--help")
+    assert code == 0 and "evaluate-lm" in out.replace("\n", " ")

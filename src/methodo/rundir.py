@@ -89,8 +89,10 @@ class RunDir:
         return Path("runs") / f"{name}{'-' + kind if kind else ''}-{stamp}-{secrets.token_hex(2)}"
 
     @classmethod
-    def create(cls, out: str | Path | None, *, name: str, kind: str = "", flag: str = "--out") -> "RunDir":
-        """Create and claim a new run dir (``out``, or a fresh name under ``runs/``).
+    def create(cls, out: str | Path | None, *, name: str, kind: str = "", flag: str = "--out",
+               folders: tuple[str, ...] = ("figures", "checkpoints")) -> "RunDir":
+        """Create and claim a new run dir (``out``, or a fresh name under ``runs/``) with the layout's
+        ``folders`` (an evaluation or an export has no checkpoints).
 
         Refused with :class:`BadInput`: a folder holding a run (or being claimed by another process
         right now), a non-empty folder that is not a run dir, a path that is a file, an unwritable place.
@@ -119,7 +121,7 @@ class RunDir:
             fh.write(json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()}) + "\n")
         rd = cls(path)
         try:
-            rd.make_layout()
+            rd.make_layout(folders)
         except OSError as exc:
             raise BadInput(f"{flag} {shown}: cannot write there ({exc.strerror or exc})") from None
         return rd
@@ -158,9 +160,9 @@ class RunDir:
                 if not p.is_file():
                     raise BadInput(f"{p}: is not a file; the run dir's {LAYOUT[sub]}/ holds files only, so {what}")
 
-    def make_layout(self) -> None:
+    def make_layout(self, folders: tuple[str, ...] = ("figures", "checkpoints")) -> None:
         """The folders of the layout (``figures/``, ``checkpoints/``); existing ones are kept."""
-        for sub in ("figures", "checkpoints"):
+        for sub in folders:
             d = self.file(LAYOUT[sub])
             if d.is_symlink() or (d.exists() and not d.is_dir()):
                 raise BadInput(f"{d}: expected a folder of the run dir")

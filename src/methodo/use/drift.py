@@ -19,7 +19,8 @@ only, in the units the user's data comes in (before any feature step or scaling)
 - ``label_shift``: class (or label) proportions against training, chi-square goodness of fit
   (KS on the values for regression);
 - ``performance_drop``: a metric on the new data outside the run's own test interval, on the bad side;
-- ``out_of_range_inputs``: values outside the range seen in training (the model extrapolates there).
+- ``out_of_range_inputs``: values outside the range seen in training (the model extrapolates there), more
+  often than data like the training split would be (a binomial test against 2/(n+1) per feature).
 
 A run dir written before ``drift.json`` existed has no statistics: the checks then say that they
 need a re-run, instead of guessing.
@@ -42,6 +43,11 @@ FORMAT = 1
 
 def _r(v: float, nd: int = 6) -> float:
     return float(round(float(v), nd))
+
+
+def _g(v: float) -> float:
+    """A value as shown in evidence: 7 significant digits (float32's), not the float64 expansion."""
+    return float(f"{float(v):.7g}")
 
 
 def _summary(values: np.ndarray, rng_rows: np.ndarray) -> dict:
@@ -305,19 +311,29 @@ def out_of_range_inputs(f: DriftFacts) -> Finding | None:
         with np.errstate(invalid="ignore"):
             out = (v < r["min"]) | (v > r["max"])
         if out.any():
-            per[name] = {"rows": int(out.sum()), "train_range": [r["min"], r["max"]],
-                         "new_range": [float(np.nanmin(v)), float(np.nanmax(v))]}
+            per[name] = {"rows": int(out.sum()), "train_range": [_g(r["min"]), _g(r["max"])],
+                         "new_range": [_g(np.nanmin(v)), _g(np.nanmax(v))]}
         any_row = out if any_row is None else any_row | out
     if not per:
         return None
+    from scipy.stats import binomtest
+
     rows = int(any_row.sum())
     share = rows / max(n, 1)
+    # Even data like the training split falls outside the range of n training values with probability
+    # 2 / (n + 1) per feature: only more out-of-range rows than that is evidence of new territory.
+    n_train = int((f.reference or {}).get("n_train") or 0)
+    expected = min(1.0, 2 * len(f.features) / (n_train + 1)) if n_train else 0.0
+    p = float(binomtest(rows, n, expected, alternative="greater").pvalue) if 0 < expected < 1 else 0.0
+    if p >= f.alpha:
+        return None
     top = dict(sorted(per.items(), key=lambda kv: -kv[1]["rows"])[:TOP])
     return Finding(
         "out_of_range_inputs", "medium" if share >= 0.01 else "low",
         f"{rows} of {n} new rows ({100 * share:.1f}%) hold values outside the training range "
-        f"({len(per)} feature{'s' * (len(per) > 1)})",
-        {"rows": rows, "share": round(share, 4), "features": len(per), "top": top},
+        f"({len(per)} feature{'s' * (len(per) > 1)}); data like the training split would give about {100 * expected:.1f}%",
+        {"rows": rows, "share": round(share, 4), "expected_share": round(expected, 4), "p": round(p, 6),
+         "features": len(per), "top": top},
         "Predictions there are extrapolations the model never learned: treat them with caution, check those rows "
         "for unit or entry errors, and collect training data covering the new range.")
 
