@@ -263,3 +263,30 @@ def test_evaluate_refuses_bad_data_and_explains_older_runs(iris_run, tmp_path, c
     assert code == 0 and "drift checks need the training statistics; re-run" in out, err
     code, out, _ = cli_inproc(capsys, "evaluate", "--help")
     assert code == 0 and "evaluate-lm" in out.replace("\n", " ")
+
+
+# --------------------------------------------------------------------------- the model card
+
+
+def test_every_run_writes_a_model_card(iris_run):
+    import yaml
+
+    text = (iris_run.run_dir / "MODEL_CARD.md").read_text()
+    summary = json.loads((iris_run.run_dir / "summary.json").read_text())
+    assert text.startswith("---\n")
+    meta = yaml.safe_load(text.split("---\n")[1])  # the Hugging Face metadata block
+    assert meta["library_name"] == "pytorch" and meta["datasets"] == ["iris"]
+    results = meta["model-index"][0]["results"][0]
+    assert results["task"]["type"] == "tabular-classification"
+    assert {m["type"]: m["value"] for m in results["metrics"]} == pytest.approx(
+        {k: round(v, 6) for k, v in summary["metrics"]["test"].items() if v is not None})
+    for section in ("## Model details", "## Intended use", "## Training data", "## Evaluation results",
+                    "## Known limitations", "## Config"):
+        assert section in text
+    train = summary["data"]["splits"]["train"]["class_counts"]
+    assert f"| train | {train['setosa']} | {train['versicolor']} | {train['virginica']} |" in text
+    iv = summary["intervals"]["test"]["accuracy"]
+    assert f"| accuracy | {summary['metrics']['test']['accuracy']:.4f} | [{iv[0]:.4f}, {iv[1]:.4f}] |" in text
+    for f in summary["findings"]:
+        assert f"(`{f['id']}`)" in text
+    assert "`sepal length (cm)`" in text and (iris_run.run_dir / "config.yaml").read_text().strip() in text

@@ -711,11 +711,21 @@ def close(rd: RunDir, record: RunRecord, tracker, *, clock: Clock, status: str, 
             record.timings = clock.timings()
             rd.write_record(record)
             render_report(rd.path)
+            write_card(rd, record)
     finally:
         with clock("tracking"):
             tracker.finish(mlflow_status, rd)
     record.timings = clock.timings()
     rd.write_record(record)
+
+
+def write_card(rd: RunDir, record: RunRecord) -> None:
+    """``MODEL_CARD.md`` (Hugging Face layout) from the record, the resolved config and the input schema."""
+    from methodo.use.card import model_card
+
+    config = rd.read_text(LAYOUT["config"]) if rd.has(LAYOUT["config"]) else ""
+    inputs = rd.read_json(LAYOUT["inputs"]) if rd.has(LAYOUT["inputs"]) else None
+    rd.write_text(LAYOUT["card"], model_card(record, config, inputs=inputs))
 
 
 def fail(rd: RunDir, record: RunRecord, tracker, exc: BaseException, *, clock: Clock) -> None:

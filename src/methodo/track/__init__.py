@@ -167,7 +167,7 @@ class MlflowTracker(NullTracker):
         with store_lock(self._uri()):
             try:
                 if rd is not None:
-                    for name in ("config.yaml", "summary.json", "report.html", "metrics.csv"):
+                    for name in ("config.yaml", "summary.json", "report.html", "metrics.csv", "MODEL_CARD.md"):
                         if rd.has(name) and not rd.file(name).is_symlink():
                             mlflow.log_artifact(str(rd.file(name)))
                     figures = rd.figures
