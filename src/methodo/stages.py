@@ -719,6 +719,17 @@ def close(rd: RunDir, record: RunRecord, tracker, *, clock: Clock, status: str, 
     rd.write_record(record)
 
 
+def log_model(prep: Prepared, rd: RunDir, record: RunRecord, tracker) -> None:
+    """The trained model and its training data to MLflow (``runs:/ID/model``, a pyfunc with the
+    preprocessing; registered as ``track.register``). A store that refuses it is a warning: the run dir
+    holds the model either way."""
+    try:
+        tracker.log_model(prep, rd, register=prep.cfg.track.register)
+    except Exception as exc:  # noqa: BLE001 - tracking must not lose a finished run
+        print(f"warning: the model could not be logged to MLflow ({type(exc).__name__}: "
+              f"{' '.join(str(exc).split())[:300]}); the run dir holds it", file=sys.stderr)
+
+
 def write_card(rd: RunDir, record: RunRecord) -> None:
     """``MODEL_CARD.md`` (Hugging Face layout) from the record, the resolved config and the input schema."""
     from methodo.use.card import model_card
