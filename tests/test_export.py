@@ -39,6 +39,7 @@ def test_every_registered_model_exports_to_onnx_and_matches_pytorch(entry, tmp_p
     shape = (9, *_INPUTS[kind])
     X = torch.randint(0, 5, shape) if kind == "text" else torch.randn(shape)
     export_onnx(model, X[:2], tmp_path / "m.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # one self-contained file (weights inside)
     check = compare(model, run_onnx, tmp_path / "m.onnx", X)  # another batch size than the example: dynamic
     assert check["passed"] and check["max_abs_diff"] <= TOLERANCE, check
 

@@ -70,6 +70,14 @@ def export_onnx(model, example, path: Path) -> None:
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise BadInput(f"the model cannot be exported to ONNX ({reason}); use --format torchscript or safetensors") \
             from None
+    data = path.with_name(path.name + ".data")
+    if data.exists():  # the exporter puts larger weights in a side file: one self-contained file is simpler to ship
+        import onnx
+
+        proto = onnx.load(str(path))  # reads the side file
+        if proto.ByteSize() < 2**31 - 2**20:  # protobuf's 2 GB limit; above it the side file stays
+            onnx.save_model(proto, str(path))
+            data.unlink()
 
 
 def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
@@ -213,7 +221,8 @@ def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None) 
             if not check["passed"]:
                 raise RunFailed(f"the exported {fmt} model differs from PyTorch by {check['max_abs_diff']:.3g} on "
                                 f"{what}, more than {TOLERANCE:g}; nothing was written")
-        files[FORMATS[fmt]] = path.read_bytes()
+        for f in sorted(Path(tmp).iterdir()):  # the model, and an ONNX side file of weights when there is one
+            files[f.name] = f.read_bytes()
     files["preprocessing.json"] = json.dumps(preprocessing(predictor), indent=2).encode()
     files[LAYOUT["inputs"]] = predictor.schema.to_json().encode()
     files[LAYOUT["preprocessor"]] = predictor.preprocessor.to_json().encode()
