@@ -94,21 +94,28 @@ def predict_command(run_dir: str | Path, inputs: list[str], *, out: str | None =
 
     bar = tqdm(desc="predicting", unit=" rows", disable=not live(progress), leave=False, dynamic_ncols=True)
     writer, n, columns = None, 0, []
-    sink = pa.OSFile(str(tmp), "wb") if tmp else pa.PythonFile(sys.stdout.buffer, mode="w")
+    sink = pa.OSFile(str(tmp), "wb") if tmp else None
     try:
         for chunk in predictor.chunks(source):
             table = output_table(predictor, chunk, predictor.scores_of(chunk))
-            if writer is None:
-                columns = table.column_names
-                writer = pacsv.CSVWriter(sink, table.schema, write_options=pacsv.WriteOptions(batch_size=1 << 16))
-            writer.write_table(table)
+            if sink is None:  # stdout: each block as text, the header once (stdout may be any text stream)
+                buf = pa.BufferOutputStream()
+                pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=not n, batch_size=1 << 16))
+                sys.stdout.write(buf.getvalue().to_pybytes().decode("utf-8"))
+            else:
+                if writer is None:
+                    writer = pacsv.CSVWriter(sink, table.schema, write_options=pacsv.WriteOptions(batch_size=1 << 16))
+                writer.write_table(table)
+            columns = columns or table.column_names
             n += table.num_rows
             bar.update(table.num_rows)
         if writer is not None:
             writer.close()
-        sink.close() if tmp else sink.flush()
-        if tmp:
+        if sink is not None:
+            sink.close()
             os.replace(tmp, path)
+        else:
+            sys.stdout.flush()
     finally:
         bar.close()
         if tmp:
