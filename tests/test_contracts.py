@@ -400,6 +400,41 @@ def _audit_facts() -> dict:
     return {"clean": clean, "messy": messy, "images": images, "regression": reg}
 
 
+def _drift_facts() -> dict:
+    """New data against a run's training statistics (drift.json): like training, and shifted in every way
+    the drift checks look for; "clean" must make every drift check silent."""
+    from methodo.data.dataset import Dataset
+    from methodo.use.drift import DriftFacts, reference_stats
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 3)).astype(np.float32)
+    cat = rng.choice(["a", "b", "c"], size=(600, 1)).astype(object)
+    y = rng.integers(0, 3, 600)
+    ds = Dataset("t", "classification", "tabular", X, y, ["x0", "x1", "x2"], ["p", "q", "r"], cat=cat, cat_names=["k"])
+    ref = reference_stats(ds, np.arange(400), seed=0)
+    new = rng.normal(size=(300, 3))
+    run = dict(run_metrics={"accuracy": 0.9}, run_intervals={"accuracy": [0.85, 0.95]})
+    clean = DriftFacts(task="classification", reference=ref, features={f"x{j}": new[:, j] for j in range(3)},
+                       categorical={"k": rng.choice(["a", "b", "c"], 300).astype(object)}, y=rng.integers(0, 3, 300),
+                       metrics={"accuracy": 0.9}, **run)
+    shifted = DriftFacts(task="classification", reference=ref,
+                         features={"x0": new[:, 0] + 1.5, "x1": new[:, 1] * 3, "x2": new[:, 2]},
+                         categorical={"k": rng.choice(["a", "d"], 300).astype(object)},
+                         y=np.r_[np.zeros(250, int), np.ones(50, int)], metrics={"accuracy": 0.6}, **run)
+    reg = Dataset("r", "regression", "tabular", X, (X[:, 0] * 2).astype(np.float32), ["x0", "x1", "x2"])
+    regression = DriftFacts(task="regression", reference=reference_stats(reg, np.arange(400), seed=0),
+                            features={"x0": new[:, 0]}, y=new[:, 0] * 2 + 3, metrics={"rmse": 2.0},
+                            run_metrics={"rmse": 0.1}, run_intervals={"rmse": [0.05, 0.15]})
+    imgs = rng.random((50, 1, 8, 8)).astype(np.float32)
+    images = Dataset("i", "classification", "image", imgs, np.arange(50) % 2, [], ["p", "q"])
+    from methodo.use.drift import image_features
+
+    dark = DriftFacts(task="classification", reference=reference_stats(images, np.arange(50), seed=0),
+                      features=image_features(imgs[:40] * 0.3))
+    return {"empty": DriftFacts(task="classification"), "older_run": DriftFacts(task="classification", y=y),
+            "clean": clean, "shifted": shifted, "regression": regression, "images": dark}
+
+
 def _assert_well_formed(found, name: str) -> None:
     from methodo.diagnose import SEVERITY_ORDER, Finding
 
@@ -418,6 +453,8 @@ def test_finding_is_well_formed_or_none_on_standard_facts(entry):
         facts = _run_facts()
     elif entry.meta.get("stage") == "data":
         facts = _audit_facts()
+    elif entry.meta.get("stage") == "drift":
+        facts = _drift_facts()
     else:  # made by the pipeline from its own arguments: the registry gives an example call
         _assert_well_formed(entry.obj(**entry.meta["example"]), entry.name)
         return
@@ -425,7 +462,7 @@ def test_finding_is_well_formed_or_none_on_standard_facts(entry):
         found = entry.obj(f)
         if found is not None:
             _assert_well_formed(found, entry.name)
-        if label.startswith("empty") or label == "clean":
+        if label.startswith("empty") or label in ("clean", "older_run"):
             assert found is None, (label, found)
 
 
@@ -438,6 +475,10 @@ def test_the_standard_facts_make_most_checks_speak():
     data = {f.id for facts in _audit_facts().values() for f in audit(facts)}
     assert len(run) >= 18, sorted(run)
     assert len(data) >= 10, sorted(data)
+    from methodo.use.drift import DRIFT_CHECKS, check_drift
+
+    drift = {f.id for facts in _drift_facts().values() for f in check_drift(facts)}
+    assert drift == set(DRIFT_CHECKS), sorted(drift)
 
 
 # --------------------------------------------------------------------------- datasets

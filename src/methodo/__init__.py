@@ -2,13 +2,15 @@
 
 >>> import methodo
 >>> result = methodo.run("examples/digits.yaml", overrides=["train.epochs=3"])  # doctest: +SKIP
+>>> model = methodo.load(result.run_dir)                                        # doctest: +SKIP
+>>> model.predict(X)                                                            # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "load_config", "__version__"]
+__all__ = ["run", "load", "load_config", "__version__"]
 
 
 def run(config, overrides=(), *, out=None, resume=None):
@@ -23,3 +25,11 @@ def load_config(path, overrides=()):
     from methodo.config import load_config as _load
 
     return _load(path, overrides)
+
+
+def load(run_dir, *, device="cpu"):
+    """The trained model of a run dir with its own preprocessing: ``.predict(X)``, ``.predict_proba(X)``,
+    ``.evaluate(X, y)``; see :class:`methodo.use.predictor.Predictor`."""
+    from methodo.use.predictor import load as _load
+
+    return _load(run_dir, device=device)

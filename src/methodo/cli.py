@@ -109,12 +109,52 @@ def build_parser() -> argparse.ArgumentParser:
                         "the base architecture's weights, usable without PEFT")
     mg.add_argument("run_dir", metavar="RUN_DIR")
 
+    pr = sub.add_parser("predict", help="predict new data with a run's model and its own preprocessing",
+                        description="Predict every row of a CSV (the training feature columns, in any order; the "
+                        "target column is optional and ignored), every image of a folder or image files, or every "
+                        "line of a text file, with the run's best weights and exactly the preprocessing fitted on "
+                        "its training split. Writes one CSV row per input: its identifier (row: the file line; "
+                        "path: the image), the prediction and the scores (p_CLASS). The input is streamed in "
+                        "chunks, so any size predicts in bounded memory.")
+    pr.add_argument("run_dir", metavar="RUN_DIR", help="a finished run dir (or a folder from `methodo export "
+                    "--format safetensors`)")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="a CSV file, an image folder or image files, a text file")
+    pr.add_argument("--out", metavar="FILE", help="CSV file to write (must not exist; default: stdout)")
+
+    ev = sub.add_parser("evaluate", help="evaluate a run's model on new labeled data: metrics with intervals beside "
+                        "the run's test numbers, baselines, findings and drift checks (language models: evaluate-lm)",
+                        description="Evaluate the model of RUN_DIR on new labeled DATA — a CSV with the feature and "
+                        "target columns, a folder with one subfolder of images per class, or a config whose data "
+                        "section names a dataset — with the run's own preprocessing: the run's metric set with "
+                        "bootstrap intervals, beside the run's test numbers and the dummy baselines, the confusion "
+                        "matrix and curves, the findings, and drift checks against the training split (data_drift, "
+                        "label_shift, performance_drop, out_of_range_inputs). Writes evaluate.html, "
+                        "evaluation.json, predictions.csv and figures/ to --out. Two evaluation commands cover "
+                        "every model: `methodo evaluate` (classic metrics on any run) and `methodo evaluate-lm` "
+                        "(perplexity and benchmark suites of language models).")
+    ev.add_argument("run_dir", metavar="RUN_DIR", help="a finished run dir")
+    ev.add_argument("data", metavar="DATA", help="labeled CSV, labeled image folder, or a dataset config (YAML)")
+    ev.add_argument("--out", metavar="DIR", help="output folder to create (default runs/NAME-evaluate-TIMESTAMP-XXXX)")
+
+    ex = sub.add_parser("export", help="export a run's model to ONNX, TorchScript or safetensors, with its "
+                        "preprocessing and model card", description="Write the model of RUN_DIR in a format usable "
+                        "without methodo: onnx (checked in onnxruntime against PyTorch within 1e-5 on the run's test "
+                        "inputs; needs pip install 'methodo[export]'), torchscript (checked the same way), or "
+                        "safetensors (weights + inputs.json: a folder methodo.load and methodo predict read). The "
+                        "preprocessing goes with it (preprocessing.json, and features.skops for tables), and the "
+                        "run's MODEL_CARD.md.")
+    ex.add_argument("run_dir", metavar="RUN_DIR", help="a finished run dir")
+    ex.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"), help="onnx | "
+                    "torchscript | safetensors")
+    ex.add_argument("--out", metavar="DIR", help="folder to create (default runs/NAME-export-FORMAT-TIMESTAMP-XXXX)")
+
     lm = sub.add_parser("evaluate-lm", help="benchmark a local Hugging Face causal LM (lm-evaluation-harness) "
                         "and/or measure its sliding-window perplexity on a text file",
                         description="Score a local Hugging Face causal language model (a save_pretrained "
                         "folder) on lm-evaluation-harness tasks and print a leaderboard-style table (score per "
                         "task and their average), and/or its sliding-window perplexity on a text file. Needs "
-                        "the llm extra: pip install 'methodo[llm]'.")
+                        "the llm extra: pip install 'methodo[llm]'. For the classic metrics of a methodo run on "
+                        "new labeled data: `methodo evaluate RUN_DIR DATA`.")
     lm.add_argument("model_path", metavar="MODEL_PATH", help="folder with config.json, weights and tokenizer")
     lm.add_argument("--tasks", nargs="+", metavar="TASK", help="lm-eval task names (comma or space separated): "
                     "methodo_science_mc (ships with methodo), arc_easy, arc_challenge, hellaswag, mmlu, "
@@ -464,6 +504,45 @@ def cmd_embed(run_dir: str, method: str) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from methodo.use.predict import predict_command
+
+    res = predict_command(args.run_dir, list(args.inputs), out=args.out)
+    if res.out is not None:
+        print(f"predicted {res.rows} inputs with the {res.task} model of {args.run_dir}: {res.out} "
+              f"(columns: {', '.join(res.columns)})")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from methodo.use.evaluate import FILES, evaluate_run
+
+    rd, ev = evaluate_run(args.run_dir, args.data, out=args.out)
+    print(f"evaluated the {ev.task} model of {ev.run_dir} on {ev.data}: {ev.n} rows")
+    iv, riv, run = ev.intervals or {}, ev.run_test_intervals or {}, ev.run_test or {}
+    band = lambda b: f"[{b[0]:.4f}, {b[1]:.4f}]" if b else ""  # noqa: E731
+    show = lambda v: "undefined" if v is None else f"{v:.4f}"  # noqa: E731
+    print("metrics (new data [interval] | run's test [interval] | best dummy baseline):")
+    for k, v in ev.metrics.items():
+        bl = ""
+        vals = {b: m.get(k) for b, m in ev.baselines.items() if m.get(k) is not None}
+        if vals:
+            from methodo.evaluate.metrics import METRICS
+
+            higher = METRICS.entry(k).meta.get("higher_is_better", True) if k in METRICS else True
+            name = (max if higher else min)(vals, key=vals.get)
+            bl = f"| {vals[name]:.4f} ({name})"
+        print(f"  {k:<18} {show(v)} {band(iv.get(k)):<18} | {show(run.get(k)) if k in run else '—':<9} "
+              f"{band(riv.get(k)):<18} {bl}")
+    if ev.drift.get("skipped"):
+        print(f"drift: {ev.drift['skipped']}")
+    findings = [f.model_dump() for f in ev.findings]
+    print(f"findings: {len(findings)}" + ("" if findings else " (no problem found)"))
+    _print_findings(findings)
+    print(f"report: {rd.file(FILES['report'])}")
+    return 0
+
+
 def _print_result(res) -> None:
     """The run's headline on stdout, from its record: status, test metrics beside the best baseline, findings."""
     r = res.record
@@ -627,6 +706,20 @@ def main(argv: list[str] | None = None) -> int:
             res = merge_run(args.run_dir)
             print(f"merged adapter into {res['file']} ({res['bytes'] / 1e6:.1f} MB); largest output change on "
                   f"test rows {res['max_abs_diff']:.2g}")
+            return 0
+        if args.command == "predict":
+            return cmd_predict(args)
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
+        if args.command == "export":
+            from methodo.use.export import export_run
+
+            rd, check = export_run(args.run_dir, args.format, out=args.out)
+            print(f"exported the model of {args.run_dir} as {args.format}: {rd.path}")
+            if "max_abs_diff" in check:
+                print(f"check ({check['runtime']}, {check['inputs']}): largest difference from PyTorch "
+                      f"{check['max_abs_diff']:.3g} (tolerance {check['tolerance']:g})")
+            print("files: " + ", ".join(sorted(p.name for p in rd.path.iterdir() if not p.name.startswith("."))))
             return 0
         if args.command == "config":
             return cmd_config(args, parser)

@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -528,6 +529,7 @@ class TransferConfig(_Strict):
     compare_scratch: bool = Field(
         False, description="Also train the same model from random weights with the same budget (epochs, data, "
         "optimizer) and report both, with the pretrained_not_helping check.")
+warnings.filterwarnings("ignore", message='Field name "register" in "TrackConfig" shadows', category=UserWarning)
 
 
 class TrackConfig(_Strict):
@@ -538,6 +540,10 @@ class TrackConfig(_Strict):
     experiment: str | None = Field(None, description="MLflow experiment; default the config name.")
     required: bool = Field(True, description="When the tracking store cannot be reached before the run starts: "
                            "true refuses to run (exit 2, naming the URI); false warns once and runs untracked.")
+    # `register` shadows ABCMeta.register (pydantic warns once at import; the filter below keeps it quiet)
+    register: str | None = Field(None, min_length=1, max_length=256, description="Register the run's trained model "
+                                 "(the MLflow pyfunc model every tracked run logs, runs:/RUN_ID/model) in the MLflow "
+                                 "Model Registry under this name (a new version each run); null: log it only.")
 
 
 class ExplainConfig(_Strict):

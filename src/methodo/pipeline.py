@@ -128,7 +128,9 @@ def run(config: str | Path | Config | None, overrides: list[str] | tuple[str, ..
         raise
     finally:
         signals.restore(previous_sigterm)
-    # 8. The final summary, the report, the end of the tracking run.
+    # 8. The model and its training data to tracking; the final summary, the report, the end of the tracking run.
+    with clock("log_model", when=record.mlflow_run_id is not None):
+        stages.log_model(prep, rd, record, tracker)
     stages.close(rd, record, tracker, clock=clock, status="finished", mlflow_status="FINISHED")
     return RunResult(rd.path, record)
 

@@ -57,6 +57,9 @@ LAYOUT = {
     "predictions_val": "predictions_val.csv",  # one row per validation row (the task's columns)
     "predictions_test": "predictions_test.csv",  # one row per test row (the same columns)
     "label_issues": "label_issues.csv",  # rows whose label looks wrong (confident learning), most suspect first
+    "inputs": "inputs.json",  # what the model takes and gives: columns, image channels and size, classes, the model
+    "drift": "drift.json",  # statistics of the training split that new data is compared with (methodo evaluate)
+    "card": "MODEL_CARD.md",  # the model card (Hugging Face layout)
     "figures": "figures",
     "checkpoints": "checkpoints",
     "folds": "folds",  # k-fold: one run dir per fold
@@ -88,8 +91,10 @@ class RunDir:
         return Path("runs") / f"{name}{'-' + kind if kind else ''}-{stamp}-{secrets.token_hex(2)}"
 
     @classmethod
-    def create(cls, out: str | Path | None, *, name: str, kind: str = "", flag: str = "--out") -> "RunDir":
-        """Create and claim a new run dir (``out``, or a fresh name under ``runs/``).
+    def create(cls, out: str | Path | None, *, name: str, kind: str = "", flag: str = "--out",
+               folders: tuple[str, ...] = ("figures", "checkpoints")) -> "RunDir":
+        """Create and claim a new run dir (``out``, or a fresh name under ``runs/``) with the layout's
+        ``folders`` (an evaluation or an export has no checkpoints).
 
         Refused with :class:`BadInput`: a folder holding a run (or being claimed by another process
         right now), a non-empty folder that is not a run dir, a path that is a file, an unwritable place.
@@ -118,7 +123,7 @@ class RunDir:
             fh.write(json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()}) + "\n")
         rd = cls(path)
         try:
-            rd.make_layout()
+            rd.make_layout(folders)
         except OSError as exc:
             raise BadInput(f"{flag} {shown}: cannot write there ({exc.strerror or exc})") from None
         return rd
@@ -157,9 +162,9 @@ class RunDir:
                 if not p.is_file():
                     raise BadInput(f"{p}: is not a file; the run dir's {LAYOUT[sub]}/ holds files only, so {what}")
 
-    def make_layout(self) -> None:
+    def make_layout(self, folders: tuple[str, ...] = ("figures", "checkpoints")) -> None:
         """The folders of the layout (``figures/``, ``checkpoints/``); existing ones are kept."""
-        for sub in ("figures", "checkpoints"):
+        for sub in folders:
             d = self.file(LAYOUT[sub])
             if d.is_symlink() or (d.exists() and not d.is_dir()):
                 raise BadInput(f"{d}: expected a folder of the run dir")

@@ -438,6 +438,7 @@ def open_run(prep: Prepared, tracker, *, out, resume_rd: RunDir | None, resumed:
     record = new_record(prep, resumed=resumed)
     rd.write_text(LAYOUT["config"], dump_yaml(cfg))
     rd.write_text(LAYOUT["preprocessor"], data.preprocessor.to_json())
+    write_use_files(rd, prep)
     write_splits_csv(rd, data.indices)
     if data.features is not None:  # the fitted feature Pipeline, saved with the model (skops: no pickle)
         save_pipeline(data.features, rd.file(LAYOUT["features"]))
@@ -458,6 +459,17 @@ def open_run(prep: Prepared, tracker, *, out, resume_rd: RunDir | None, resumed:
     record.mlflow_run_id = tracker.run_id
     rd.write_record(record)
     return rd, record
+
+
+def write_use_files(rd: RunDir, prep: Prepared) -> None:
+    """What using the model later needs: ``inputs.json`` (its inputs and outputs, for ``methodo predict``
+    and ``methodo.load``) and ``drift.json`` (statistics of the training split, for the drift checks of
+    ``methodo evaluate``)."""
+    from methodo.use.drift import reference_stats
+    from methodo.use.schema import schema_for_run
+
+    rd.write_text(LAYOUT["inputs"], schema_for_run(prep).to_json())
+    rd.write_json(LAYOUT["drift"], reference_stats(prep.ds, prep.data.indices["train"], seed=prep.cfg.seed))
 
 
 def write_splits_csv(rd: RunDir, indices: dict) -> None:
@@ -878,11 +890,32 @@ def close(rd: RunDir, record: RunRecord, tracker, *, clock: Clock, status: str, 
             record.timings = clock.timings()
             rd.write_record(record)
             render_report(rd.path)
+            write_card(rd, record)
     finally:
         with clock("tracking"):
             tracker.finish(mlflow_status, rd)
     record.timings = clock.timings()
     rd.write_record(record)
+
+
+def log_model(prep: Prepared, rd: RunDir, record: RunRecord, tracker) -> None:
+    """The trained model and its training data to MLflow (``runs:/ID/model``, a pyfunc with the
+    preprocessing; registered as ``track.register``). A store that refuses it is a warning: the run dir
+    holds the model either way."""
+    try:
+        tracker.log_model(prep, rd, register=prep.cfg.track.register)
+    except Exception as exc:  # noqa: BLE001 - tracking must not lose a finished run
+        print(f"warning: the model could not be logged to MLflow ({type(exc).__name__}: "
+              f"{' '.join(str(exc).split())[:300]}); the run dir holds it", file=sys.stderr)
+
+
+def write_card(rd: RunDir, record: RunRecord) -> None:
+    """``MODEL_CARD.md`` (Hugging Face layout) from the record, the resolved config and the input schema."""
+    from methodo.use.card import model_card
+
+    config = rd.read_text(LAYOUT["config"]) if rd.has(LAYOUT["config"]) else ""
+    inputs = rd.read_json(LAYOUT["inputs"]) if rd.has(LAYOUT["inputs"]) else None
+    rd.write_text(LAYOUT["card"], model_card(record, config, inputs=inputs))
 
 
 def fail(rd: RunDir, record: RunRecord, tracker, exc: BaseException, *, clock: Clock) -> None:

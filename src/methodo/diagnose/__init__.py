@@ -506,5 +506,7 @@ FINDINGS.register("non_finite_loss", non_finite_loss, help="the loss became NaN 
 # with the data stage; importing them registers them here, so one registry lists every finding.
 from methodo.data import audit as _data_audit  # noqa: E402
 from methodo.transfer import checks as _transfer_checks  # noqa: E402  (domain_mismatch, pretrained_not_helping, ...)
+# The drift checks (stage "drift": run by `methodo evaluate` on new data) live with the use of a trained model.
+from methodo.use import drift as _drift  # noqa: E402
 
-del _data_audit, _transfer_checks
+del _data_audit, _transfer_checks, _drift

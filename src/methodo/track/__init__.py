@@ -36,6 +36,8 @@ class NullTracker:
 
     def log_series(self, series: dict[str, list[float]]) -> None: ...
 
+    def log_model(self, prep, rd, *, register: str | None = None) -> str | None: ...
+
     def finish(self, status: str, rd=None) -> None: ...
 
 
@@ -159,6 +161,15 @@ class MlflowTracker(NullTracker):
         for i in range(0, len(metrics), 1000):  # MLflow's limit per batch
             client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
 
+    def log_model(self, prep, rd, *, register: str | None = None) -> str | None:
+        """Log the trained model (a pyfunc with its preprocessing, signature and input example) and the
+        training data as a dataset input; register the model as ``register`` when given
+        (:mod:`methodo.use.mlflow_model`). Returns the model's URI."""
+        from methodo.use.mlflow_model import log_model
+
+        with store_lock(self._uri()):
+            return log_model(prep, rd, register=register)
+
     def finish(self, status: str, rd=None) -> None:
         """End the run with ``status``, uploading the run dir's main files and figures (``rd``, a
         :class:`~methodo.rundir.RunDir`): only regular files inside it, never a link."""
@@ -167,7 +178,7 @@ class MlflowTracker(NullTracker):
         with store_lock(self._uri()):
             try:
                 if rd is not None:
-                    for name in ("config.yaml", "summary.json", "report.html", "metrics.csv"):
+                    for name in ("config.yaml", "summary.json", "report.html", "metrics.csv", "MODEL_CARD.md"):
                         if rd.has(name) and not rd.file(name).is_symlink():
                             mlflow.log_artifact(str(rd.file(name)))
                     figures = rd.figures
