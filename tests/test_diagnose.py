@@ -56,7 +56,9 @@ def test_noise_or_bias_asks_a_flexible_reference():
               reference={"model": "HistGradientBoostingRegressor", "metric": "r2", "train": 0.80, "val": 0.53})
     (found,) = diagnose(f)
     assert found.id == "noise_floor" and found.severity == "low"
+    sure = found.evidence.pop("certainty")
     assert found.evidence == {"train_r2": 0.55, "val_r2": 0.52, "reference_train_r2": 0.8, "reference_val_r2": 0.53}
+    assert sure["method"] == "threshold rule" and "R²" in sure["statement"]
     f.reference = {**f.reference, "val": 0.90}  # the reference finds what the network misses: bias
     (found,) = diagnose(f)
     assert found.id == "underfitting" and found.evidence["reference_val_r2"] == 0.9
@@ -134,19 +136,43 @@ def test_lr_too_high_and_too_low():
     assert [x.id for x in diagnose(CLEAN)] == []
 
 
-def test_label_errors_finds_the_flipped_rows():
+def _flipped_facts(confidence: float) -> Facts:
+    """200 rows of 3 classes; the model gives ``confidence`` to the true class (the rest split evenly); rows
+    5, 17 and 42 carry a wrong label."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 200)
-    p = np.full((200, 3), 0.02)
-    p[np.arange(200), y] = 0.96
-    flipped = [5, 17, 42]
-    for i in flipped:  # the model is confident of the true class; the recorded label is wrong
+    p = np.full((200, 3), (1 - confidence) / 2)
+    p[np.arange(200), y] = confidence
+    for i in [5, 17, 42]:  # the model is confident of the true class; the recorded label is wrong
         y[i] = (y[i] + 1) % 3
-    f = Facts(task="classification", oos_proba=p, oos_true=y, oos_rows=np.arange(1000, 1200), class_names=list("abc"))
+    return Facts(task="classification", oos_proba=p, oos_true=y, oos_rows=np.arange(1000, 1200),
+                 class_names=list("abc"))
+
+
+def test_label_errors_finds_the_flipped_rows():
+    f = _flipped_facts(0.999)
     (found,) = diagnose(f)
     assert found.id == "label_errors" and found.evidence["suspects"] == 3
     assert sorted(r["row"] for r in found.evidence["top"]) == [1005, 1017, 1042]
-    f.oos_true = p.argmax(1)
+    # how sure: 3 labels at p = 0.0005, where a calibrated model expects 200 × 2 × 0.0005 = 0.2 of them
+    sure = found.evidence["certainty"]
+    assert sure["method"] == "test" and sure["observed"] == 3 and sure["expected"] == pytest.approx(0.2)
+    from scipy.stats import poisson
+
+    assert sure["p_value"] == pytest.approx(poisson.sf(2, 0.2), rel=1e-2) and sure["p_value"] < 0.01
+    f.oos_true = f.oos_proba.argmax(1)
+    assert diagnose(f) == []
+
+
+def test_label_errors_are_silent_when_the_models_own_doubt_explains_them():
+    """A model that gives 2% to each other class expects 8 of 200 labels at p ≤ 0.02 even if all were right:
+    3 such rows are no evidence of label errors (cleanlab still lists them; the finding says nothing)."""
+    from methodo.evaluate.label_issues import find_label_issues
+
+    f = _flipped_facts(0.96)
+    issues = find_label_issues(f.oos_proba, f.oos_true)
+    assert issues.count == 3 and issues.test["observed"] == 3 and issues.test["expected"] == pytest.approx(8.0)
+    assert issues.test["p_value"] > 0.9
     assert diagnose(f) == []
 
 
