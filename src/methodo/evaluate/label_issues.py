@@ -54,9 +54,6 @@ class LabelIssues:
     n: int = 0
     method: str = "val_test"
     folds: int | None = None
-    # Are there more unlikely labels than the model's own uncertainty explains? (:func:`excess_test`;
-    # single-label only) ``{"threshold", "observed", "expected", "p_value"}``, or None when not tested.
-    test: dict | None = None
 
     @property
     def count(self) -> int:
@@ -94,8 +91,6 @@ def find_label_issues(proba: np.ndarray, labels: np.ndarray, *, rows: np.ndarray
         _multilabel(proba, labels, names) if multilabel else _multiclass(proba, labels, names))
     if not len(issues):
         return out
-    if not multilabel:
-        out.test = excess_test(proba, p_given, float(np.max(p_given[issues])))
     order = issues[np.argsort(quality[issues], kind="stable")]
     for rank, i in enumerate(order, 1):
         out.rows.append({"row": int(rows[i]), "split": "" if splits is None else str(splits[i]),
@@ -103,27 +98,6 @@ def find_label_issues(proba: np.ndarray, labels: np.ndarray, *, rows: np.ndarray
                          "p_suggested": round(float(p_suggested[i]), 6),
                          "label_quality": round(float(quality[i]), 6), "rank": rank})
     return out
-
-
-def excess_test(proba: np.ndarray, p_given: np.ndarray, threshold: float, chunk: int = 65_536) -> dict:
-    """Are more given labels unlikely than the model's own probabilities explain?
-
-    If every label were right and the probabilities calibrated, row *i*'s label would be drawn from
-    ``proba[i]``, and would have probability ≤ ``threshold`` with chance ``q_i = Σ_c proba[i, c]·[proba[i, c] ≤
-    threshold]``. The number of such rows is then Poisson-binomial with mean ``expected = Σ_i q_i``; the
-    one-sided p-value of the ``observed`` count is its Poisson tail P(X ≥ observed) (Le Cam's approximation,
-    conservative: the Poisson has the larger variance). ``threshold`` is the largest probability any suspect's
-    given label has. Computed ``chunk`` rows at a time (no copy of all the probabilities).
-    """
-    from scipy.stats import poisson
-
-    expected = 0.0
-    for lo in range(0, len(proba), chunk):
-        block = proba[lo:lo + chunk]
-        expected += float(block[block <= threshold].sum())
-    observed = int((p_given <= threshold).sum())
-    p = float(poisson.sf(observed - 1, expected)) if observed else 1.0
-    return {"threshold": round(threshold, 6), "observed": observed, "expected": round(expected, 3), "p_value": p}
 
 
 def _multiclass(p: np.ndarray, y: np.ndarray, names: list[str]):
