@@ -572,9 +572,9 @@ train: {epochs: 10, batch_size: 64, optimizer: {name: adam, lr: 0.003}, threads:
 """, None),
     "noise_floor": ("noise floor (breast_cancer with its labels shuffled, the example's MLP)", "noise_floor",
                     "cancer", CANCER_MLP, "shuffled"),
-    "lr_high": ("LR too high (breast_cancer, SGD at lr 5, no schedule)", "lr_too_high", "cancer",
+    "lr_high": ("LR too high (breast_cancer, Adam at lr 0.1, no schedule)", "lr_too_high", "cancer",
                 """model: {name: mlp, hidden: [64, 32], dropout: 0.2}
-train: {epochs: 30, batch_size: 32, optimizer: {name: sgd, lr: 5.0}, early_stopping: null, threads: 1,
+train: {epochs: 30, batch_size: 32, optimizer: {name: adam, lr: 0.1}, early_stopping: null, threads: 1,
         progress: false}
 """, None),
     "lr_low": ("LR too low (breast_cancer, SGD at lr 1e-5)", "lr_too_low", "cancer",
@@ -583,7 +583,7 @@ train: {epochs: 30, batch_size: 32, optimizer: {name: sgd, lr: 0.00001}, early_s
         progress: false}
 """, None),
     "miscalibration": ("miscalibration (digits, label smoothing 0.6: underconfident)", "miscalibrated", "digits",
-                       DIGITS_MLP.replace("threads: 1", "label_smoothing: 0.6, threads: 1"), None),
+                       DIGITS_MLP.replace("threads: 1", "regularization: {label_smoothing: 0.6}, threads: 1"), None),
 }
 CONTROL_BODY = {"cancer": CANCER_MLP, "digits": DIGITS_MLP}
 
