@@ -190,3 +190,40 @@ def test_not_better_than_baseline_uses_the_interval():
     assert [x.id for x in diagnose(f)] == ["not_better_than_baseline"]
     f.intervals = {"accuracy": [0.91, 0.95]}
     assert diagnose(f) == []
+
+
+def test_overfitting_needs_a_rise_beyond_the_validation_losss_noise():
+    """The same curve (val loss 0.30 → 0.36, +20%) is overfitting when the mean validation loss is known to
+    ±0.01 (z = 6), and noise when it is known to ±0.05 (z = 1.2, under the alarm at 2)."""
+    hist = [{"epoch": e + 1, "train_loss": t, "val_loss": v}
+            for e, (t, v) in enumerate(zip([1.0, 0.5, 0.3, 0.2, 0.1], [0.8, 0.4, 0.30, 0.33, 0.36]))]
+    f = Facts(task="classification", history=hist, val_loss_se=0.01)
+    (found,) = diagnose(f)
+    sure = found.evidence["certainty"]
+    assert found.id == "overfitting" and sure["method"] == "test" and sure["z"] == pytest.approx(6.0)
+    assert sure["p_value"] == pytest.approx(0.5 * __import__("math").erfc(6 / 2 ** 0.5), rel=1e-2)
+    f.val_loss_se = 0.05
+    assert diagnose(f) == []
+    f.val_loss_se = None  # unknown (other tasks): the plain 10% rule, said as such
+    (found,) = diagnose(f)
+    assert found.evidence["certainty"]["method"] == "threshold rule"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["breast_cancer", "digits"])
+def test_no_run_finding_fires_on_more_than_one_clean_seed_in_20(example, tmp_path):
+    """Issue 12 item 5: on a clean control (a bundled example, 20 seeds: split and initialization), no
+    run-stage finding fires on more than 1 seed in 20."""
+    import methodo
+
+    from conftest import EXAMPLES
+
+    fired: dict[str, list[int]] = {}
+    for seed in range(20):
+        res = methodo.run(str(EXAMPLES / f"{example}.yaml"), [f"seed={seed}", "track.mlflow=false", "train.progress=false",
+                                                       "explain.enabled=false", "train.threads=1"],
+                          out=tmp_path / str(seed))
+        for f in res.summary["findings"]:
+            if FINDINGS.entry(f["id"]).meta.get("check"):  # run stage (data findings describe the data itself)
+                fired.setdefault(f["id"], []).append(seed)
+    assert all(len(seeds) <= 1 for seeds in fired.values()), fired
