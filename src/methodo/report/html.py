@@ -98,12 +98,13 @@ def _suspects(record, rd) -> dict | None:
     """The label-issue table: the suspects named by the ``label_errors`` finding, with their feature values
     (tables: ``inputs``) or their pictures (images: ``figures/suspect_RANK.png``, inlined)."""
     f = next((f for f in record.findings if f.id == "label_errors"), None)
-    top = (f.evidence.get("top") if f else None) or []
-    if not top or not all(isinstance(s, dict) for s in top):
-        return None
+    top = f.evidence.get("top") if f else None
+    if not isinstance(top, list) or not top or not all(isinstance(s, dict) for s in top):
+        return None  # nothing to show, or a summary edited by hand: the finding's evidence line says it all
+    top = [{**s, "inputs": s["inputs"] if isinstance(s.get("inputs"), dict) else {}} for s in top]
     columns = []
     for s in top:
-        for k in (s.get("inputs") or {}) if isinstance(s.get("inputs"), dict) else ():
+        for k in s["inputs"]:
             if k not in columns:
                 columns.append(k)
     images = {}
