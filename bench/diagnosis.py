@@ -360,10 +360,13 @@ def as_json(res: Results) -> list[dict]:
 # --------------------------------------------------------------------------- families
 
 
-def fam_label_noise(work: Path, seeds: list[int], res: Results) -> None:
+NOISE_KINDS = ("symmetric", "class-conditional")
+
+
+def fam_label_noise(work: Path, seeds: list[int], res: Results, rates=RATES, kinds=NOISE_KINDS) -> None:
     """Digits with 5/15/30 % of labels flipped (symmetric, class-conditional) and a clean control."""
     X, y0, names = digits_table()
-    settings = [("control", 0.0)] + [(k, r) for k in ("symmetric", "class-conditional") for r in RATES]
+    settings = [("control", 0.0)] + [(k, r) for k in kinds for r in rates]
     for seed in seeds:
         for kind, r in settings:
             if kind == "symmetric":
@@ -383,8 +386,8 @@ def fam_label_noise(work: Path, seeds: list[int], res: Results) -> None:
             fired = {w: (finding is not None) if w == "methodo" else len(rows) > 0 for w, rows in found.items()}
             for who, rows in found.items():
                 if kind == "control":
-                    for k2 in ("symmetric", "class-conditional"):
-                        for r2 in RATES:
+                    for k2 in kinds:
+                        for r2 in rates:
                             res.row(f"label noise {100 * r2:.0f}% {k2}", "label_errors", who, "rows").control.append(
                                 fired[who])
                     continue
@@ -670,6 +673,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=5, help="seeds per family (default 5)")
     p.add_argument("--families", default=",".join(FAMILIES),
                    help=f"comma-separated families (default all): {', '.join(FAMILIES)}")
+    p.add_argument("--first-seed", type=int, default=0, help="the first seed (seeds first … first + N - 1)")
+    p.add_argument("--rates", default=",".join(map(str, RATES)), help="label_noise: flipped shares (default "
+                   "0.05,0.15,0.3)")
+    p.add_argument("--noise", default=",".join(NOISE_KINDS), help="label_noise: symmetric, class-conditional or both")
     p.add_argument("--workdir", default="bench_diagnosis_work", help="where the files and run dirs go")
     p.add_argument("--json", metavar="FILE", help="also write every per-seed value as JSON")
     p.add_argument("--write", metavar="FILE", help=f"write/update the '{SECTION}' section of FILE (refused when "
@@ -681,6 +688,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--families: unknown {', '.join(bad)}; choose from {', '.join(FAMILIES)}")
     if a.seeds < 1:
         p.error("--seeds: give at least 1")
+    try:
+        a.rates = tuple(float(r) for r in a.rates.split(","))
+    except ValueError:
+        p.error(f"--rates {a.rates}: give comma-separated shares such as 0.05,0.15")
+    if not all(0 < r < 1 for r in a.rates):
+        p.error(f"--rates {a.rates}: each share must be in (0, 1)")
+    a.noise = tuple(k.strip() for k in a.noise.split(",") if k.strip())
+    if not a.noise or any(k not in NOISE_KINDS for k in a.noise):
+        p.error(f"--noise {','.join(a.noise)}: choose from {', '.join(NOISE_KINDS)}")
     a.families = fams
     return a
 
@@ -692,12 +708,14 @@ def main(argv=None) -> int:
     load_before = loadavg()
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
-    seeds = list(range(a.seeds))
+    seeds = list(range(a.first_seed, a.first_seed + a.seeds))
     res, controls = Results(), {}
     dc_why = deepchecks_status()
     for fam in a.families:
         print(f"family {fam} …", file=sys.stderr, flush=True)
-        if FAMILIES[fam] is not None:
+        if fam == "label_noise":
+            fam_label_noise(work, seeds, res, rates=a.rates, kinds=a.noise)
+        elif FAMILIES[fam] is not None:
             FAMILIES[fam](work, seeds, res)
     run_names = [f for f in a.families if f in RUN_FAMILIES]
     if run_names:
@@ -712,8 +730,11 @@ def main(argv=None) -> int:
         "Precision and recall of methodo's findings on planted problems, beside a clean control, measured by "
         "`bench/diagnosis.py` (a benchmark run by hand, not a test).", "",
         f"- **Command:** `python bench/diagnosis.py --seeds {a.seeds} --families {','.join(a.families)}"
+        + (f" --first-seed {a.first_seed}" if a.first_seed else "")
+        + (f" --rates {','.join(map(str, a.rates))}" if a.rates != RATES else "")
+        + (f" --noise {','.join(a.noise)}" if a.noise != NOISE_KINDS else "")
         + (f" --write {a.write}`" if a.write else "`"),
-        f"- **Date:** {started:%Y-%m-%d %H:%M} UTC; {wall:.0f} s in all",
+        f"- **Date:** {started:%Y-%m-%d %H:%M} UTC; {wall:.0f} s in all; seeds {seeds[0]}…{seeds[-1]}",
         f"- **Machine:** `nproc` = {nproc}, {cpu}; torch {torch.__version__} (CPU), Python {platform.python_version()}",
         f"- **Code measured:** methodo {code_version('src')}",
         f"- **Load:** 1-minute load average {load_before} before, {load_after} after.",
