@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-slow bench clean bench-scale
+.PHONY: run test test-slow bench clean bench-scale bench-diagnosis
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ bench: $(BIN)/.installed
 
 bench-scale: $(BIN)/.installed
 	$(BIN)/python bench/scale.py --write BENCHMARKS.md
+
+bench-diagnosis: $(BIN)/.installed
+	$(BIN)/python bench/diagnosis.py --write BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) runs mlflow.db mlartifacts mlruns .pytest_cache

@@ -445,6 +445,17 @@ def _assert_well_formed(found, name: str) -> None:
     assert isinstance(found.action, str) and found.action.strip()
     assert isinstance(found.evidence, dict) and found.evidence
     json.dumps(found.to_dict(), allow_nan=False)  # JSON values only (summary.json), no NaN
+    # how sure it is (issue 12): a named method and a sentence, and the numbers the method needs
+    from methodo.findings import METHODS
+
+    sure = found.evidence.get("certainty")
+    assert isinstance(sure, dict) and sure["method"] in METHODS, (name, sure)
+    assert isinstance(sure["statement"], str) and sure["statement"].strip() and "\n" not in sure["statement"]
+    if sure["method"] in ("wilson interval", "bootstrap interval"):
+        lo, hi = sure["interval"]
+        assert lo <= hi and 0 < sure["level"] < 1, sure
+    if sure["method"] == "test":
+        assert 0 <= sure["p_value"] <= 1 and sure["test"] and sure["correction"], sure
 
 
 @pytest.mark.parametrize("entry", _entries("findings"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -222,10 +223,67 @@ def test_a_run_writes_splits_validation_predictions_and_its_label_issues(noisy, 
     assert (rd / "figures" / "label_errors.png").is_file()
     hits = len({int(r["row"]) for r in issues} & noisy["flipped"])
     assert hits / len(issues) >= 0.8  # precise on the rows it could see
+    # how sure: the Wilson interval of the suspects' share, above 1%
+    from methodo.findings import wilson
+
+    sure = ev["certainty"]
+    assert sure["method"] == "wilson interval" and sure["interval"] == wilson(len(issues), len(held_out))
+    assert sure["interval"][0] > 0.01
+    # the report shows the suspects with their rows: the CSV's feature values beside given and suggested label
+    X = _example().noisy_digits()[0]
+    html = (rd / "report.html").read_text()
+    table = html.split('<table id="label-issues">')[1].split("</table>")[0]
+    assert table.count("<tr>") == len(ev["top"]) + 1 and "<th>px0</th>" in table and "<th>px11</th>" in table
+    for r in ev["top"]:
+        assert r["inputs"] == {f"px{j}": float(X[r["row"], j]) for j in range(12)}
+        cells = f"<td>{r['rank']}</td><td>{r['row']}</td><td>{r['split']}</td><td>{r['given']}</td><td>{r['suggested']}</td>"
+        assert cells in table
+    assert "Wilson 95% interval" in html and 'class="certainty"' in html
     # the run dir still re-renders (the layout accepts the new files)
     from methodo.report.html import render_report
 
-    render_report(rd)
+    again = render_report(rd).read_text()
+    assert again.split('<table id="label-issues">')[1].split("</table>")[0] == table
+
+
+def test_the_report_shows_image_suspects_as_thumbnails(tmp_path):
+    """Digits as an image folder with the example's 15% flipped labels: the report's label-issue table shows
+    each suspect's picture (inlined PNG) with its given and suggested label."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    X, y, _, flipped = _example().noisy_digits()
+    root = tmp_path / "noisy_images"
+    for i, (x, label) in enumerate(zip(X, y)):
+        (root / f"c{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray((x.reshape(8, 8) * 255 // 16).astype(np.uint8), mode="L").save(root / f"c{label}" / f"{i:04d}.png")
+    cfg = tmp_path / "images.yaml"
+    cfg.write_text(f"name: noisy-images\nseed: 0\ndata: {{source: imagefolder, path: {root}}}\n"
+                   "model: {name: cnn, width: 16}\ntrain: {epochs: 12, batch_size: 64, optimizer: {name: adam, lr: 0.003},"
+                   " threads: 1, progress: false}\ntrack: {mlflow: false}\nexplain: {enabled: false}\n"
+                   "evaluate: {bootstrap: 0}\n")
+    res = methodo.run(str(cfg), out=tmp_path / "r")
+    (f,) = [f for f in res.findings if f["id"] == "label_errors"]
+    top = f["evidence"]["top"]
+    html = (res.run_dir / "report.html").read_text()
+    table = html.split('<table id="label-issues">')[1].split("</table>")[0]
+    imgs = re.findall(r'<img class="suspect" alt="([^"]*)" src="data:image/png;base64,([^"]+)">', table)
+    assert len(imgs) == len(top) >= 1
+    for s, (alt, b64) in zip(top, imgs):
+        assert alt == f"row {s['row']}: given {s['given']}, suggested {s['suggested']}"
+        img = Image.open(io.BytesIO(base64.b64decode(b64)))
+        assert img.size[0] >= 64 and img.size == img.size[::-1]  # an enlarged 8×8 picture
+        assert (res.run_dir / "figures" / f"suspect_{s['rank']}.png").read_bytes() == base64.b64decode(b64)
+        assert "inputs" not in s  # images are shown, not listed
+    from pathlib import Path
+
+    from methodo.config import load_config
+    from methodo.data.sources import load_dataset
+
+    ds = load_dataset(load_config(cfg).data)  # dataset row → its file, named by the example's row
+    assert sum(int(Path(ds.where(s["row"])).stem) in set(flipped.tolist()) for s in top) >= len(top) - 1
 
 
 def test_cross_val_in_a_run_checks_every_row(noisy, tmp_path):

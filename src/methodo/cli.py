@@ -409,7 +409,10 @@ def cmd_list(what: str, timm: str | None = None) -> int:
 def _print_findings(findings: list[dict]) -> None:
     for f in findings:
         print(f"  [{f['severity']}] {f['id']}: {f['title']}")
-        print(f"      evidence: {', '.join(f'{k}={v}' for k, v in f['evidence'].items())}")
+        print(f"      evidence: {', '.join(f'{k}={v}' for k, v in f['evidence'].items() if k != 'certainty')}")
+        sure = f["evidence"].get("certainty")
+        if isinstance(sure, dict) and sure.get("statement"):
+            print(f"      how sure ({sure.get('method')}): {sure['statement']}")
         print(f"      action: {f['action']}")
 
 

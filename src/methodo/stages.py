@@ -769,6 +769,37 @@ def label_issues(prep: Prepared, preds: dict, oos=None):
         class_names=prep.ds.class_names, multilabel=multilabel)
 
 
+SUSPECT_COLUMNS = 12  # feature values shown beside each suspected label error (report and summary.json)
+
+
+def attach_inputs(suspects: list[dict], ds) -> None:
+    """Add each suspect row's ``inputs`` (its first :data:`SUSPECT_COLUMNS` feature values, then categorical
+    values, as read; ``None`` for a missing value) for the report's label-issue table."""
+    import math
+
+    names = list(ds.feature_names)[:SUSPECT_COLUMNS]
+    cats = list(ds.cat_names)[:max(SUSPECT_COLUMNS - len(names), 0)] if ds.cat is not None else []
+    for s in suspects:
+        x = ds.X[s["row"]]
+        vals = {n: (None if not math.isfinite(float(v)) else round(float(v), 6)) for n, v in zip(names, x)}
+        vals.update({n: (None if v is None else str(v)) for n, v in zip(cats, ds.cat[s["row"]])} if cats else {})
+        s["inputs"] = vals
+
+
+def val_loss_se(prep: Prepared, preds: dict) -> float | None:
+    """The standard error of the mean validation loss (cross-entropy per row, at the kept weights): what a
+    rise of the validation loss is compared with. None for tasks other than single-label classification."""
+    import numpy as np
+
+    if prep.spec.label_issues != "multiclass" or "val" not in preds:
+        return None
+    p, y = np.asarray(preds["val"], dtype=np.float64), np.asarray(prep.data.raw_y["val"]).astype(np.int64)
+    if p.ndim != 2 or len(y) < 2:
+        return None
+    loss = -np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))
+    return float(loss.std(ddof=1) / np.sqrt(len(y)))
+
+
 def diagnose(prep: Prepared, res, preds: dict, record: RunRecord, history: list[dict], data_findings: list,
              issues=None) -> list:
     """The run's findings, most severe first: the data audit's and the checks on curves and predictions.
@@ -789,8 +820,12 @@ def diagnose(prep: Prepared, res, preds: dict, record: RunRecord, history: list[
         label_issues=issues,
         monitor=res.monitor, skipped_batches=res.skipped_batches,
         reference=record.reference.model_dump() if record.reference else None,
-        transfer=record.transfer.model_dump() if record.transfer else None)
+        transfer=record.transfer.model_dump() if record.transfer else None,
+        n_rows={s: int(len(ix)) for s, ix in data.indices.items()}, val_loss_se=val_loss_se(prep, preds))
     findings = sorted(data_findings + dg.diagnose(facts), key=lambda x: dg.SEVERITY_ORDER.get(x.severity, 9))
+    for f in findings:  # the report shows the suspects with their rows: a table's feature values
+        if f.id == "label_errors" and prep.ds.kind == "tabular":
+            attach_inputs(f.evidence["top"], prep.ds)
     record.findings = [FindingRecord.model_validate(f.to_dict()) for f in findings]
     return findings
 

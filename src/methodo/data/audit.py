@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from methodo.findings import FINDINGS, SEVERITY_ORDER, Finding
+from methodo.findings import FINDINGS, SEVERITY_ORDER, Finding, certainty, fmt_interval, wilson
 from methodo.progress import bar
 from methodo.tasks import task_spec
 
@@ -75,6 +75,11 @@ class AuditFacts:
                    where=ds.where)
 
 
+def _counted(what: str) -> dict:
+    """The certainty of a finding that counts over every row or file: exact, no sample."""
+    return certainty("exact count", f"{what}, counted over every row or file read: exact, not a sample.")
+
+
 # --------------------------------------------------------------------------- unreadable inputs
 
 
@@ -86,7 +91,8 @@ def unreadable_file(f: AuditFacts) -> Finding | None:
         return None
     return Finding(
         "unreadable_file", "high", f"{len(bad)} input file(s) cannot be read and were left out",
-        {"count": len(bad), "files": [{"path": p["path"], "reason": p["reason"]} for p in bad[:MAX_EXAMPLES]]},
+        {"count": len(bad), "files": [{"path": p["path"], "reason": p["reason"]} for p in bad[:MAX_EXAMPLES]],
+         "certainty": _counted("Unreadable files")},
         "Delete or re-export these files (a run stops at the first one, naming it); check the copy or download "
         "that produced them.")
 
@@ -100,7 +106,7 @@ def bad_label(f: AuditFacts) -> Finding | None:
     return Finding(
         "bad_label", "high", f"{len(bad)} row(s) have a bad label and were left out",
         {"count": len(bad), "rows": [{"row": p["row"], "value": p["value"], "reason": p["reason"]}
-                                     for p in bad[:MAX_EXAMPLES]]},
+                                     for p in bad[:MAX_EXAMPLES]], "certainty": _counted("Bad labels")},
         "Fix or drop these rows: a run stops at the first one. A label typed as text in a numeric column "
         "often means a shifted or mis-parsed line.")
 
@@ -114,7 +120,8 @@ def bad_value(f: AuditFacts) -> Finding | None:
     return Finding(
         "bad_value", "medium", f"{len(bad)} text value(s) in numeric column(s) {', '.join(map(repr, cols))}",
         {"count": len(bad), "columns": cols, "cells": [{"row": p["row"], "column": p["column"], "value": p["value"]}
-                                                       for p in bad[:MAX_EXAMPLES]]},
+                                                       for p in bad[:MAX_EXAMPLES]],
+         "certainty": _counted("Text cells in numeric columns")},
         "Fix the cells (a run stops at the first one), or list the column in data.categorical if it is a category.")
 
 
@@ -129,7 +136,8 @@ def non_finite_value(f: AuditFacts) -> Finding | None:
         "non_finite_value", "high", f"{len(bad)} infinite or overflowing value(s) in column(s) "
         f"{', '.join(map(repr, cols[:MAX_EXAMPLES]))}",
         {"count": len(bad), "columns": cols, "cells": [{"row": p["row"], "column": p["column"], "value": p["value"]}
-                                                       for p in bad[:MAX_EXAMPLES]]},
+                                                       for p in bad[:MAX_EXAMPLES]],
+         "certainty": _counted("Infinite or overflowing cells")},
         "Fix these cells at the source (a division by zero, a sentinel such as 1e308, an overflow): a network "
         "cannot train on them, so a run stops at the first one. Once removed, an imputer (data.features: "
         "[impute]) can fill them.")
@@ -143,7 +151,8 @@ def empty_class(f: AuditFacts) -> Finding | None:
     return Finding(
         "empty_class", "high", f"{len(bad)} class folder(s) hold no image and were left out: "
         + ", ".join(repr(p["path"]) for p in bad[:MAX_EXAMPLES]),
-        {"count": len(bad), "folders": [p["path"] for p in bad[:MAX_EXAMPLES]]},
+        {"count": len(bad), "folders": [p["path"] for p in bad[:MAX_EXAMPLES]],
+         "certainty": _counted("Empty class folders")},
         "Remove the empty folders or add their images: a run stops on an empty class folder. Hidden folders "
         "(.git, __MACOSX) are ignored.")
 
@@ -162,7 +171,7 @@ def single_class(f: AuditFacts) -> Finding | None:
     name = f.class_names[int(present[0])] if f.class_names else str(present[0])
     return Finding(
         "single_class", "critical", f"Every row has the same label {name!r}: a classifier cannot learn anything",
-        {"class": name, "rows": int(len(f.y))},
+        {"class": name, "rows": int(len(f.y)), "certainty": _counted("Classes")},
         "Check data.target (is it the right column?) or the image folder (one subfolder per class); a run refuses "
         "data with fewer than 2 classes.")
 
@@ -174,7 +183,7 @@ def constant_target(f: AuditFacts) -> Finding | None:
         return None
     return Finding(
         "constant_target", "critical", f"The target is {float(f.y[0]):g} in every row: there is nothing to predict",
-        {"value": float(f.y[0]), "rows": int(len(f.y))},
+        {"value": float(f.y[0]), "rows": int(len(f.y)), "certainty": _counted("Target values")},
         "Check data.target (is it the right column?); a run refuses a constant target.")
 
 
@@ -195,7 +204,8 @@ def class_imbalance(f: AuditFacts) -> Finding | None:
         "class_imbalance", "high" if ratio >= IMBALANCE_HIGH else "medium",
         f"Classes are imbalanced: {f.class_names[big]!r} has {ratio:.1f}× the rows of {f.class_names[small]!r}",
         {"class_counts": {c: int(n) for c, n in zip(f.class_names, counts)}, "ratio": round(ratio, 2),
-         "minority_class": f.class_names[small], "majority_share": round(float(counts.max() / counts.sum()), 4)},
+         "minority_class": f.class_names[small], "majority_share": round(float(counts.max() / counts.sum()), 4),
+         "certainty": _counted(f"Class counts ({int(present.max())} vs {int(present.min())} rows)")},
         "Balance the training split (data.balance: class_weights, smote, oversample, undersample or "
         "weighted_sampler; val/test stay as they are), keep the stratified split, and judge by balanced "
         "accuracy, per-class recall and F1 rather than accuracy.")
@@ -215,7 +225,7 @@ def class_missing_in_split(f: AuditFacts) -> Finding | None:
     return Finding(
         "class_missing_in_split", "high", "Some classes are absent from a split: "
         + "; ".join(f"{s}: {', '.join(map(repr, v[:MAX_EXAMPLES]))}" for s, v in missing.items()),
-        {"missing": missing},
+        {"missing": missing, "certainty": _counted("Classes per split")},
         "Use a stratified split, larger val/test fractions, or (group/cluster splits) more groups or clusters.")
 
 
@@ -291,7 +301,8 @@ def duplicates_within_split(f: AuditFacts) -> Finding | None:
         f"{sum(per.values())} duplicate input(s) inside splits"
         + (f", {conflicts} with a different label" if conflicts else ""),
         {"duplicates": per, "conflicting_labels": conflicts, "examples": examples,
-         "checked_rows": int(sum(len(i) for i in f.indices.values())), "sampled": False},
+         "checked_rows": int(sum(len(i) for i in f.indices.values())), "sampled": False,
+         "certainty": _counted("Repeated inputs (byte-for-byte comparison)")},
         "Drop the repeats (they weigh more in training and in the metrics); inputs with two labels point to "
         "labelling errors.")
 
@@ -328,7 +339,7 @@ def duplicates_across_splits(f: AuditFacts) -> Finding | None:
         + (f" ({100 * pairs['train_test'] / max(n_test, 1):.1f}% of test)" if pairs.get("train_test") else "")
         + f"; {pairs.get('train_val', 0)} val input(s) in train",
         {**pairs, "examples": examples, "checked_rows": int(sum(len(i) for i in f.indices.values())),
-         "sampled": False},
+         "sampled": False, "certainty": _counted("Inputs shared by two splits (byte-for-byte comparison)")},
         "Deduplicate before splitting (or split by group so copies stay together): the model is tested on "
         "inputs it trained on, so the test score overstates how it will do on new data.")
 
@@ -407,7 +418,12 @@ def near_duplicates_across_splits(f: AuditFacts, *, max_queries: int = 20000,
         {"test": counts.get("test", 0), "val": counts.get("val", 0), "threshold": NEAR_DUPLICATE_DISTANCE,
          "examples": examples, "checked_rows": checked,
          "sampled": bool(sampled) or len(f.indices["train"]) > max_index,
-         **({"sampled_queries": sampled} if sampled else {})},
+         **({"sampled_queries": sampled} if sampled else {}),
+         "certainty": certainty("threshold rule", f"Images within distance {NEAR_DUPLICATE_DISTANCE} of a training "
+                                "image (normalized 16×16 gray thumbnails; the closest distinct pair in scikit-learn's "
+                                "digits is at 0.107)" + (": on a seeded sample of the images, so the counts are a "
+                                "lower bound." if bool(sampled) or len(f.indices["train"]) > max_index else
+                                ", every val/test image compared."))},
         "Remove the copies or split by group (e.g. by source photo or patient) so near copies stay in one split; "
         "otherwise the test score measures memory, not generalization.")
 
@@ -439,7 +455,8 @@ def missing_values(f: AuditFacts) -> Finding | None:
     return Finding(
         "missing_values", "high" if share > 0.2 else "medium",
         f"{int(rows.sum())} row(s) ({100 * share:.1f}%) have missing values in {len(per)} column(s)",
-        {"per_column": per, "rows_affected": int(rows.sum()), "first_rows": first},
+        {"per_column": per, "rows_affected": int(rows.sum()), "first_rows": first,
+         "certainty": _counted("Missing cells")},
         "Add an imputer fitted on the training split (data.features: [impute], strategy median|mean|most_frequent), "
         "or drop the column if mostly empty; a run without one stops and names the first missing cell.")
 
@@ -463,7 +480,7 @@ def constant_feature(f: AuditFacts) -> Finding | None:
         return None
     return Finding(
         "constant_feature", "low", f"{len(const)} constant feature(s): {', '.join(map(repr, const[:MAX_EXAMPLES]))}",
-        {"features": const},
+        {"features": const, "certainty": _counted("Distinct values per feature")},
         "Drop them (data.ignore for a CSV column, or data.features: [variance_threshold]); they add nothing but "
         "parameters.")
 
@@ -526,12 +543,22 @@ def target_leakage(f: AuditFacts) -> Finding | None:
     scores.sort(key=lambda s: -s[1])
     metric = "balanced_accuracy" if task_spec(f.task).has_classes else "r2"
     name, score, base = scores[0]
+    n_ho = used["held_out"]
+    if task_spec(f.task).has_classes:
+        iv = wilson(round(score * n_ho), n_ho)
+        sure = certainty("wilson interval", f"Feature {name!r} alone scores balanced accuracy {score:.3f} on {n_ho} "
+                         f"held-out rows, Wilson 95% interval {fmt_interval(iv)} (binomial over the held-out rows; "
+                         f"alarm at ≥ {LEAKAGE_SCORE}, the largest over {len(f.feature_names) + len(f.cat_names)} "
+                         "features, no correction).", interval=iv)
+    else:
+        sure = certainty("threshold rule", f"Feature {name!r} alone scores R² {score:.3f} on {n_ho} held-out rows "
+                         f"(alarm at ≥ {LEAKAGE_SCORE}); no interval on R².")
     return Finding(
         "target_leakage", "critical",
         f"Feature {name!r} alone predicts the target ({metric} {score:.3f} on held-out rows)",
         {"features": {n: round(s, 4) for n, s, _ in scores[:MAX_EXAMPLES]}, "metric": metric,
          "chance": round(base, 4), "checked_rows": {"train": used["train"], "held_out": used["held_out"]},
-         "sampled": used["sampled"]},
+         "sampled": used["sampled"], "certainty": sure},
         "Check how this column is produced: if it is computed from the label or recorded after the outcome, "
         "drop it (data.ignore); a model using it will fail on real data.")
 

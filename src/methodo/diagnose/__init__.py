@@ -14,12 +14,13 @@ Examples
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from methodo.findings import FINDINGS, SEVERITY_ORDER, Finding
+from methodo.findings import FINDINGS, SEVERITY_ORDER, Finding, certainty, fmt_interval, normal_sf, wilson
 
 __all__ = ["FINDINGS", "SEVERITY_ORDER", "Finding", "Facts", "diagnose"]
 
@@ -51,6 +52,9 @@ class Facts:
     reference: dict | None = None
     # a transfer run's summary.json `transfer` (strategy, what the backbone expects, scratch and probe results)
     transfer: dict | None = None
+    n_rows: dict[str, int] = field(default_factory=dict)  # split → rows (the binomial intervals' n)
+    # the standard error of the mean validation loss, from the per-row losses at the best epoch (None: unknown)
+    val_loss_se: float | None = None
 
     @property
     def spec(self):
@@ -72,16 +76,35 @@ def overfitting(f: Facts) -> Finding | None:
     rise = (val[-1] - val[best]) / max(abs(val[best]), 1e-12)
     train_fell = last["train_loss"] < h[best]["train_loss"]
     gap = last["val_loss"] - last["train_loss"]
-    if best < len(h) - 1 and rise > 0.10 and train_fell:
-        return Finding(
-            "overfitting", "high", "The model overfits: validation loss rose while training loss fell",
-            {"best_val_loss": round(val[best], 4), "best_epoch": h[best]["epoch"],
-             "last_val_loss": round(val[-1], 4), "val_loss_rise_pct": round(100 * rise, 1),
-             "train_loss_at_best": round(h[best]["train_loss"], 4), "last_train_loss": round(last["train_loss"], 4),
-             "train_val_gap": round(gap, 4)},
-            "Keep the best-epoch weights (methodo does) and regularize: more data or augmentation, "
-            "dropout, weight decay, a smaller model, or earlier stopping.")
-    return None
+    if not (best < len(h) - 1 and rise > 0.10 and train_fell):
+        return None
+    se = f.val_loss_se
+    if se is not None and se > 0:
+        # The rise must be beyond the validation loss's own noise: a one-sided z-test of (last - best) against
+        # the standard error of the mean loss at the best epoch (conservative: the two means are on the same
+        # rows, so their difference varies less than one mean does).
+        z = (val[-1] - val[best]) / se
+        if z < OVERFIT_Z:
+            return None
+        sure = certainty("test", f"The validation loss rose {z:.1f} standard errors (SE {se:.3g}, per-row losses "
+                         f"at the best epoch) above its best; one-sided z-test p = {normal_sf(z):.2g}, alarm at "
+                         f"z ≥ {OVERFIT_Z}.", p_value=normal_sf(z), test="one-sided z-test of the validation-loss "
+                         "rise against its standard error", z=round(z, 2), standard_error=round(se, 6))
+    else:
+        sure = certainty("threshold rule", f"Validation loss {100 * rise:.0f}% above its best (alarm above 10%); "
+                         "no test: the per-row validation losses are not known for this task.")
+    return Finding(
+        "overfitting", "high", "The model overfits: validation loss rose while training loss fell",
+        {"best_val_loss": round(val[best], 4), "best_epoch": h[best]["epoch"],
+         "last_val_loss": round(val[-1], 4), "val_loss_rise_pct": round(100 * rise, 1),
+         "train_loss_at_best": round(h[best]["train_loss"], 4), "last_train_loss": round(last["train_loss"], 4),
+         "train_val_gap": round(gap, 4), "certainty": sure},
+        "Keep the best-epoch weights (methodo does) and regularize: more data or augmentation, "
+        "dropout, weight decay, a smaller model, or earlier stopping.")
+
+
+# One-sided z at which a rise of the validation loss counts as overfitting (p ≈ 0.023).
+OVERFIT_Z = 2.0
 
 
 def _high_bias(f: Facts) -> tuple[str, float, float] | None:
@@ -108,6 +131,22 @@ def _reference_no_better(f: Facts, metric: str, val: float) -> bool:
     return bool(ref) and ref.get("metric") == metric and ref["val"] <= val + _REFERENCE_MARGIN[metric]
 
 
+def _bias_certainty(f: Facts, metric: str, tr: float, va: float, noise: bool) -> dict:
+    """Wilson intervals of the training and validation accuracy (binomial over their rows); R² is a rule."""
+    ref = f.reference or {}
+    n_tr, n_va = f.n_rows.get("train", 0), f.n_rows.get("val", 0)
+    if metric != "accuracy" or not n_tr or not n_va:
+        return certainty("threshold rule", f"Train {metric} {tr:.3g} (alarm below 0.6 R² or above 0.15 error, "
+                         "close to val); no interval on R².")
+    itr, iva = wilson(round(tr * n_tr), n_tr), wilson(round(va * n_va), n_va)
+    said = (f"Training accuracy {tr:.3f}, Wilson 95% interval {fmt_interval(itr)} over {n_tr} rows; validation "
+            f"{va:.3f} {fmt_interval(iva)} over {n_va} rows")
+    if ref.get("metric") == metric:
+        said += (f"; the reference's val accuracy {ref['val']:.3f} is "
+                 + ("within 0.02 of the model's" if noise else "more than 0.02 above the model's"))
+    return certainty("wilson interval", said + ".", interval=itr, level=0.95, train_interval=itr, val_interval=iva)
+
+
 @FINDINGS.register("underfitting", check=True, help="high bias: training error is high and close to validation error")
 def underfitting(f: Facts) -> Finding | None:
     hb = _high_bias(f)
@@ -121,12 +160,14 @@ def underfitting(f: Facts) -> Finding | None:
     if metric == "accuracy":
         return Finding(
             "underfitting", "high", "The model underfits: it does not even fit the training data",
-            {"train_error": round(1 - tr, 4), "val_error": round(1 - va, 4), "epochs": f.history[-1]["epoch"], **ref},
+            {"train_error": round(1 - tr, 4), "val_error": round(1 - va, 4), "epochs": f.history[-1]["epoch"], **ref,
+             "certainty": _bias_certainty(f, metric, tr, va, noise=False)},
             "Increase capacity (wider/deeper model), train longer, raise the learning rate "
             "(see `methodo lr-find`), or reduce regularization.")
     return Finding(
         "underfitting", "medium", "The model underfits: it explains little of the training target",
-        {"train_r2": round(tr, 4), "val_r2": round(va, 4), **ref},
+        {"train_r2": round(tr, 4), "val_r2": round(va, 4), **ref,
+         "certainty": _bias_certainty(f, metric, tr, va, noise=False)},
         "Increase capacity, train longer, tune the learning rate, or add informative features.")
 
 
@@ -144,7 +185,8 @@ def noise_floor(f: Facts) -> Finding | None:
         "noise_floor", "low",
         f"The error left looks like noise in the target, not bias: {ref['model']} does no better on val",
         {f"train_{metric}": round(tr, 4), f"val_{metric}": round(va, 4),
-         f"reference_train_{metric}": round(ref["train"], 4), f"reference_val_{metric}": round(ref["val"], 4)},
+         f"reference_train_{metric}": round(ref["train"], 4), f"reference_val_{metric}": round(ref["val"], 4),
+         "certainty": _bias_certainty(f, metric, tr, va, noise=True)},
         "More capacity or epochs will not lower this error (the reference fits train better yet generalizes "
         "no better); better features, cleaner labels or more rows might. Report this ceiling with the result.")
 
@@ -164,7 +206,11 @@ def constant_predictions(f: Facts) -> Finding | None:
                 "constant_predictions", "critical",
                 f"The model predicts class {int(values[counts.argmax()])} for {100 * share:.0f}% of test {unit}",
                 {"predicted_share": round(float(share), 4), "true_share_of_largest_class": round(float(true_share), 4),
-                 "distinct_predictions": int(len(values))},
+                 "distinct_predictions": int(len(values)),
+                 "certainty": certainty("wilson interval", f"{int(counts.max())} of {int(counts.sum())} test {unit} "
+                                        f"get one class: Wilson 95% interval "
+                                        f"{fmt_interval(wilson(int(counts.max()), int(counts.sum())))} of the share.",
+                                        interval=wilson(int(counts.max()), int(counts.sum())))},
                 "The model ignores its input: check the learning rate (too high collapses, too low never "
                 "leaves the prior), the labels' alignment with the inputs, and class balance.")
         return None
@@ -172,7 +218,9 @@ def constant_predictions(f: Facts) -> Finding | None:
     if target > 0 and spread < 0.01 * target:
         return Finding(
             "constant_predictions", "critical", "The model predicts nearly the same value for every input",
-            {"prediction_std": round(spread, 6), "target_std": round(target, 6)},
+            {"prediction_std": round(spread, 6), "target_std": round(target, 6),
+             "certainty": certainty("exact count", f"Prediction spread {spread:.3g} over all {len(f.test_pred)} test "
+                                    "rows, under 1% of the target's (a threshold rule on every row, no sample).")},
             "Check the learning rate and the target scaling; the model ignores its input.")
     return None
 
@@ -202,7 +250,12 @@ def not_better_than_baseline(f: Facts) -> Finding | None:
             "not_better_than_baseline", "critical",
             f"The model's test {key} ({model:.4g}) is no better than the '{best_name}' dummy ({scored[best_name]:.4g})",
             {"metric": key, "model": round(model, 6), "model_interval": iv, "baseline": best_name,
-             "baseline_value": round(scored[best_name], 6)},
+             "baseline_value": round(scored[best_name], 6),
+             "certainty": (certainty("bootstrap interval", f"The dummy's {key} {scored[best_name]:.4g} is inside or "
+                                     f"beyond the model's 95% percentile-bootstrap interval {fmt_interval(iv)}.",
+                                     interval=iv) if iv is not None else
+                           certainty("threshold rule", "No interval (evaluate.bootstrap=0): the model is within 1% "
+                                     "of the dummy."))},
             "The model has learned nothing usable: check labels and features for signal, the learning "
             "rate, and whether the metric suits the class balance.")
     return None
@@ -222,9 +275,13 @@ def misleading_metric(f: Facts) -> Finding | None:
     pred = f.test_pred
     hits = int(((pred == minority) & (f.test_true == minority)).sum())
     recall = hits / max(int(counts[minority]), 1)
+    riv = wilson(hits, int(counts[minority]))
     ev = {"accuracy": round(acc, 4), "balanced_accuracy": round(bal, 4), "majority_share": round(float(share), 4),
           "minority_class": (f.class_names or [str(minority)] * (minority + 1))[minority],
-          "minority_recall": round(recall, 4)}
+          "minority_recall": round(recall, 4),
+          "certainty": certainty("wilson interval", f"Minority-class recall {hits}/{int(counts[minority])}, Wilson 95% "
+                                 f"interval {fmt_interval(riv)}; the majority is {100 * share:.0f}% of all "
+                                 f"{int(counts.sum())} test rows (counted).", interval=riv)}
     if "precision" in test:
         ev["precision"] = "undefined (" + f.undefined["precision"] + ")" if test["precision"] is None else round(test["precision"], 4)
     return Finding(
@@ -250,7 +307,11 @@ def no_signal(f: Facts) -> Finding | None:
             return None
         train_acc = f.metrics.get("train", {}).get("accuracy")
         ev = {"test_cohen_kappa": round(kappa, 4), "kappa_interval": iv, "test_accuracy": test.get("accuracy"),
-              "train_accuracy": train_acc}
+              "train_accuracy": train_acc,
+              "certainty": (certainty("bootstrap interval", f"Cohen's kappa {kappa:.3f}, 95% percentile-bootstrap "
+                                      f"interval {fmt_interval(iv)} reaches 0 (chance agreement).", interval=iv)
+                            if iv is not None else certainty("threshold rule", f"Cohen's kappa {kappa:.3f} ≤ 0.1; no "
+                                                             "interval (evaluate.bootstrap=0)."))}
         return Finding(
             "no_signal", "critical",
             "The model's test predictions agree with the labels no more than chance"
@@ -259,8 +320,14 @@ def no_signal(f: Facts) -> Finding | None:
                 "this) and that the features carry information about the target.")
     corr = float(np.corrcoef(f.test_pred, f.test_true)[0, 1]) if np.std(f.test_pred) > 0 else 0.0
     if abs(corr) < 0.1 and (test.get("r2") is None or test["r2"] < 0.02):
+        n = len(f.test_true)
+        zc = math.atanh(max(min(corr, 0.999999), -0.999999)) * math.sqrt(max(n - 3, 1))
+        p = 2 * normal_sf(abs(zc))
         return Finding("no_signal", "critical", "Test predictions are uncorrelated with the target",
-                       {"correlation": round(corr, 4), "test_r2": test.get("r2")},
+                       {"correlation": round(corr, 4), "test_r2": test.get("r2"),
+                        "certainty": certainty("test", f"Correlation {corr:.3f} over {n} test rows: two-sided Fisher "
+                                               f"z-test of zero correlation p = {p:.2g} (no evidence of signal).",
+                                               p_value=p, test="Fisher z-test of zero correlation")},
                        "Check the target column and the features for signal.")
     return None
 
@@ -274,10 +341,17 @@ def lr_too_high(f: Facts) -> Finding | None:
     ups = sum(b > a * 1.02 for a, b in zip(tr, tr[1:]))
     climbing = tr[-1] > 1.2 * min(tr)
     if (ups / (len(tr) - 1) >= 0.4 and climbing) or tr[-1] > 1.5 * tr[0]:
+        from scipy.stats import binomtest
+
+        p = binomtest(ups, len(tr) - 1, 0.5, alternative="greater").pvalue
+        sure = certainty("test", f"{ups} of {len(tr) - 1} epoch-to-epoch changes of the training loss were rises "
+                         f"(> 2%): one-sided sign test against a loss that falls as often as it rises, p = {p:.2g}; "
+                         f"last loss {tr[-1] / min(tr):.2f}× the lowest.", p_value=p,
+                         test="one-sided sign test (binomial, 0.5) on the epoch-to-epoch changes")
         return Finding(
             "lr_too_high", "high", "Training loss oscillates or climbs instead of settling",
             {"epochs_with_rising_train_loss": ups, "epochs": len(tr), "first_train_loss": round(tr[0], 4),
-             "min_train_loss": round(min(tr), 4), "last_train_loss": round(tr[-1], 4), "lr": f.lr},
+             "min_train_loss": round(min(tr), 4), "last_train_loss": round(tr[-1], 4), "lr": f.lr, "certainty": sure},
             "Lower the learning rate (3-10×; `methodo lr-find` suggests one), add warm-up, or clip gradients.")
     return None
 
@@ -293,7 +367,10 @@ def lr_too_low(f: Facts) -> Finding | None:
         return Finding(
             "lr_too_low", "high", f"Training loss moved only {100 * drop:.1f}% in {len(tr)} epochs",
             {"first_train_loss": round(tr[0], 4), "last_train_loss": round(tr[-1], 4),
-             "relative_drop_pct": round(100 * drop, 2), "lr": f.lr},
+             "relative_drop_pct": round(100 * drop, 2), "lr": f.lr,
+             "certainty": certainty("threshold rule", f"The training loss (every training row, each epoch) fell "
+                                    f"{100 * drop:.1f}% in {len(tr)} epochs (alarm under 5%, with training accuracy "
+                                    "under 0.9): a rule of thumb, no sampling model.")},
             "Raise the learning rate (try 10×, or `methodo lr-find`), or check that gradients reach the weights.")
     return None
 
@@ -315,6 +392,12 @@ def label_errors(f: Facts) -> Finding | None:
     if not found.count:
         return None
     share = found.count / max(found.n, 1)
+    iv = wilson(found.count, found.n)
+    if iv[0] < LABEL_SHARE:  # not sure that at least 1% of the labels are suspect: a few hard rows, not a problem
+        return None
+    sure = certainty("wilson interval", f"{found.count} of {found.n} searched labels are suspects (cleanlab's "
+                     f"confident learning): Wilson 95% interval {fmt_interval(iv)} of the share, above "
+                     f"{LABEL_SHARE:.0%} (the alarm). Each row is a suspect to inspect, not a proven error.", interval=iv)
     searched = ("validation/test rows" if found.method == "val_test"
                 else f"rows (every row, {found.folds}-fold cross-fitted)")
     return Finding(
@@ -322,10 +405,16 @@ def label_errors(f: Facts) -> Finding | None:
         f"{found.count} of {found.n} {searched} look mislabeled (confident learning: the model is confident "
         "they are another class)",
         {"suspects": found.count, "share": round(float(share), 4), "searched": found.n, "method": found.method,
-         "file": LAYOUT["label_issues"], "top": found.rows[:li.TOP]},
+         "file": LAYOUT["label_issues"], "top": found.rows[:li.TOP], "certainty": sure},
         f"Inspect the rows of {LAYOUT['label_issues']} (most suspect first; figure label_errors.png shows the top ones); "
         "fix wrong labels or remove ambiguous inputs, then retrain. `methodo data label-issues CONFIG` checks "
         "every row and can write a cleaned copy of a CSV (--fix drop|relabel --out CLEAN.csv).")
+
+
+# The finding speaks when the Wilson 95% interval of the suspects' share lies above this: any model finds
+# a few hard or ambiguous rows in clean data (0.3% of digits, 1% of breast_cancer's val/test), which are
+# no reason to alarm; label_issues.csv lists every suspect either way.
+LABEL_SHARE = 0.01
 
 
 @FINDINGS.register("miscalibrated", check=True,
@@ -339,7 +428,11 @@ def miscalibrated(f: Facts) -> Finding | None:
         return None
     return Finding(
         "miscalibrated", "medium", f"Probabilities are miscalibrated: expected calibration error {e:.3f}",
-        {"ece": round(e, 4), "ece_interval": iv},
+        {"ece": round(e, 4), "ece_interval": iv,
+         "certainty": (certainty("bootstrap interval", f"ECE {e:.3f}, 95% percentile-bootstrap interval "
+                                 f"{fmt_interval(iv)} (alarm when ECE ≥ 0.1 and the interval stays above 0.05).",
+                                 interval=iv) if iv is not None else
+                       certainty("threshold rule", f"ECE {e:.3f} ≥ 0.1; no interval (evaluate.bootstrap=0)."))},
         "Do not read the probabilities as confidences as they are: calibrate on validation (temperature scaling), "
         "or train with label smoothing; see the reliability diagram.")
 
@@ -360,7 +453,9 @@ def non_finite_loss(epoch: int, step: int, value: float, lr: float, limit: float
         title = f"Training diverged: the loss became {value}"
     else:
         title = f"Training diverged: the {tensor} became non-finite ({value})"
-    evidence = {"epoch": epoch, "step": step, "tensor": tensor, "value": str(value), "lr": lr}
+    evidence = {"epoch": epoch, "step": step, "tensor": tensor, "value": str(value), "lr": lr,
+                "certainty": certainty("measured", f"The {tensor} was {value} at epoch {epoch}, step {step}: "
+                                       "observed, not estimated.")}
     if tensor == "loss":
         evidence["loss"] = str(value)
     if limit is not None:
@@ -370,6 +465,11 @@ def non_finite_loss(epoch: int, step: int, value: float, lr: float, limit: float
         evidence,
         "Lower the learning rate (try `methodo lr-find`), clip gradients (train.clip.norm), and check the "
         "inputs for NaN/inf; train.nan_guard.policy=skip drops rare bad batches instead of stopping.")
+
+
+def _measured(what: str, rule: str) -> dict:
+    return certainty("measured", f"The {what}, measured on the model at the end of the epoch (alarm when {rule}): "
+                     "a direct measurement, not an estimate from a sample.")
 
 
 def _last_with_grads(monitor: list[dict]) -> dict | None:
@@ -399,7 +499,7 @@ def exploding_gradients(f: Facts) -> Finding | None:
     return Finding(
         "exploding_gradients", "high", f"Exploding gradients in {name}: gradient RMS {g:.3g}",
         {"layer": name, "grad_rms_last": round(g, 6), "growth_since_first_epoch": round(growth, 2),
-         "epoch": last["epoch"]},
+         "epoch": last["epoch"], "certainty": _measured("gradient RMS", "> 100 or grown > 1000×")},
         "Lower the learning rate, clip gradients (train.clip.norm=1.0), add normalization layers, or check "
         "the input scaling.")
 
@@ -419,7 +519,8 @@ def vanishing_gradients(f: Facts) -> Finding | None:
         return Finding(
             "vanishing_gradients", "high", f"Vanishing gradients in {name}: {g[name]:.3g} vs {top:.3g} elsewhere",
             {"layer": name, "grad_rms": g[name], "largest_layer_grad_rms": top,
-             "ratio": g[name] / top, "epoch": last["epoch"]},
+             "ratio": g[name] / top, "epoch": last["epoch"],
+             "certainty": _measured("gradient RMS per layer", "< 1e-5 × the largest layer's")},
             "Use ReLU-family activations, residual connections or normalization layers, and a He/Xavier "
             "initialization; check that the layer is connected to the loss.")
     return None
@@ -445,7 +546,8 @@ def exploding_weights(f: Facts) -> Finding | None:
         return Finding(
             "exploding_weights", "high", f"Exploding weights in {name}: RMS grew {growth[name]:.1f}× since initialization",
             {"layer": name, "growth": round(growth[name], 2), "w_rms_first": first["layers"][name]["w_rms"],
-             "w_rms_last": last["layers"][name]["w_rms"], "epoch": last["epoch"]},
+             "w_rms_last": last["layers"][name]["w_rms"], "epoch": last["epoch"],
+             "certainty": _measured("weight RMS", "grown > 10×")},
             "Add weight decay (train.optimizer.weight_decay or train.regularization.decoupled_wd), a max-norm "
             "constraint (train.regularization.max_norm), or lower the learning rate.")
     return None
@@ -462,7 +564,8 @@ def vanishing_weights(f: Facts) -> Finding | None:
         return Finding(
             "vanishing_weights", "high", f"Vanishing weights in {name}: RMS fell to {100 * ratio[name]:.2g}% of its initial value",
             {"layer": name, "ratio": ratio[name], "w_rms_first": first["layers"][name]["w_rms"],
-             "w_rms_last": last["layers"][name]["w_rms"], "epoch": last["epoch"]},
+             "w_rms_last": last["layers"][name]["w_rms"], "epoch": last["epoch"],
+             "certainty": _measured("weight RMS", "shrunk under 1%")},
             "Weight decay or an L1/L2 penalty is too strong for this learning rate: lower it.")
     return None
 
@@ -478,7 +581,10 @@ def dead_relu(f: Facts) -> Finding | None:
             "dead_relu", "high" if dead[name] >= 0.9 else "medium",
             f"Dead ReLU units: {100 * dead[name]:.0f}% of the units of {name} never activate",
             {"layer": name, "dead_fraction": dead[name], "epoch": f.monitor[-1]["epoch"],
-             "all_layers": {k: round(v, 3) for k, v in dead.items()}},
+             "all_layers": {k: round(v, 3) for k, v in dead.items()},
+             "certainty": certainty("measured", "A unit counts as dead when it outputs 0 for every probed validation "
+                                    "input (train.monitor.probe_rows of them): measured on those inputs, so a unit "
+                                    "that fires only on rarer inputs would be missed, not invented.")},
             "Lower the learning rate, use LeakyReLU/GELU, check the initialization and the input scaling, "
             "or reduce a large negative bias.")
     return None
@@ -494,7 +600,7 @@ def skipped_batches(f: Facts) -> Finding | None:
     return Finding(
         "skipped_batches", "medium", f"{len(f.skipped_batches)} batch(es) skipped: non-finite {', '.join(tensors)}",
         {"skipped": len(f.skipped_batches), "first_epoch": first["epoch"], "first_step": first["step"],
-         "tensors": tensors},
+         "tensors": tensors, "certainty": certainty("exact count", "Every skipped batch is counted.")},
         "Find the rows that produce them (NaN/inf inputs, log of 0, division by 0) or lower the learning rate; "
         "skipping hides the cause.")
 

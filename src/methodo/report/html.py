@@ -23,6 +23,7 @@ th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 .critical{border-color:#b00020}.high{border-color:#e65100}.medium{border-color:#f9a825}.low,.info{border-color:#1565c0}
 .status-failed{color:#b00020}.status-finished{color:#2e7d32}img{max-width:100%;height:auto}
 pre{background:#f6f8fa;padding:.8rem;overflow:auto}.muted{color:#666}
+img.suspect{width:64px;image-rendering:pixelated}
 """
 
 # figure file → section title, in display order
@@ -93,6 +94,28 @@ def _timings(record) -> dict | None:
     return {"rows": rows, "total": total, "stages": list(stages)}
 
 
+def _suspects(record, rd) -> dict | None:
+    """The label-issue table: the suspects named by the ``label_errors`` finding, with their feature values
+    (tables: ``inputs``) or their pictures (images: ``figures/suspect_RANK.png``, inlined)."""
+    f = next((f for f in record.findings if f.id == "label_errors"), None)
+    top = f.evidence.get("top") if f else None
+    if not isinstance(top, list) or not top or not all(isinstance(s, dict) for s in top):
+        return None  # nothing to show, or a summary edited by hand: the finding's evidence line says it all
+    top = [{**s, "inputs": s["inputs"] if isinstance(s.get("inputs"), dict) else {}} for s in top]
+    columns = []
+    for s in top:
+        for k in s["inputs"]:
+            if k not in columns:
+                columns.append(k)
+    images = {}
+    for s in top:
+        name = f"figures/suspect_{s.get('rank')}.png"
+        if isinstance(s.get("rank"), int) and rd.has(name):
+            images[s["rank"]] = base64.b64encode(rd.read_bytes(name)).decode("ascii")
+    return {"rows": top, "columns": columns, "images": images, "file": f.evidence.get("file"),
+            "count": f.evidence.get("suspects")}
+
+
 def _environment():
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -122,6 +145,7 @@ def render_report(run_dir: str | Path) -> Path:
             figures.append((title, base64.b64encode(rd.read_bytes(f"figures/{name}")).decode("ascii")))
     html = _environment().get_template("report.html.j2").render(
         r=record, config=config, figures=figures, css=_CSS, class_counts=_class_counts(record),
+        suspects=_suspects(record, rd),
         timings=_timings(record), split_order=("train", "val", "test", "ood"), split_label=_SPLIT_LABEL,
         column_label=_COLUMN_LABEL)
     return rd.write_text("report.html", html)

@@ -342,6 +342,22 @@ def label_errors(suspects: list[dict], ds, path: Path) -> Path:
     return _save(fig, path)
 
 
+def thumbnail(img: np.ndarray, path: Path, size: int = 96) -> Path:
+    """One image ``(C, H, W)`` as a small PNG (min-max scaled to 0-255, enlarged without smoothing to about
+    ``size`` pixels, never shrunk below its own size): a suspect's picture in the report's label-issue table."""
+    from PIL import Image
+
+    a = np.asarray(img, dtype=np.float64)
+    a = a[0] if a.shape[0] == 1 else np.moveaxis(a[:3], 0, -1)
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    a = np.nan_to_num((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)) * 255
+    im = Image.fromarray(a.round().astype(np.uint8))
+    k = max(1, size // max(im.size))
+    im = im.resize((im.size[0] * k, im.size[1] * k), Image.NEAREST)
+    im.save(path, format="PNG")
+    return path
+
+
 # class colours for masks: background dark, then distinct hues
 _MASK_COLOURS = np.array([[0.12, 0.12, 0.12], [0.90, 0.30, 0.25], [0.25, 0.60, 0.95], [0.98, 0.80, 0.20],
                           [0.45, 0.80, 0.35], [0.70, 0.40, 0.85], [0.95, 0.55, 0.75], [0.60, 0.60, 0.60]])

@@ -34,6 +34,9 @@ def _write_outputs(o) -> None:
     suspects = next((f.evidence["top"] for f in o.findings if f.id == "label_errors"), None)
     if suspects:
         plots.label_errors(suspects, o.ds, o.rd.figure("label_errors.png"))
+        if o.ds.kind == "image":  # the report's label-issue table shows each suspect's image
+            for s in suspects:
+                plots.thumbnail(o.ds.X[s["row"]], o.rd.figure(f"suspect_{s['rank']}.png"))
     o.write_split_predictions(["row", "true", "predicted", *[f"p_{c}" for c in names]], lambda s: (
         [int(r), names[int(t)], names[int(p.argmax())], *[f"{v:.6f}" for v in p]]
         for r, t, p in zip(o.data.indices[s], o.data.raw_y[s], o.preds[s])))
