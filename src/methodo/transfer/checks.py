@@ -7,7 +7,7 @@ the one ``FINDINGS`` registry (importing :mod:`methodo.diagnose` imports this mo
 
 from __future__ import annotations
 
-from methodo.findings import FINDINGS, Finding
+from methodo.findings import FINDINGS, Finding, certainty
 
 
 def _headline(f):
@@ -39,6 +39,9 @@ def domain_mismatch(f) -> Finding | None:
     ev.update(data_mean=got["mean"], data_std=got["std"], expected_mean=exp["mean"], expected_std=exp["std"],
               mean_gap_in_stds=round(max(gaps), 4) if gaps else None,
               std_ratio=round(max(spread, key=lambda r: abs(r - 1)), 4) if spread else None)
+    ev["certainty"] = certainty("threshold rule", "Rules of thumb on the training inputs' statistics (every "
+                                "training input counted): channels differ, size off by more than 2×, or a channel "
+                                "mean more than 0.5 of the backbone's std away, or a spread beyond 0.5–2×.")
     if not problems:
         return None
     return Finding(
@@ -71,7 +74,11 @@ def pretrained_not_helping(f) -> Finding | None:
         f"The pretrained start is no better than scratch on this data: test {key} {mine:.4g} vs {theirs:.4g}",
         {"metric": key, "transfer": round(mine, 6), "transfer_interval": iv, "scratch": round(theirs, 6),
          "strategy": t.get("strategy"), "scratch_epochs": scratch.get("epochs_run"),
-         "trainable_parameters": t.get("trainable_parameters"), "scratch_parameters": scratch.get("parameters")},
+         "trainable_parameters": t.get("trainable_parameters"), "scratch_parameters": scratch.get("parameters"),
+         "certainty": certainty("bootstrap interval", f"The scratch model's test {key} is inside (or beyond) the "
+                                "bootstrap interval of the transfer model's: the test set does not show the "
+                                "pretrained start to help.", interval=iv) if iv else
+         certainty("threshold rule", f"No interval for the transfer model's {key}: compared as point values.")},
         "The pretraining domain may be too far from this data (see domain_mismatch), or the data is plentiful "
         "enough: fine-tune more of the model, try a backbone pretrained closer to this data, or keep the "
         "smaller scratch model.")
@@ -95,7 +102,10 @@ def catastrophic_forgetting(f) -> Finding | None:
         f"probe of the pretrained features reaches {probe['val']:.3f}",
         {"probe_val": round(probe["val"], 4), "probe_model": probe.get("model"), f"epoch1_{score}": round(first, 4),
          "best_" + score: round(max(r.get(score, 0) for r in f.history), 4), "lr": f.lr,
-         "strategy": t.get("strategy")},
+         "strategy": t.get("strategy"),
+         "certainty": certainty("threshold rule", "Epoch 1's validation score is more than 0.10 below a linear "
+                                "probe of the pretrained features on the same validation rows (a rule of thumb, "
+                                "no interval).")},
         "Lower the learning rate 3-10× (pretrained weights need small steps), add warm-up, give lower layers "
         "lower LRs (transfer.lr_decay: 0.5), or train the head first (transfer.strategy: gradual_unfreeze, or "
         "linear_probe then finetune from that run).")
@@ -122,6 +132,9 @@ def frozen_backbone_underfits(f) -> Finding | None:
         f"The frozen backbone underfits: the linear probe plateaus at training accuracy {last:.3f}",
         {"train_accuracy": round(last, 4), "best_earlier_train_accuracy": round(prev, 4), "epochs": len(h),
          "test_accuracy": test, "scratch_test_accuracy": scratch,
-         "trainable_parameters": t.get("trainable_parameters"), "total_parameters": t.get("total_parameters")},
+         "trainable_parameters": t.get("trainable_parameters"), "total_parameters": t.get("total_parameters"),
+         "certainty": certainty("threshold rule", "The probe's training accuracy gained under 0.01 in its last "
+                                "epoch while at least 15% of training rows stay wrong, or scratch beat it on test by "
+                                "more than 0.05 (rules of thumb).")},
         "The pretrained features do not separate these classes linearly: unfreeze the top blocks "
         "(transfer.strategy: gradual_unfreeze) or fine-tune everything with a small LR (finetune, lr_decay).")

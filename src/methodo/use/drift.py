@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from methodo.findings import FINDINGS, Finding
+from methodo.findings import FINDINGS, Finding, certainty
 
 SAMPLE = 1000  # training values kept per feature (a seeded sample) for the two-sample tests
 ALPHA = 0.05  # significance level, after the Benjamini-Hochberg correction over the features
@@ -202,7 +202,11 @@ def data_drift(f: DriftFacts) -> Finding | None:
         "data_drift", "high" if share >= 0.3 or worst >= 0.3 else "medium",
         f"{len(drifted)} of {len(tests)} features are distributed differently from the training split",
         {"drifted": len(drifted), "tested": len(tests), "alpha": f.alpha, "correction": "benjamini-hochberg",
-         "train_sample": (f.reference or {}).get("sample_rows"), "top": top},
+         "train_sample": (f.reference or {}).get("sample_rows"), "top": top,
+         "certainty": certainty("test", f"{len(drifted)} of {len(tests)} per-feature two-sample tests reject 'same "
+                                "distribution as training' after the Benjamini-Hochberg correction.",
+                                p_value=drifted[0]["p_adjusted"], test="two-sample KS / chi-square per feature",
+                                correction="benjamini-hochberg")},
         "The model meets inputs unlike those it learned from: find out what changed (source, sensor, preprocessing, "
         "population); watch the metrics on the drifted part; retrain on data that includes the new conditions.")
 
@@ -231,6 +235,8 @@ def label_shift(f: DriftFacts) -> Finding | None:
             f"Class proportions moved: {names[order[0]]} is {100 * new[order[0]] / new.sum():.1f}% of the new rows, "
             f"{100 * p_train[order[0]]:.1f}% in training",
             {"test": "chi-square goodness of fit", "p": round(p, 6), "rows": int(new.sum()),
+             "certainty": certainty("test", "A chi-square goodness-of-fit test rejects the training class "
+                                    "proportions for the new rows.", p_value=p, test="chi-square goodness of fit"),
              "classes": {names[i]: {"train": round(float(p_train[i]), 4), "new": round(float(new[i] / new.sum()), 4)}
                          for i in order}},
             "Accuracy and the probabilities assume the training prior: report per-class and balanced metrics, "
@@ -248,7 +254,9 @@ def label_shift(f: DriftFacts) -> Finding | None:
             "label_shift", "medium", f"Label {names[i]} is present in {100 * p_new[i]:.1f}% of the new rows, "
             f"{100 * p_train[i]:.1f}% in training",
             {"labels": {names[j]: {"train": round(float(p_train[j]), 4), "new": round(float(p_new[j]), 4)}
-                        for j in np.argsort(-np.abs(diff))[:TOP]}, "rows": int(len(y))},
+                        for j in np.argsort(-np.abs(diff))[:TOP]}, "rows": int(len(y)),
+             "certainty": certainty("threshold rule", "A label's share moved by at least 5 points between training "
+                                    "and the new rows (exact counts, no test).")},
             "Per-label thresholds and frequencies learned in training no longer hold: check per-label metrics and "
             "re-choose thresholds on data like the new one.")
     sample = t.get("sample") or []
@@ -262,7 +270,10 @@ def label_shift(f: DriftFacts) -> Finding | None:
         f"{t['mean']:.4g} in training",
         {"test": "kolmogorov-smirnov", "statistic": round(float(res.statistic), 4), "p": round(float(res.pvalue), 6),
          "train_mean": t["mean"], "new_mean": round(float(y.mean()), 6), "train_std": t["std"],
-         "new_std": round(float(y.std()), 6)},
+         "new_std": round(float(y.std()), 6),
+         "certainty": certainty("test", "A two-sample Kolmogorov-Smirnov test rejects the training target "
+                                "distribution for the new rows.", p_value=float(res.pvalue),
+                                test="two-sample kolmogorov-smirnov")},
         "The model was fitted to another range of targets: check the errors by target range and retrain on data "
         "covering the new values.")
 
@@ -292,7 +303,9 @@ def performance_drop(f: DriftFacts) -> Finding | None:
         "performance_drop", "high" if key in dropped else "medium",
         f"{first} on the new data ({d['new']:.4g}) is outside the run's test interval "
         f"[{d['run_test_interval'][0]:.4g}, {d['run_test_interval'][1]:.4g}]",
-        {"metrics": dropped, "dropped": len(dropped)},
+        {"metrics": dropped, "dropped": len(dropped),
+         "certainty": certainty("bootstrap interval", f"{first} on the new data lies outside the bootstrap interval "
+                                "of the run's own test score.", interval=d["run_test_interval"])},
         "The model does worse here than its test split promised: look at the drift findings for the cause; "
         "do not ship it on this data before retraining or fine-tuning on data like it.")
 
@@ -333,7 +346,10 @@ def out_of_range_inputs(f: DriftFacts) -> Finding | None:
         f"{rows} of {n} new rows ({100 * share:.1f}%) hold values outside the training range "
         f"({len(per)} feature{'s' * (len(per) > 1)}); data like the training split would give about {100 * expected:.1f}%",
         {"rows": rows, "share": round(share, 4), "expected_share": round(expected, 4), "p": round(p, 6),
-         "features": len(per), "top": top},
+         "features": len(per), "top": top,
+         "certainty": certainty("test", "A one-sided binomial test: more out-of-range rows than data like the "
+                                "training split gives (2/(n+1) per feature).", p_value=p,
+                                test="binomial, one-sided")},
         "Predictions there are extrapolations the model never learned: treat them with caution, check those rows "
         "for unit or entry errors, and collect training data covering the new range.")
 
