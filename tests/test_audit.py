@@ -171,3 +171,25 @@ track: {{mlflow: false}}
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {root / 'b' / 'cut.png'}: unreadable image: truncated")
     assert "Traceback" not in err and not (tmp_path / "r").exists()
+
+
+def test_near_constant_feature_is_named_with_its_share():
+    """One value in ≥ 99 % of a column's rows: named beside the constant ones; an ordinary column is not."""
+    import numpy as np
+
+    from methodo.data.audit import AuditFacts, constant_feature
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    near = np.zeros(n, np.float32)
+    near[rng.choice(n, 10, replace=False)] = rng.normal(size=10)  # 0.0 in 99.5 % of rows
+    rare_half = np.zeros(n, np.float32)
+    rare_half[: n // 20] = 1.0  # a 5 % flag: informative, not near-constant
+    X = np.c_[rng.normal(size=n), near, np.ones(n), rare_half].astype(np.float32)
+    facts = AuditFacts(kind="tabular", task="classification", X=X, y=rng.integers(0, 2, n),
+                       feature_names=["normal", "near", "const", "flag"], indices={"train": np.arange(n)})
+    f = constant_feature(facts)
+    assert f is not None and f.evidence["features"] == ["const", "near"]
+    assert f.evidence["constant"] == ["const"]
+    assert f.evidence["near_constant"] == {"near": {"value": 0.0, "share": 0.995}}
+    assert f.title.startswith("1 constant and 1 near-constant feature(s)")

@@ -461,28 +461,45 @@ def missing_values(f: AuditFacts) -> Finding | None:
         "or drop the column if mostly empty; a run without one stops and names the first missing cell.")
 
 
+NEAR_CONSTANT_SHARE = 0.99  # one value in at least this share of a column's rows: near-constant
+
+
 @FINDINGS.register("constant_feature", stage="data", check=False,
-                    help="a feature has the same value in every row: it carries no information")
+                    help="a feature has the same value in every row (or in at least 99% of them): it carries no "
+                         "(or almost no) information")
 def constant_feature(f: AuditFacts) -> Finding | None:
     if f.kind != "tabular":
         return None
-    const = []
+    const, near = [], {}
     for j, name in enumerate(f.feature_names):
         col = f.X[:, j]
         col = col[~np.isnan(col)]
-        if len(col) and np.all(col == col[0]):
+        if not len(col):
+            continue
+        if np.all(col == col[0]):
             const.append(name)
+            continue
+        # a value held by more than half the rows is the median: O(n) per column, no sort, no np.unique
+        mid = np.partition(col, len(col) // 2)[len(col) // 2]
+        share = np.count_nonzero(col == mid) / len(col)
+        if share >= NEAR_CONSTANT_SHARE:
+            near[name] = {"value": float(mid), "share": round(float(share), 4)}
     if f.cat is not None:
         for j, name in enumerate(f.cat_names):
             if len(set(f.cat[:, j].tolist())) == 1:
                 const.append(name)
-    if not const:
+    if not const and not near:
         return None
+    named = const + list(near)
+    what = (f"{len(const)} constant" if const else "") + (" and " if const and near else "") + \
+        (f"{len(near)} near-constant" if near else "")
     return Finding(
-        "constant_feature", "low", f"{len(const)} constant feature(s): {', '.join(map(repr, const[:MAX_EXAMPLES]))}",
-        {"features": const, "certainty": _counted("Distinct values per feature")},
-        "Drop them (data.ignore for a CSV column, or data.features: [variance_threshold]); they add nothing but "
-        "parameters.")
+        "constant_feature", "low", f"{what} feature(s): {', '.join(map(repr, named[:MAX_EXAMPLES]))}",
+        {"features": named, "constant": const, "near_constant": dict(list(near.items())[:MAX_EXAMPLES]),
+         "near_constant_share": NEAR_CONSTANT_SHARE, "certainty": _counted("Distinct values per feature")},
+        "Drop the constant ones (data.ignore for a CSV column, or data.features: [variance_threshold]); they add "
+        "nothing but parameters. A near-constant one (one value in at least 99% of rows) carries little: keep it "
+        "only if its rare values matter (a rare flag can), else drop it the same way.")
 
 
 def _single_feature_columns(f: AuditFacts, rows: np.ndarray, n_train: int):
