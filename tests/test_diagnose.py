@@ -175,6 +175,19 @@ def test_label_errors_are_silent_on_a_few_suspects():
     assert diagnose(f) == []
 
 
+def test_label_errors_are_silent_when_the_model_learned_nothing():
+    """A model no better than always answering the majority class (a shuffled target, a broken LR) disagrees
+    with many right labels: cleanlab lists suspects, but the finding does not blame the labels."""
+    from methodo.evaluate.label_issues import find_label_issues
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    p = rng.dirichlet(np.ones(3) * 0.3, 300)  # confident, random: agrees with a third of the labels
+    f = Facts(task="classification", oos_proba=p, oos_true=y, oos_rows=np.arange(300), class_names=list("abc"))
+    assert find_label_issues(p, y).count >= 30
+    assert "label_errors" not in [x.id for x in diagnose(f)]
+
+
 def test_miscalibrated_needs_high_ece_beyond_its_interval():
     f = Facts(task="classification", metrics={"test": {"ece": 0.25}}, intervals={"ece": [0.2, 0.3]})
     assert [x.id for x in diagnose(f)] == ["miscalibrated"]

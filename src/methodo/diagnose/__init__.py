@@ -389,7 +389,7 @@ def label_errors(f: Facts) -> Finding | None:
             return None
         found = li.find_label_issues(f.oos_proba, f.oos_true, rows=f.oos_rows, class_names=f.class_names,
                                      multilabel=kind == "multilabel")
-    if not found.count:
+    if not found.count or not _judges_labels(f):
         return None
     share = found.count / max(found.n, 1)
     iv = wilson(found.count, found.n)
@@ -409,6 +409,21 @@ def label_errors(f: Facts) -> Finding | None:
         f"Inspect the rows of {LAYOUT['label_issues']} (most suspect first; figure label_errors.png shows the top ones); "
         "fix wrong labels or remove ambiguous inputs, then retrain. `methodo data label-issues CONFIG` checks "
         "every row and can write a cleaned copy of a CSV (--fix drop|relabel --out CLEAN.csv).")
+
+
+def _judges_labels(f: Facts) -> bool:
+    """Confident learning reads the model's probabilities as evidence against a label, so it needs a model
+    that learned something: out of sample, the model must agree with the given labels more often than
+    always answering the most frequent class does (the lower end of the Wilson 95% interval of its
+    agreement above the majority share). A broken model (shuffled target, far too high or low an LR,
+    underfitting) disagrees with many right labels; its suspects say nothing about the labels."""
+    proba, true = f.oos_proba, f.oos_true
+    if proba is None or true is None or np.ndim(true) != 1 or np.ndim(proba) != 2 or not len(true):
+        return True  # nothing to judge the model by (multi-label, a searched set without probabilities)
+    true = np.asarray(true)
+    agree = int(np.count_nonzero(np.argmax(proba, axis=1) == true))
+    majority = np.bincount(true.astype(np.int64)).max() / len(true)
+    return wilson(agree, len(true))[0] > majority
 
 
 # The finding speaks when the Wilson 95% interval of the suspects' share lies above this: any model finds
