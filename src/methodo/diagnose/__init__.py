@@ -505,3 +505,8 @@ FINDINGS.register("non_finite_loss", non_finite_loss, help="the loss became NaN 
 from methodo.data import audit as _data_audit  # noqa: E402
 
 del _data_audit
+
+# The search's findings (stage "tune": `methodo tune`) live with the tuner; importing them registers them.
+from methodo.tune import findings as _tune_findings  # noqa: E402
+
+del _tune_findings
