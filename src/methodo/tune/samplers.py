@@ -26,7 +26,14 @@ PRUNERS = Registry("pruner")
 def grid(space, *, seed: int, trials: int, objectives: int):
     import optuna
 
-    return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    class Grid(optuna.samplers.GridSampler):
+        """Optuna's grid sampler, minus its ``study.stop()`` once the grid is covered: methodo's worker loop
+        stops at the study's budget, which ``methodo tune`` caps at the grid's size."""
+
+        def after_trial(self, study, trial, state, values) -> None:
+            return None
+
+    return Grid(space.grid(), seed=seed)
 
 
 @SAMPLERS.register("random", help="random search: each value drawn independently (Bergstra & Bengio 2012)",
