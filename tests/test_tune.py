@@ -215,3 +215,27 @@ def test_mlflow_has_a_parent_run_and_one_child_per_trial(capsys, tmp_path):
         assert [m.step for m in hist] == [1, 2, 3]  # one point per epoch
     best = [k for k in kids if k.data.tags.get("methodo.best") == "true"]
     assert len(best) == 1 and best[0].info.run_id == rec["best"]["mlflow_run_id"]
+
+
+def test_pruned_trials_stop_early_and_are_marked_in_mlflow_and_the_report(capsys, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    overrides = [o for o in TINY if not o.startswith(("track.", "train.epochs"))] + [
+        "train.epochs=6", f"track.tracking_uri={uri}", "train.early_stopping=null"]
+    code, out, err = _tune(capsys, tmp_path, "--trials", "10", "--sampler", "random", "--pruner", "median",
+                           overrides=overrides, space="train.optimizer.lr: {float: [1.0e-5, 0.3], log: true}\n")
+    assert code == 0, err
+    rec = json.loads((tmp_path / "t" / "tune.json").read_text())
+    pruned = [t for t in rec["trials"] if t["state"] == "PRUNED"]
+    assert pruned, [(t["state"], t["params"]) for t in rec["trials"]]
+    assert all(t["epochs_run"] < 6 for t in pruned)  # stopped by the loop's on_epoch seam
+    assert all(t["epochs_run"] == 6 for t in rec["trials"] if t["state"] == "COMPLETE")
+    assert rec["epochs_total"] == sum(t["epochs_run"] for t in rec["trials"]) < 60
+    client = MlflowClient(uri)
+    for t in rec["trials"]:
+        run = client.get_run(t["mlflow_run_id"])
+        assert run.data.tags["optuna.state"] == t["state"]
+        assert run.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[t["state"]]
+    html = (tmp_path / "t" / "tune.html").read_text()
+    assert html.count('class="state-PRUNED"') == len(pruned) and "what the pruner read" in html
