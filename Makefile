@@ -15,12 +15,14 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	$(BIN)/methodo run examples/digits.yaml
 
+# PostgreSQL (methodo tune's many-worker storage) is started by scripts/ensure-postgres.sh, which prints the
+# DSN the tests read from METHODO_TEST_POSTGRES.
 test: $(BIN)/.installed
 	bash scripts/ensure-chromium.sh
-	$(BIN)/python -m pytest -q
+	dsn="$$(bash scripts/ensure-postgres.sh)" && METHODO_TEST_POSTGRES="$$dsn" $(BIN)/python -m pytest -q
 
 test-slow: $(BIN)/.installed
-	$(BIN)/python -m pytest -q -m slow
+	dsn="$$(bash scripts/ensure-postgres.sh)" && METHODO_TEST_POSTGRES="$$dsn" $(BIN)/python -m pytest -q -m slow
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/loop_overhead.py --write BENCHMARKS.md
