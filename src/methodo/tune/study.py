@@ -181,6 +181,15 @@ def prepare_context(opts: TuneOptions) -> Context:
 # --------------------------------------------------------------------------- storage, study, budget lock
 
 
+def driver_url(url: str) -> str:
+    """``postgresql://`` (or ``postgres://``) with the driver methodo ships: psycopg2 (SQLAlchemy 2.1 would
+    otherwise pick psycopg 3)."""
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg2://" + url[len(bare):]
+    return url
+
+
 def open_storage(url: str, heartbeat: int):
     """Optuna's RDB storage for ``url`` with heartbeats; a storage that cannot be reached is bad input."""
     import optuna
@@ -204,7 +213,7 @@ def open_storage(url: str, heartbeat: int):
             "postgresql") else {"pool_pre_ping": True}
     try:
         with warnings_off():
-            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+            return RDBStorage(driver_url(url), engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
     except ImportError as exc:
         raise BadInput(f"--storage {redact(url)}: its database driver is not installed ({exc})") from None
