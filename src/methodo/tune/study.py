@@ -440,7 +440,11 @@ def run_workers(ctx: Context) -> list[int | None]:
     """K worker processes (spawned: a fresh interpreter each, no forked torch state); their exit codes."""
     import multiprocessing as mp
 
-    spawn = mp.get_context("spawn")
+    # forkserver: one fresh server process imports torch and methodo's training stages once, and each
+    # worker is forked from it (no worker inherits this process's torch threads or open connections;
+    # K workers do not pay K imports)
+    spawn = mp.get_context("forkserver")
+    spawn.set_forkserver_preload(["methodo.tune.worker_preload"])
     procs = [spawn.Process(target=_worker_main, args=(ctx, i + 1), name=f"methodo-tune-{i + 1}")
              for i in range(ctx.opts.workers)]
     for p in procs:
