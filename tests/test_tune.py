@@ -118,7 +118,8 @@ def test_bad_options_are_one_error_line(capsys, tmp_path, args, expect):
 def test_tune_runs_a_study_writes_best_yaml_and_methodo_run_reproduces_it(capsys, tmp_path):
     import methodo
 
-    code, out, err = _tune(capsys, tmp_path, "--trials", "6", "--sampler", "tpe", "--pruner", "none")
+    code, out, err = _tune(capsys, tmp_path, "--trials", "6", "--sampler", "tpe", "--pruner", "none",
+                           "--hypergradient", "0.001")
     assert code == 0, err
     t = tmp_path / "t"
     for name in ("tune.json", "trials.csv", "best.yaml", "tune.html"):
@@ -140,6 +141,11 @@ def test_tune_runs_a_study_writes_best_yaml_and_methodo_run_reproduces_it(capsys
     html = (t / "tune.html").read_text()
     assert 'id="trials"' in html and "Optimization history" in html and "Parameter importances" in html
     assert "validation split only" in html
+    # --hypergradient: the best config again from the base LR, its LR adapted online, beside the search's best LR
+    hg = rec["hypergradient"]
+    assert hg["start_lr"] == 0.01 and hg["best_lr"] == best["params"]["train.optimizer.lr"]
+    assert hg["steps"] > 0 and len({lr for _, lr in hg["trajectory"]}) > 1 and hg["final_lr"] != 0.01
+    assert "Hypergradient LR trajectory vs the best LR of the search" in html
 
 
 def test_a_rerun_continues_the_study_and_a_changed_space_is_refused(capsys, tmp_path):

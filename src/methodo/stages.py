@@ -217,7 +217,8 @@ def check_resume(rd: RunDir | None, prep: Prepared) -> Path | None:
         from methodo.train.optim import build_optimizer
 
         try:
-            opt = build_optimizer(prep.model.parameters(), oc.name, oc.lr, oc.options)
+            opt = build_optimizer(prep.model.parameters(), oc.name, oc.lr, oc.options,
+                                  hypergradient=oc.hypergradient.beta if oc.hypergradient else None)
             saved, built = state["optimizer"]["param_groups"], opt.state_dict()["param_groups"]
             # another optimizer's hyper-parameters (a scheduler adds its own keys, e.g. initial_lr, to the saved ones)
             if len(saved) != len(built) or any(not set(b) <= set(a) for a, b in zip(saved, built)):
