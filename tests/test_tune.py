@@ -245,3 +245,63 @@ def test_pruned_trials_stop_early_and_are_marked_in_mlflow_and_the_report(capsys
         assert run.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[t["state"]]
     html = (tmp_path / "t" / "tune.html").read_text()
     assert html.count('class="state-PRUNED"') == len(pruned) and "what the pruner read" in html
+
+
+# --------------------------------------------------------------------------- methodology: findings, re-runs, final test
+
+
+def _reeval(search, reruns_by_trial):
+    import statistics
+
+    top = [{"number": n, "search": s, "reruns": r, "mean": statistics.fmean(r), "std": statistics.stdev(r)}
+           for n, (s, r) in zip(range(len(search)), zip(search, reruns_by_trial))]
+    return {"seeds": 3, "top": top}
+
+
+def test_search_overfits_val_when_the_best_does_not_hold_with_other_seeds():
+    from methodo.tune.findings import search_overfits_val
+    from methodo.tune.trial import Objective
+
+    acc = Objective("val_accuracy", "maximize")
+    lucky = search_overfits_val(_reeval([0.97, 0.95], [[0.93, 0.92, 0.935], [0.95, 0.951, 0.949]]), acc)
+    assert lucky.id == "search_overfits_val" and lucky.severity == "high"
+    assert lucky.evidence["optimism"] == pytest.approx(0.97 - (0.93 + 0.92 + 0.935) / 3, abs=1e-6)
+    assert lucky.evidence["rerun_best_trial"] == 1 and "re-runs better" in lucky.title
+    assert search_overfits_val(_reeval([0.95, 0.94], [[0.951, 0.949, 0.95], [0.94, 0.939, 0.94]]), acc) is None
+    noisy = _reeval([0.95, 0.90], [[0.99, 0.91, 0.93], [0.85, 0.86, 0.87]])  # a gap within the re-runs' spread
+    assert search_overfits_val(noisy, acc) is None
+    loss = Objective("val_loss", "minimize")  # lower is better: optimism is the search's value below its re-runs
+    assert search_overfits_val(_reeval([0.10, 0.2], [[0.2, 0.21, 0.19], [0.3, 0.31, 0.29]]), loss).severity == "medium"
+    assert search_overfits_val(None, acc) is None
+
+
+def test_space_edge_when_the_best_value_is_at_an_end_of_its_range():
+    from methodo.tune.findings import space_edge
+    from methodo.tune.space import Space
+
+    sp = Space.from_text(SPACE)
+    edge = space_edge(sp, {"train.optimizer.lr": 0.095, "train.optimizer.name": "adam"}, n_complete=10)
+    assert edge.id == "space_edge" and edge.evidence["edge"] == "high" and "above 0.1" in edge.action
+    low = space_edge(sp, {"train.optimizer.lr": 0.011, "train.optimizer.momentum": 0.51}, n_complete=10)
+    assert low.evidence["key"] == "train.optimizer.momentum" and low.evidence["edge"] == "low"
+    assert space_edge(sp, {"train.optimizer.lr": 0.01}, n_complete=10) is None  # mid-range in log scale
+    assert space_edge(sp, {"train.optimizer.lr": 0.095}, n_complete=2) is None  # too few trials to say
+
+
+def test_reeval_top_and_final_test_read_the_test_split_once(capsys, tmp_path):
+    code, out, err = _tune(capsys, tmp_path, "--trials", "4", "--pruner", "none", "--reeval-top", "2",
+                           "--final-test", space="train.optimizer.lr: {float: [0.003, 0.1], log: true}\n")
+    assert code == 0, err
+    t = tmp_path / "t"
+    rec = json.loads((t / "tune.json").read_text())
+    assert [r["number"] for r in rec["reeval"]["top"]][0] == rec["best"]["number"]
+    assert len(rec["reeval"]["top"]) == 2 and all(len(r["reruns"]) == 3 for r in rec["reeval"]["top"])
+    ft = rec["final_test"]
+    assert ft["reproduced"] and ft["run_value"] == rec["best"]["values"]["val_accuracy"]
+    assert set(ft["test"]) >= {"accuracy", "f1"} and "evaluated once" in rec["test_split"]
+    summary = json.loads((t / "best" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["metrics"]["test"]["accuracy"] == ft["test"]["accuracy"]
+    assert "final test (best config, run once in" in out
+    assert all("test" not in t_["params"] for t_ in rec["trials"])
+    html = (t / "tune.html").read_text()
+    assert 'id="final-test"' in html and "reproduced exactly" in html and 'id="reeval"' in html
