@@ -59,7 +59,7 @@ class TuneOptions:
     reeval_seeds: int = 3
     heartbeat: int = 10
     hypergradient: float | None = None
-    quiet: bool = False
+    sampler_seed: int | None = None  # default: the config's seed (+ the worker's index)
 
 
 @dataclass
@@ -305,6 +305,8 @@ def _canon(v) -> str:
 
 
 def _seed(ctx: Context) -> int:
+    if ctx.opts.sampler_seed is not None:
+        return ctx.opts.sampler_seed
     return int(ctx.base.get("seed", 0) or 0)
 
 

@@ -33,9 +33,13 @@ class NullStudyTracker:
 class StudyTracker(NullStudyTracker):
     """The parent run of a study; :meth:`trial` opens a child run."""
 
+    FLUSH_S = 2.0  # per-epoch metrics are sent at most this often (and when the trial ends): one write, not one per epoch
+
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str):
         self.uri, self.experiment_id, self.parent_run_id = uri, experiment_id, parent_run_id
         self.run_id: str | None = None
+        self._pending: list = []
+        self._flushed = 0.0
 
     @classmethod
     def start(cls, uri: str, experiment: str, study: str, params: dict, parent_run_id: str | None = None
@@ -77,11 +81,14 @@ class StudyTracker(NullStudyTracker):
 
     def trial(self, number: int, params: dict) -> "StudyTracker":
         """A child run for trial ``number`` with its sampled ``params``."""
+        import time
+
         from mlflow.entities import Param
 
         from methodo.track import store_lock
 
         child = StudyTracker(self.uri, self.experiment_id, self.parent_run_id)
+        child._flushed = time.monotonic()  # the first epochs are sent together
         client = self._client()
         with store_lock(self.uri):
             run = client.create_run(self.experiment_id, run_name=f"trial-{number}", tags={
@@ -97,13 +104,25 @@ class StudyTracker(NullStudyTracker):
 
         from mlflow.entities import Metric
 
+        now, step = int(time.time() * 1000), int(row["epoch"])
+        self._pending += [Metric(k, float(v), now, step) for k, v in row.items()
+                          if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v)]
+        if time.monotonic() - self._flushed >= self.FLUSH_S:
+            self._flush()
+
+    def _flush(self) -> None:
+        import time
+
         from methodo.track import store_lock
 
-        now, step = int(time.time() * 1000), int(row["epoch"])
-        metrics = [Metric(k, float(v), now, step) for k, v in row.items()
-                   if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v)]
+        self._flushed = time.monotonic()
+        if not self._pending:
+            return
+        client = self._client()
         with store_lock(self.uri):
-            self._client().log_batch(self.run_id, metrics=metrics)
+            for i in range(0, len(self._pending), 1000):  # MLflow's limit per batch
+                client.log_batch(self.run_id, metrics=self._pending[i:i + 1000])
+        self._pending = []
 
     def end_trial(self, state: str, metrics: dict, error: str | None = None) -> None:
         import time
@@ -114,11 +133,13 @@ class StudyTracker(NullStudyTracker):
 
         now = int(time.time() * 1000)
         client = self._client()
+        self._pending += [Metric(k, float(v), now, 0) for k, v in metrics.items()
+                          if isinstance(v, (int, float)) and v is not None and math.isfinite(v)]
         tags = [RunTag("optuna.state", state)] + ([RunTag("methodo.failure", error[:5000])] if error else [])
+        pending, self._pending = self._pending, []
         with store_lock(self.uri):
-            client.log_batch(self.run_id, tags=tags, metrics=[
-                Metric(k, float(v), now, 0) for k, v in metrics.items()
-                if isinstance(v, (int, float)) and v is not None and math.isfinite(v)])
+            for i in range(0, max(len(pending), 1), 1000):
+                client.log_batch(self.run_id, tags=tags if i == 0 else [], metrics=pending[i:i + 1000])
             client.set_terminated(self.run_id, status=_STATUS.get(state, "FAILED"))
 
     def finish(self, status: str, *, best: dict | None = None, files: list | None = None) -> None:
