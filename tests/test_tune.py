@@ -305,3 +305,11 @@ def test_reeval_top_and_final_test_read_the_test_split_once(capsys, tmp_path):
     assert all("test" not in t_["params"] for t_ in rec["trials"])
     html = (t / "tune.html").read_text()
     assert 'id="final-test"' in html and "reproduced exactly" in html and 'id="reeval"' in html
+
+
+def test_an_out_dir_in_use_is_refused_before_the_study_is_created(capsys, tmp_path):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "notes.txt").write_text("mine")
+    code, out, err = _tune(capsys, tmp_path, "--trials", "2")
+    assert code == 2 and err.startswith("error: --out ") and "not empty" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "tune.db").exists() and (tmp_path / "t" / "notes.txt").read_text() == "mine"

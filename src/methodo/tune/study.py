@@ -476,11 +476,16 @@ def tune(opts: TuneOptions) -> TuneResult:
     from methodo.rundir import RunDir
 
     ctx = prepare_context(opts)
+    _check_out(opts.out)  # before the study is created: a bad --out leaves nothing behind
     storage = open_storage(ctx.storage_url, opts.heartbeat)
     study = open_study(ctx, storage, create=True)
     cfg = _validate(copy.deepcopy(ctx.base), ctx.source)
-    rd = RunDir.create(opts.out, name=cfg.name, kind="tune")
     ctx.mlflow = _start_tracking(cfg, ctx, study)
+    try:
+        rd = RunDir.create(opts.out, name=cfg.name, kind="tune")
+    except BaseException:
+        _end_tracking(ctx, "FAILED", None, [])
+        raise
     t0 = time.perf_counter()
     try:
         if opts.workers > 1:
@@ -495,6 +500,20 @@ def tune(opts: TuneOptions) -> TuneResult:
     files = [rd.file(n) for n in ("tune.json", "best.yaml", "tune.html", "trials.csv") if rd.has(n)]
     _end_tracking(ctx, "FINISHED", record.get("best"), files)
     return TuneResult(rd.path, ctx.study_name, record)
+
+
+def _check_out(out: str | None) -> None:
+    """``--out`` must be a new or empty folder (as :meth:`RunDir.create` will check again when it claims it)."""
+    if out is None:
+        return
+    path = Path(out)
+    if str(out) == "":
+        raise BadInput("--out '': give a folder name")
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"--out {out}: exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise BadInput(f"--out {out}: folder is not empty; choose a new or empty folder (methodo never writes over "
+                       "your files)")
 
 
 def _start_tracking(cfg, ctx: Context, study) -> dict | None:
