@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-slow bench clean bench-scale
+.PHONY: run test test-slow bench clean bench-scale bench-hpo
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test-slow: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/loop_overhead.py --write BENCHMARKS.md
+
+bench-hpo: $(BIN)/.installed
+	$(BIN)/python bench/hpo.py --write BENCHMARKS.md
 
 bench-scale: $(BIN)/.installed
 	$(BIN)/python bench/scale.py --write BENCHMARKS.md
