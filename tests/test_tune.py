@@ -313,3 +313,10 @@ def test_an_out_dir_in_use_is_refused_before_the_study_is_created(capsys, tmp_pa
     code, out, err = _tune(capsys, tmp_path, "--trials", "2")
     assert code == 2 and err.startswith("error: --out ") and "not empty" in err and err.count("\n") == 1, err
     assert not (tmp_path / "tune.db").exists() and (tmp_path / "t" / "notes.txt").read_text() == "mine"
+
+
+def test_timeout_stops_starting_trials(capsys, tmp_path):
+    code, out, err = _tune(capsys, tmp_path, "--trials", "200", "--timeout", "1", "--pruner", "none")
+    assert code == 0, err
+    rec = json.loads((tmp_path / "t" / "tune.json").read_text())
+    assert 1 <= rec["trials_counted"] < 200 and rec["counts"]["RUNNING"] == 0
