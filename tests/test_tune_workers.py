@@ -125,8 +125,12 @@ def test_a_sigkilled_worker_trial_is_retried_on_postgresql(tmp_path, postgres):
 
 
 @pytest.mark.slow
-def test_workers_and_sigkill_on_sqlite(tmp_path):
+def test_three_workers_share_one_sqlite_study(tmp_path):
     _check_three_workers(tmp_path, f"sqlite:///{tmp_path / 'tune.db'}")
+
+
+@pytest.mark.slow
+def test_a_sigkilled_worker_trial_is_retried_on_sqlite(tmp_path):
     _check_sigkill_is_retried(tmp_path, f"sqlite:///{tmp_path / 'tune.db'}")
 
 
