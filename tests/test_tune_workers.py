@@ -93,7 +93,8 @@ def _check_sigkill_is_retried(tmp_path, storage: str):
                 trials = _trials(storage, study)
             except Exception:  # the study is not created yet
                 continue
-            running = [t for t in trials if t.state.name == "RUNNING" and "config" in t.user_attrs]  # training: values sampled
+            # a trial that trains: its values are sampled and its config stored
+            running = [t for t in trials if t.state.name == "RUNNING" and "config" in t.user_attrs]
             if running:
                 victim = running[0]
                 pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
