@@ -157,8 +157,8 @@ def set_key(data: dict, key: str, value: Any) -> None:
 class Space:
     """An ordered list of :class:`Param`, read from a space file (``from_file``) or text (``from_text``)."""
 
-    def __init__(self, params: list[Param], source: str = "space"):
-        self.params, self.source = params, source
+    def __init__(self, params: list[Param], source: str = "space", text: str = ""):
+        self.params, self.source, self.text = params, source, text
 
     # ------------------------------------------------------------------ reading
 
@@ -188,7 +188,7 @@ class Space:
         for key, spec in data.items():
             line = _line_of(node, (key,))
             params.append(_param(str(key), spec, line, source))
-        sp = cls(params, source)
+        sp = cls(params, source, text)
         sp._check_conditions()
         return sp
 

@@ -169,7 +169,7 @@ def prepare_context(opts: TuneOptions) -> Context:
             print(f"tune: the grid has {size} points; the study stops at {size} trials", file=sys.stderr)
             budget = size
     storage = opts.storage or os.environ.get("METHODO_TUNE_STORAGE") or DEFAULT_STORAGE
-    text = Path(opts.space).read_text(encoding="utf-8")
+    text = space.text
     threads = None
     if opts.workers > 1 and cfg.train.threads is None:
         threads = max(1, (os.cpu_count() or 1) // opts.workers)
