@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-slow bench clean bench-scale bench-diagnosis
+.PHONY: run test test-slow bench clean bench-scale bench-diagnosis bench-hpo
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,15 +15,20 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	$(BIN)/methodo run examples/digits.yaml
 
+# PostgreSQL (methodo tune's many-worker storage) is started by scripts/ensure-postgres.sh, which prints the
+# DSN the tests read from METHODO_TEST_POSTGRES.
 test: $(BIN)/.installed
 	bash scripts/ensure-chromium.sh
-	$(BIN)/python -m pytest -q
+	dsn="$$(bash scripts/ensure-postgres.sh)" && METHODO_TEST_POSTGRES="$$dsn" $(BIN)/python -m pytest -q
 
 test-slow: $(BIN)/.installed
-	$(BIN)/python -m pytest -q -m slow
+	dsn="$$(bash scripts/ensure-postgres.sh)" && METHODO_TEST_POSTGRES="$$dsn" $(BIN)/python -m pytest -q -m slow
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/loop_overhead.py --write BENCHMARKS.md
+
+bench-hpo: $(BIN)/.installed
+	$(BIN)/python bench/hpo.py --write BENCHMARKS.md
 
 bench-scale: $(BIN)/.installed
 	$(BIN)/python bench/scale.py --write BENCHMARKS.md

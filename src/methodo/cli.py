@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     lf.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.batch_size=32")
     lf.add_argument("--out", metavar="DIR", help="output folder (default runs/NAME-lrfind-TIMESTAMP-XXXX)")
 
+    _add_tune_parser(sub)
+
     ls = sub.add_parser("list", help="list a registry: " + ", ".join(LISTABLE))
     ls.add_argument("what", choices=LISTABLE, metavar="WHAT", help=" | ".join(LISTABLE))
     ls.add_argument("--timm", nargs="?", const="*", metavar="FILTER",
@@ -174,6 +176,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare_parser(sub)
     _add_new_parser(sub)
     return p
+
+
+def _add_tune_parser(sub) -> None:
+    t = sub.add_parser("tune", help="hyper-parameter search with Optuna over any config key (validation split only)",
+                       description="Search a space of config values (SPACE.yaml: {float: [low, high], log: true}, "
+                       "{int: [low, high], step: S}, {choice: [...]}, conditions with when:) with an Optuna study: "
+                       "every trial is the config with its values, validated like `methodo run`, trained and scored on "
+                       "the validation split only. Writes tune.json, trials.csv, best.yaml (`methodo run best.yaml` "
+                       "reproduces the best trial) and tune.html into --out; the test split is read once, for the "
+                       "best config, with --final-test.")
+    t.add_argument("config", help="YAML config: the base every trial starts from")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the base config")
+    t.add_argument("--space", required=True, metavar="SPACE.yaml", help="the search space: config keys → ranges "
+                   "or choices")
+    t.add_argument("--trials", type=int, required=True, metavar="N", help="the study's size: trials are run until "
+                   "the study holds N (a rerun of an unfinished --study runs the rest)")
+    t.add_argument("--timeout", type=float, metavar="S", help="start no new trial after S seconds")
+    t.add_argument("--sampler", default="tpe", metavar="S", help="how values are chosen: "
+                   "grid, random, tpe, gp, cmaes, nsga2 or qmc (default tpe; `methodo list samplers`)")
+    t.add_argument("--pruner", metavar="P", help="stop poor trials early from their per-epoch validation score: "
+                   "median, halving, hyperband or none (default median; none with several objectives)")
+    t.add_argument("--objectives", metavar="NAME:max|min,...", help="what to optimize, e.g. "
+                   "val_accuracy:max,parameters:min (default the task's validation score; several: Pareto front)")
+    t.add_argument("--storage", metavar="URL", help="Optuna storage: sqlite:///FILE (default sqlite:///tune.db "
+                   "in the working dir, or $METHODO_TUNE_STORAGE) or postgresql://USER:PASSWORD@HOST/DB for "
+                   "workers on several machines")
+    t.add_argument("--study", metavar="NAME", help="study name (default the config's name); an existing study "
+                   "with this name continues")
+    t.add_argument("--workers", type=int, default=1, metavar="K", help="worker processes on this machine sharing "
+                   "the study (default 1)")
+    t.add_argument("--out", metavar="DIR", help="folder to write (default runs/NAME-tune-TIMESTAMP-XXXX)")
+    t.add_argument("--final-test", action="store_true", help="after the search, run the best config once "
+                   "(DIR/best) and report its test metrics: the only time the test split is read")
+    t.add_argument("--reeval-top", type=int, default=0, metavar="K", help="re-run the K best trials with 3 other "
+                   "seeds (finding search_overfits_val when the best does not hold)")
+    t.add_argument("--hypergradient", type=float, metavar="BETA", help="also train the best config from the "
+                   "base LR with hypergradient descent on the LR (step BETA) and compare its LR with the search's")
+    t.add_argument("--heartbeat", type=int, default=10, metavar="S", help="seconds between a running trial's "
+                   "heartbeats; a trial silent for 3×S is failed and retried (default 10)")
 
 
 def _add_config_parser(sub) -> None:
@@ -497,6 +538,37 @@ def cmd_data_label_issues(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from methodo.tune.study import TuneOptions, tune
+
+    res = tune(TuneOptions(config=args.config, overrides=list(args.overrides), space=args.space, trials=args.trials,
+                           timeout=args.timeout, sampler=args.sampler, pruner=args.pruner, objectives=args.objectives,
+                           storage=args.storage, study=args.study, workers=args.workers, out=args.out,
+                           final_test=args.final_test, reeval_top=args.reeval_top, heartbeat=args.heartbeat,
+                           hypergradient=args.hypergradient))
+    r = res.record
+    counts = " ".join(f"{k}={v}" for k, v in r["counts"].items() if v)
+    print(f"study {r['study']}: {r['trials_counted']} trials ({counts}), {r['epochs_total']} epochs, "
+          f"{r['wall_s']:.1f} s; sampler {r['sampler']}, pruner {r['pruner']}")
+    best = r["best"]
+    print(f"best trial {best['number']}: " + ", ".join(f"{k}={v:.6g}" for k, v in best["values"].items()))
+    for k, v in best["params"].items():
+        print(f"  {k}: {v}")
+    if r.get("pareto"):
+        print(f"Pareto front: trials {', '.join(str(t['number']) for t in r['pareto'])}")
+    ft = r.get("final_test")
+    if ft:
+        print(f"final test (best config, run once in {res.out / ft['run_dir']}): "
+              + ", ".join(f"{k}={v:.4f}" for k, v in ft["test"].items() if v is not None))
+    else:
+        print("test split: not used (add --final-test to evaluate the best config on it once)")
+    findings = r.get("findings") or []
+    print(f"findings: {len(findings)}" + ("" if findings else " (no problem found)"))
+    _print_findings(findings)
+    print(f"best config: {res.out / 'best.yaml'}\nreport: {res.out / 'tune.html'}")
+    return 0
+
+
 def cmd_embed(run_dir: str, method: str) -> int:
     from methodo.evaluate.embeddings import embed_run
 
@@ -686,6 +758,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"use it: train.optimizer.lr={res.suggested_lr:.3g} (or train.optimizer.lr=auto)")
             print(f"plot: {out_dir / 'lr_find.png'}\nnumbers: {out_dir / 'lr_find.json'}")
             return 0
+        if args.command == "tune":
+            return cmd_tune(args)
         if args.command == "list":
             return cmd_list(args.what, args.timm)
         if args.command == "evaluate-lm":

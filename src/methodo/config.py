@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from methodo.errors import ConfigError, choices, clip, short
 from methodo.registry import REGISTRIES
@@ -249,6 +250,14 @@ class ModelConfig(_Named):
         return v
 
 
+class HypergradientConfig(_Strict):
+    beta: float = Field(
+        description="Hypergradient step β: before each step the LR moves by −β × (new gradient · last update per "
+        "unit of LR), so the LR grows while consecutive gradients agree and shrinks when they oscillate (Baydin "
+        "et al. 2018, SGD-HD / Adam-HD). Try 1e-4 to 1e-2 for sgd, 1e-8 to 1e-6 for adam (their hypergradients "
+        "differ in scale).", gt=0, le=1)
+
+
 class OptimizerConfig(_Named):
     options_help: ClassVar[str] = (
         "Other keys are the chosen optimizer's own options (keyword arguments of its torch.optim class, e.g. "
@@ -258,6 +267,17 @@ class OptimizerConfig(_Named):
     name: str = Field("sgd", description="A torch.optim optimizer (see `methodo list optimizers`).")
     lr: float | Literal["auto"] = Field(
         0.01, description="Learning rate, or 'auto': the LR finder's suggestion (train.lr_find).")
+
+    hypergradient: HypergradientConfig | None = Field(
+        None, description="Adapt the learning rate online by hypergradient descent ({beta: ...}); sgd and adam "
+        "only, without an LR scheduler (scheduler name none). lr is its starting value. null: off.")
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_hypergradient(self, handler):  # config.yaml keeps its keys when hypergradient is off
+        data = handler(self)
+        if isinstance(data, dict) and data.get("hypergradient", 0) is None:
+            data.pop("hypergradient")
+        return data
 
     @field_validator("lr")
     @classmethod
@@ -450,6 +470,15 @@ class TrainConfig(_Strict):
         if self.snapshot_ensemble and self.scheduler.name != "cosine_restarts":
             raise _KeyError("train.snapshot_ensemble", "snapshot ensembles need cycles: use "
                             f"train.scheduler.name=cosine_restarts (got {short(self.scheduler.name)})")
+        if self.optimizer.hypergradient is not None:
+            from methodo.train.optim import HYPERGRADIENT
+
+            if self.optimizer.name not in HYPERGRADIENT:
+                raise _KeyError("train.optimizer.hypergradient", "hypergradient descent on the LR applies to "
+                                f"{choices(HYPERGRADIENT)} (got optimizer {short(self.optimizer.name)})")
+            if self.scheduler.name != "none":
+                raise _KeyError("train.optimizer.hypergradient", "hypergradient descent sets the LR itself: use "
+                                f"train.scheduler.name=none (got {short(self.scheduler.name)})")
         if self.optimizer.name == "lbfgs":  # steps through a closure that re-evaluates the loss
             for key, on in (("train.accumulate", self.accumulate > 1), ("train.clip.norm", self.clip.norm),
                             ("train.clip.value", self.clip.value), ("train.swa", self.swa is not None),

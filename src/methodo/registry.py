@@ -262,6 +262,9 @@ for _name, _target, _help in (
     ("metrics", "methodo.evaluate.metrics:METRICS", "task metrics (evaluate.metrics)"),
     ("models", "methodo.models:MODELS", "models (model.name)"),
     ("optimizers", "methodo.train.optim:OPTIMIZERS", "torch.optim optimizers (train.optimizer.name)"),
+    ("pruners", "methodo.tune.samplers:PRUNERS", "Optuna pruners that stop poor trials early (methodo tune --pruner)"),
+    ("samplers", "methodo.tune.samplers:SAMPLERS", "Optuna samplers that choose each trial's values "
+     "(methodo tune --sampler)"),
     ("regularizers", "methodo.train.regularize:REGULARIZERS", "penalties, constraints and clipping (train.*)"),
     ("schedulers", "methodo.train.schedules:SCHEDULERS", "learning-rate schedulers (train.scheduler.name)"),
     ("strategies", "methodo.transfer:STRATEGIES", "transfer strategies for pretrained models (transfer.strategy)"),

@@ -279,7 +279,8 @@ def check_resume(rd: RunDir | None, prep: Prepared) -> Path | None:
 
         try:
             groups = prep.plan.param_groups(oc.lr) if prep.plan is not None else None
-            opt = build_optimizer(groups or prep.model.parameters(), oc.name, oc.lr, oc.options)
+            opt = build_optimizer(groups or prep.model.parameters(), oc.name, oc.lr, oc.options,
+                                  hypergradient=oc.hypergradient.beta if oc.hypergradient else None)
             saved, built = state["optimizer"]["param_groups"], opt.state_dict()["param_groups"]
             # another optimizer's hyper-parameters (a scheduler adds its own keys, e.g. initial_lr, to the saved ones)
             if len(saved) != len(built) or any(not set(b) <= set(a) for a, b in zip(saved, built)):

@@ -631,3 +631,8 @@ from methodo.transfer import checks as _transfer_checks  # noqa: E402  (domain_m
 from methodo.use import drift as _drift  # noqa: E402
 
 del _data_audit, _transfer_checks, _drift
+
+# The search's findings (stage "tune": `methodo tune`) live with the tuner; importing them registers them.
+from methodo.tune import findings as _tune_findings  # noqa: E402
+
+del _tune_findings

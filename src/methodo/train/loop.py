@@ -386,7 +386,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
 
     # 1. Optimizer (over the trainable parameter groups), LR schedule (warmup + scheduler at its
     #    own frequency), early stopping, SWA, weight monitor.
-    opt = build_optimizer(_trainable_groups(model, param_groups), oc.name, oc.lr, oc.options)
+    opt = build_optimizer(_trainable_groups(model, param_groups), oc.name, oc.lr, oc.options,
+                          hypergradient=oc.hypergradient.beta if oc.hypergradient else None)
     sc = tcfg.scheduler
     sched = build_schedule(opt, sc.name, sc.options, epochs=tcfg.epochs, steps_per_epoch=steps_per_epoch)
     monitor, stopper, swa, watcher = _epoch_helpers(model, opt, tcfg)

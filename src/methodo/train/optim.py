@@ -63,7 +63,64 @@ def _coerce(options: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
 
 
-def build_optimizer(params, name: str, lr: float, options: dict):
+HYPERGRADIENT = ("sgd", "adam")  # optimizers train.optimizer.hypergradient applies to (Baydin et al. 2018)
+
+
+def hypergradient_class(base):
+    """``base`` (torch's SGD or Adam) with hypergradient descent on its learning rate (Baydin et al. 2018,
+    "Online learning rate adaptation with hypergradient descent").
+
+    Before each step, every parameter group's LR moves against the gradient of the loss with respect to
+    the LR itself::
+
+        h_t = g_t · Δ_{t-1} / lr_{t-1}      (Δ_{t-1} = θ_t − θ_{t-1}: the last update, per unit of LR)
+        lr_t = max(0, lr_{t-1} − β · h_t)   (β: hypergradient_beta)
+
+    For SGD, Δ/lr = −(momentum buffer or gradient); for Adam, −m̂/(√v̂ + ε): SGD-HD and Adam-HD of the
+    paper. Consecutive gradients that agree (h < 0) raise the LR, oscillation (h > 0) lowers it. The
+    last update of each parameter is kept in the optimizer's state (``hd_delta``), so a resumed run
+    continues the adaptation.
+    """
+
+    class Hypergradient(base):
+        def __init__(self, params, lr, *, hypergradient_beta: float, **options):
+            super().__init__(params, lr=lr, **options)
+            for g in self.param_groups:
+                g.setdefault("hypergradient_beta", float(hypergradient_beta))
+
+        @torch_no_grad()
+        def step(self, closure=None):
+            import torch
+
+            before = []
+            for group in self.param_groups:
+                params = [p for p in group["params"] if p.grad is not None]
+                # 1. The hypergradient of this group's LR, from the new gradients and the last updates.
+                pairs = [(p.grad, self.state[p]["hd_delta"]) for p in params if "hd_delta" in self.state[p]]
+                if pairs:
+                    h = torch.stack([(g.float() * d.float()).sum() for g, d in pairs]).sum()
+                    group["lr"] = max(0.0, group["lr"] - group["hypergradient_beta"] * float(h))
+                before.append((group, params, [p.detach().clone() for p in params]))
+            # 2. The optimizer's own step, with the new LR.
+            loss = super().step(closure)
+            # 3. Remember each update per unit of LR (the derivative of the new weights w.r.t. the LR).
+            for group, params, old in before:
+                lr = group["lr"]
+                for p, o in zip(params, old):
+                    self.state[p]["hd_delta"] = (p.detach() - o) / lr if lr > 0 else torch.zeros_like(o)
+            return loss
+
+    Hypergradient.__name__ = Hypergradient.__qualname__ = f"{base.__name__}HD"
+    return Hypergradient
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
+def build_optimizer(params, name: str, lr: float, options: dict, hypergradient: float | None = None):
     """The torch optimizer ``name`` over ``params``: parameters, or parameter groups (dicts with
     ``"params"`` and per-group options such as ``lr``, torch's format); ``lr`` and ``options`` are
     the defaults of every group. Frozen parameters (``requires_grad=False``) are left out, except in
@@ -75,6 +132,8 @@ def build_optimizer(params, name: str, lr: float, options: dict):
     ...                       "sgd", 0.1, {"momentum": 0.9})
     >>> [g["lr"] for g in opt.param_groups]
     [0.01, 0.1]
+
+    ``hypergradient``: the step β of hypergradient descent on the LR (sgd and adam; :func:`hypergradient_class`).
     """
     params = list(params)
     if params and isinstance(params[0], dict):
@@ -83,6 +142,10 @@ def build_optimizer(params, name: str, lr: float, options: dict):
         params = [g for g in groups if g["params"]]
     else:
         params = [p for p in params if p.requires_grad]
+    if hypergradient is not None:
+        if name not in HYPERGRADIENT:
+            raise ConfigError(f"train.optimizer.hypergradient: applies to {' and '.join(HYPERGRADIENT)} (got {name!r})")
+        return hypergradient_class(_cls(name))(params, lr=lr, hypergradient_beta=hypergradient, **_coerce(options))
     return _cls(name)(params, lr=lr, **_coerce(options))
 
 
