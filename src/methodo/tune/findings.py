@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from methodo.findings import FINDINGS, Finding
+from methodo.findings import FINDINGS, Finding, certainty
 from methodo.tune.space import Space
 from methodo.tune.trial import Objective
 
@@ -31,7 +31,10 @@ def search_overfits_val(reeval: dict | None, objective) -> Finding | None:
         return None
     ev = {"objective": objective.name, "best_trial": best["number"], "search_value": round(best["search"], 6),
           "rerun_mean": round(best["mean"], 6), "rerun_std": round(spread, 6), "optimism": round(gap, 6),
-          "seeds": reeval["seeds"]}
+          "seeds": reeval["seeds"],
+          "certainty": certainty("threshold rule", f"The best trial's search score is more than 2 standard deviations "
+                                 f"of its {reeval['seeds']} re-runs (and {OPTIMISM:.0%}) above their mean, or another "
+                                 "top trial's re-run mean is better: a rule on a few seeds, no formal test.")}
     if rival is not best:
         ev.update({"rerun_best_trial": rival["number"], "its_rerun_mean": round(rival["mean"], 6)})
     return Finding(
@@ -75,7 +78,9 @@ def space_edge(space, params: dict, *, n_complete: int) -> Finding | None:
         f"The best {p.key} ({v:.4g}) is at the {side} edge of its range [{p.low:g}, {p.high:g}]"
         + (f" (and {len(hits) - 1} more key(s))" if len(hits) > 1 else ""),
         {"key": p.key, "value": v, "range": [p.low, p.high], "edge": side, "position": pos,
-         "keys_on_edge": {h[0].key: h[2] for h in hits}},
+         "keys_on_edge": {h[0].key: h[2] for h in hits},
+         "certainty": certainty("threshold rule", f"The best value lies within {EDGE:.0%} of an end of the searched "
+                                "range (on the log scale for log ranges): a rule, not a test.")},
         f"Widen the range of {p.key} {'below' if side == 'low' else 'above'} {bound:g} (if the config allows "
         "it) and continue the search: the best value may lie outside it.")
 
