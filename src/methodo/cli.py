@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=3")
     r.add_argument("--out", metavar="DIR", help="run dir to create (default runs/NAME-TIMESTAMP-XXXX)")
     r.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    r.add_argument("--nproc", type=int, metavar="N", help="train on N processes of this machine with DDP, "
+                   "launched by torchrun (gloo on CPU, nccl on GPUs: one GPU each); the same as `torchrun "
+                   "--standalone --nproc-per-node N -m methodo run ...`")
+    r.add_argument("--max-restarts", type=int, default=0, metavar="K", help="with --nproc: restart the group "
+                   "up to K times when a process dies; it resumes from the last checkpoint (default 0)")
 
     lf = sub.add_parser("lr-find", help="LR range test: plot the loss against an exponential LR ramp and "
                         "suggest a learning rate", description="Run the LR range test (exponential ramp, "
@@ -554,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
 
-    from methodo.errors import BadInput, RunFailed, Terminated
+    from methodo.errors import BadInput, RunFailed, StopRequested, Terminated
 
     try:
         if args.command == "run":
@@ -565,10 +570,18 @@ def main(argv: list[str] | None = None) -> int:
                 config = None
             if config is None and not args.resume:
                 parser.error("run: give a CONFIG file, or --resume DIR")
+            if args.nproc is not None:  # torchrun starts the workers; rank 0 prints the result
+                from methodo.launch.torchrun import launch
+
+                launch(config, overrides, out=args.out, resume=args.resume, nproc=args.nproc,
+                       max_restarts=args.max_restarts)
+                return 0
+            from methodo.launch.torchrun import main_rank
             from methodo.pipeline import run
 
             res = run(config, overrides, out=args.out, resume=args.resume)
-            _print_result(res)
+            if main_rank():
+                _print_result(res)
             return 0
         if args.command == "lr-find":
             from methodo.pipeline import lr_find
@@ -617,6 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except StopRequested as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
     except Terminated:
         print("terminated (SIGTERM); the run is marked KILLED", file=sys.stderr)
         return 143
