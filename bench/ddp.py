@@ -137,7 +137,8 @@ def hand_fit(model, data, cfg, dist):
         model.eval()
         with torch.no_grad():
             lo, hi = len(Xva) * rank // world, len(Xva) * (rank + 1) // world
-            right = sum((model(Xva[i:i + 1024]).argmax(1) == yva[i:i + 1024]).sum().item() for i in range(lo, hi, 1024))
+            right = sum((model(Xva[i:min(i + 1024, hi)]).argmax(1) == yva[i:min(i + 1024, hi)]).sum().item()
+                        for i in range(lo, hi, 1024))
         if dist is not None:
             import torch.distributed as tdist
 

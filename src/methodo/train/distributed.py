@@ -127,7 +127,13 @@ def session(device_name: str):
     backend = "nccl" if cuda else "gloo"
     owned = not dist.is_initialized()
     if owned:
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=TIMEOUT_MIN),
+        # torchrun's agent keeps one store for every attempt of a job and gives the workers no per-attempt
+        # prefix: a restarted rank could read the address a killed rank of the previous attempt left there
+        # (a race that hangs gloo's connection set-up). The process group's keys get the attempt's prefix.
+        timeout = datetime.timedelta(minutes=TIMEOUT_MIN)
+        store, rank_, world_ = next(dist.rendezvous("env://", timeout=timeout))
+        store = dist.PrefixStore(f"methodo/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        dist.init_process_group(backend, store=store, rank=rank_, world_size=world_, timeout=timeout,
                                 **({"device_id": torch.device("cuda", local)} if cuda else {}))
     ctx = Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local, backend=dist.get_backend(),
                device=torch.device("cuda", local) if cuda else torch.device("cpu"))
