@@ -96,6 +96,10 @@ def run(config: str | Path | Config | None, overrides: list[str] | tuple[str, ..
             raise BadInput("data.split.method: kfold runs its folds one after the other in one process; under "
                            "torchrun run one fold per job (data.split.fold=I)")
         return _run_kfold(cfg, out=out, clock=clock)
+    if distributed.restart_count() and signals.stop_requested():  # torchrun restarting a group asked to stop
+        from methodo.errors import StopRequested
+
+        raise StopRequested(f"not started: {signals.stop_reason()} exists; the job is being requeued")
     with distributed.session(cfg.train.device) as dist:
         # rank 0 decides the run dir once; a restarted job (torchrun, Slurm requeue) continues the first attempt's
         out, again = distributed.rank0_decides(dist, lambda: distributed.restart_target(out, resume, name=cfg.name))

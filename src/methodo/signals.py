@@ -45,6 +45,8 @@ def install():
 
 
 def restore(previous) -> None:
+    global _requested, _stop
+    _requested = _stop = None
     if previous is not None:
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGUSR1, previous[1])
