@@ -12,7 +12,8 @@ torchrun's own launcher, :func:`torch.distributed.run.run`) starts N processes w
    ``train.batch_size`` rows from it as one process would, and keeps every ``world``-th row of each
    (``batch[rank::world]``: what :class:`~torch.utils.data.DistributedSampler` does to the permutation,
    batch by batch, so the union of the ranks' shares is the one-process batch);
-4. lets DDP average the gradients, and agrees with the other ranks on each step's loss (the global
+4. seeds its dropout and augmentation streams per epoch from ``(seed, epoch, rank)`` (:func:`seed_epoch`);
+5. lets DDP average the gradients, and agrees with the other ranks on each step's loss (the global
    batch's, :func:`global_step`: the NaN guard and the divergence guard decide alike everywhere), on
    the epoch's training score and validation metrics (sums reduced across ranks, :func:`all_sum`), and
    on stopping (:func:`any_true`).
@@ -206,6 +207,19 @@ def global_step(ctx: Dist, pending: list[tuple], gnorm) -> tuple[list[float], li
     losses = [s / r if r else float("nan") for s, r in zip(sums[:k], sums[k:])]
     rows = [(None, int(r), p[2], p[3]) for r, p in zip(sums[k:], pending)]
     return losses + ([gnorm.item()] if gnorm is not None else []), rows
+
+
+def seed_epoch(ctx: Dist, seed: int, epoch: int, augment=None) -> None:
+    """Each rank's random stream for one epoch (dropout through torch's global generator, and the batch
+    augmentation's own), a function of ``(seed, epoch, rank)`` like ``DistributedSampler.set_epoch``: the
+    ranks draw different masks, and a rank restarted from a checkpoint (which holds rank 0's generators
+    only) draws exactly what it would have drawn."""
+    import torch
+
+    base = (seed * 1_000_003 + epoch * 7_919 + ctx.rank * 104_729) % 2**63
+    torch.manual_seed(base)
+    if augment is not None:
+        augment.generator.manual_seed((base + 1) % 2**63)
 
 
 def sync_buffers(ctx: Dist, model) -> None:

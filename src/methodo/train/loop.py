@@ -486,6 +486,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             swa_on = swa is not None and swa.owns_lr  # SWALR drives the LR: no per-step schedule
             # 3. One pass over a fresh permutation of the training rows.
             model.train()
+            if dist is not None:  # this rank's dropout/augmentation draws: from (seed, epoch, rank), resumable
+                distributed.seed_epoch(dist, seed, epoch, augment)
             if sample_weights is not None:  # n draws with replacement, every class equally likely
                 perm = torch.multinomial(sample_weights, n, replacement=True, generator=shuffle).to(device)
             else:
