@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=3")
     r.add_argument("--out", metavar="DIR", help="run dir to create (default runs/NAME-TIMESTAMP-XXXX)")
     r.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    r.add_argument("--nproc", type=int, metavar="N", help="train on N processes of this machine with DDP, "
+                   "launched by torchrun (gloo on CPU, nccl on GPUs: one GPU each); the same as `torchrun "
+                   "--standalone --nproc-per-node N -m methodo run ...`")
+    r.add_argument("--max-restarts", type=int, default=0, metavar="K", help="with --nproc: restart the group "
+                   "up to K times when a process dies; it resumes from the last checkpoint (default 0)")
 
     lf = sub.add_parser("lr-find", help="LR range test: plot the loss against an exponential LR ramp and "
                         "suggest a learning rate", description="Run the LR range test (exponential ramp, "
@@ -175,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reproduce_parser(sub)
     _add_compare_parser(sub)
     _add_new_parser(sub)
+    _add_slurm_parser(sub)
     return p
 
 
@@ -215,6 +221,65 @@ def _add_tune_parser(sub) -> None:
                    "base LR with hypergradient descent on the LR (step BETA) and compare its LR with the search's")
     t.add_argument("--heartbeat", type=int, default=10, metavar="S", help="seconds between a running trial's "
                    "heartbeats; a trial silent for 3×S is failed and retried (default 10)")
+
+
+def _add_slurm_parser(sub) -> None:
+    sl = sub.add_parser("slurm", help="print (or --submit) an sbatch script running this config with DDP on a "
+                        "Slurm cluster: srun, one torchrun per node, requeue before the time limit",
+                        description="Write an sbatch script for `methodo run CONFIG` on N nodes × G GPUs (or CPU "
+                        "processes): #SBATCH lines, module loads, srun starting one torchrun per node with a "
+                        "rendezvous on the job's first node, --hint=nomultithread and --cpus-per-task = processes "
+                        "× cores per process, and --requeue with a SIGUSR1 handler that stops the run after its "
+                        "epoch's checkpoint before the time limit so the requeued job resumes the same run dir. "
+                        "Printed on stdout; --submit gives it to sbatch.")
+    sl.add_argument("config", help="YAML config")
+    sl.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
+    sl.add_argument("--nodes", type=int, default=1, metavar="N", help="nodes (default 1)")
+    sl.add_argument("--gpus-per-node", type=int, default=0, metavar="G", help="GPUs per node, one process each "
+                    "(default 0: CPU processes with gloo)")
+    sl.add_argument("--procs-per-node", type=int, metavar="P", help="processes per node (default: G, or 1 "
+                    "without GPUs)")
+    sl.add_argument("--cpus-per-proc", type=int, default=10, metavar="C", help="physical cores per process: a "
+                    "node's cores ÷ its GPUs (default 10: Jean Zay's 40-core, 4-GPU V100 nodes; 8 on its A100, "
+                    "24 on its H100 nodes)")
+    sl.add_argument("--cpus-per-task", type=int, metavar="C", help="#SBATCH --cpus-per-task (default: P × "
+                    "--cpus-per-proc)")
+    sl.add_argument("--partition", help="#SBATCH --partition")
+    sl.add_argument("--account", help="#SBATCH --account (e.g. abc@v100 on Jean Zay)")
+    sl.add_argument("--qos", help="#SBATCH --qos (e.g. qos_gpu-t3)")
+    sl.add_argument("--time", metavar="HH:MM:SS", help="#SBATCH --time, the job's time limit")
+    sl.add_argument("--constraint", help="#SBATCH --constraint (e.g. v100-32g)")
+    sl.add_argument("--modules", nargs="+", default=[], metavar="MODULE", help="modules to load after `module "
+                    "purge` (e.g. pytorch-gpu/py3/2.4.0)")
+    sl.add_argument("--job-name", metavar="NAME", help="#SBATCH --job-name (default: the config's name)")
+    sl.add_argument("--signal-margin", type=int, default=120, metavar="S", help="seconds before the time limit "
+                    "at which the run is asked to stop after its epoch and the job requeued (default 120)")
+    sl.add_argument("--max-restarts", type=int, default=0, metavar="K", help="torchrun restarts of the group "
+                    "when a process fails, each resuming from the last checkpoint (default 0)")
+    sl.add_argument("--python", metavar="PATH", help="Python that runs methodo on the nodes (default: this one, "
+                    f"{sys.executable})")
+    sl.add_argument("--submit", action="store_true", help="submit with sbatch instead of printing")
+
+
+def cmd_slurm(args) -> int:
+    from methodo.config import load_config
+    from methodo.launch.slurm import SlurmJob, submit
+    from methodo.train.distributed import check_batch
+
+    cfg = load_config(args.config, list(args.overrides))  # bad config: one error line, no script
+    job = SlurmJob(config=args.config, overrides=list(args.overrides), name=args.job_name or cfg.name,
+                   nodes=args.nodes, gpus_per_node=args.gpus_per_node, procs_per_node=args.procs_per_node,
+                   cpus_per_proc=args.cpus_per_proc, cpus_per_task=args.cpus_per_task, partition=args.partition,
+                   account=args.account, qos=args.qos, time=args.time, constraint=args.constraint,
+                   modules=list(args.modules), signal_margin=args.signal_margin, max_restarts=args.max_restarts,
+                   python=args.python or sys.executable)
+    text = job.script()
+    check_batch(cfg.train.batch_size, job.nodes * job.procs)
+    if args.submit:
+        print(submit(text))
+    else:
+        print(text, end="")
+    return 0
 
 
 def _add_config_parser(sub) -> None:
@@ -729,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
 
-    from methodo.errors import BadInput, RunFailed, Terminated
+    from methodo.errors import BadInput, RunFailed, StopRequested, Terminated
 
     try:
         if args.command == "run":
@@ -740,10 +805,18 @@ def main(argv: list[str] | None = None) -> int:
                 config = None
             if config is None and not args.resume:
                 parser.error("run: give a CONFIG file, or --resume DIR")
+            if args.nproc is not None:  # torchrun starts the workers; rank 0 prints the result
+                from methodo.launch.torchrun import launch
+
+                launch(config, overrides, out=args.out, resume=args.resume, nproc=args.nproc,
+                       max_restarts=args.max_restarts)
+                return 0
+            from methodo.launch.torchrun import main_rank
             from methodo.pipeline import run
 
             res = run(config, overrides, out=args.out, resume=args.resume)
-            _print_result(res)
+            if main_rank():
+                _print_result(res)
             return 0
         if args.command == "lr-find":
             from methodo.pipeline import lr_find
@@ -806,6 +879,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args, parser)
         if args.command == "new":
             return cmd_new(args)
+        if args.command == "slurm":
+            return cmd_slurm(args)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -815,6 +890,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except StopRequested as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
     except Terminated:
         print("terminated (SIGTERM); the run is marked KILLED", file=sys.stderr)
         return 143

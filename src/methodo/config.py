@@ -464,6 +464,14 @@ class TrainConfig(_Strict):
     accumulate: int = Field(1, ge=1, description="Gradient accumulation: micro-batches per optimizer step.")
     compile: bool = Field(False, description="torch.compile the model's forward (needs a C compiler on CPU).")
     channels_last: bool = Field(False, description="channels_last memory format for image models and inputs.")
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="Learning-rate scaling rule under DDP (torchrun, methodo run --nproc): the LR (and an "
+        "explicit scheduler max_lr) × batch_size / lr_base_batch (linear, Goyal et al. 2017) or its square root "
+        "(sqrt); none keeps the LR. train.batch_size is the global batch, split across the processes; "
+        "summary.json `distributed` records the rule, the factor and the per-process batch.")
+    lr_base_batch: int | None = Field(
+        None, ge=1, description="The batch the LR was tuned for, for train.lr_scaling; null: the per-process batch "
+        "(batch_size / world size), so the factor is the number of processes (linear) or its square root.")
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -58,6 +58,13 @@ class Terminated(BaseException):
     """The process received SIGTERM; raised in the main thread so the run is closed as KILLED."""
 
 
+class StopRequested(Terminated):
+    """Training stopped at the end of an epoch, after its checkpoint, because it was asked to (SIGUSR1, or the
+    stop file of a Slurm job near its time limit): the run dir resumes from there (exit code 75, "try again")."""
+
+    exit_code = 75
+
+
 def short(value, limit: int = 60) -> str:
     """A bounded ``repr`` of a value for an error message.
 

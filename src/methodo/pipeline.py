@@ -69,6 +69,12 @@ def run(config: str | Path | Config | None, overrides: list[str] | tuple[str, ..
     out : the run dir to create (default ``runs/NAME-TIMESTAMP-XXXX``).
     resume : a run dir to continue from its ``last`` checkpoint (its saved config is used).
 
+    Launched by ``torchrun`` (``WORLD_SIZE`` > 1), every process runs this: each prepares the same data and
+    model, all train together (:mod:`methodo.train.distributed`), and rank 0 alone writes the run dir,
+    evaluates and tracks; on the other ranks ``run`` returns once training is over (their record is not
+    the final one). A restarted job (torchrun ``--max-restarts``, a Slurm requeue) resumes the run dir
+    its first attempt created.
+
     Examples
     --------
     >>> import methodo
@@ -76,6 +82,8 @@ def run(config: str | Path | Config | None, overrides: list[str] | tuple[str, ..
     >>> res.metrics["test"]["accuracy"] > 0.8                                  # doctest: +SKIP
     True
     """
+    from methodo.train import distributed
+
     clock = stages.Clock()  # each stage's wall time: summary.json → timings, a line per stage in a log file
     # 0. The config: a file and overrides, a Config, or the saved config of the run to resume.
     with clock("config"):
@@ -84,28 +92,61 @@ def run(config: str | Path | Config | None, overrides: list[str] | tuple[str, ..
         if resume_rd is not None:
             raise BadInput(f"--resume {resume_rd.path}: a k-fold run resumes one fold at a time: "
                            f"--resume {resume_rd.path}/folds/fold-I")
+        if distributed.world_size() > 1:
+            raise BadInput("data.split.method: kfold runs its folds one after the other in one process; under "
+                           "torchrun run one fold per job (data.split.fold=I)")
         return _run_kfold(cfg, out=out, clock=clock)
+    if distributed.restart_count() and signals.stop_requested():  # torchrun restarting a group asked to stop
+        from methodo.errors import StopRequested
 
+        raise StopRequested(f"not started: {signals.stop_reason()} exists; the job is being requeued")
+    with distributed.session(cfg.train.device) as dist:
+        # rank 0 decides the run dir once; a restarted job (torchrun, Slurm requeue) continues the first attempt's
+        out, again = distributed.rank0_decides(dist, lambda: distributed.restart_target(out, resume, name=cfg.name))
+        if again is not None and resume is None:
+            with clock("config"):
+                cfg, resume_rd = stages.resolve_config(config, overrides, again)
+        return _run(cfg, resume_rd, out, clock, dist)
+
+
+def _run(cfg: Config, resume_rd, out, clock: stages.Clock, dist) -> RunResult:
+    """:func:`run`'s stages, in order (``dist``: this process's place in a torchrun job, or ``None``)."""
+    from methodo.train import distributed
+
+    main = dist is None or dist.main
     # 1-2. Data (split, scaling fitted on train only) and the model sized from it; a checkpoint to resume
     # from must fit that model. lr=auto runs the LR range test. Nothing is written before step 3.
     prep = stages.prepare(cfg, clock)
     with clock("resume", when=resume_rd is not None):
         resume_from = stages.check_resume(resume_rd, prep)
     prep, lr_found, lr_keys = stages.auto_lr(prep, clock)
-    with clock("audit"):
-        data_findings = stages.audit(prep)
+    if dist is not None and lr_keys:  # every rank trains with rank 0's LR
+        prep.cfg = prep.cfg.model_copy(update={"train": distributed.rank0_decides(dist, lambda: prep.cfg.train)})
+    with clock("audit", when=main):
+        data_findings = stages.audit(prep) if main else []
 
-    # 3. The run dir (created exclusively, or the one resumed), the run's inputs, tracking.
-    with clock("setup"):
+    # 3. The run dir (created exclusively, or the one resumed), the run's inputs, tracking; under DDP by
+    # rank 0, the others learn where it is.
+    def setup():
         tracker = stages.connect_tracking(prep.cfg)  # an unreachable store is found here, before any write
-        rd, record = stages.open_run(prep, tracker, out=out, resume_rd=resume_rd,
-                                     resumed=resume_from is not None, lr_found=lr_found, lr_keys=lr_keys)
-    clock.log_lines(prep.cfg.train.progress)  # once the run exists: bad input found before is one error line
-    previous_sigterm = signals.install()
+        rd, record = stages.open_run(prep, tracker, out=out, resume_rd=resume_rd, resumed=resume_from is not None,
+                                     lr_found=lr_found, lr_keys=lr_keys, dist=dist)
+        return tracker, rd, record
+
+    with clock("setup"):
+        tracker, rd, record = distributed.rank0_decides(dist, setup)
+    if not main:
+        from methodo.track import NullTracker
+
+        tracker = NullTracker()
+    clock.log_lines(prep.cfg.train.progress and main)  # once the run exists: bad input found before is one error line
+    previous_signals = signals.install()
     try:
         # 4. Train: the best weights (by the monitor) end up in the model.
         with clock("train"):
-            res = stages.train(prep, rd, record, tracker, resume_from=resume_from)
+            res = stages.train(prep, rd, record, tracker, resume_from=resume_from, dist=dist)
+        if not main:  # rank 0 evaluates and writes from here on
+            return RunResult(rd.path, record)
         # 5. Evaluate every split with the best weights; the test split only here, once.
         with clock("predict"):
             preds = stages.predict_splits(prep)
@@ -124,10 +165,11 @@ def run(config: str | Path | Config | None, overrides: list[str] | tuple[str, ..
         # 7. Figures, prediction files (label_issues.csv among them), explanations.
         stages.write_outputs(prep, rd, record, res, preds, findings, clock, issues)
     except BaseException as exc:
-        stages.fail(rd, record, tracker, exc, clock=clock)
+        if main:
+            stages.fail(rd, record, tracker, exc, clock=clock)
         raise
     finally:
-        signals.restore(previous_sigterm)
+        signals.restore(previous_signals)
     # 8. The model and its training data to tracking; the final summary, the report, the end of the tracking run.
     with clock("log_model", when=record.mlflow_run_id is not None):
         stages.log_model(prep, rd, record, tracker)

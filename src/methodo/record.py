@@ -175,6 +175,20 @@ class KFoldInfo(_Record):
     _optional = frozenset({"mean", "std"})
 
 
+class DistributedInfo(_Record):
+    """How a DDP run (torchrun, ``methodo run --nproc``) split its work: ``global_batch`` rows per optimizer
+    step, ``per_rank_batch`` of them on each of ``world_size`` processes, and the LR scaling applied."""
+
+    world_size: int
+    backend: str
+    global_batch: int
+    per_rank_batch: int
+    lr_scaling: str
+    lr_factor: float
+    lr: float | None = None  # the optimizer's LR after scaling (None while lr=auto is unresolved)
+    restarts: int = 0  # torchrun restarts (--max-restarts) or Slurm requeues this run went through
+
+
 class ModelInfo(_Record):
     name: str
     parameters: int
@@ -247,7 +261,8 @@ class RunRecord(_Record):
     transfer: TransferInfo | None = None
     # wall seconds per stage in the order they ran, then "total" (the whole call); written when the run closes
     timings: dict[str, Seconds] | None = None
-    _optional = frozenset({"data", "model", "lr_find", "stopped_early", "training", "undefined", "intervals",
+    distributed: DistributedInfo | None = None  # DDP runs only (world_size > 1)
+    _optional = frozenset({"distributed", "data", "model", "lr_find", "stopped_early", "training", "undefined", "intervals",
                            "bootstrap", "tables", "threshold", "extra_baselines", "reference", "ensembles", "sample",
                            "explain", "metrics_std", "kfold", "failure", "timings", "transfer"})
 

@@ -157,6 +157,9 @@ def prepare(cfg: Config, clock: Clock | None = None) -> Prepared:
         raise DataError(f"train.batch_size={cfg.train.batch_size} is larger than the training split after "
                         f"data.balance={cfg.data.balance} ({n_fit} rows); use at most {n_fit}")
     check_batch_size(cfg.train.batch_size, n_fit)
+    from methodo.train.distributed import check_batch
+
+    check_batch(cfg.train.batch_size, world_size())
     check_metric_names(ds.task, cfg.evaluate.metrics)
     resolve_device(cfg.train.device)  # `cuda` without a GPU is bad input, found before anything is written
     spec = task_spec(ds.task)
@@ -390,7 +393,10 @@ def git_commit() -> str | None:
 
 
 def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """Processes in the job (torchrun's ``WORLD_SIZE``; 1 without it)."""
+    from methodo.train.distributed import world_size as ws
+
+    return ws()
 
 
 def new_record(prep: Prepared, *, resumed: bool) -> RunRecord:
@@ -425,11 +431,12 @@ def connect_tracking(cfg: Config):
 
 
 def open_run(prep: Prepared, tracker, *, out, resume_rd: RunDir | None, resumed: bool, lr_found=None,
-             lr_keys: list[str] = ()) -> tuple[RunDir, RunRecord]:
+             lr_keys: list[str] = (), dist=None) -> tuple[RunDir, RunRecord]:
     """Create (or reopen) the run dir, write the run's inputs, and start tracking.
 
     Writes ``config.yaml`` (resolved), ``preprocessor.json``, ``features.skops`` (tables with feature
-    steps), the LR finder's result, and a first ``summary.json`` with status ``running``.
+    steps), the LR finder's result, and a first ``summary.json`` with status ``running``. Under DDP
+    (``dist``, rank 0 only) the record says how the work is split (``distributed``).
     """
     from methodo.data.features import save_pipeline
 
@@ -437,6 +444,8 @@ def open_run(prep: Prepared, tracker, *, out, resume_rd: RunDir | None, resumed:
     rd = resume_rd if resume_rd is not None else RunDir.create(out, name=cfg.name)
     rd.make_layout()
     record = new_record(prep, resumed=resumed)
+    if dist is not None:
+        record.distributed = distributed_info(cfg, dist)
     rd.write_text(LAYOUT["config"], dump_yaml(cfg))
     rd.write_text(LAYOUT["preprocessor"], data.preprocessor.to_json())
     write_use_files(rd, prep)
@@ -455,8 +464,13 @@ def open_run(prep: Prepared, tracker, *, out, resume_rd: RunDir | None, resumed:
         record.lr_find = {k: found[k] for k in ("suggested_lr", "suggestion", "suggestions", "diverged")}
     params = flat_params(cfg)
     params["world_size"] = record.world_size
-    tracker.start(params, {"methodo.run_dir": str(rd.path.resolve()), "methodo.run_name": rd.path.name,
-                           "methodo.dataset": prep.ds.name})
+    tags = {"methodo.run_dir": str(rd.path.resolve()), "methodo.run_name": rd.path.name,
+            "methodo.dataset": prep.ds.name, "methodo.world_size": str(record.world_size)}
+    if record.distributed is not None:
+        d = record.distributed
+        params.update({"per_rank_batch": d.per_rank_batch, "lr_factor": d.lr_factor})
+        tags["methodo.backend"] = d.backend
+    tracker.start(params, tags)
     record.mlflow_run_id = tracker.run_id
     rd.write_record(record)
     return rd, record
@@ -471,6 +485,19 @@ def write_use_files(rd: RunDir, prep: Prepared) -> None:
 
     rd.write_text(LAYOUT["inputs"], schema_for_run(prep).to_json())
     rd.write_json(LAYOUT["drift"], reference_stats(prep.ds, prep.data.indices["train"], seed=prep.cfg.seed))
+
+
+def distributed_info(cfg: Config, dist):
+    """``summary.json`` → ``distributed``: world size, backend, global and per-rank batch, LR scaling."""
+    from methodo.record import DistributedInfo
+    from methodo.train.distributed import lr_factor, restart_count
+
+    tc = cfg.train
+    factor = lr_factor(tc.lr_scaling, batch_size=tc.batch_size, world=dist.world, base_batch=tc.lr_base_batch)
+    lr = tc.optimizer.lr * factor if isinstance(tc.optimizer.lr, (int, float)) else None
+    return DistributedInfo(world_size=dist.world, backend=dist.backend, global_batch=tc.batch_size,
+                           per_rank_batch=tc.batch_size // dist.world, lr_scaling=tc.lr_scaling,
+                           lr_factor=factor, lr=lr, restarts=restart_count())
 
 
 def write_splits_csv(rd: RunDir, indices: dict) -> None:
@@ -513,11 +540,12 @@ def write_metrics_csv(rd: RunDir, history: list[dict]) -> None:
         rd.write_csv(LAYOUT["metrics"], list(history[0]), ([r.get(k, "") for k in history[0]] for r in history))
 
 
-def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from: Path | None):
+def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from: Path | None, dist=None):
     """Train (the best weights by the monitor end up in the model); fills the training fields of the record.
 
     Raises :class:`Diverged` (a :class:`RunFailed`) with the explaining finding when the loss goes
-    non-finite or explodes.
+    non-finite or explodes. Under DDP (``dist``) every rank trains; rank 0 alone writes (checkpoints,
+    ``metrics.csv``, ``steps.csv``, tracking).
     """
     import numpy as np
 
@@ -528,7 +556,8 @@ def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from
     cfg, plan = prep.cfg, prep.plan
     history = list(load_checkpoint(resume_from / "last.safetensors")[1]["history"]) if resume_from else []
     log = EpochLog(rd, tracker, history)  # metrics.csv keeps the epochs run before an interruption
-    on_epoch, groups = log, None
+    main = dist is None or dist.main
+    on_epoch, groups = (log if main else None), None
     if plan is not None and resume_from is None:
         probe = probe_pretrained(prep)
         if probe is not None:
@@ -538,11 +567,11 @@ def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from
         if plan.at_epoch is not None:
             plan.at_epoch(len(history) + 1)
         if plan.on_epoch is not None:
-            on_epoch = lambda row: plan.on_epoch(row) or log(row)  # noqa: E731
+            on_epoch = lambda row: plan.on_epoch(row) or (log(row) if main else None)  # noqa: E731
     try:
-        res = fit(prep.model, prep.data, cfg.train, seed=cfg.seed, ckpt_dir=rd.checkpoints,
+        res = fit(prep.model, prep.data, cfg.train, seed=cfg.seed, ckpt_dir=rd.checkpoints if main else None,
                   class_weights=prep.class_weights, on_epoch=on_epoch, resume_from=resume_from,
-                  param_groups=groups)
+                  param_groups=groups, dist=dist)
     except NonFiniteLoss as exc:
         lr = cfg.train.optimizer.lr
         record.epochs_run = len(log.history)
@@ -550,8 +579,10 @@ def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from
         raise Diverged(f"training stopped: {exc} (lr={lr}); run dir {rd.path}", finding=finding,
                        failure=str(exc)) from None
     signals.check()
+    if not main:
+        return res
     write_metrics_csv(rd, res.history)
-    write_steps_csv(rd, res, len(prep.data.indices["train"]), cfg.train)
+    write_steps_csv(rd, res, len(prep.data.indices["train"]), cfg.train, record.world_size)
     record.epochs_run, record.best_epoch, record.stopped_early = res.epochs_run, res.best_epoch, res.stopped_early
     record.training = {
         "optimizer_steps": len(res.lrs), "skipped_batches": res.skipped_batches,
@@ -653,11 +684,11 @@ def transfer_summary(plan, res) -> dict:
     return out
 
 
-def write_steps_csv(rd: RunDir, res, n_train: int, tcfg) -> None:
+def write_steps_csv(rd: RunDir, res, n_train: int, tcfg, world: int = 1) -> None:
     """One row per optimizer step: epoch, LR, data loss and (when computed) the pre-clip gradient norm."""
     from methodo.train.loop import batches_per_epoch
 
-    per_epoch = math.ceil(batches_per_epoch(n_train, tcfg.batch_size) / tcfg.accumulate)
+    per_epoch = math.ceil(batches_per_epoch(n_train, tcfg.batch_size, world) / tcfg.accumulate)
     skipped: dict[int, int] = {}
     for sk in res.skipped_batches:  # a skipped batch took no optimizer step
         skipped[sk["epoch"]] = skipped.get(sk["epoch"], 0) + 1

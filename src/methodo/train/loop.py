@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from methodo import signals
-from methodo.errors import ConfigError, DataError
+from methodo.errors import ConfigError, DataError, StopRequested
 from methodo.seed import generator
 from methodo.tasks import task_spec
 from methodo.train.checkpoint import load_checkpoint, save_checkpoint
@@ -150,10 +150,11 @@ def autocast_factory(device: torch.device, precision: str) -> Callable:
     return contextlib.nullcontext
 
 
-def batches_per_epoch(n: int, bs: int) -> int:
-    """Batches the loop uses per epoch (a trailing 1-row batch is dropped: it breaks batch norm)."""
+def batches_per_epoch(n: int, bs: int, world: int = 1) -> int:
+    """Batches the loop uses per epoch (a trailing 1-row batch is dropped: it breaks batch norm; under DDP
+    a trailing batch that would leave a rank fewer than 2 rows, ``world`` processes sharing each batch)."""
     full, rest = divmod(n, bs)
-    return full + (1 if rest >= 2 or (rest == 1 and n == 1) else 0)
+    return full + (1 if rest >= 2 * world or (rest == 1 and n == 1 and world == 1) else 0)
 
 
 def _to_host(values: list[torch.Tensor]) -> list[float]:
@@ -176,10 +177,16 @@ def _sum_on_host(values: list[torch.Tensor]) -> float:
 
 
 @torch.no_grad()
-def evaluate_loss(model, X, y, loss_fn, task: str, batch_size: int, y_std: float = 1.0) -> tuple[float, float]:
-    """``(mean loss, the task's epoch score)`` over ``X`` in eval mode (MAE in target units)."""
+def evaluate_loss(model, X, y, loss_fn, task: str, batch_size: int, y_std: float = 1.0,
+                  dist=None) -> tuple[float, float]:
+    """``(mean loss, the task's epoch score)`` over ``X`` in eval mode (MAE in target units). Under DDP
+    (``dist``) each rank evaluates its contiguous share of the rows and the sums are reduced."""
     model.eval()
     spec = task_spec(task)
+    n_all = len(X)
+    if dist is not None:
+        lo, hi = n_all * dist.rank // dist.world, n_all * (dist.rank + 1) // dist.world
+        X, y = X[lo:hi], y[lo:hi]
     total, count, n = 0.0, 0, len(X)
     nums = []  # the batches' score sums, read once at the end
     for s in range(0, n, batch_size):
@@ -189,6 +196,11 @@ def evaluate_loss(model, X, y, loss_fn, task: str, batch_size: int, y_std: float
         num, den = spec.batch_score(out.float(), yb, y_std)
         nums.append(num)
         count += den
+    if dist is not None:
+        from methodo.train.distributed import all_sum
+
+        total, num_sum, count = all_sum(dist, [total, _sum_on_host(nums), float(count)])
+        return total / n_all, spec.finish(num_sum / max(count, 1))
     return total / n, spec.finish(_sum_on_host(nums) / max(count, 1))
 
 
@@ -312,7 +324,7 @@ def _finish(result: TrainResult, state, watcher, swa, Xtr, bs: int, ckpt_dir: Pa
 def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None = None,
         class_weights: torch.Tensor | None = None, on_epoch: Callable[[dict], object] | None = None,
         resume_from: Path | None = None, param_groups: list[dict] | Callable | None = None,
-        extra_loss: Callable | None = None) -> TrainResult:
+        extra_loss: Callable | None = None, dist=None) -> TrainResult:
     """Train ``model`` on ``data.tensors['train']``, validating on ``'val'``; returns the history.
 
     The model ends with the best weights by the early-stopping monitor (``val_loss`` when early
@@ -336,6 +348,11 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     - ``on_epoch(row)``: called after every epoch with its ``metrics.csv`` row (after the
       checkpoints are written); a truthy return value stops training after that epoch
       (``result.stopped_by == "callback"``; pruning).
+
+    ``dist`` (a :class:`methodo.train.distributed.Dist`, under torchrun): train a DistributedDataParallel
+    copy; each rank takes its share of every global batch of ``train.batch_size`` rows, the step losses,
+    training scores and validation metrics are those of all ranks together, and only the rank given a
+    ``ckpt_dir`` (rank 0) writes. ``None``: one process, and none of this runs.
     """
     task = data.task
     device = resolve_device(tcfg.device)
@@ -347,6 +364,10 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     if closure_step and (tcfg.accumulate > 1 or tcfg.clip.norm or tcfg.clip.value or tcfg.swa):
         raise ConfigError(f"train.optimizer.name: {oc.name!r} steps through a closure; it does not combine "
                           "with train.accumulate > 1, train.clip or train.swa")
+    if closure_step and dist is not None:
+        raise ConfigError(f"train.optimizer.name: {oc.name!r} steps through a closure, which DDP cannot all-reduce; "
+                          "run it in one process or choose another optimizer")
+    world, rank = (dist.world, dist.rank) if dist is not None else (1, 0)
 
     # 0. Model and data on the device; memory format; compiled forward (weights stay in `model`).
     model.to(device)
@@ -356,12 +377,19 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     if channels_last:
         model.to(memory_format=torch.channels_last)
         Xva = Xva.contiguous(memory_format=torch.channels_last)
-    forward = torch.compile(model) if tcfg.compile else model
+    # DDP: the wrapper runs the training forward (it all-reduces the gradients in backward); validation,
+    # checkpoints and the weight monitor read `model` itself.
+    net = model
+    if dist is not None:
+        from methodo.train import distributed
+
+        net = distributed.wrap(model, dist)
+    forward = torch.compile(net) if tcfg.compile else net
     autocast = autocast_factory(device, tcfg.precision)
     y_std = data.preprocessor.y_std if task_spec(task).standardize_target else 1.0
-    n, bs, accum = len(Xtr), tcfg.batch_size, tcfg.accumulate
+    n, bs, accum = len(Xtr), tcfg.batch_size, tcfg.accumulate  # bs: the global batch (all ranks together)
     check_batch_size(bs, n)
-    n_batches = batches_per_epoch(n, bs)
+    n_batches = batches_per_epoch(n, bs, world)
     steps_per_epoch = math.ceil(n_batches / accum)  # optimizer steps: what schedulers count
     spec = task_spec(task)
     # Regularizers from the registry (methodo.train.regularize), each at its stage; `model` ones act now.
@@ -388,8 +416,16 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     #    own frequency), early stopping, SWA, weight monitor.
     opt = build_optimizer(_trainable_groups(model, param_groups), oc.name, oc.lr, oc.options,
                           hypergradient=oc.hypergradient.beta if oc.hypergradient else None)
-    sc = tcfg.scheduler
-    sched = build_schedule(opt, sc.name, sc.options, epochs=tcfg.epochs, steps_per_epoch=steps_per_epoch)
+    sc, sc_options = tcfg.scheduler, tcfg.scheduler.options
+    if tcfg.lr_scaling != "none":  # train.lr_scaling: every group's LR (and an explicit peak) × the rule's factor
+        from methodo.train.distributed import lr_factor
+
+        factor = lr_factor(tcfg.lr_scaling, batch_size=bs, world=world, base_batch=tcfg.lr_base_batch)
+        for g in opt.param_groups:
+            g["lr"] *= factor
+        if isinstance(sc_options.get("max_lr"), (int, float)) and sc_options["max_lr"]:
+            sc_options = {**sc_options, "max_lr": sc_options["max_lr"] * factor}
+    sched = build_schedule(opt, sc.name, sc_options, epochs=tcfg.epochs, steps_per_epoch=steps_per_epoch)
     monitor, stopper, swa, watcher = _epoch_helpers(model, opt, tcfg)
     snapshot_on = tcfg.snapshot_ensemble if tcfg.snapshot_ensemble is not None else sc.name == "cosine_restarts"
     probe_rows = tcfg.monitor.probe_rows  # dead ReLU units: counted on these first validation rows
@@ -433,6 +469,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
 
     total_steps = tcfg.epochs * n_batches
     stop_policy = guard.policy == "stop"
+    # DDP with accumulation: the gradients are all-reduced on a group's last micro-batch only
+    sync_last = dist is not None and accum > 1
     # read once: the step loop runs these thousands of times
     bf16, on_cpu, batch_score, group0 = tcfg.precision == "bf16", device.type == "cpu", spec.batch_score, opt.param_groups[0]
     has_penalty, has_before, has_after = reg.has_penalty, reg.has_before, reg.has_after
@@ -452,6 +490,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             swa_on = swa is not None and swa.owns_lr  # SWALR drives the LR: no per-step schedule
             # 3. One pass over a fresh permutation of the training rows.
             model.train()
+            if dist is not None:  # this rank's dropout/augmentation draws: from (seed, epoch, rank), resumable
+                distributed.seed_epoch(dist, seed, epoch, augment)
             if sample_weights is not None:  # n draws with replacement, every class equally likely
                 perm = torch.multinomial(sample_weights, n, replacement=True, generator=shuffle).to(device)
             else:
@@ -464,6 +504,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             for b in range(n_batches):
                 signals.check()  # SIGTERM stops here, between two batches
                 idx = perm[b * bs:(b + 1) * bs]
+                if dist is not None:  # this rank's share of the global batch (rows rank, rank + world, ...)
+                    global_rows, idx = len(idx), idx[rank::world]
                 xb, yb = Xtr[idx], ytr[idx]
                 if augment is not None:  # training batches only; evaluation never augments
                     xb = augment(xb)
@@ -476,6 +518,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                     step += 1
                     group_loss, group_bad = 0.0, None
                     opt.zero_grad(set_to_none=True)
+                if sync_last:
+                    net.require_backward_grad_sync = last_micro  # what DDP's no_sync() sets
                 # 3a. Forward, data loss, backward of data loss + penalties + extra loss (the logged
                 #     loss stays the data loss). L-BFGS steps here instead: its closure runs forward +
                 #     backward (penalties included) as often as it needs; the loss logged and guarded
@@ -499,6 +543,10 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                         total = total + reg.penalty()
                     if extra_loss is not None:
                         total = total + extra_loss(model, out, xb, yb)
+                    if dist is not None and len(idx) * world != global_rows:
+                        # DDP averages the ranks' gradients with equal weights; shares of unequal size (a
+                        # trailing batch) are weighted by their rows, as in the one-process mean
+                        total = total * (len(idx) * world / global_rows)
                     (total / group if group > 1 else total).backward()
                 scored = out.detach()
                 num, den = batch_score(scored if scored.dtype == torch.float32 else scored.float(), yb, y_std)
@@ -512,7 +560,9 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                 #     Exploding → stop; non-finite → stop, or skip the step (not after an L-BFGS step:
                 #     it is already applied, so that stops too).
                 gnorm = grad_norm(reg.params, tcfg.clip.norm_type) if need_norm and not closure_step else None
-                if gnorm is None and len(pending) == 1 and on_cpu:
+                if dist is not None:  # the global batch's losses: every rank's guard decides alike
+                    values, pending = distributed.global_step(dist, pending, gnorm)
+                elif gnorm is None and len(pending) == 1 and on_cpu:
                     values = [loss.item()]  # the common case, without building lists
                 else:
                     values = _to_host([p[0] for p in pending] + ([gnorm] if gnorm is not None else []))
@@ -575,12 +625,17 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             # 4. Validation (the weight monitor notes which ReLU units fire on it), the epoch row,
             #    weight monitoring.
             recorded = watcher is not None and (epoch % record_every == 0 or epoch == tcfg.epochs)
+            score_sum = _sum_on_host(score_nums)
+            if dist is not None:  # one set of buffers (rank 0's), the training score over every rank's rows
+                distributed.sync_buffers(dist, model)
+                score_sum, score_count = distributed.all_sum(dist, [score_sum, float(score_count)])
             with watcher.probing(probe_rows) if recorded else contextlib.nullcontext():
-                val_loss, val_score = evaluate_loss(model, Xva, yva, eval_loss_fn, task, tcfg.eval_batch_size, y_std)
+                val_loss, val_score = evaluate_loss(model, Xva, yva, eval_loss_fn, task, tcfg.eval_batch_size, y_std,
+                                                    dist)
             row = {
                 "epoch": epoch, "lr": state.lrs[-1] if state.lrs else oc.lr,
                 "train_loss": loss_sum / max(seen, 1),
-                f"train_{spec.score}": spec.finish(_sum_on_host(score_nums) / max(score_count, 1)),
+                f"train_{spec.score}": spec.finish(score_sum / max(score_count, 1)),
                 "val_loss": val_loss, f"val_{spec.score}": val_score,
             }
             if need_norm and state.grad_norms:
@@ -608,9 +663,16 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             if ckpt_dir is not None:
                 state.capture(parts)
                 state.save(ckpt_dir / "last.safetensors", model_state)
-            # 7. The caller's callback (may stop: pruning), progress, early stopping.
+            # 7. The caller's callback (may stop: pruning), a stop asked from outside (SIGUSR1, a Slurm job
+            #    near its time limit: after this epoch's checkpoint), progress, early stopping.
             stop_asked = bool(on_epoch(row)) if on_epoch is not None else False
+            stop_outside = signals.stop_requested()
+            if dist is not None:  # every rank stops at the same epoch
+                stop_asked, stop_outside = distributed.any_true(dist, [stop_asked, stop_outside])
             _show_progress(bar, row, epoch, tcfg, live)
+            if stop_outside and epoch < tcfg.epochs and not (stop_asked or stopper.should_stop):
+                raise StopRequested(f"stopped after epoch {epoch} on request ({signals.stop_reason()}); the "
+                                    f"checkpoint of epoch {epoch} is saved: resume the run dir with --resume")
             if stop_asked:
                 result.stopped_by = "callback"
                 break
