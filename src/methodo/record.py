@@ -217,12 +217,17 @@ class RunRecord(_Record):
     explain: dict[str, Any] | None = None
     metrics_std: Metrics | None = None
     kfold: KFoldInfo | None = None
+    # who the errors fall on (data.sensitive: per-group metrics, disparities, proxies, label bias, mitigations)
+    fairness: dict[str, Any] | None = None
+    # accuracy under attack and corruption (evaluate.robustness or `methodo robustness`)
+    robustness: dict[str, Any] | None = None
     failure: str | None = None
     # wall seconds per stage in the order they ran, then "total" (the whole call); written when the run closes
     timings: dict[str, Seconds] | None = None
     _optional = frozenset({"data", "model", "lr_find", "stopped_early", "training", "undefined", "intervals",
                            "bootstrap", "tables", "threshold", "extra_baselines", "reference", "ensembles", "sample",
-                           "explain", "metrics_std", "kfold", "failure", "timings"})
+                           "explain", "metrics_std", "kfold", "failure", "timings", "fairness",
+                           "robustness"})
 
     def to_dict(self) -> dict[str, Any]:
         """The ``summary.json`` mapping (plain data; numpy scalars inside evidence are left to the writer)."""

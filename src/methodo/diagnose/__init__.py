@@ -505,3 +505,8 @@ FINDINGS.register("non_finite_loss", non_finite_loss, help="the loss became NaN 
 from methodo.data import audit as _data_audit  # noqa: E402
 
 del _data_audit
+
+# The trust checks (stages "fairness" and "robustness": run on what those stages measured) live with them.
+from methodo.trust import findings as _trust_findings  # noqa: E402
+
+del _trust_findings
