@@ -113,7 +113,7 @@ def run(config: str | Path | Config | None, overrides: list[str] | tuple[str, ..
             stages.evaluate(prep, res, preds, record, tracker)
         # Trust: per-group metrics and mitigations (data.sensitive); attacks and corruptions (evaluate.robustness).
         stages.fairness(prep, preds, record, tracker, clock)
-        stages.robustness(prep, res, record, tracker, clock)
+        stages.robustness(prep, rd, record, tracker, clock)
         signals.check()
         # 6. Diagnose: data findings and the checks on curves and predictions. Label issues by confident
         # learning over val + test, or (evaluate.label_issues: cross_val) every row by K-fold cross-fitting.

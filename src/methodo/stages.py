@@ -476,7 +476,8 @@ def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from
     log = EpochLog(rd, tracker, history)  # metrics.csv keeps the epochs run before an interruption
     try:
         res = fit(prep.model, prep.data, cfg.train, seed=cfg.seed, ckpt_dir=rd.checkpoints,
-                  class_weights=prep.class_weights, on_epoch=log, resume_from=resume_from)
+                  class_weights=prep.class_weights, on_epoch=log, resume_from=resume_from,
+                  extra_loss=extra_loss(prep))
     except NonFiniteLoss as exc:
         lr = cfg.train.optimizer.lr
         record.epochs_run = len(log.history)
@@ -499,6 +500,18 @@ def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from
         series["step_grad_norm"] = res.grad_norms
     tracker.log_series(series)
     return res
+
+
+def extra_loss(prep: Prepared):
+    """The loop's extra-loss term the config asks for: adversarial examples (``train.adversarial``), or None."""
+    acfg = prep.cfg.train.adversarial
+    if acfg is None:
+        return None
+    from methodo.trust.adversarial import adversarial_loss
+
+    pre = prep.data.preprocessor
+    return adversarial_loss(acfg, mean=None if pre.mean is None else pre.mean.ravel(),
+                            std=None if pre.std is None else pre.std.ravel())
 
 
 def write_steps_csv(rd: RunDir, res, n_train: int, tcfg) -> None:
@@ -597,7 +610,7 @@ def fairness(prep: Prepared, preds: dict, record: RunRecord, tracker, clock: Clo
     tracker.log_metrics(tracked_metrics(record.fairness))
 
 
-def robustness(prep: Prepared, res, record: RunRecord, tracker, clock: Clock | None = None) -> None:
+def robustness(prep: Prepared, rd: RunDir, record: RunRecord, tracker, clock: Clock | None = None) -> None:
     """``evaluate.robustness``: accuracy under attack and corruption of the trained model on the test split
     (timed as ``robustness``); with ``train.adversarial`` also of the same config trained without it (before /
     after). Nothing when ``evaluate.robustness`` is null."""
@@ -607,7 +620,7 @@ def robustness(prep: Prepared, res, record: RunRecord, tracker, clock: Clock | N
     from methodo.trust.robustness import run_robustness, tracked_metrics
 
     with (clock or Clock())("robustness"):
-        record.robustness = run_robustness(prep, rcfg)
+        record.robustness = run_robustness(prep, rcfg, rd=rd)
     tracker.log_metrics(tracked_metrics(record.robustness))
 
 
