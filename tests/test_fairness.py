@@ -59,6 +59,12 @@ def test_split_fairness_intervals_are_seeded_and_hold_the_point_values():
         assert lo <= m["accuracy"] <= hi
     lo, hi = a["disparity_intervals"]["demographic_parity_difference"]
     assert lo <= a["disparity"]["demographic_parity_difference"] <= hi
+    # groups drawn alike: the interval of the gap holds zero (the bootstrap of max - min would not)
+    p = np.random.default_rng(1).random(len(y))
+    same = split_fairness(y, np.c_[1 - p, p], g, "g", n_boot=200, seed=3, level=0.95)
+    for k in ("demographic_parity_difference", "equalized_odds_difference", "equal_opportunity_difference"):
+        lo, hi = same["disparity_intervals"][k]
+        assert lo < 0 < hi, k
     # a group below min_group is left out of the disparities, and said so
     small = split_fairness(y, scores, g, "g", n_boot=0, seed=3, level=0.9, min_group=100)
     assert small["too_small"] == ["c"] and small["disparity_groups"] == ["a", "b"]

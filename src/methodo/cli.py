@@ -475,6 +475,39 @@ def cmd_robustness(args) -> int:
     return 0
 
 
+def _print_trust(r) -> None:
+    """Fairness and robustness in a few lines: test disparities and per-group selection rates, the mitigations
+    side by side, robust accuracy."""
+    show = lambda v: "undefined" if v is None else f"{v:.3f}"  # noqa: E731
+    for attr, a in ((r.fairness or {}).get("attributes") or {}).items():
+        t = a["splits"].get("test") or {}
+        iv = t.get("disparity_intervals") or {}
+        ds = ", ".join(f"{k.replace('_', ' ')} {show(v)}" + (f" [{iv[k][0]:.3f}, {iv[k][1]:.3f}]" if iv.get(k) else "")
+                       for k, v in t.get("disparity", {}).items() if not k.endswith("ratio"))
+        key = "selection_rate" if any("selection_rate" in m for m in t["groups"].values()) else "accuracy"
+        groups = ", ".join(f"{g} {show(m.get(key))} (n={m['n']})" for g, m in t["groups"].items())
+        print(f"fairness (test, {attr}): {ds}; {key.replace('_', ' ')} {groups}")
+    mi = (r.fairness or {}).get("mitigation")
+    if mi:
+        m0 = mi["measures"][0]
+        print(f"mitigation ({mi['attribute']}, {mi['constraint'].replace('_', ' ')}): "
+              + " | ".join(f"{row['name']} accuracy {show(row['accuracy'])}, {m0.replace('_', ' ')} "
+                           f"{show(row['disparity'].get(m0))}" for row in mi["rows"]))
+    rob = r.robustness
+    if rob:
+        parts = [f"{name} " + ", ".join((f"eps {x['eps']:.3g} {x['accuracy']:.3f}" if "eps" in x else
+                                         f"{x['pixels']} px fooled {x['fooled_fraction']:.0%}") for x in rows)
+                 for name, rows in rob.get("attacks", {}).items()]
+        c = rob.get("corruptions")
+        print(f"robustness ({rob['images']} test images): clean {rob['clean_accuracy']:.3f}; " + "; ".join(parts)
+              + (f"; mean corruption error {c['mce']:.3f}" if c else ""))
+        before = rob.get("before_adversarial_training")
+        if before:
+            print("  before adversarial training: clean " + f"{before['clean_accuracy']:.3f}; " + "; ".join(
+                f"{name} " + ", ".join(f"eps {x['eps']:.3g} {x['accuracy']:.3f}" for x in rows if "eps" in x)
+                for name, rows in before.get("attacks", {}).items() if name != "onepixel"))
+
+
 def _print_result(res) -> None:
     """The run's headline on stdout, from its record: status, test metrics beside the best baseline, findings."""
     r = res.record
@@ -520,6 +553,7 @@ def _print_result(res) -> None:
             show = lambda x: "undefined" if x is None else f"{x:.4f}"  # noqa: E731
             print(f"decision threshold {th.value:.3f} ({th.rule}: {th.why}): test precision "
                   f"{show(t['precision'])}, recall {show(t['recall'])}, f1 {show(t['f1'])}")
+    _print_trust(r)
     findings = [f.model_dump() for f in r.findings]
     print(f"findings: {len(findings)}" + ("" if findings else " (no problem found)"))
     _print_findings(findings)

@@ -168,37 +168,65 @@ def from_counts(C: np.ndarray, n_groups: int, *, binary: bool) -> tuple[dict[str
     return m, d
 
 
+def _pairs(m: dict[str, np.ndarray], *, binary: bool) -> dict[str, tuple[str, int, int]]:
+    """For each disparity measure, the per-group metric behind it and the two groups furthest apart on it
+    (``(metric, highest, lowest)``, from the point values ``m``, shape ``(1, groups)``)."""
+    def far(metric):
+        v = m[metric][0]
+        if np.isnan(v).all():
+            return None
+        return metric, int(np.nanargmax(v)), int(np.nanargmin(v))
+
+    if not binary:
+        return {"accuracy_difference": far("accuracy")}
+    tpr, fpr = far("tpr"), far("fpr")
+    gap = lambda t: -1.0 if t is None else m[t[0]][0][t[1]] - m[t[0]][0][t[2]]  # noqa: E731
+    return {"demographic_parity_difference": far("selection_rate"), "demographic_parity_ratio": far("selection_rate"),
+            "equalized_odds_difference": tpr if gap(tpr) >= gap(fpr) else fpr, "equal_opportunity_difference": tpr}
+
+
 def bootstrap(y, pred, p_pos, codes, n_groups: int, *, binary: bool, n_boot: int, seed: int, level: float,
               block_values: int = 4_000_000):
     """``(group intervals {metric: [[lo, hi] or None per group]}, disparity intervals {measure: [lo, hi]})``:
     the percentile bootstrap of the rows (``n_boot`` resamples, the seed's generator), a block of resamples
-    at a time (at most ``block_values`` counts in memory)."""
+    at a time (at most ``block_values`` counts in memory).
+
+    A disparity's interval is that of the *signed* gap between the two groups furthest apart on all the rows
+    (the ratio: lowest over highest): the bootstrap of ``max − min`` over groups is biased away from zero
+    (a resample's largest gap is never negative), so its interval would exclude zero even for equal groups."""
     n = len(y)
     M = count_matrix(y, pred, p_pos, codes, n_groups)
+    m0, _ = from_counts(M.sum(0, keepdims=True), n_groups, binary=binary)
+    pairs = _pairs(m0, binary=binary)
     rng = np.random.default_rng(seed)
     block = max(1, block_values // max(n, 1))
     gm: dict[str, list] = {}
-    dm: dict[str, list] = {}
+    dm: dict[str, list] = {k: [] for k in pairs}
     done = 0
     while done < n_boot:
         b = min(block, n_boot - done)
         W = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(b)]).astype(np.float64)
-        m, d = from_counts(W @ M, n_groups, binary=binary)
+        m, _ = from_counts(W @ M, n_groups, binary=binary)
         for k, v in m.items():
             gm.setdefault(k, []).append(v)
-        for k, v in d.items():
-            dm.setdefault(k, []).append(v)
+        for k, pair in pairs.items():
+            if pair is None:
+                continue
+            metric, hi, lo = pair
+            with np.errstate(divide="ignore", invalid="ignore"):
+                dm[k].append(m[metric][:, lo] / m[metric][:, hi] if k.endswith("ratio")
+                             else m[metric][:, hi] - m[metric][:, lo])
         done += b
     alpha = (1 - level) / 2
 
     def interval(v: np.ndarray):
-        v = v[~np.isnan(v)]
+        v = v[np.isfinite(v)]
         if len(v) < 0.5 * n_boot:
             return None
         return [round(float(np.quantile(v, alpha)), 6), round(float(np.quantile(v, 1 - alpha)), 6)]
 
     groups = {k: [interval(np.concatenate(v)[:, g]) for g in range(n_groups)] for k, v in gm.items()}
-    return groups, {k: interval(np.concatenate(v)) for k, v in dm.items()}
+    return groups, {k: (interval(np.concatenate(v)) if v else None) for k, v in dm.items()}
 
 
 # --------------------------------------------------------------------------- one split, one attribute

@@ -99,7 +99,7 @@ def group_disparity(f: FairnessFacts) -> Finding | None:
     if ratio is not None:
         evidence["demographic_parity_ratio"] = ratio
     evidence["certainty"] = certainty(
-        "bootstrap interval", (f"The {100 * level:g}% interval of the {measure.replace('_', ' ')} is "
+        "bootstrap interval", (f"The {100 * level:g}% interval of the gap between the groups furthest apart is "
                                f"[{iv[0]:.3g}, {iv[1]:.3g}]: " + ("it excludes zero, the gap is not chance."
                                                                   if excludes_zero else "it includes zero, the gap "
                                                                   "may be chance at this test size."))
