@@ -39,7 +39,9 @@ from _common import ROOT, code_version, cpu_and_nproc, load_too_high, loadavg, r
 SECTION = "## Robustness"
 sys.path.insert(0, str(ROOT / "src"))
 
-EXAMPLES = ["digits.yaml", "digits_augment.yaml", "digits_robust.yaml", "noisy_digits.yaml"]
+# the shipped image-classification examples that need no generated files, then digits with adversarial training
+EXAMPLES = ["digits.yaml", "digits_augment.yaml", "digits_robust.yaml", "digits.yaml+adversarial"]
+ADVERSARIAL = ["train.adversarial={attack: pgd, eps: 0.0314, ratio: 0.5}"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--max-images", type=int, default=270, help="table: test images measured per example")
     p.add_argument("--skip-table", action="store_true", help="throughput only")
+    p.add_argument("--skip-throughput", action="store_true", help="the accuracy table only")
+    p.add_argument("--examples", nargs="+", default=EXAMPLES, metavar="NAME", help=f"table rows (default {EXAMPLES})")
     p.add_argument("--write", metavar="BENCHMARKS.md", help="replace the Robustness section of this file")
     return p.parse_args(argv)
 
@@ -112,11 +116,11 @@ def throughput(prep, attack: str, n: int, rounds: int) -> dict:
             "direct_ips": n_adv / med["direct"], "overhead": med["methodo"] / med["direct"]}
 
 
-def table(threads: int, max_images: int) -> list[dict]:
+def table(threads: int, max_images: int, examples: list[str]) -> list[dict]:
     import methodo
 
     rows = []
-    runs = [(name, []) for name in EXAMPLES] + [("digits.yaml", ["train.adversarial={attack: pgd, eps: 0.0314, ratio: 0.5}"])]
+    runs = [(name.split("+")[0], ADVERSARIAL if name.endswith("+adversarial") else []) for name in examples]
     for name, extra in runs:
         t0 = time.perf_counter()
         res = methodo.run(ROOT / "examples" / name, ["track.mlflow=false", "train.progress=false", "explain.enabled=false",
@@ -140,15 +144,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     load = loadavg()
-    prep = trained_digits(args.threads)
-    tp = [throughput(prep, a, args.images, args.rounds) for a in ("pgd", "fgsm")]
+    tp = [] if args.skip_throughput else [throughput(prep, a, args.images, args.rounds)
+                                          for prep in [trained_digits(args.threads)] for a in ("pgd", "fgsm")]
     lines = ["| attack (eps 1, 2, 4, 8, 16/255) | images × budgets | methodo (adversarial images/s) | "
              "torchattacks directly (images/s) | overhead |", "|---|---|---|---|---|"]
     for r in tp:
         lines.append(f"| {r['attack']} | {r['images']} × {r['budgets']} | {r['methodo_ips']:.1f} | {r['direct_ips']:.1f} | "
                      f"{r['overhead']:.3f}× |")
     print("\n".join(lines))
-    rows = [] if args.skip_table else table(args.threads, args.max_images)
+    rows = [] if args.skip_table else table(args.threads, args.max_images, args.examples)
     if rows:
         eps = [1, 2, 4, 8, 16]
         lines += ["", "| example | clean | " + " | ".join(f"PGD {e}/255" for e in eps)

@@ -141,8 +141,8 @@ def hiring_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("hiring")
     path = _write_csv(root)
     res = methodo.run(EXAMPLES / "hiring.yaml", [f"data.path={path}", "train.epochs=6", "evaluate.bootstrap=100",
-                                                 "track.mlflow=false", "train.progress=false", "explain.enabled=false", "train.threads=1"],
-                      out=root / "run")
+                                                 "track.mlflow=false", "train.progress=false", "explain.enabled=false",
+                                                 "train.threads=1"], out=root / "run")
     return res
 
 

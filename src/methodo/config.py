@@ -466,7 +466,6 @@ class ThresholdConfig(_Strict):
         return self
 
 
-ATTACKS = ("fgsm", "pgd", "onepixel")
 CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "brightness", "contrast", "jpeg", "pixelate")
 
 
