@@ -184,3 +184,15 @@ def test_fairness_metrics_go_to_mlflow_names():
         "groups": {"60+": {"accuracy": 0.7, "selection_rate": 0.1}}}}}}})
     assert out == {"fairness_age band_demographic_parity_difference": 0.2, "fairness_age band_60__accuracy": 0.7,
                    "fairness_age band_60__selection_rate": 0.1}
+
+
+def test_report_refuses_a_tampered_fairness_section_naming_the_key(hiring_run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(hiring_run.run_dir, copy)
+    s = json.loads((copy / "summary.json").read_text())
+    s["fairness"]["attributes"]["gender"]["splits"]["test"]["groups"]["F"]["n"] = "<script>"
+    (copy / "summary.json").write_text(json.dumps(s))
+    code, _, err = cli_inproc(capsys, "report", str(copy))
+    assert code == 2 and "fairness.attributes.gender.splits.test.groups.F.n" in err
