@@ -10,6 +10,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev,bench,llm]'
+	$(BIN)/python -m pip install -q --no-deps 'torchattacks==3.5.1'  # its requests~=2.25.1 pin conflicts with mlflow (pyproject.toml)
 	touch $@
 
 run: $(BIN)/.installed

@@ -434,6 +434,59 @@ def _drift_facts() -> dict:
                       features=image_features(imgs[:40] * 0.3))
     return {"empty": DriftFacts(task="classification"), "older_run": DriftFacts(task="classification", y=y),
             "clean": clean, "shifted": shifted, "regression": regression, "images": dark}
+def _fairness_facts() -> dict:
+    """Per-group measurements (summary.json fairness): none, fair, and biased in every way the checks look for."""
+    from methodo.trust.findings import FairnessFacts
+
+    def split(sel_f, sel_m, n_f=150, n_m=150, small=None, dp_iv=None):
+        groups = {"F": {"n": n_f, "accuracy": 0.8, "selection_rate": sel_f, "tpr": sel_f + 0.3, "fpr": 0.1},
+                  "M": {"n": n_m, "accuracy": 0.82, "selection_rate": sel_m, "tpr": sel_m + 0.3, "fpr": 0.1}}
+        if small:
+            groups["X"] = {"n": small, "accuracy": 0.6, "selection_rate": 0.5, "tpr": 0.5, "fpr": 0.2}
+        d = abs(sel_f - sel_m)
+        return {"groups": groups, "disparity": {"demographic_parity_difference": d, "demographic_parity_ratio":
+                                                 min(sel_f, sel_m) / max(sel_f, sel_m), "equalized_odds_difference": d,
+                                                 "equal_opportunity_difference": d},
+                "disparity_intervals": {"demographic_parity_difference": dp_iv or [max(d - 0.05, 0), d + 0.05],
+                                        "equalized_odds_difference": [max(d - 0.05, 0), d + 0.05]},
+                "intervals": {"F": {"accuracy": [0.7, 0.9]}, "M": {"accuracy": [0.72, 0.9]}, "X": {"accuracy": [0.2, 1]}}}
+
+    base = {"bound": 0.1, "min_group": 30, "proxy_auc": 0.75, "label_gap": 0.05, "level": 0.95}
+    fair = {**base, "attributes": {"gender": {
+        "splits": {"train": split(0.45, 0.46, 500, 500), "test": split(0.45, 0.46)},
+        "proxies": [{"feature": "x", "group": "F", "auc": 0.55, "direction": "higher", "rate_in_group": 0.5,
+                     "rate_elsewhere": 0.5}],
+        "label_bias": {"reference_group": "M", "gap": {"F": -0.01}, "interval": {"F": [-0.05, 0.03]}, "rows": 1000,
+                       "resamples": 100, "level": 0.95, "rates_at_equal_features": {"F": 0.45, "M": 0.46}}}}}
+    biased = {**base, "attributes": {"gender": {
+        "splits": {"train": split(0.3, 0.5, 500, 500, small=20), "test": split(0.3, 0.55, small=5)},
+        "proxies": [{"feature": "club", "group": "F", "auc": 0.8, "direction": "higher", "rate_in_group": 0.6,
+                     "rate_elsewhere": 0.02}],
+        "label_bias": {"reference_group": "M", "gap": {"F": -0.14}, "interval": {"F": [-0.2, -0.09]}, "rows": 1000,
+                       "resamples": 100, "level": 0.95, "rates_at_equal_features": {"F": 0.36, "M": 0.5},
+                       "observed_positive_rate": {"F": 0.37, "M": 0.5}}}}}
+    return {"empty": FairnessFacts(None), "clean": FairnessFacts(fair), "biased": FairnessFacts(biased),
+            "no_intervals": FairnessFacts({**biased, "attributes": {"g": {"splits": {"test": {
+                **split(0.2, 0.6), "disparity_intervals": {}, "intervals": {}}}}}})}
+
+
+def _robustness_facts() -> dict:
+    """Accuracy under attack and corruption (summary.json robustness): robust, and fragile in every way."""
+    from methodo.trust.findings import RobustnessFacts
+
+    def attacks(acc_small, conf):
+        return {"fgsm": [{"eps": 1 / 255, "accuracy": 0.95, "fooled": 2, "fooled_confidence": 0.6},
+                         {"eps": 8 / 255, "accuracy": acc_small, "fooled": 40, "fooled_confidence": conf},
+                         {"eps": 0.1, "accuracy": 0.1, "fooled": 80, "fooled_confidence": conf}],
+                "onepixel": [{"pixels": 1, "accuracy": 0.9, "fooled": 8, "fooled_confidence": conf}]}
+
+    sturdy = {"clean_accuracy": 0.97, "images": 100, "attacks": attacks(0.9, 0.6),
+              "corruptions": {"accuracy": {"gaussian_noise": [0.96, 0.95, 0.9, 0.8, 0.7]}, "mce": 0.1}}
+    fragile = {"clean_accuracy": 0.97, "images": 100, "attacks": attacks(0.1, 0.97), "clean_confidence": 0.95,
+               "corruptions": {"accuracy": {"gaussian_blur": [0.6, 0.4, 0.3, 0.2, 0.1]}, "mce": 0.5}}
+    return {"empty": RobustnessFacts(None), "clean": RobustnessFacts(sturdy), "fragile": RobustnessFacts(fragile),
+            "thresholds": RobustnessFacts(fragile, thresholds={"collapse": 0.05, "confidence": 0.99,
+                                                               "corruption_points": 0.6})}
 
 
 def _assert_well_formed(found, name: str) -> None:
@@ -467,6 +520,10 @@ def test_finding_is_well_formed_or_none_on_standard_facts(entry):
         facts = _audit_facts()
     elif entry.meta.get("stage") == "drift":
         facts = _drift_facts()
+    elif entry.meta.get("stage") == "fairness":
+        facts = _fairness_facts()
+    elif entry.meta.get("stage") == "robustness":
+        facts = _robustness_facts()
     else:  # made by the pipeline from its own arguments: the registry gives an example call
         _assert_well_formed(entry.obj(**entry.meta["example"]), entry.name)
         return
@@ -476,6 +533,21 @@ def test_finding_is_well_formed_or_none_on_standard_facts(entry):
             _assert_well_formed(found, entry.name)
         if label.startswith("empty") or label in ("clean", "older_run"):
             assert found is None, (label, found)
+
+
+def test_the_trust_facts_make_every_trust_check_speak():
+    """The biased / fragile facts above must make each fairness and robustness check speak (and the
+    thresholds of evaluate.robustness, raised past the numbers, silence them)."""
+    from methodo.trust.findings import trust_findings
+
+    spoke = {f.id for f in trust_findings(_fairness_facts()["biased"].fairness, _robustness_facts()["fragile"].robustness)}
+    assert spoke == {"group_disparity", "group_underrepresented", "proxy_feature", "label_bias", "not_robust",
+                     "corruption_sensitive", "overconfident_under_attack"}
+    from methodo.findings import FINDINGS
+
+    raised = [e.name for e in FINDINGS.entries() if e.meta.get("stage") == "robustness"
+              and e.obj(_robustness_facts()["thresholds"]) is not None]
+    assert raised == []
 
 
 def test_the_standard_facts_make_most_checks_speak():

@@ -176,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--stride", type=int, default=None, metavar="S",
                     help="tokens the window moves each step (default: window/2; = window for non-overlapping chunks)")
     lm.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    rb = sub.add_parser("robustness", help="adversarial (FGSM, PGD, one-pixel) and corruption robustness of a "
+                        "trained image classifier", description="Attack the run's test images with torchattacks "
+                        "(FGSM and PGD at each eps, one-pixel at each k) and corrupt them (noise, blur, brightness, "
+                        "contrast, JPEG, pixelation at 5 severities); print robust accuracy, the share fooled by k "
+                        "pixels and the mean corruption error. Options: evaluate.robustness.* of the run's config, "
+                        "or overrides such as evaluate.robustness.eps=[0.05,0.1]. Without --out the results join "
+                        "the run (robustness.json, figures, summary.json, report.html).")
+    rb.add_argument("run_dir", metavar="RUN_DIR")
+    rb.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. evaluate.robustness.max_images=100")
+    rb.add_argument("--out", metavar="DIR", help="write to this new folder instead of the run dir")
     _add_config_parser(sub)
     _add_reproduce_parser(sub)
     _add_compare_parser(sub)
@@ -683,6 +693,60 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_robustness(args) -> int:
+    from methodo.trust.robustness import robustness_command
+
+    rob, where = robustness_command(args.run_dir, args.out, list(args.overrides))
+    print(f"{rob['images']} test images (of {rob['sample']['of']}): clean accuracy {rob['clean_accuracy']:.4f}")
+    for name, rows in rob["attacks"].items():
+        for r in rows:
+            budget = f"eps {r['eps']:.4g} ({r['eps'] * 255:.3g}/255)" if "eps" in r else f"{r['pixels']} pixel(s)"
+            conf = "" if r["fooled_confidence"] is None else f", fooled with mean confidence {r['fooled_confidence']:.2f}"
+            print(f"  {name:<8} {budget:<22} accuracy {r['accuracy']:.4f}  fooled {r['fooled']} of {r['images']} "
+                  f"({r['fooled_fraction']:.1%} of those right before){conf}")
+    c = rob.get("corruptions")
+    if c:
+        print(f"corruptions (accuracy at severity 1..5), mean corruption error {c['mce']:.4f} (clean error "
+              f"{c['clean_error']:.4f}):")
+        for name, acc in c["accuracy"].items():
+            print(f"  {name:<15} " + " ".join(f"{a:.3f}" for a in acc))
+    print(f"results: {where / 'robustness.json'}\nfigures: {where / 'figures'}")
+    return 0
+
+
+def _print_trust(r) -> None:
+    """Fairness and robustness in a few lines: test disparities and per-group selection rates, the mitigations
+    side by side, robust accuracy."""
+    show = lambda v: "undefined" if v is None else f"{v:.3f}"  # noqa: E731
+    for attr, a in ((r.fairness or {}).get("attributes") or {}).items():
+        t = a["splits"].get("test") or {}
+        iv = t.get("disparity_intervals") or {}
+        ds = ", ".join(f"{k.replace('_', ' ')} {show(v)}" + (f" [{iv[k][0]:.3f}, {iv[k][1]:.3f}]" if iv.get(k) else "")
+                       for k, v in t.get("disparity", {}).items() if not k.endswith("ratio"))
+        key = "selection_rate" if any("selection_rate" in m for m in t["groups"].values()) else "accuracy"
+        groups = ", ".join(f"{g} {show(m.get(key))} (n={m['n']})" for g, m in t["groups"].items())
+        print(f"fairness (test, {attr}): {ds}; {key.replace('_', ' ')} {groups}")
+    mi = (r.fairness or {}).get("mitigation")
+    if mi:
+        m0 = mi["measures"][0]
+        print(f"mitigation ({mi['attribute']}, {mi['constraint'].replace('_', ' ')}): "
+              + " | ".join(f"{row['name']} accuracy {show(row['accuracy'])}, {m0.replace('_', ' ')} "
+                           f"{show(row['disparity'].get(m0))}" for row in mi["rows"]))
+    rob = r.robustness
+    if rob:
+        parts = [f"{name} " + ", ".join((f"eps {x['eps']:.3g} {x['accuracy']:.3f}" if "eps" in x else
+                                         f"{x['pixels']} px fooled {x['fooled_fraction']:.0%}") for x in rows)
+                 for name, rows in rob.get("attacks", {}).items()]
+        c = rob.get("corruptions")
+        print(f"robustness ({rob['images']} test images): clean {rob['clean_accuracy']:.3f}; " + "; ".join(parts)
+              + (f"; mean corruption error {c['mce']:.3f}" if c else ""))
+        before = rob.get("before_adversarial_training")
+        if before:
+            print("  before adversarial training: clean " + f"{before['clean_accuracy']:.3f}; " + "; ".join(
+                f"{name} " + ", ".join(f"eps {x['eps']:.3g} {x['accuracy']:.3f}" for x in rows if "eps" in x)
+                for name, rows in before.get("attacks", {}).items() if name != "onepixel"))
+
+
 def _print_result(res) -> None:
     """The run's headline on stdout, from its record: status, test metrics beside the best baseline, findings."""
     r = res.record
@@ -728,6 +792,7 @@ def _print_result(res) -> None:
             show = lambda x: "undefined" if x is None else f"{x:.4f}"  # noqa: E731
             print(f"decision threshold {th.value:.3f} ({th.rule}: {th.why}): test precision "
                   f"{show(t['precision'])}, recall {show(t['recall'])}, f1 {show(t['f1'])}")
+    _print_trust(r)
     findings = [f.model_dump() for f in r.findings]
     print(f"findings: {len(findings)}" + ("" if findings else " (no problem found)"))
     _print_findings(findings)
@@ -848,6 +913,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_data_preview(args.config, list(args.overrides), args.out, args.n, args.copies)
         if args.command == "data" and args.data_command == "label-issues":
             return cmd_data_label_issues(args)
+        if args.command == "robustness":
+            return cmd_robustness(args)
         if args.command == "embed":
             return cmd_embed(args.run_dir, args.method)
         if args.command == "merge":

@@ -134,6 +134,13 @@ class DataConfig(_Strict):
     categorical: list[str] = Field(default_factory=list, description="csv: columns to treat as categories "
                                    "(others are found automatically: mostly non-numeric).")
     ignore: list[str] = Field(default_factory=list, description="csv: columns that are not features (ids, ...).")
+    sensitive: list[str] = Field(
+        default_factory=list, description="csv: columns holding a sensitive attribute (gender, age band, ...): each "
+        "row's group gets per-group metrics, disparity measures and the fairness findings (section `fairness`). "
+        "Kept out of the features unless data.sensitive_as_feature. A dataset may also provide its own.")
+    sensitive_as_feature: bool = Field(
+        False, description="Also give the sensitive columns to the model as features (default: kept for "
+        "evaluation only; removing them is not enough when another feature is a proxy, see proxy_feature).")
     image_size: int | list[int] | None = Field(None, description="imagefolder: resize every image to this size "
                                                "(int or [height, width]); null keeps the common size.")
     channels: Literal["auto", "1", "3"] = Field("auto", description="imagefolder: 1 (gray), 3 (RGB) or auto "
@@ -434,6 +441,15 @@ class SWAConfig(_Strict):
         "epoch and reaches it after this many more).")
 
 
+class AdversarialConfig(_Strict):
+    attack: Literal["fgsm", "pgd"] = Field("pgd", description="The attack making the adversarial examples "
+                                           "(torchattacks, on the current weights, against the true labels).")
+    eps: float = Field(8 / 255, gt=0, le=1, description="Its L∞ budget in pixel units of images in [0, 1].")
+    ratio: float = Field(0.5, gt=0, le=1, description="Adversarial copies mixed into each training batch, as a "
+                         "fraction of its rows (their loss is added to the batch's: ratio 1 doubles the batch).")
+    steps: int = Field(5, ge=1, le=100, description="pgd: iterations per batch (step size 2.5 × eps / steps).")
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(30, ge=1, le=100_000, description="Maximum number of epochs.")
     batch_size: int = Field(64, ge=1, description="Training batch size.")
@@ -472,6 +488,10 @@ class TrainConfig(_Strict):
     lr_base_batch: int | None = Field(
         None, ge=1, description="The batch the LR was tuned for, for train.lr_scaling; null: the per-process batch "
         "(batch_size / world size), so the factor is the number of processes (linear) or its square root.")
+    adversarial: AdversarialConfig | None = Field(
+        None, description="Adversarial training (image classification): adversarial copies of a share of each "
+        "batch are added to its loss (the loop's extra-loss seam); with evaluate.robustness the report compares "
+        "clean and robust accuracy before (the same config without it) and after. null: off.")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -514,6 +534,41 @@ class ThresholdConfig(_Strict):
         return self
 
 
+CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "brightness", "contrast", "jpeg", "pixelate")
+
+
+class RobustnessConfig(_Strict):
+    attacks: list[Literal["fgsm", "pgd", "onepixel"]] = Field(
+        default_factory=lambda: ["fgsm", "pgd", "onepixel"], description="Adversarial attacks (torchattacks) on "
+        "the test images: fgsm, pgd (L∞, at each eps) and onepixel (differential evolution changing k pixels, at "
+        "each of `pixels`).")
+    eps: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255], min_length=1,
+        description="L∞ budgets of fgsm and pgd, in pixel units of images in [0, 1] (8/255 ≈ 0.031).")
+    pgd_steps: int = Field(10, ge=1, le=1000, description="PGD iterations (step size 2.5 × eps / steps).")
+    pixels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default_factory=lambda: [1, 3], min_length=1, description="onepixel: how many pixels the attack may "
+        "change (k); the report states the fraction of images fooled by changing k pixels.")
+    onepixel_steps: int = Field(10, ge=1, le=1000, description="onepixel: differential-evolution generations.")
+    onepixel_popsize: int = Field(10, ge=1, le=1000, description="onepixel: population size (× k).")
+    onepixel_images: int = Field(100, ge=1, description="onepixel: at most this many of the sampled test images "
+                                 "(the attack is one search per image).")
+    max_images: int = Field(500, ge=1, description="Attack and corrupt a seeded, class-stratified sample of at "
+                            "most this many test images (all of them when fewer).")
+    corruptions: list[Literal["gaussian_noise", "gaussian_blur", "brightness", "contrast", "jpeg", "pixelate"]] = Field(
+        default_factory=lambda: list(CORRUPTIONS), description="Common corruptions (in the manner of CIFAR-10-C, "
+        "torchvision ops) applied to the test images at 5 severities each; [] for none.")
+    gallery: int = Field(8, ge=0, le=32, description="Successful adversarial examples drawn in the report's "
+                         "gallery (original and fooled prediction with confidence).")
+    collapse: float = Field(0.5, gt=0, lt=1, description="not_robust: robust accuracy below this fraction of the "
+                            "clean accuracy ...")
+    small_eps: float = Field(8 / 255, gt=0, le=1, description="not_robust: ... at an eps at most this.")
+    corruption_points: float = Field(0.1, gt=0, lt=1, description="corruption_sensitive: a corruption at severity "
+                                     "1 or 2 costs more than this much accuracy (0.1: 10 points).")
+    confidence: float = Field(0.9, gt=0, lt=1, description="overconfident_under_attack: the mean confidence of the "
+                              "fooled predictions is at least this.")
+
+
 class EvaluateConfig(_Strict):
     metrics: list[Annotated[str, registered("metrics")]] | None = Field(
         None, description="Metrics to report (see `methodo list metrics`); default: all of the task's."
@@ -541,6 +596,10 @@ class EvaluateConfig(_Strict):
         "multilabel tasks.")
     label_folds: int = Field(5, ge=2, description="K of evaluate.label_issues: cross_val (folds of the "
                              "cross-fitting; each row is predicted by a model trained on the other K-1).")
+    robustness: RobustnessConfig | None = Field(
+        None, description="Image classification: adversarial (torchattacks) and corruption robustness of the "
+        "trained model on the test split, in summary.json `robustness` and the report; null: off (`methodo "
+        "robustness RUN_DIR` measures it after the run).")
 
 
 class LoraConfig(_Strict):
@@ -594,6 +653,28 @@ class ExplainConfig(_Strict):
                           "seeded sample when the test split is larger; the report says how many).")
 
 
+class FairnessConfig(_Strict):
+    bound: float = Field(0.1, gt=0, lt=1, description="group_disparity: a disparity measure (demographic parity, "
+                         "equalized odds or equal opportunity difference) above this on the test split.")
+    min_group: int = Field(30, ge=1, description="group_underrepresented: a group with fewer test rows than this.")
+    proxy_auc: float = Field(0.75, gt=0.5, lt=1, description="proxy_feature: a feature whose ROC AUC for "
+                             "telling a group from the others (one feature alone, on the training rows) is at "
+                             "least this.")
+    label_gap: float = Field(0.05, gt=0, lt=1, description="label_bias: the training labels' positive rate "
+                             "differs by more than this between groups at equal features (the effect of flipping "
+                             "only the group in a logistic regression fitted on features + group).")
+    mitigation: list[Literal["reweighing", "threshold_optimizer", "exponentiated_gradient", "penalty"]] = Field(
+        default_factory=list, description="Mitigations compared side by side with the model (accuracy and "
+        "disparity with intervals): reweighing (retrain with the training rows drawn by weights that make group "
+        "and label independent), threshold_optimizer (fairlearn; thresholds per group chosen on val, applied to "
+        "test), exponentiated_gradient (fairlearn reductions over a logistic regression on the same features, "
+        "tables), penalty (retrain with a disparity penalty in the loss, tables).")
+    constraint: Literal["demographic_parity", "equalized_odds"] = Field(
+        "demographic_parity", description="The fairness constraint the mitigations aim for.")
+    penalty: float = Field(1.0, gt=0, description="penalty: weight of the in-loop disparity term (the gap of "
+                           "mean positive score between groups, per batch).")
+
+
 class Config(_Strict):
     name: str = Field("experiment", min_length=1, max_length=100,
                       description="Experiment name; it names the run dir, so letters, digits, '.', '_', '-'.")
@@ -611,6 +692,8 @@ class Config(_Strict):
                                      "(model.pretrained): what to freeze, which LR where, adapters.")
     track: TrackConfig = Field(default_factory=TrackConfig, description="Experiment tracking (MLflow).")
     explain: ExplainConfig = Field(default_factory=ExplainConfig, description="Explainability in the report.")
+    fairness: FairnessConfig = Field(default_factory=FairnessConfig, description="Per-group metrics and "
+                                     "mitigation, when data.sensitive names the groups (classification).")
 
     @field_validator("name")
     @classmethod

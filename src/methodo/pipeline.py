@@ -154,6 +154,9 @@ def _run(cfg: Config, resume_rd, out, clock: stages.Clock, dist) -> RunResult:
             stages.evaluate(prep, res, preds, record, tracker)
         with clock("scratch", when=prep.cfg.transfer.compare_scratch and prep.plan is not None):
             stages.compare_scratch(prep, record)  # transfer.compare_scratch: the same model from random weights
+        # Trust: per-group metrics and mitigations (data.sensitive); attacks and corruptions (evaluate.robustness).
+        stages.fairness(prep, preds, record, tracker, clock)
+        stages.robustness(prep, rd, record, tracker, clock)
         signals.check()
         # 6. Diagnose: data findings and the checks on curves and predictions. Label issues by confident
         # learning over val + test, or (evaluate.label_issues: cross_val) every row by K-fold cross-fitting.

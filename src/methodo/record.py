@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from methodo.errors import BadInput
 
@@ -187,6 +187,116 @@ class DistributedInfo(_Record):
     lr_factor: float
     lr: float | None = None  # the optimizer's LR after scaling (None while lr=auto is unresolved)
     restarts: int = 0  # torchrun restarts (--max-restarts) or Slurm requeues this run went through
+# --------------------------------------------------------------------------- trust (issue 17)
+# `fairness` and `robustness` stay plain mappings in the record (the stages and the findings read them as
+# such); these models are their schema, checked on every assignment and when a summary is read back, so a
+# damaged section is refused naming its key instead of reaching the report.
+
+Num = float | None
+Interval = list[float] | None
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class FairnessSplit(_Open):
+    groups: dict[str, dict[str, float | None]]
+    overall: dict[str, float | None]
+    disparity: dict[str, Num]
+    disparity_groups: list[str] = Field(default_factory=list)
+    too_small: list[str] = Field(default_factory=list)
+    intervals: dict[str, dict[str, Interval]] | None = None
+    disparity_intervals: dict[str, Interval] | None = None
+
+
+class ProxyInfo(_Open):
+    feature: str
+    group: str
+    auc: float
+
+
+class LabelBiasInfo(_Open):
+    model: str
+    reference_group: str
+    rates_at_equal_features: dict[str, float]
+    observed_positive_rate: dict[str, float]
+    gap: dict[str, float]
+    interval: dict[str, Interval]
+
+
+class FairnessAttribute(_Open):
+    splits: dict[str, FairnessSplit]
+    proxies: list[ProxyInfo] | None = None
+    label_bias: LabelBiasInfo | None = None
+
+
+class MitigationRow(_Open):
+    name: str
+    how: str
+    accuracy: float
+    accuracy_interval: Interval = None
+    disparity: dict[str, Num]
+    disparity_intervals: dict[str, Interval] = Field(default_factory=dict)
+
+
+class MitigationInfo(_Open):
+    attribute: str
+    constraint: str
+    measures: list[str]
+    rows: list[MitigationRow]
+    skipped: dict[str, str] = Field(default_factory=dict)
+
+
+class FairnessInfo(_Open):
+    positive_class: str | None
+    decision: str
+    sensitive_as_feature: bool
+    bound: float
+    min_group: int
+    level: float
+    resamples: int
+    attributes: dict[str, FairnessAttribute]
+    mitigation: MitigationInfo | None = None
+
+
+class AttackRow(_Open):
+    eps: float | None = None
+    pixels: int | None = None
+    accuracy: float
+    interval: Interval = None
+    images: int
+    fooled: int
+    fooled_fraction: float
+    fooled_confidence: Num = None
+
+
+class CorruptionInfo(_Open):
+    accuracy: dict[str, list[float]]
+    mce: float
+    relative_mce: float
+    clean_error: float
+
+
+class RobustnessInfo(_Open):
+    images: int
+    clean_accuracy: float
+    clean_interval: Interval = None
+    level: float
+    attacks: dict[str, list[AttackRow]]
+    corruptions: CorruptionInfo | None = None
+    sample: dict[str, int] | None = None
+    before_adversarial_training: "RobustnessInfo | None" = None
+    adversarial_training: dict[str, Any] | None = None
+
+
+def _checked(model: type[BaseModel]):
+    """A validator that checks a plain mapping against ``model`` and keeps it as it is."""
+    def check(v):
+        if v is not None:
+            model.model_validate(v)
+        return v
+    return AfterValidator(check)
 
 
 class ModelInfo(_Record):
@@ -257,6 +367,10 @@ class RunRecord(_Record):
     explain: dict[str, Any] | None = None
     metrics_std: Metrics | None = None
     kfold: KFoldInfo | None = None
+    # who the errors fall on (data.sensitive: per-group metrics, disparities, proxies, label bias, mitigations)
+    fairness: Annotated[dict[str, Any] | None, _checked(FairnessInfo)] = None
+    # accuracy under attack and corruption (evaluate.robustness or `methodo robustness`)
+    robustness: Annotated[dict[str, Any] | None, _checked(RobustnessInfo)] = None
     failure: str | None = None
     transfer: TransferInfo | None = None
     # wall seconds per stage in the order they ran, then "total" (the whole call); written when the run closes
@@ -264,7 +378,8 @@ class RunRecord(_Record):
     distributed: DistributedInfo | None = None  # DDP runs only (world_size > 1)
     _optional = frozenset({"distributed", "data", "model", "lr_find", "stopped_early", "training", "undefined", "intervals",
                            "bootstrap", "tables", "threshold", "extra_baselines", "reference", "ensembles", "sample",
-                           "explain", "metrics_std", "kfold", "failure", "timings", "transfer"})
+                           "explain", "metrics_std", "kfold", "failure", "timings", "transfer", "fairness",
+                           "robustness"})
 
     def to_dict(self) -> dict[str, Any]:
         """The ``summary.json`` mapping (plain data; numpy scalars inside evidence are left to the writer)."""

@@ -165,6 +165,7 @@ def prepare(cfg: Config, clock: Clock | None = None) -> Prepared:
     spec = task_spec(ds.task)
     if cfg.evaluate.label_issues == "cross_val":
         check_cross_val(cfg, ds, spec)
+    check_trust(cfg, ds)
 
     # 2. Model, sized from the data (after feature steps).
     with clock("prepare"):
@@ -229,6 +230,28 @@ def transfer_setup(cfg: Config, model, ds, data, norm):
                              "mean": [round(float(v), 6) for v in X.mean(axis=(0, 2, 3))],
                              "std": [round(float(v), 6) for v in X.std(axis=(0, 2, 3))]}
     return model, plan
+
+
+def check_trust(cfg: Config, ds) -> None:
+    """Fairness needs groups and classes; robustness and adversarial training need image classification."""
+    if ds.sensitive and ds.task != "classification":
+        raise ConfigError(f"data.sensitive: per-group metrics are computed for classification; dataset {ds.name!r} "
+                          f"is a {ds.task} dataset")
+    if cfg.fairness.mitigation and not ds.sensitive:
+        raise ConfigError(f"fairness.mitigation: {cfg.fairness.mitigation} needs groups to be fair to: name the "
+                          "sensitive columns in data.sensitive")
+    tabular_only = [m for m in cfg.fairness.mitigation if m in ("exponentiated_gradient", "penalty")]
+    if tabular_only and ds.kind != "tabular":
+        raise ConfigError(f"fairness.mitigation: {tabular_only[0]} works on tables; dataset {ds.name!r} holds {ds.kind}")
+    for key, on in (("evaluate.robustness", cfg.evaluate.robustness is not None),
+                    ("train.adversarial", cfg.train.adversarial is not None)):
+        if on and not (ds.kind == "image" and ds.task == "classification"):
+            raise ConfigError(f"{key}: adversarial attacks and corruptions work on image classification; dataset "
+                              f"{ds.name!r} is {ds.kind} {ds.task}; set {key}=null")
+    if cfg.evaluate.robustness is not None or cfg.train.adversarial is not None:
+        from methodo.trust.robustness import check_torchattacks
+
+        check_torchattacks(key="train.adversarial" if cfg.train.adversarial is not None else "evaluate.robustness")
 
 
 def check_cross_val(cfg: Config, ds, spec) -> None:
@@ -571,7 +594,7 @@ def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from
     try:
         res = fit(prep.model, prep.data, cfg.train, seed=cfg.seed, ckpt_dir=rd.checkpoints if main else None,
                   class_weights=prep.class_weights, on_epoch=on_epoch, resume_from=resume_from,
-                  param_groups=groups, dist=dist)
+                  param_groups=groups, dist=dist, extra_loss=extra_loss(prep))
     except NonFiniteLoss as exc:
         lr = cfg.train.optimizer.lr
         record.epochs_run = len(log.history)
@@ -684,6 +707,18 @@ def transfer_summary(plan, res) -> dict:
     return out
 
 
+def extra_loss(prep: Prepared):
+    """The loop's extra-loss term the config asks for: adversarial examples (``train.adversarial``), or None."""
+    acfg = prep.cfg.train.adversarial
+    if acfg is None:
+        return None
+    from methodo.trust.adversarial import adversarial_loss
+
+    pre = prep.data.preprocessor
+    return adversarial_loss(acfg, mean=None if pre.mean is None else pre.mean.ravel(),
+                            std=None if pre.std is None else pre.std.ravel())
+
+
 def write_steps_csv(rd: RunDir, res, n_train: int, tcfg, world: int = 1) -> None:
     """One row per optimizer step: epoch, LR, data loss and (when computed) the pre-clip gradient norm."""
     from methodo.train.loop import batches_per_epoch
@@ -758,6 +793,40 @@ def evaluate_ensembles(prep: Prepared, res) -> dict:
             metrics[split] = compute_metrics(task, spec.metric_input(p), data.raw_y[split], prep.n_classes)
         out[name] = {"members": len(weights), **info, "metrics": metrics}
     return out
+
+
+def fairness(prep: Prepared, preds: dict, record: RunRecord, tracker, clock: Clock | None = None) -> None:
+    """``data.sensitive``: per-group metrics of every split with intervals, disparities, proxies and label bias
+    (timed as ``fairness``), and the mitigations of ``fairness.mitigation`` side by side (``mitigation``).
+    Nothing when the dataset has no sensitive attribute."""
+    if not prep.ds.sensitive:
+        return
+    from methodo.trust.fairness import evaluate_fairness, tracked_metrics
+
+    cfg, clock = prep.cfg, clock or Clock()
+    with clock("fairness"):
+        record.fairness = evaluate_fairness(prep, preds, seed=cfg.seed, n_boot=cfg.evaluate.bootstrap,
+                                            level=cfg.evaluate.confidence, fcfg=cfg.fairness)
+    if cfg.fairness.mitigation:
+        from methodo.trust.mitigate import mitigate
+
+        with clock("mitigation"):
+            record.fairness = {**record.fairness, "mitigation": mitigate(prep, preds, record.fairness)}
+    tracker.log_metrics(tracked_metrics(record.fairness))
+
+
+def robustness(prep: Prepared, rd: RunDir, record: RunRecord, tracker, clock: Clock | None = None) -> None:
+    """``evaluate.robustness``: accuracy under attack and corruption of the trained model on the test split
+    (timed as ``robustness``); with ``train.adversarial`` also of the same config trained without it (before /
+    after). Nothing when ``evaluate.robustness`` is null."""
+    rcfg = prep.cfg.evaluate.robustness
+    if rcfg is None:
+        return
+    from methodo.trust.robustness import run_robustness, tracked_metrics
+
+    with (clock or Clock())("robustness"):
+        record.robustness = run_robustness(prep, rcfg, rd=rd)
+    tracker.log_metrics(tracked_metrics(record.robustness))
 
 
 # --------------------------------------------------------------------------- 6. diagnose
@@ -854,7 +923,10 @@ def diagnose(prep: Prepared, res, preds: dict, record: RunRecord, history: list[
         reference=record.reference.model_dump() if record.reference else None,
         transfer=record.transfer.model_dump() if record.transfer else None,
         n_rows={s: int(len(ix)) for s, ix in data.indices.items()}, val_loss_se=val_loss_se(prep, preds))
-    findings = sorted(data_findings + dg.diagnose(facts), key=lambda x: dg.SEVERITY_ORDER.get(x.severity, 9))
+    from methodo.trust.findings import trust_findings
+
+    trust = trust_findings(record.fairness, record.robustness)
+    findings = sorted(data_findings + dg.diagnose(facts) + trust, key=lambda x: dg.SEVERITY_ORDER.get(x.severity, 9))
     for f in findings:  # the report shows the suspects with their rows: a table's feature values
         if f.id == "label_errors" and prep.ds.kind == "tabular":
             attach_inputs(f.evidence["top"], prep.ds)
@@ -909,6 +981,10 @@ def write_outputs(prep: Prepared, rd: RunDir, record: RunRecord, res, preds: dic
             plots.weight_distributions(res.monitor, rd.figure("weights.png"))
         if spec.write_outputs is not None:
             spec.write_outputs(Outputs(rd, record, cfg, ds, data, prep.model, preds, findings, issues))
+        if record.fairness:
+            from methodo.trust.report import fairness_figure
+
+            fairness_figure(record.fairness, rd.figure("fairness.png"))
         if data.augment is not None:  # the augmentation gallery: training images beside augmented copies
             from methodo.data.augment import gallery
 

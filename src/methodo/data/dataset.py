@@ -52,6 +52,9 @@ class Dataset:
     extra: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     extra_descriptions: dict[str, str] = field(default_factory=dict)
     vocab: list[str] | None = None  # language modeling: the token of each id
+    # the group of each row under each sensitive attribute (data.sensitive, or the dataset's own): object
+    # arrays of text, kept for evaluation (per-group metrics); not features unless data.sensitive_as_feature
+    sensitive: dict[str, np.ndarray] = field(default_factory=dict)
 
     def digest(self) -> str:
         """``sha256:HEX`` of what training reads: the arrays (their dtype, shape and bytes), the

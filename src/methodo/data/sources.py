@@ -195,6 +195,7 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
     meta = {"row": rows}
     if group_col is not None:
         meta["group"] = columns[group_col].fill_null("(missing)").to_numpy(zero_copy_only=False)
+    sensitive = {c: _csv_sensitive(ctx, columns, c) for c in getattr(data_cfg, "sensitive", []) or []}
 
     # 2. Features: numeric (NaN when missing) or categorical (raw strings, None when missing).
     X, num_names, cat, cat_names = _csv_features(ctx, columns, features, forced_cat)
@@ -206,10 +207,11 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
         ytext = ytext[keep] if ytext is not None else None
         cat = cat[keep] if cat is not None else None
         meta = {k: v[keep] for k, v in meta.items()}
+        sensitive = {k: v[keep] for k, v in sensitive.items()}
     desc = f"CSV {path.name}: {len(rows)} rows, {len(num_names)} numeric + {len(cat_names)} categorical features"
     numeric_target = bool(len(yvals)) and bool(is_num.all())
     integer_like = numeric_target and np.all(yvals == np.round(yvals))
-    common = dict(cat=cat, cat_names=cat_names, meta=meta, problems=problems)
+    common = dict(cat=cat, cat_names=cat_names, meta=meta, problems=problems, sensitive=sensitive)
     if not numeric_target or (integer_like and len(np.unique(yvals)) <= 20):
         keys = ytext.to_numpy(dtype=str) if not numeric_target else yvals
         classes, y = np.unique(keys, return_inverse=True)
@@ -228,8 +230,9 @@ def _csv_table(path: Path, data_cfg, forced_cat: set[str]):
     has_rows = head[2] if head else table.num_rows > 0
     target, group_col, features = _csv_columns(path, data_cfg, head[0] if head else table.column_names, has_rows)
     if table is None:
-        used = list(dict.fromkeys([*features, target, *([group_col] if group_col else [])]))
-        text = head[1] | forced_cat | ({group_col} if group_col else set())
+        sens = list(getattr(data_cfg, "sensitive", []) or [])
+        used = list(dict.fromkeys([*features, target, *([group_col] if group_col else []), *sens]))
+        text = head[1] | forced_cat | ({group_col} if group_col else set()) | set(sens)
         table = csvread.read(path, head[0], used, text=text, wide={target})
         if table is None:
             table = csvread.read_text(path)
@@ -250,10 +253,30 @@ def _csv_columns(path: Path, data_cfg, cols: list[str], has_rows: bool) -> tuple
     for c in ignore + list(getattr(data_cfg, "categorical", []) or []):
         if c not in cols:
             raise DataError(f"{path}: column {short(c)} (data.ignore / data.categorical) not found; columns: {choices(cols)}")
-    features = [c for c in cols if c != target and c != group_col and c not in ignore]
+    sensitive = list(getattr(data_cfg, "sensitive", []) or [])
+    for c in sensitive:
+        if c not in cols:
+            raise DataError(f"{path}: data.sensitive column {short(c)} not found; columns: {choices(cols)}")
+        if c == target:
+            raise DataError(f"{path}: data.sensitive column {short(c)} is the target (data.target); name the "
+                            "column holding each row's group")
+    hidden = set() if getattr(data_cfg, "sensitive_as_feature", False) else set(sensitive)
+    features = [c for c in cols if c != target and c != group_col and c not in ignore and c not in hidden]
     if not features:
         raise DataError(f"{path}: no feature columns besides the target {short(target)}")
     return target, group_col, features
+
+
+def _csv_sensitive(ctx, columns: dict, col: str) -> np.ndarray:
+    """A sensitive column's values as text (an object array): each row's group. A missing value is a group
+    of its own, ``(missing)``, so that who is left without a recorded attribute is counted too."""
+    arr = columns[col]
+    values = arr.cast("string").fill_null("(missing)") if not str(arr.type) == "string" else arr.fill_null("(missing)")
+    out = values.to_numpy(zero_copy_only=False).astype(object)
+    if len(out) and len(set(out.tolist())) < 2:
+        raise DataError(f"{ctx.path}: data.sensitive column {short(col)} holds one group only ({short(out[0])}); "
+                        "per-group metrics need at least 2")
+    return out
 
 
 @dataclass

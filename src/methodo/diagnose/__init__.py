@@ -636,3 +636,8 @@ del _data_audit, _transfer_checks, _drift
 from methodo.tune import findings as _tune_findings  # noqa: E402
 
 del _tune_findings
+
+# The trust checks (stages "fairness" and "robustness": run on what those stages measured) live with them.
+from methodo.trust import findings as _trust_findings  # noqa: E402
+
+del _trust_findings
