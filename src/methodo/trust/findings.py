@@ -12,13 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from methodo.findings import FINDINGS, Finding
-
-
-def certainty(method: str, statement: str, **numbers) -> dict[str, Any]:
-    """How sure a finding is: ``method`` (bootstrap interval, measured, exact count, threshold rule), a sentence,
-    and the numbers behind it (an interval with its level, ...)."""
-    return {"method": method, "statement": statement, **{k: v for k, v in numbers.items() if v is not None}}
+from methodo.findings import FINDINGS, Finding, certainty
 
 
 @dataclass
@@ -99,7 +93,7 @@ def group_disparity(f: FairnessFacts) -> Finding | None:
     if ratio is not None:
         evidence["demographic_parity_ratio"] = ratio
     evidence["certainty"] = certainty(
-        "bootstrap interval", (f"The {100 * level:g}% interval of the gap between the groups furthest apart is "
+        "bootstrap interval" if iv else "threshold rule", (f"The {100 * level:g}% interval of the gap between the groups furthest apart is "
                                f"[{iv[0]:.3g}, {iv[1]:.3g}]: " + ("it excludes zero, the gap is not chance."
                                                                   if excludes_zero else "it includes zero, the gap "
                                                                   "may be chance at this test size."))
