@@ -36,6 +36,7 @@ class Prepared:
     model: Any  # torch.nn.Module
     spec: Any  # methodo.tasks.TaskSpec
     plan: Any = None  # methodo.transfer.Plan: pretrained weights and transfer strategy (None: neither)
+    distill: Any = None  # distill.teacher checked against the data (methodo.transfer.distill.check), or None
 
     @property
     def class_weights(self):
@@ -168,13 +169,18 @@ def prepare(cfg: Config, clock: Clock | None = None) -> Prepared:
         model = build_model(cfg.model.name, input_shape=data.input_shape, n_outputs=data.n_outputs,
                             kind=ds.kind, task=ds.task, **cfg.model.options)
         model, plan = transfer_setup(cfg, model, ds, data, norm)
-    return Prepared(cfg, ds, data, model, spec, plan)
+    distill = None
+    if cfg.distill.teacher is not None:
+        from methodo.transfer.distill import check as check_teacher
+
+        distill = check_teacher(cfg, ds, data)
+    return Prepared(cfg, ds, data, model, spec, plan, distill)
 
 
 def uses_transfer(cfg: Config) -> bool:
     """A run that reuses weights or trains with a transfer strategy (its summary gets a ``transfer`` section)."""
     return (cfg.model.pretrained is not None or cfg.transfer.strategy != "none" or cfg.model.name.startswith("hf:")
-            or cfg.transfer.compare_scratch)
+            or cfg.transfer.compare_scratch or cfg.distill.teacher is not None)
 
 
 def transfer_inputs(cfg: Config, ds):
@@ -500,8 +506,9 @@ def write_metrics_csv(rd: RunDir, history: list[dict]) -> None:
         rd.write_csv(LAYOUT["metrics"], list(history[0]), ([r.get(k, "") for k in history[0]] for r in history))
 
 
-def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from: Path | None):
+def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from: Path | None, teacher=None):
     """Train (the best weights by the monitor end up in the model); fills the training fields of the record.
+    With a ``teacher`` (:func:`build_teacher`) the loss adds its cached soft targets (the loop's ``extra_loss``).
 
     Raises :class:`Diverged` (a :class:`RunFailed`) with the explaining finding when the loss goes
     non-finite or explodes.
@@ -529,7 +536,7 @@ def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from
     try:
         res = fit(prep.model, prep.data, cfg.train, seed=cfg.seed, ckpt_dir=rd.checkpoints,
                   class_weights=prep.class_weights, on_epoch=on_epoch, resume_from=resume_from,
-                  param_groups=groups)
+                  param_groups=groups, extra_loss=None if teacher is None else teacher.loss(cfg, prep.class_weights))
     except NonFiniteLoss as exc:
         lr = cfg.train.optimizer.lr
         record.epochs_run = len(log.history)
@@ -587,24 +594,22 @@ def probe_pretrained(prep: Prepared, max_rows: int = 2000) -> dict | None:
             "model": "logistic regression on the pretrained penultimate features"}
 
 
-def compare_scratch(prep: Prepared, record: RunRecord) -> None:
-    """``transfer.compare_scratch``: the same model from random weights, trained with the same data, epochs
-    and optimizer; its test metrics, parameters and time per epoch go to ``transfer.scratch``. The global RNG
-    states are restored after, so the run's own later stages do not move."""
-    cfg, plan = prep.cfg, prep.plan
-    if plan is None or not cfg.transfer.compare_scratch or record.transfer is None:
-        return
+def train_scratch(prep: Prepared):
+    """The run's model built again from random weights and trained with the same data, epochs and optimizer
+    (one parameter group, no strategy, no teacher), the global RNG states restored after so the run's own
+    later stages do not move. Returns ``(model, TrainResult, seconds, test scores)``."""
     import random
     import time as _time
 
     import numpy as np
     import torch
 
-    from methodo.evaluate import compute_metrics, predict
+    from methodo.evaluate import predict
     from methodo.models import build_model
     from methodo.seed import seed_everything
     from methodo.train.loop import fit
 
+    cfg = prep.cfg
     saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
     try:
         seed_everything(cfg.seed)
@@ -617,16 +622,95 @@ def compare_scratch(prep: Prepared, record: RunRecord) -> None:
         p = predict(model, data.inputs("test"), task=prep.ds.task, batch_size=cfg.train.eval_batch_size,
                     inverse_y=data.preprocessor.inverse_y,
                     y=data.tensors["test"][1] if prep.spec.scores_need_targets else None)
-        metrics = compute_metrics(prep.ds.task, prep.spec.metric_input(p), data.raw_y["test"], prep.n_classes)
     finally:
         random.setstate(saved[0])
         np.random.set_state(saved[1])
         torch.set_rng_state(saved[2])
-    record.transfer.scratch = {
-        "metrics": {k: (None if v is None else float(v)) for k, v in metrics.items()},
-        "epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
-        "parameters": int(sum(q.numel() for q in model.parameters())),
-        "epoch_time_s": round(seconds / max(res.epochs_run, 1), 4)}
+    return model, res, seconds, p
+
+
+def _scratch_info(prep: Prepared, model, res, seconds: float, scores) -> dict:
+    from methodo.evaluate import compute_metrics
+
+    metrics = compute_metrics(prep.ds.task, prep.spec.metric_input(scores), prep.data.raw_y["test"], prep.n_classes)
+    return {"metrics": {k: (None if v is None else float(v)) for k, v in metrics.items()},
+            "epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
+            "parameters": int(sum(q.numel() for q in model.parameters())),
+            "epoch_time_s": round(seconds / max(res.epochs_run, 1), 4)}
+
+
+def compare_scratch(prep: Prepared, record: RunRecord) -> None:
+    """``transfer.compare_scratch``: the same model from random weights, trained with the same data, epochs
+    and optimizer (:func:`train_scratch`); its test metrics, parameters and time per epoch go to
+    ``transfer.scratch``. A distillation run trains its scratch student in :func:`compare_distill` instead."""
+    cfg, plan = prep.cfg, prep.plan
+    if plan is None or not cfg.transfer.compare_scratch or record.transfer is None or cfg.distill.teacher is not None:
+        return
+    record.transfer.scratch = _scratch_info(prep, *train_scratch(prep))
+
+
+# --------------------------------------------------------------------------- distillation
+
+
+def build_teacher(prep: Prepared):
+    """``distill.teacher``: the teacher ready, its soft targets over the training rows computed once
+    (:func:`methodo.transfer.distill.build`); None without distillation."""
+    if prep.distill is None:
+        return None
+    from methodo.transfer import distill
+
+    return distill.build(prep.cfg, prep.ds, prep.data, prep.distill, class_weights=prep.class_weights,
+                         progress=prep.cfg.train.progress)
+
+
+def compare_distill(prep: Prepared, teacher, record: RunRecord, preds: dict) -> None:
+    """Teacher, distilled student (this run) and the same student trained from scratch with the same budget,
+    side by side on the test split: metrics with intervals, parameters, inference time per sample, and
+    whether the student beat scratch (paired bootstrap of the difference). Fills ``transfer.distill`` and
+    ``transfer.scratch``."""
+    if teacher is None or record.transfer is None:
+        return
+    import torch
+
+    from methodo.transfer.distill import inference_time, side_by_side
+
+    cfg, data, spec = prep.cfg, prep.data, prep.spec
+    scratch_model, res, seconds, scratch_scores = train_scratch(prep)
+    record.transfer.scratch = _scratch_info(prep, scratch_model, res, seconds, scratch_scores)
+    X = data.inputs("test")
+    bs = cfg.train.eval_batch_size
+    teacher_scores = torch.softmax(teacher.logits(X, batch_size=bs), dim=1).numpy()
+    metric = spec.headline[0]
+    names = list(dict.fromkeys([metric, "accuracy", "balanced_accuracy"]))
+    ecfg = cfg.evaluate
+    table = side_by_side(prep.ds.task, data.raw_y["test"],
+                         {"teacher": teacher_scores, "student": preds["test"], "scratch": scratch_scores},
+                         n_classes=prep.n_classes, metric=metric, names=names, n_boot=ecfg.bootstrap, seed=cfg.seed,
+                         level=ecfg.confidence)
+    models = table["models"]
+    n_params = lambda m: int(sum(q.numel() for q in m.parameters()))  # noqa: E731
+    models["teacher"].update(teacher.info)
+    models["teacher"].update(source=teacher.source, seconds_per_sample=inference_time(
+        teacher.model, X, batch_size=bs, to_input=teacher.to_teacher))
+    models["student"].update(parameters=n_params(prep.model),
+                             seconds_per_sample=inference_time(prep.model, X, batch_size=bs))
+    models["scratch"].update(parameters=n_params(scratch_model), epochs_run=res.epochs_run,
+                             seconds_per_sample=inference_time(scratch_model, X, batch_size=bs))
+    iv, diff = table["interval"], table["difference"]
+    beats = bool(iv is not None and iv[0] > 0) if iv is not None else (diff is not None and diff > 0)
+    if diff is None:
+        verdict = f"no {metric} to compare"
+    elif beats:
+        verdict = (f"the distilled student beat the scratch student: test {metric} "
+                   f"{models['student']['metrics'][metric]:.4g} vs {models['scratch']['metrics'][metric]:.4g}")
+    else:
+        verdict = (f"the distilled student did not beat the scratch student beyond chance: test {metric} "
+                   f"{models['student']['metrics'][metric]:.4g} vs {models['scratch']['metrics'][metric]:.4g}")
+    record.transfer.distill = {
+        "temperature": cfg.distill.temperature, "alpha": cfg.distill.alpha,
+        "metric": metric, "level": ecfg.confidence, **models,
+        "difference": None if diff is None else round(diff, 6), "difference_interval": iv,
+        "beats_scratch": beats, "verdict": verdict}
 
 
 def transfer_summary(plan, res) -> dict:
