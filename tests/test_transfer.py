@@ -283,3 +283,48 @@ def test_text_csv_with_minilm_linear_probe_learns(tmp_path):
     assert res.metrics["test"]["accuracy"] > 0.5  # 4 classes: chance is 0.25
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["transfer"]["trainable_share"] < 0.001
     assert np.isfinite(res.summary["transfer"]["epoch_time_s"])
+
+
+# --------------------------------------------------------------------------- linear probe on cached features
+
+
+def test_linear_probe_on_cached_features_gives_the_same_numbers_in_less_time_per_epoch(tmp_path):
+    """transfer.cache_features: the frozen backbone runs once; the head trains on its features with the same
+    batches, so losses, weights and test probabilities match the uncached run to float rounding, and an epoch
+    no longer pays the backbone's forward pass."""
+    from methodo.train.checkpoint import load_checkpoint
+
+    over = {"model": {"name": "cnn", "width": 16}, "transfer.strategy": "linear_probe", "train.epochs": 3,
+            "train.batch_size": 32, "train.optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}}
+    runs = {}
+    for cache in (False, True):
+        out = tmp_path / f"cache-{cache}"
+        methodo.run(validate(_cfg(**over, **{"transfer.cache_features": cache})), out=out)
+        runs[cache] = (json.loads((out / "summary.json").read_text()), out)
+    (plain, plain_dir), (cached, cached_dir) = runs[False], runs[True]
+    info = cached["transfer"]["cached_features"]
+    assert info["used"] and info["rows"] == plain["data"]["splits"]["train"]["n"] + plain["data"]["splits"]["val"]["n"]
+    assert "cached_features" not in plain["transfer"]
+    rows = lambda d: list(csv.DictReader((d / "metrics.csv").open()))  # noqa: E731
+    a, b = rows(plain_dir), rows(cached_dir)
+    for k in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
+        np.testing.assert_allclose([float(r[k]) for r in b], [float(r[k]) for r in a], rtol=1e-4, atol=1e-5)
+    wa = load_checkpoint(plain_dir / "checkpoints" / "best.safetensors")[0]
+    wb = load_checkpoint(cached_dir / "checkpoints" / "best.safetensors")[0]
+    assert wa.keys() == wb.keys()  # the whole model's checkpoint, as without caching
+    assert info["shape"] == [wa["head.weight"].shape[1]]  # what enters the head
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
+    pa = np.loadtxt(plain_dir / "predictions_test.csv", delimiter=",", skiprows=1, usecols=range(3, 13))
+    pb = np.loadtxt(cached_dir / "predictions_test.csv", delimiter=",", skiprows=1, usecols=range(3, 13))
+    np.testing.assert_allclose(pb, pa, atol=1e-4)
+    # the epoch time drops: the median epoch, a loose bound (the machine may be shared)
+    ta, tb = np.median([float(r["time_s"]) for r in a]), np.median([float(r["time_s"]) for r in b])
+    assert tb < 0.5 * ta, (ta, tb)
+
+
+def test_features_are_not_cached_when_the_batches_are_augmented(tmp_path):
+    s = methodo.run(validate(_cfg(**{"transfer.strategy": "linear_probe", "data.augment": ["flip"]})),
+                    out=tmp_path / "aug").summary
+    assert s["transfer"]["cached_features"] == {
+        "used": False, "reason": "the training batches are augmented (data.augment): each epoch's inputs differ"}

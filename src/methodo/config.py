@@ -528,6 +528,10 @@ class TransferConfig(_Strict):
     compare_scratch: bool = Field(
         False, description="Also train the same model from random weights with the same budget (epochs, data, "
         "optimizer) and report both, with the pretrained_not_helping check.")
+    cache_features: bool = Field(
+        True, description="linear_probe: run the frozen backbone once over the training and validation rows and "
+        "train the head on its cached features (same numbers up to float rounding, an epoch costs the head "
+        "only); not with data.augment or train.swa. transfer.cached_features in the summary says what was done.")
 
 
 class TeacherModelConfig(ModelConfig):

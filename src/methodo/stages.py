@@ -533,8 +533,13 @@ def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from
             plan.at_epoch(len(history) + 1)
         if plan.on_epoch is not None:
             on_epoch = lambda row: plan.on_epoch(row) or log(row)  # noqa: E731
+    model, data = prep.model, prep.data
+    if plan is not None and plan.strategy == "linear_probe" and cfg.transfer.cache_features:
+        from methodo.transfer.cache import cached_probe  # the frozen backbone once, the head on its features
+
+        model, data, plan.info["cached_features"] = cached_probe(model, data, cfg.train)
     try:
-        res = fit(prep.model, prep.data, cfg.train, seed=cfg.seed, ckpt_dir=rd.checkpoints,
+        res = fit(model, data, cfg.train, seed=cfg.seed, ckpt_dir=rd.checkpoints,
                   class_weights=prep.class_weights, on_epoch=on_epoch, resume_from=resume_from,
                   param_groups=groups, extra_loss=None if teacher is None else teacher.loss(cfg, prep.class_weights))
     except NonFiniteLoss as exc:
