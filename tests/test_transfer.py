@@ -328,3 +328,24 @@ def test_features_are_not_cached_when_the_batches_are_augmented(tmp_path):
                     out=tmp_path / "aug").summary
     assert s["transfer"]["cached_features"] == {
         "used": False, "reason": "the training batches are augmented (data.augment): each epoch's inputs differ"}
+
+
+def test_part_of_a_dataset_pretrains_the_other_part_with_the_head_reset_for_other_classes(tmp_path, capsys):
+    """data.options.classes keeps some classes of a dataset (relabeled in the order given); reusing a run dir
+    trained on other classes of the same number re-initializes the head all the same (other classes)."""
+    from methodo.cli import main
+
+    pre = tmp_path / "pre"
+    methodo.run(validate(_cfg(**{"data.options": {"classes": [0, 1, 2]}})), out=pre)
+    s = json.loads((pre / "summary.json").read_text())
+    assert s["data"]["classes"] == ["0", "1", "2"] and s["data"]["n"] < 600
+    for classes, reset in (([3, 4, 5], ["head.bias", "head.weight"]), ([0, 1, 2], None)):
+        out = tmp_path / f"b{classes[0]}"
+        methodo.run(validate(_cfg(**{"data.options": {"classes": classes}, "model.pretrained": str(pre)})), out=out)
+        p = json.loads((out / "summary.json").read_text())["transfer"]["pretrained"]
+        assert p["kind"] == "run" and p.get("head_reset") == reset
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps(_cfg()))
+    assert main(["run", str(cfg), "data.options.classes=[3, 11]", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "error: data.options.classes: 11 is not a class of dataset 'digits'" in err and not (tmp_path / "bad").exists()

@@ -224,7 +224,7 @@ def transfer_setup(cfg: Config, model, ds, data, norm):
 
     from methodo.transfer import setup
 
-    model, plan = setup(cfg, model)
+    model, plan = setup(cfg, model, classes=ds.class_names)
     if norm is not None:  # what the backbone expects beside what the data is (domain_mismatch)
         X = ds.X[data.indices["train"]]
         plan.info["expects"] = norm[2]
@@ -635,10 +635,19 @@ def train_scratch(prep: Prepared):
 
 
 def _scratch_info(prep: Prepared, model, res, seconds: float, scores) -> dict:
+    """``transfer.scratch``: test metrics (the headline one with its bootstrap interval), epochs, parameters,
+    seconds per epoch."""
     from methodo.evaluate import compute_metrics
+    from methodo.evaluate.bootstrap import percentile_intervals
 
-    metrics = compute_metrics(prep.ds.task, prep.spec.metric_input(scores), prep.data.raw_y["test"], prep.n_classes)
-    return {"metrics": {k: (None if v is None else float(v)) for k, v in metrics.items()},
+    task, y, ecfg = prep.ds.task, prep.data.raw_y["test"], prep.cfg.evaluate
+    scores = prep.spec.metric_input(scores)
+    metrics = compute_metrics(task, scores, y, prep.n_classes)
+    head = prep.spec.headline[0]
+    intervals = percentile_intervals(task, scores, y, prep.n_classes, names=[head], n_boot=ecfg.bootstrap,
+                                     seed=prep.cfg.seed, level=ecfg.confidence, budget=ecfg.bootstrap_budget)[0] \
+        if ecfg.bootstrap and metrics.get(head) is not None else {}
+    return {"metrics": {k: (None if v is None else float(v)) for k, v in metrics.items()}, "intervals": intervals,
             "epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
             "parameters": int(sum(q.numel() for q in model.parameters())),
             "epoch_time_s": round(seconds / max(res.epochs_run, 1), 4)}

@@ -223,9 +223,10 @@ def plan(model, strategy: str, *, lr_decay: float = 1.0, unfreeze_every: int = 1
     return fn(model, lr_decay=lr_decay, unfreeze_every=unfreeze_every, lora=lora, family=family)
 
 
-def setup(cfg, model):
+def setup(cfg, model, *, classes: list[str] | None = None):
     """The model to train and its :class:`Plan`: ``model.pretrained`` loaded (an ``hf:`` model's own
-    weights when it is null), then ``transfer.strategy`` applied. Returns ``(model, plan)``."""
+    weights when it is null; the head re-initialized when a run dir's classes are not ``classes``), then
+    ``transfer.strategy`` applied. Returns ``(model, plan)``."""
     from methodo.models.backbones import load_pretrained
 
     source = cfg.model.pretrained
@@ -233,7 +234,7 @@ def setup(cfg, model):
         source = model.folder
     loaded = None
     if source is not None and source != "scratch":
-        loaded = load_pretrained(model, source, model_name=cfg.model.name).to_dict()
+        loaded = load_pretrained(model, source, model_name=cfg.model.name, classes=classes).to_dict()
     t = cfg.transfer
     p = plan(model, t.strategy, lr_decay=t.lr_decay, unfreeze_every=t.unfreeze_every, lora=t.lora,
              family=cfg.model.name.partition(":")[0] if ":" in cfg.model.name else "zoo")
