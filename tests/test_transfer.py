@@ -349,3 +349,15 @@ def test_part_of_a_dataset_pretrains_the_other_part_with_the_head_reset_for_othe
     assert main(["run", str(cfg), "data.options.classes=[3, 11]", "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     assert "error: data.options.classes: 11 is not a class of dataset 'digits'" in err and not (tmp_path / "bad").exists()
+
+
+def test_hf_layers_and_width_build_a_smaller_model_of_the_same_tokenizer():
+    from methodo.models import build_model
+
+    name = "hf:sentence-transformers/all-MiniLM-L6-v2"
+    small = build_model(name, input_shape=(2, 16), n_outputs=4, kind="text", max_length=16, layers=1, width=64)
+    cfg = small.hf.config
+    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads) == (1, 64, 256, 2)
+    assert cfg.vocab_size == 30522  # the same tokenizer's vocabulary
+    with pytest.raises(ConfigError, match="model.width: width 50 is not a multiple of 32"):
+        validate(_cfg(**{"model": {"name": name, "width": 50}}))
