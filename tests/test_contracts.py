@@ -354,6 +354,16 @@ def _run_facts() -> dict:
                       "data": {"channels": 1, "size": [8, 8], "mean": [0.1], "std": [0.6]},
                       "scratch": {"metrics": {"accuracy": 0.8}, "epochs_run": 4, "parameters": 9000},
                       "probe": {"val": 0.9}}),
+        "distill": Facts(  # a distilled student that lost to the same student from scratch
+            task="classification", history=_hist([1.0, 0.6, 0.5], [1.0, 0.7, 0.6], "accuracy",
+                                                 [0.5, 0.8, 0.85], [0.5, 0.78, 0.82]),
+            metrics={"test": {"accuracy": 0.85}}, intervals={"accuracy": [0.81, 0.89]},
+            transfer={"strategy": "none", "scratch": {"metrics": {"accuracy": 0.91}},
+                      "distill": {"metric": "accuracy", "temperature": 4.0, "alpha": 0.5, "beats_scratch": False,
+                                  "difference": -0.06, "difference_interval": [-0.09, -0.03],
+                                  "teacher": {"metrics": {"accuracy": 0.96}, "parameters": 16794},
+                                  "student": {"metrics": {"accuracy": 0.85}, "parameters": 2410},
+                                  "scratch": {"metrics": {"accuracy": 0.91}, "parameters": 2410}}}),
         "finetune": Facts(
             task="classification", history=_hist([1.2, 0.9, 0.7], [1.2, 0.9, 0.7], "accuracy",
                                                  [0.2, 0.6, 0.7], [0.2, 0.6, 0.7]),

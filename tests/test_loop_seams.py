@@ -227,6 +227,28 @@ def test_extra_loss_changes_gradients_not_the_logged_loss():
     assert res.losses[1:] != base.losses[1:]  # ... and the extra term changed the steps
 
 
+def test_extra_loss_with_rows_gets_the_batch_row_indices_also_when_sampled():
+    """A ``rows`` parameter brings the batch's indices into the training tensor: per-row values cached
+    before training (a teacher's soft targets) line up with the batch, shuffled or drawn with replacement."""
+    for sampled in (False, True):
+        cfg, data, net = _setup(epochs=2)
+        if sampled:
+            data.sample_weights = torch.ones(len(data.tensors["train"][1]), dtype=torch.float64)
+        Xtr = data.tensors["train"][0]
+        seen = []
+
+        def extra(model, out, xb, yb, rows):
+            assert torch.equal(Xtr[rows], xb) and torch.equal(data.tensors["train"][1][rows], yb)
+            seen.append(rows.clone())
+            return out.sum() * 0.0
+
+        fit(net, data, cfg.train, seed=0, extra_loss=extra)
+        every = torch.cat(seen)
+        assert len(seen) > 2 and len(every) >= len(Xtr) and every.max() < len(Xtr)
+        if not sampled:  # a permutation per epoch: each row once per epoch
+            assert sorted(torch.cat(seen[:len(seen) // 2]).tolist()) == list(range(len(Xtr)))
+
+
 def test_on_epoch_can_stop_training(tmp_path):
     cfg, data, net = _setup(epochs=5)
     rows = []

@@ -283,3 +283,109 @@ def test_text_csv_with_minilm_linear_probe_learns(tmp_path):
     assert res.metrics["test"]["accuracy"] > 0.5  # 4 classes: chance is 0.25
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["transfer"]["trainable_share"] < 0.001
     assert np.isfinite(res.summary["transfer"]["epoch_time_s"])
+
+
+# --------------------------------------------------------------------------- linear probe on cached features
+
+
+def test_linear_probe_on_cached_features_gives_the_same_numbers_in_less_time_per_epoch(tmp_path):
+    """transfer.cache_features: the frozen backbone runs once; the head trains on its features with the same
+    batches, so losses, weights and test probabilities match the uncached run to float rounding, and an epoch
+    no longer pays the backbone's forward pass."""
+    from methodo.train.checkpoint import load_checkpoint
+
+    over = {"model": {"name": "cnn", "width": 16}, "transfer.strategy": "linear_probe", "train.epochs": 3,
+            "train.batch_size": 32, "train.optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}}
+    runs = {}
+    for cache in (False, True):
+        out = tmp_path / f"cache-{cache}"
+        methodo.run(validate(_cfg(**over, **{"transfer.cache_features": cache})), out=out)
+        runs[cache] = (json.loads((out / "summary.json").read_text()), out)
+    (plain, plain_dir), (cached, cached_dir) = runs[False], runs[True]
+    info = cached["transfer"]["cached_features"]
+    assert info["used"] and info["rows"] == plain["data"]["splits"]["train"]["n"] + plain["data"]["splits"]["val"]["n"]
+    assert "cached_features" not in plain["transfer"]
+    rows = lambda d: list(csv.DictReader((d / "metrics.csv").open()))  # noqa: E731
+    a, b = rows(plain_dir), rows(cached_dir)
+    for k in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
+        np.testing.assert_allclose([float(r[k]) for r in b], [float(r[k]) for r in a], rtol=1e-4, atol=1e-5)
+    wa = load_checkpoint(plain_dir / "checkpoints" / "best.safetensors")[0]
+    wb = load_checkpoint(cached_dir / "checkpoints" / "best.safetensors")[0]
+    assert wa.keys() == wb.keys()  # the whole model's checkpoint, as without caching
+    assert info["shape"] == [wa["head.weight"].shape[1]]  # what enters the head
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
+    pa = np.loadtxt(plain_dir / "predictions_test.csv", delimiter=",", skiprows=1, usecols=range(3, 13))
+    pb = np.loadtxt(cached_dir / "predictions_test.csv", delimiter=",", skiprows=1, usecols=range(3, 13))
+    np.testing.assert_allclose(pb, pa, atol=1e-4)
+
+
+def test_cached_probe_runs_the_backbone_once_and_an_epoch_costs_a_fraction():
+    """The backbone's forward passes are counted (not timed): once over train + val with the cache, every
+    batch of every epoch without; the epoch's CPU time (this process's, less sensitive to a shared machine
+    than wall time) drops with them."""
+    import time
+
+    from methodo import stages
+    from methodo.train.loop import fit
+    from methodo.transfer.cache import cached_probe
+
+    cfg = validate(_cfg(**{"model": {"name": "cnn", "width": 32}, "transfer.strategy": "linear_probe",
+                           "train.epochs": 3, "train.batch_size": 32, "train.monitor": {"enabled": False}}))
+    cpu, rows = {}, {}
+    for cache in (False, True):
+        prep = stages.prepare(cfg)
+        seen = []
+        prep.model.body.register_forward_hook(lambda m, i, o: seen.append(len(i[0])))
+        model, data = prep.model, prep.data
+        if cache:
+            model, data, info = cached_probe(model, data, cfg.train)
+            assert info["used"]
+        t0 = time.process_time()
+        fit(model, data, cfg.train, seed=0)
+        cpu[cache] = (time.process_time() - t0) / cfg.train.epochs
+        rows[cache] = sum(seen)
+    n_train, n_val = len(prep.data.tensors["train"][1]), len(prep.data.tensors["val"][1])
+    assert n_train + n_val <= rows[True] <= n_train + n_val + 4  # the cache: each row once (+ a 2-row check, twice)
+    assert rows[False] >= cfg.train.epochs * (n_train - cfg.train.batch_size + n_val)  # every epoch
+    assert cpu[True] < 0.5 * cpu[False], cpu
+
+
+def test_features_are_not_cached_when_the_batches_are_augmented(tmp_path):
+    s = methodo.run(validate(_cfg(**{"transfer.strategy": "linear_probe", "data.augment": ["flip"]})),
+                    out=tmp_path / "aug").summary
+    assert s["transfer"]["cached_features"] == {
+        "used": False, "reason": "the training batches are augmented (data.augment): each epoch's inputs differ"}
+
+
+def test_part_of_a_dataset_pretrains_the_other_part_with_the_head_reset_for_other_classes(tmp_path, capsys):
+    """data.options.classes keeps some classes of a dataset (relabeled in the order given); reusing a run dir
+    trained on other classes of the same number re-initializes the head all the same (other classes)."""
+    from methodo.cli import main
+
+    pre = tmp_path / "pre"
+    methodo.run(validate(_cfg(**{"data.options": {"classes": [0, 1, 2]}})), out=pre)
+    s = json.loads((pre / "summary.json").read_text())
+    assert s["data"]["classes"] == ["0", "1", "2"] and s["data"]["n"] < 600
+    for classes, reset in (([3, 4, 5], ["head.bias", "head.weight"]), ([0, 1, 2], None)):
+        out = tmp_path / f"b{classes[0]}"
+        methodo.run(validate(_cfg(**{"data.options": {"classes": classes}, "model.pretrained": str(pre)})), out=out)
+        p = json.loads((out / "summary.json").read_text())["transfer"]["pretrained"]
+        assert p["kind"] == "run" and p.get("head_reset") == reset
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps(_cfg()))
+    assert main(["run", str(cfg), "data.options.classes=[3, 11]", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "error: data.options.classes: 11 is not a class of dataset 'digits'" in err and not (tmp_path / "bad").exists()
+
+
+def test_hf_layers_and_width_build_a_smaller_model_of_the_same_tokenizer():
+    from methodo.models import build_model
+
+    name = "hf:sentence-transformers/all-MiniLM-L6-v2"
+    small = build_model(name, input_shape=(2, 16), n_outputs=4, kind="text", max_length=16, layers=1, width=64)
+    cfg = small.hf.config
+    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads) == (1, 64, 256, 2)
+    assert cfg.vocab_size == 30522  # the same tokenizer's vocabulary
+    with pytest.raises(ConfigError, match="model.width: width 50 is not a multiple of 32"):
+        validate(_cfg(**{"model": {"name": name, "width": 50}}))

@@ -625,6 +625,50 @@ class TransferConfig(_Strict):
     compare_scratch: bool = Field(
         False, description="Also train the same model from random weights with the same budget (epochs, data, "
         "optimizer) and report both, with the pretrained_not_helping check.")
+    cache_features: bool = Field(
+        True, description="linear_probe: run the frozen backbone once over the training and validation rows and "
+        "train the head on its cached features (same numbers up to float rounding, an epoch costs the head "
+        "only); not with data.augment or train.swa. transfer.cached_features in the summary says what was done.")
+
+
+class TeacherModelConfig(ModelConfig):
+    """``distill.teacher`` as a model spec: trained first, on the run's own training split."""
+
+    options_help: ClassVar[str] = (
+        "As a model spec it is trained first on the run's own training split with the run's train section: "
+        "the keys of the model section (name, pretrained, and the model's own options, e.g. width for cnn; "
+        "`methodo list models` lists the models) and epochs (default train.epochs).")
+    epochs: int | None = Field(None, ge=1, le=100_000, description="Epochs of the teacher's training (default "
+                               "train.epochs).")
+
+
+class DistillConfig(_Strict):
+    teacher: str | TeacherModelConfig | None = Field(
+        None, description="Knowledge distillation: the teacher whose soft targets the model (the student) learns "
+        "from. A methodo run dir (its best weights and its own input scaling; same classes, same input shape), "
+        "or a model spec {name, options..., epochs} trained first on this run's training split. Its soft "
+        "targets are computed once, on the un-augmented training rows, and cached. null: no distillation. The "
+        "summary's transfer.distill puts teacher, distilled student and the same student trained from scratch "
+        "with the same budget side by side.")
+    temperature: float = Field(4.0, gt=0, le=100, description="Softmax temperature T of the soft targets and the "
+                               "student's soft predictions (higher: softer, more of the teacher's dark knowledge); "
+                               "the soft loss is scaled by T² (Hinton et al.).")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the soft (teacher) loss; the hard-label loss "
+                         "gets 1 − alpha. 1: the teacher alone; 0: the labels alone.")
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher_exists(cls, v):
+        if isinstance(v, str):
+            from methodo.transfer.distill import check_teacher_dir
+
+            try:
+                check_teacher_dir(v)
+            except ConfigError as exc:
+                raise _NamesValue(str(exc)) from None
+        return v
+
+
 warnings.filterwarnings("ignore", message='Field name "register" in "TrackConfig" shadows', category=UserWarning)
 
 
@@ -690,6 +734,8 @@ class Config(_Strict):
                                      "dummy baselines.")
     transfer: TransferConfig = Field(default_factory=TransferConfig, description="Reusing a pretrained model "
                                      "(model.pretrained): what to freeze, which LR where, adapters.")
+    distill: DistillConfig = Field(default_factory=DistillConfig, description="Knowledge distillation: train "
+                                   "the model on a teacher's soft targets beside the labels.")
     track: TrackConfig = Field(default_factory=TrackConfig, description="Experiment tracking (MLflow).")
     explain: ExplainConfig = Field(default_factory=ExplainConfig, description="Explainability in the report.")
     fairness: FairnessConfig = Field(default_factory=FairnessConfig, description="Per-group metrics and "
@@ -1085,8 +1131,10 @@ def _check_components(cfg: Config) -> None:
         except ConfigError as exc:
             raise _KeyError("model.name", str(exc)) from None
 
+    teacher = cfg.distill.teacher
     for fn, sub, key in (
         (check_model_options, cfg.model, "model"),
+        *([(check_model_options, teacher, "distill.teacher")] if isinstance(teacher, TeacherModelConfig) else []),
         (check_optimizer_options, cfg.train.optimizer, "train.optimizer"),
         (check_scheduler_options, cfg.train.scheduler, "train.scheduler"),
     ):

@@ -142,9 +142,13 @@ def _run(cfg: Config, resume_rd, out, clock: stages.Clock, dist) -> RunResult:
     clock.log_lines(prep.cfg.train.progress and main)  # once the run exists: bad input found before is one error line
     previous_signals = signals.install()
     try:
-        # 4. Train: the best weights (by the monitor) end up in the model.
+        # 4. Train: the best weights (by the monitor) end up in the model; with distill.teacher, the teacher
+        # (a run dir, or a model trained first) gives its soft targets, computed once.
+        with clock("teacher", when=prep.distill is not None):
+            teacher = stages.build_teacher(prep)
         with clock("train"):
-            res = stages.train(prep, rd, record, tracker, resume_from=resume_from, dist=dist)
+            res = stages.train(prep, rd, record, tracker, resume_from=resume_from, dist=dist,
+                               teacher=teacher)
         if not main:  # rank 0 evaluates and writes from here on
             return RunResult(rd.path, record)
         # 5. Evaluate every split with the best weights; the test split only here, once.
@@ -152,11 +156,13 @@ def _run(cfg: Config, resume_rd, out, clock: stages.Clock, dist) -> RunResult:
             preds = stages.predict_splits(prep)
         with clock("evaluate"):
             stages.evaluate(prep, res, preds, record, tracker)
-        with clock("scratch", when=prep.cfg.transfer.compare_scratch and prep.plan is not None):
+        with clock("scratch", when=prep.cfg.transfer.compare_scratch and prep.plan is not None and prep.distill is None):
             stages.compare_scratch(prep, record)  # transfer.compare_scratch: the same model from random weights
         # Trust: per-group metrics and mitigations (data.sensitive); attacks and corruptions (evaluate.robustness).
         stages.fairness(prep, preds, record, tracker, clock)
         stages.robustness(prep, rd, record, tracker, clock)
+        with clock("distill", when=teacher is not None):
+            stages.compare_distill(prep, teacher, record, preds)  # teacher, student, scratch student side by side
         signals.check()
         # 6. Diagnose: data findings and the checks on curves and predictions. Label issues by confident
         # learning over val + test, or (evaluate.label_issues: cross_val) every row by K-fold cross-fitting.

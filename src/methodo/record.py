@@ -326,8 +326,9 @@ class TransferInfo(_Record):
     scratch: dict[str, Any] | None = None
     distill: dict[str, Any] | None = None
     probe: dict[str, Any] | None = None
+    cached_features: dict[str, Any] | None = None
     _optional = frozenset({"epoch_time_s", "lr_decay", "unfreeze_every", "all_unfrozen_at_epoch", "pretrained",
-                           "expects", "data", "lora", "adapter", "scratch", "distill", "probe"})
+                           "expects", "data", "lora", "adapter", "scratch", "distill", "probe", "cached_features"})
 
 
 class RunRecord(_Record):

@@ -36,6 +36,7 @@ class Prepared:
     model: Any  # torch.nn.Module
     spec: Any  # methodo.tasks.TaskSpec
     plan: Any = None  # methodo.transfer.Plan: pretrained weights and transfer strategy (None: neither)
+    distill: Any = None  # distill.teacher checked against the data (methodo.transfer.distill.check), or None
 
     @property
     def class_weights(self):
@@ -172,13 +173,18 @@ def prepare(cfg: Config, clock: Clock | None = None) -> Prepared:
         model = build_model(cfg.model.name, input_shape=data.input_shape, n_outputs=data.n_outputs,
                             kind=ds.kind, task=ds.task, **cfg.model.options)
         model, plan = transfer_setup(cfg, model, ds, data, norm)
-    return Prepared(cfg, ds, data, model, spec, plan)
+    distill = None
+    if cfg.distill.teacher is not None:
+        from methodo.transfer.distill import check as check_teacher
+
+        distill = check_teacher(cfg, ds, data)
+    return Prepared(cfg, ds, data, model, spec, plan, distill)
 
 
 def uses_transfer(cfg: Config) -> bool:
     """A run that reuses weights or trains with a transfer strategy (its summary gets a ``transfer`` section)."""
     return (cfg.model.pretrained is not None or cfg.transfer.strategy != "none" or cfg.model.name.startswith("hf:")
-            or cfg.transfer.compare_scratch)
+            or cfg.transfer.compare_scratch or cfg.distill.teacher is not None)
 
 
 def transfer_inputs(cfg: Config, ds):
@@ -222,7 +228,7 @@ def transfer_setup(cfg: Config, model, ds, data, norm):
 
     from methodo.transfer import setup
 
-    model, plan = setup(cfg, model)
+    model, plan = setup(cfg, model, classes=ds.class_names)
     if norm is not None:  # what the backbone expects beside what the data is (domain_mismatch)
         X = ds.X[data.indices["train"]]
         plan.info["expects"] = norm[2]
@@ -563,8 +569,10 @@ def write_metrics_csv(rd: RunDir, history: list[dict]) -> None:
         rd.write_csv(LAYOUT["metrics"], list(history[0]), ([r.get(k, "") for k in history[0]] for r in history))
 
 
-def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from: Path | None, dist=None):
+def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from: Path | None, dist=None,
+          teacher=None):
     """Train (the best weights by the monitor end up in the model); fills the training fields of the record.
+    With a ``teacher`` (:func:`build_teacher`) the loss adds its cached soft targets (the loop's ``extra_loss``).
 
     Raises :class:`Diverged` (a :class:`RunFailed`) with the explaining finding when the loss goes
     non-finite or explodes. Under DDP (``dist``) every rank trains; rank 0 alone writes (checkpoints,
@@ -591,10 +599,15 @@ def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from
             plan.at_epoch(len(history) + 1)
         if plan.on_epoch is not None:
             on_epoch = lambda row: plan.on_epoch(row) or (log(row) if main else None)  # noqa: E731
+    model, data = prep.model, prep.data
+    if plan is not None and plan.strategy == "linear_probe" and cfg.transfer.cache_features:
+        from methodo.transfer.cache import cached_probe  # the frozen backbone once, the head on its features
+
+        model, data, plan.info["cached_features"] = cached_probe(model, data, cfg.train)
     try:
-        res = fit(prep.model, prep.data, cfg.train, seed=cfg.seed, ckpt_dir=rd.checkpoints if main else None,
+        res = fit(model, data, cfg.train, seed=cfg.seed, ckpt_dir=rd.checkpoints if main else None,
                   class_weights=prep.class_weights, on_epoch=on_epoch, resume_from=resume_from,
-                  param_groups=groups, dist=dist, extra_loss=extra_loss(prep))
+                  param_groups=groups, dist=dist, extra_loss=extra_losses(prep, teacher))
     except NonFiniteLoss as exc:
         lr = cfg.train.optimizer.lr
         record.epochs_run = len(log.history)
@@ -654,24 +667,22 @@ def probe_pretrained(prep: Prepared, max_rows: int = 2000) -> dict | None:
             "model": "logistic regression on the pretrained penultimate features"}
 
 
-def compare_scratch(prep: Prepared, record: RunRecord) -> None:
-    """``transfer.compare_scratch``: the same model from random weights, trained with the same data, epochs
-    and optimizer; its test metrics, parameters and time per epoch go to ``transfer.scratch``. The global RNG
-    states are restored after, so the run's own later stages do not move."""
-    cfg, plan = prep.cfg, prep.plan
-    if plan is None or not cfg.transfer.compare_scratch or record.transfer is None:
-        return
+def train_scratch(prep: Prepared):
+    """The run's model built again from random weights and trained with the same data, epochs and optimizer
+    (one parameter group, no strategy, no teacher), the global RNG states restored after so the run's own
+    later stages do not move. Returns ``(model, TrainResult, seconds, test scores)``."""
     import random
     import time as _time
 
     import numpy as np
     import torch
 
-    from methodo.evaluate import compute_metrics, predict
+    from methodo.evaluate import predict
     from methodo.models import build_model
     from methodo.seed import seed_everything
     from methodo.train.loop import fit
 
+    cfg = prep.cfg
     saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
     try:
         seed_everything(cfg.seed)
@@ -684,16 +695,104 @@ def compare_scratch(prep: Prepared, record: RunRecord) -> None:
         p = predict(model, data.inputs("test"), task=prep.ds.task, batch_size=cfg.train.eval_batch_size,
                     inverse_y=data.preprocessor.inverse_y,
                     y=data.tensors["test"][1] if prep.spec.scores_need_targets else None)
-        metrics = compute_metrics(prep.ds.task, prep.spec.metric_input(p), data.raw_y["test"], prep.n_classes)
     finally:
         random.setstate(saved[0])
         np.random.set_state(saved[1])
         torch.set_rng_state(saved[2])
-    record.transfer.scratch = {
-        "metrics": {k: (None if v is None else float(v)) for k, v in metrics.items()},
-        "epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
-        "parameters": int(sum(q.numel() for q in model.parameters())),
-        "epoch_time_s": round(seconds / max(res.epochs_run, 1), 4)}
+    return model, res, seconds, p
+
+
+def _scratch_info(prep: Prepared, model, res, seconds: float, scores) -> dict:
+    """``transfer.scratch``: test metrics (the headline one with its bootstrap interval), epochs, parameters,
+    seconds per epoch."""
+    from methodo.evaluate import compute_metrics
+    from methodo.evaluate.bootstrap import percentile_intervals
+
+    task, y, ecfg = prep.ds.task, prep.data.raw_y["test"], prep.cfg.evaluate
+    scores = prep.spec.metric_input(scores)
+    metrics = compute_metrics(task, scores, y, prep.n_classes)
+    head = prep.spec.headline[0]
+    intervals = percentile_intervals(task, scores, y, prep.n_classes, names=[head], n_boot=ecfg.bootstrap,
+                                     seed=prep.cfg.seed, level=ecfg.confidence, budget=ecfg.bootstrap_budget)[0] \
+        if ecfg.bootstrap and metrics.get(head) is not None else {}
+    return {"metrics": {k: (None if v is None else float(v)) for k, v in metrics.items()}, "intervals": intervals,
+            "epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
+            "parameters": int(sum(q.numel() for q in model.parameters())),
+            "epoch_time_s": round(seconds / max(res.epochs_run, 1), 4)}
+
+
+def compare_scratch(prep: Prepared, record: RunRecord) -> None:
+    """``transfer.compare_scratch``: the same model from random weights, trained with the same data, epochs
+    and optimizer (:func:`train_scratch`); its test metrics, parameters and time per epoch go to
+    ``transfer.scratch``. A distillation run trains its scratch student in :func:`compare_distill` instead."""
+    cfg, plan = prep.cfg, prep.plan
+    if plan is None or not cfg.transfer.compare_scratch or record.transfer is None or cfg.distill.teacher is not None:
+        return
+    record.transfer.scratch = _scratch_info(prep, *train_scratch(prep))
+
+
+# --------------------------------------------------------------------------- distillation
+
+
+def build_teacher(prep: Prepared):
+    """``distill.teacher``: the teacher ready, its soft targets over the training rows computed once
+    (:func:`methodo.transfer.distill.build`); None without distillation."""
+    if prep.distill is None:
+        return None
+    from methodo.transfer import distill
+
+    return distill.build(prep.cfg, prep.ds, prep.data, prep.distill, class_weights=prep.class_weights,
+                         progress=prep.cfg.train.progress)
+
+
+def compare_distill(prep: Prepared, teacher, record: RunRecord, preds: dict) -> None:
+    """Teacher, distilled student (this run) and the same student trained from scratch with the same budget,
+    side by side on the test split: metrics with intervals, parameters, inference time per sample, and
+    whether the student beat scratch (paired bootstrap of the difference). Fills ``transfer.distill`` and
+    ``transfer.scratch``."""
+    if teacher is None or record.transfer is None:
+        return
+    import torch
+
+    from methodo.transfer.distill import inference_time, side_by_side
+
+    cfg, data, spec = prep.cfg, prep.data, prep.spec
+    scratch_model, res, seconds, scratch_scores = train_scratch(prep)
+    record.transfer.scratch = _scratch_info(prep, scratch_model, res, seconds, scratch_scores)
+    X = data.inputs("test")
+    bs = cfg.train.eval_batch_size
+    teacher_scores = torch.softmax(teacher.logits(X, batch_size=bs), dim=1).numpy()
+    metric = spec.headline[0]
+    names = list(dict.fromkeys([metric, "accuracy", "balanced_accuracy"]))
+    ecfg = cfg.evaluate
+    table = side_by_side(prep.ds.task, data.raw_y["test"],
+                         {"teacher": teacher_scores, "student": preds["test"], "scratch": scratch_scores},
+                         n_classes=prep.n_classes, metric=metric, names=names, n_boot=ecfg.bootstrap, seed=cfg.seed,
+                         level=ecfg.confidence)
+    models = table["models"]
+    n_params = lambda m: int(sum(q.numel() for q in m.parameters()))  # noqa: E731
+    models["teacher"].update(teacher.info)
+    models["teacher"].update(source=teacher.source, seconds_per_sample=inference_time(
+        teacher.model, X, batch_size=bs, to_input=teacher.to_teacher))
+    models["student"].update(parameters=n_params(prep.model),
+                             seconds_per_sample=inference_time(prep.model, X, batch_size=bs))
+    models["scratch"].update(parameters=n_params(scratch_model), epochs_run=res.epochs_run,
+                             seconds_per_sample=inference_time(scratch_model, X, batch_size=bs))
+    iv, diff = table["interval"], table["difference"]
+    beats = bool(iv is not None and iv[0] > 0) if iv is not None else (diff is not None and diff > 0)
+    if diff is None:
+        verdict = f"no {metric} to compare"
+    elif beats:
+        verdict = (f"the distilled student beat the scratch student: test {metric} "
+                   f"{models['student']['metrics'][metric]:.4g} vs {models['scratch']['metrics'][metric]:.4g}")
+    else:
+        verdict = (f"the distilled student did not beat the scratch student beyond chance: test {metric} "
+                   f"{models['student']['metrics'][metric]:.4g} vs {models['scratch']['metrics'][metric]:.4g}")
+    record.transfer.distill = {
+        "temperature": cfg.distill.temperature, "alpha": cfg.distill.alpha,
+        "metric": metric, "level": ecfg.confidence, **models,
+        "difference": None if diff is None else round(diff, 6), "difference_interval": iv,
+        "beats_scratch": beats, "verdict": verdict}
 
 
 def transfer_summary(plan, res) -> dict:
@@ -717,6 +816,20 @@ def extra_loss(prep: Prepared):
     pre = prep.data.preprocessor
     return adversarial_loss(acfg, mean=None if pre.mean is None else pre.mean.ravel(),
                             std=None if pre.std is None else pre.std.ravel())
+
+
+def extra_losses(prep: Prepared, teacher=None):
+    """The loop's extra-loss term: adversarial examples (``train.adversarial``), the teacher's soft targets
+    (``distill``), their sum when both are on, or None."""
+    adv = extra_loss(prep)
+    soft = None if teacher is None else teacher.loss(prep.cfg, prep.class_weights)
+    if adv is None or soft is None:
+        return adv if soft is None else soft
+
+    def both(model, out, xb, yb, rows):  # `rows`: the batch's row indices, which the soft targets need
+        return adv(model, out, xb, yb) + soft(model, out, xb, yb, rows)
+
+    return both
 
 
 def write_steps_csv(rd: RunDir, res, n_train: int, tcfg, world: int = 1) -> None:

@@ -77,8 +77,30 @@ def unusable_target(ds: Dataset) -> str | None:
 # --------------------------------------------------------------------------- scikit-learn
 
 
+def _keep_classes(X, y, class_names: list[str], classes, name: str):
+    """``data.options.classes``: the rows of those classes only (names or indices), relabeled 0..k-1 in the
+    order given: the everyday transfer split (pretrain on some classes, reuse on the others)."""
+    if not isinstance(classes, (list, tuple)) or len(classes) < 2:
+        raise DataError(f"data.options.classes: a list of at least 2 of dataset {name!r}'s classes "
+                        f"{choices(class_names)} (got {short(classes)})")
+    picked = []
+    for c in classes:
+        key = str(c)
+        if key not in class_names:
+            raise DataError(f"data.options.classes: {short(c)} is not a class of dataset {name!r}; choose from "
+                            f"{choices(class_names)}")
+        if key in picked:
+            raise DataError(f"data.options.classes: {short(c)} is given twice")
+        picked.append(key)
+    old = np.array([class_names.index(k) for k in picked])
+    keep = np.isin(y, old)
+    relabel = np.full(len(class_names), -1, dtype=np.int64)
+    relabel[old] = np.arange(len(old))
+    return X[keep], relabel[y[keep]], picked
+
+
 def _sklearn(name: str, task, loader_name: str, description: str):
-    def load(data_cfg, audit: bool = False) -> Dataset:
+    def load(data_cfg, audit: bool = False, classes: list | None = None) -> Dataset:
         import sklearn.datasets
 
         bunch = getattr(sklearn.datasets, loader_name)()
@@ -94,6 +116,12 @@ def _sklearn(name: str, task, loader_name: str, description: str):
             y = np.asarray(bunch.target, dtype=np.float32)
             class_names = None
         feats = [str(f) for f in getattr(bunch, "feature_names", [])] or [f"x{i}" for i in range(X[0].size)]
+        if classes is not None:
+            if not task_spec(task).has_classes:
+                raise DataError(f"data.options.classes: dataset {name!r} is a {task} dataset, it has no classes")
+            X, y, class_names = _keep_classes(X, y, class_names, classes, name)
+            return Dataset(name, task, kind, X, y, feats, class_names,
+                           f"{description}; classes {', '.join(class_names)} only ({len(y)} rows)")
         return Dataset(name, task, kind, X, y, feats, class_names, description)
 
     DATASETS.register(name, load, help=description, task=task, kind="image" if name == "digits" else "tabular")

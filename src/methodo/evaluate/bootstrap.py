@@ -83,6 +83,39 @@ def resample_loop(task: str, scores, y, n_classes: int, *, names: list[str], n_b
     return samples
 
 
+PAIRED_REPLICATES = 1000  # resamples of the paired bootstrap (fewer above 20,000 rows: bounded work)
+
+
+def paired_interval(metric: str, scores_a, scores_b, y, *, seed: int = 0, level: float = 0.95,
+                    replicates: int = PAIRED_REPLICATES) -> list[float] | None:
+    """Percentile interval of ``metric(b) − metric(a)`` over paired resamples of the same rows (each
+    replicate draws one set of rows and scores both models on it), or ``None`` when fewer than half of
+    the replicates are defined. At most ``20·10⁶ / n`` replicates (at least 100): bounded work."""
+    if metric not in M.METRICS:
+        return None
+    sa, sb, y = torch.as_tensor(scores_a), torch.as_tensor(scores_b), torch.as_tensor(y)
+    n = len(y)
+    if n < 2:
+        return None
+    n_classes = sa.shape[1] if sa.ndim == 2 else 0
+    fn = M.METRICS.get(metric)
+    reps = max(100, min(replicates, 20_000_000 // n))
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(reps):
+        idx = torch.as_tensor(rng.integers(0, n, n))
+        try:
+            d = float(fn(sb[idx], y[idx], n_classes)) - float(fn(sa[idx], y[idx], n_classes))
+        except Undefined:
+            continue
+        if math.isfinite(d):
+            diffs.append(d)
+    if len(diffs) < reps // 2:
+        return None
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    return [float(lo), float(hi)]
+
+
 def _weighted(task, scores, y, n_classes, *, names, n_boot, seed, budget, progress=False):
     """The weights path: ``(replicates per metric, defined values per metric)``."""
     sums = _SUMS[task](scores, y, n_classes) if task in _SUMS else None

@@ -17,7 +17,6 @@ intervals then).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,7 +202,8 @@ def paired_difference(a: RunView, b: RunView, metric: str, *, seed: int = 0, lev
                       ) -> list[float] | None:
     """Percentile interval of ``metric(b) − metric(a)`` over paired resamples of the test rows both runs
     predicted, or ``None`` when they did not predict the same rows with the same true values."""
-    from methodo.evaluate.metrics import METRICS, Undefined
+    from methodo.evaluate.bootstrap import paired_interval
+    from methodo.evaluate.metrics import METRICS
 
     if a.predictions is None or b.predictions is None or a.task != b.task or metric not in METRICS:
         return None
@@ -213,27 +213,7 @@ def paired_difference(a: RunView, b: RunView, metric: str, *, seed: int = 0, lev
     oa, ob = np.argsort(ra, kind="stable"), np.argsort(rb, kind="stable")
     if not (np.array_equal(ra[oa], rb[ob]) and np.array_equal(ya[oa], yb[ob])):
         return None
-    import torch
-
-    sa, sb, y = torch.as_tensor(sa[oa]), torch.as_tensor(sb[ob]), torch.as_tensor(ya[oa])
-    n_classes = sa.shape[1] if sa.ndim == 2 else 0
-    fn = METRICS.get(metric)
-    n = len(y)
-    reps = max(100, min(PAIRED_REPLICATES, 20_000_000 // n))
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(reps):
-        idx = torch.as_tensor(rng.integers(0, n, n))
-        try:
-            d = float(fn(sb[idx], y[idx], n_classes)) - float(fn(sa[idx], y[idx], n_classes))
-        except Undefined:
-            continue
-        if math.isfinite(d):
-            diffs.append(d)
-    if len(diffs) < reps // 2:
-        return None
-    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    return [float(lo), float(hi)]
+    return paired_interval(metric, sa[oa], sb[ob], ya[oa], seed=seed, level=level, replicates=PAIRED_REPLICATES)
 
 
 def significance(best: RunView, other: RunView, metric: str) -> dict:

@@ -153,7 +153,11 @@ def hf_factory(ref: str):
     its ``config.json``, randomly initialized (``model.pretrained`` null loads the checkpoint's weights)."""
     folder = resolve_hf(ref)
 
-    def build(*, input_shape, n_outputs, max_length: int = 128, dropout: float = 0.1):
+    def build(*, input_shape, n_outputs, max_length: int = 128, dropout: float = 0.1, layers: int | None = None,
+              width: int | None = None):
+        """``layers`` / ``width``: a smaller model of the same family and tokenizer (with ``model.pretrained:
+        scratch``: the checkpoint's weights do not fit it): that many transformer layers, that hidden size
+        (feed-forward 4 × width, one attention head per 32 units)."""
         from methodo.models.zoo import positive_int, rate
 
         positive_int(max_length, "max_length", maximum=8192)
@@ -163,6 +167,17 @@ def hf_factory(ref: str):
         for k in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
             if hasattr(config, k):
                 setattr(config, k, dropout)
+        if layers is not None:
+            positive_int(layers, "layers", maximum=128)
+            _set_first(config, ("num_hidden_layers", "n_layers", "num_layers"), layers, "layers")
+        if width is not None:
+            positive_int(width, "width", maximum=16384)
+            if width % 32:
+                raise ConfigError(f"width {width} is not a multiple of 32 (one attention head per 32 units)",
+                                  key="width")
+            _set_first(config, ("hidden_size", "dim", "d_model"), width, "width")
+            _set_first(config, ("intermediate_size", "hidden_dim", "ffn_dim"), 4 * width, "width")
+            _set_first(config, ("num_attention_heads", "n_heads"), width // 32, "width")
         limit = getattr(config, "max_position_embeddings", None)
         if limit is not None and max_length > limit:
             raise ConfigError(f"max_length {max_length} is over the {limit} positions of hf:{ref}", key="max_length")
@@ -172,6 +187,15 @@ def hf_factory(ref: str):
     build.__doc__ = f"Hugging Face sequence classifier {ref}"
     build.__name__ = "hf_classifier"
     return build
+
+
+def _set_first(config, names: tuple[str, ...], value: int, key: str) -> None:
+    """Set the first of ``names`` the transformers config has (architectures name their sizes differently)."""
+    for name in names:
+        if hasattr(config, name):
+            setattr(config, name, value)
+            return
+    raise ConfigError(f"{key}: this architecture ({type(config).__name__}) has none of {', '.join(names)}", key=key)
 
 
 def tokenize(texts, folder: str | Path, max_length: int):
@@ -288,11 +312,13 @@ def _in_head(key: str, heads: list[str]) -> bool:
     return any(key == h or key.startswith(h + ".") for h in heads)
 
 
-def load_pretrained(model, source: str, *, model_name: str) -> Pretrained:
+def load_pretrained(model, source: str, *, model_name: str, classes: list[str] | None = None) -> Pretrained:
     """Load pretrained weights from ``source`` into ``model`` (see the module docstring).
 
-    The head is re-initialized when its shapes differ (other classes); a weight missing, extra or
-    of another shape outside it is a ConfigError on ``model.pretrained`` naming it.
+    The head is re-initialized when its shapes differ (other classes), or when ``source`` is a run dir
+    whose classes (``summary.json`` → ``data.classes``) are not ``classes``, the data's (the same number
+    of other classes: digits 0-4 reused for 5-9); a weight missing, extra or of another shape outside it
+    is a ConfigError on ``model.pretrained`` naming it.
     """
     import torch
 
@@ -308,12 +334,14 @@ def load_pretrained(model, source: str, *, model_name: str) -> Pretrained:
                               f"config builds {model_name!r}; set model.name: {run_cfg.model.name} (and its options)")
         weights = read_weights(p / "checkpoints" / "best.safetensors")
         info = Pretrained(str(source), "run", run_model=run_cfg.model.name)
+        other_classes = classes is not None and _run_classes(p) not in (None, list(classes))
     elif hasattr(model, "hf") and p.is_dir() and (p / "config.json").is_file():
         return _load_hf_folder(model, p, str(source))
     else:
         file = p if p.is_file() else _weights_in(p)
         weights = read_weights(file)
         info = Pretrained(str(source), "file" if p.is_file() else "folder")
+        other_classes = False
     if hasattr(model, "hf") and not any(k.startswith("hf.") for k in weights):
         weights = {f"hf.{k}": v for k, v in weights.items()}
     weights = _timm_filter(model, weights)
@@ -329,7 +357,7 @@ def load_pretrained(model, source: str, *, model_name: str) -> Pretrained:
             weights[k] = adapt_input_conv(own[k].shape[1], weights[k])
             info.adapted.append(k)
     for k in sorted(own):
-        if _in_head(k, heads) and (k not in weights or weights[k].shape != own[k].shape):
+        if _in_head(k, heads) and (other_classes or k not in weights or weights[k].shape != own[k].shape):
             info.head_reset.append(k)
             weights.pop(k, None)
             continue
@@ -351,6 +379,18 @@ def load_pretrained(model, source: str, *, model_name: str) -> Pretrained:
         model.load_state_dict(load, strict=False)
     info.loaded = len(load)
     return info
+
+
+def _run_classes(run_dir: Path) -> list[str] | None:
+    """The classes a run dir's model predicts, in order (``summary.json`` → ``data.classes``), or None."""
+    import json
+
+    try:
+        data = json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("data") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    classes = data.get("classes") if isinstance(data, dict) else None
+    return [str(c) for c in classes] if isinstance(classes, list) else None
 
 
 def _timm_filter(model, weights: dict) -> dict:

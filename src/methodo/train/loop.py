@@ -229,6 +229,18 @@ def _copy_into(dst: dict, src: dict) -> dict:
     return dst
 
 
+def _takes_rows(fn: Callable) -> bool:
+    """True when ``fn`` (the ``extra_loss`` seam) has a ``rows`` parameter (or ``*args``): it then gets
+    the batch's row indices as its fifth argument."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "rows" in params or any(p.kind is p.VAR_POSITIONAL for p in params.values())
+
+
 def _trainable_groups(model: torch.nn.Module, param_groups) -> list[dict]:
     """The optimizer's parameter groups: ``param_groups`` (a list of dicts, or ``model -> list of
     dicts``) or one group of all parameters; frozen parameters (``requires_grad=False``) left out."""
@@ -344,7 +356,11 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
       the logged LR is group 0's.
     - ``extra_loss(model, out, xb, yb) -> tensor``: a term added to the training loss before
       ``backward`` (distillation, fairness penalties); like the L1/L2 penalties it is not part of
-      the logged ``train_loss``, which stays the data loss.
+      the logged ``train_loss``, which stays the data loss. A callable with a ``rows`` parameter
+      (``extra_loss(model, out, xb, yb, rows)``) also gets the batch's row indices into
+      ``data.tensors['train']`` (a device tensor): per-row values computed once before training
+      (a teacher's soft targets) are then ``values[rows]``, whatever the shuffling, sampling or
+      augmentation did to the batch.
     - ``on_epoch(row)``: called after every epoch with its ``metrics.csv`` row (after the
       checkpoints are written); a truthy return value stops training after that epoch
       (``result.stopped_by == "callback"``; pruning).
@@ -361,6 +377,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
         raise ConfigError("train.optimizer.lr: 'auto' must be resolved by the LR finder before fit "
                           "(methodo.train.lr_find.resolve_auto_lr, as the pipeline does)")
     closure_step = needs_closure(oc.name)
+    extra_rows = extra_loss is not None and _takes_rows(extra_loss)  # extra_loss(..., rows): the batch's row indices
     if closure_step and (tcfg.accumulate > 1 or tcfg.clip.norm or tcfg.clip.value or tcfg.swa):
         raise ConfigError(f"train.optimizer.name: {oc.name!r} steps through a closure; it does not combine "
                           "with train.accumulate > 1, train.clip or train.swa")
@@ -463,7 +480,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             if reg.has_penalty:
                 loss_ = loss_ + reg.penalty()
             if extra_loss is not None:
-                loss_ = loss_ + extra_loss(model, out_, xb, yb)
+                loss_ = loss_ + (extra_loss(model, out_, xb, yb, idx) if extra_rows else extra_loss(model, out_, xb, yb))
             loss_.backward()
             return loss_
 
@@ -542,7 +559,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                     if has_penalty:
                         total = total + reg.penalty()
                     if extra_loss is not None:
-                        total = total + extra_loss(model, out, xb, yb)
+                        total = total + (extra_loss(model, out, xb, yb, idx) if extra_rows
+                                         else extra_loss(model, out, xb, yb))
                     if dist is not None and len(idx) * world != global_rows:
                         # DDP averages the ranks' gradients with equal weights; shares of unequal size (a
                         # trailing batch) are weighted by their rows, as in the one-process mean

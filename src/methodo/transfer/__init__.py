@@ -109,11 +109,14 @@ def _count(params) -> int:
     return int(sum(p.numel() for p in params))
 
 
-def _freeze_norms_hook(model, *, whole: bool = False) -> None:
+def _freeze_norms_hook(model, *, whole: bool = False, head=()) -> None:
     """Frozen modules stay in eval mode while the model trains: those with running statistics (batch
-    norm), or with ``whole`` every frozen subtree (dropout off too: a linear probe's features are the
-    backbone's deterministic ones)."""
+    norm), or with ``whole`` every frozen subtree and every parameter-free layer outside the ``head``
+    modules (dropout off too: a linear probe's features are the backbone's deterministic ones, the
+    same as the cached ones of :mod:`methodo.transfer.cache`)."""
     import torch
+
+    in_head = {id(m) for h in head for m in h.modules()}
 
     def keep_frozen_eval(module, args):
         if not module.training:
@@ -123,6 +126,8 @@ def _freeze_norms_hook(model, *, whole: bool = False) -> None:
             if own and not any(p.requires_grad for p in own) and (
                     whole or isinstance(m, torch.nn.modules.batchnorm._NormBase)):
                 m.eval()
+            elif whole and not own and id(m) not in in_head and not any(True for _ in m.children()):
+                m.eval()  # a parameter-free layer between the frozen backbone and the head (a dropout)
 
     model.register_forward_pre_hook(keep_frozen_eval)
 
@@ -160,7 +165,15 @@ def linear_probe(model, *, lr_decay: float = 1.0, unfreeze_every: int = 1, **_) 
     for _, params in bl[:-1]:
         for p in params:
             p.requires_grad_(False)
-    _freeze_norms_hook(model, whole=True)
+    from methodo.models.backbones import head_names
+
+    heads = []
+    for name in head_names(model):
+        try:
+            heads.append(model.get_submodule(name))
+        except AttributeError:
+            continue
+    _freeze_norms_hook(model, whole=True, head=heads)
     return Plan("linear_probe", info=_info(model, "linear_probe", bl))
 
 
@@ -210,9 +223,10 @@ def plan(model, strategy: str, *, lr_decay: float = 1.0, unfreeze_every: int = 1
     return fn(model, lr_decay=lr_decay, unfreeze_every=unfreeze_every, lora=lora, family=family)
 
 
-def setup(cfg, model):
+def setup(cfg, model, *, classes: list[str] | None = None):
     """The model to train and its :class:`Plan`: ``model.pretrained`` loaded (an ``hf:`` model's own
-    weights when it is null), then ``transfer.strategy`` applied. Returns ``(model, plan)``."""
+    weights when it is null; the head re-initialized when a run dir's classes are not ``classes``), then
+    ``transfer.strategy`` applied. Returns ``(model, plan)``."""
     from methodo.models.backbones import load_pretrained
 
     source = cfg.model.pretrained
@@ -220,7 +234,7 @@ def setup(cfg, model):
         source = model.folder
     loaded = None
     if source is not None and source != "scratch":
-        loaded = load_pretrained(model, source, model_name=cfg.model.name).to_dict()
+        loaded = load_pretrained(model, source, model_name=cfg.model.name, classes=classes).to_dict()
     t = cfg.transfer
     p = plan(model, t.strategy, lr_decay=t.lr_decay, unfreeze_every=t.unfreeze_every, lora=t.lora,
              family=cfg.model.name.partition(":")[0] if ":" in cfg.model.name else "zoo")

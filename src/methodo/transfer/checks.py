@@ -59,7 +59,7 @@ def pretrained_not_helping(f) -> Finding | None:
     t = f.transfer or {}
     scratch = t.get("scratch")
     test = f.metrics.get("test", {})
-    if not scratch or not test:
+    if not scratch or not test or t.get("distill"):  # distillation's scratch student: distillation_not_helping
         return None
     key, better = _headline(f)
     mine, theirs = test.get(key), (scratch.get("metrics") or {}).get(key)
@@ -138,3 +138,31 @@ def frozen_backbone_underfits(f) -> Finding | None:
                                 "more than 0.05 (rules of thumb).")},
         "The pretrained features do not separate these classes linearly: unfreeze the top blocks "
         "(transfer.strategy: gradual_unfreeze) or fine-tune everything with a small LR (finetune, lr_decay).")
+
+
+@FINDINGS.register("distillation_not_helping", check=True,
+                   help="the distilled student does no better than the same student trained from scratch with the "
+                        "same budget (distill.teacher)")
+def distillation_not_helping(f) -> Finding | None:
+    d = (f.transfer or {}).get("distill")
+    if not d or d.get("beats_scratch") is not False or d.get("difference") is None:
+        return None
+    metric = d.get("metric", "accuracy")
+    m = lambda who: ((d.get(who) or {}).get("metrics") or {}).get(metric)  # noqa: E731
+    student, scratch, teacher = m("student"), m("scratch"), m("teacher")
+    iv = d.get("difference_interval")
+    weak_teacher = teacher is not None and scratch is not None and teacher <= scratch
+    return Finding(
+        "distillation_not_helping", "medium",
+        f"Distillation did not beat the same student from scratch: test {metric} {student:.4g} vs {scratch:.4g}"
+        + (f" (difference {d['difference']:+.4g}, interval [{iv[0]:+.4g}, {iv[1]:+.4g}])" if iv else ""),
+        {"metric": metric, "student": student, "scratch": scratch, "teacher": teacher,
+         "difference": d.get("difference"), "difference_interval": iv, "temperature": d.get("temperature"),
+         "alpha": d.get("alpha"), "teacher_parameters": (d.get("teacher") or {}).get("parameters"),
+         "student_parameters": (d.get("student") or {}).get("parameters")},
+        ("The teacher is no better than the student from scratch: distill from a stronger teacher (larger, "
+         "trained longer, pretrained)." if weak_teacher else
+         "Try a higher distill.temperature (softer targets carry more of the teacher's knowledge), a larger "
+         "distill.alpha, more epochs, or augmentation (the student then sees more of the teacher's function); "
+         "with plenty of labels the teacher adds little.")
+        + " Keep the scratch student if the difference stays within chance.")
