@@ -159,7 +159,11 @@ def distillation_not_helping(f) -> Finding | None:
         {"metric": metric, "student": student, "scratch": scratch, "teacher": teacher,
          "difference": d.get("difference"), "difference_interval": iv, "temperature": d.get("temperature"),
          "alpha": d.get("alpha"), "teacher_parameters": (d.get("teacher") or {}).get("parameters"),
-         "student_parameters": (d.get("student") or {}).get("parameters")},
+         "student_parameters": (d.get("student") or {}).get("parameters"),
+         "certainty": certainty("bootstrap interval", f"The paired-bootstrap interval of the student's {metric} minus "
+                                "the scratch student's, on the same test rows, does not lie above zero.", interval=iv)
+         if iv else certainty("threshold rule", f"No interval: the student's {metric} is not above the scratch "
+                              "student's.")},
         ("The teacher is no better than the student from scratch: distill from a stronger teacher (larger, "
          "trained longer, pretrained)." if weak_teacher else
          "Try a higher distill.temperature (softer targets carry more of the teacher's knowledge), a larger "
