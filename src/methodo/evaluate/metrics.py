@@ -94,6 +94,11 @@ def _ratio(num, den, c, what):
     return (num[ok] / den[ok]).mean()
 
 
+def _one_class(y: torch.Tensor) -> bool:
+    """Fewer than two distinct labels (O(n): no sort, unlike ``torch.unique``)."""
+    return len(y) == 0 or not bool((y != y[0]).any())
+
+
 @METRICS.register("accuracy", help="fraction of rows whose most probable class is right", **_CLS)
 def accuracy(p, y, c):
     return (_preds(p) == y).double().mean()
@@ -190,7 +195,7 @@ def top3_accuracy(p, y, c):
 @METRICS.register("roc_auc", **_CLS,
                   help="area under the ROC curve (binary: positive class; multiclass: one-vs-rest macro)")
 def roc_auc(p, y, c):
-    if len(torch.unique(y)) < 2:
+    if _one_class(y):
         raise Undefined("only one class is present")
     if c == 2:
         return binary_auroc(p[:, 1], y)
@@ -256,7 +261,7 @@ def _ap(score: torch.Tensor, pos: torch.Tensor) -> float:
 @METRICS.register("average_precision", **_CLS,
                   help="area under the precision-recall curve (binary: positive class; else macro)")
 def average_precision(p, y, c):
-    if len(torch.unique(y)) < 2:
+    if _one_class(y):
         raise Undefined("only one class is present")
     if c == 2:
         return _ap(p[:, 1], y == 1)
