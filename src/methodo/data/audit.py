@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -43,6 +44,7 @@ MAX_EXAMPLES = 5  # rows or files quoted in a finding's evidence
 # Caps of the checks whose cost grows with the rows (issue 11); each finding's evidence states what it checked.
 MAX_INDEX = 200_000  # training images in the near-duplicate index (a seeded sample beyond)
 LEAKAGE_ROWS = 100_000  # train and held-out rows each single-feature tree is fitted and scored on (seeded sample)
+LEAKAGE_THREADS = 2  # single-feature trees fitted at once (each holds its own copies of the sampled rows)
 VERIFY_CHUNK = 65_536  # rows compared at once when confirming that equal row hashes are equal rows
 
 
@@ -513,7 +515,8 @@ def _single_feature_scores(f: AuditFacts, max_rows: int = LEAKAGE_ROWS) -> tuple
 
     def score(column) -> tuple[str, float, float]:
         name, x = column
-        x = np.nan_to_num(x, nan=-1e30)[:, None]
+        # float32, the type scikit-learn's trees convert their input to (the same values, no copy inside fit)
+        x = np.nan_to_num(x, nan=-1e30).astype(np.float32)[:, None]
         if classes:
             m = DecisionTreeClassifier(max_depth=3, random_state=0).fit(x[a], y[a])
             return name, float(balanced_accuracy_score(y[b], m.predict(x[b]))), chance
@@ -521,9 +524,16 @@ def _single_feature_scores(f: AuditFacts, max_rows: int = LEAKAGE_ROWS) -> tuple
         return name, float(r2_score(y[b], m.predict(x[b]))), 0.0
 
     # one tree per feature, independent of the others: fitted in threads (scikit-learn builds a tree
-    # without the GIL), collected in feature order, so the scores are those of a loop
-    with ThreadPoolExecutor(max_workers=_cpus()) as pool:
-        out = list(pool.map(score, _single_feature_columns(f, rows, len(tr))))
+    # without the GIL), collected in feature order, so the scores are those of a loop. At most
+    # LEAKAGE_THREADS at once, each column made as a thread takes it: the trees' temporaries stay within
+    # the audit's memory bound (tests/test_scale_data.py: a peak under 2x X at 10^5 rows)
+    out, pending, workers = [], deque(), min(LEAKAGE_THREADS, _cpus())
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for column in _single_feature_columns(f, rows, len(tr)):
+            if len(pending) == workers:
+                out.append(pending.popleft().result())
+            pending.append(pool.submit(score, column))
+        out += [p.result() for p in pending]
     return out, used
 
 
