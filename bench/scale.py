@@ -14,6 +14,7 @@ files are equal), through ``methodo data inspect`` and a 1-epoch ``methodo run``
 This is a benchmark, not a test: run it by hand on an idle machine.
 
     python bench/scale.py [--rows 10000,100000,1000000,10000000] [--images 50000] [--write BENCHMARKS.md]
+    python bench/scale.py --imports-only   # the fixed import costs alone (what no stage can remove)
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=50_000, help="images in the generated folder (0: skip)")
     p.add_argument("--workdir", default="bench_scale_work", help="where the files and run dirs go (kept)")
     p.add_argument("--timeout", type=int, default=3600, help="seconds allowed to one methodo command")
+    p.add_argument("--imports-only", action="store_true",
+                   help="only measure the fixed import costs (no table, no image folder)")
     p.add_argument("--write", metavar="FILE", help="write/update the '## Scale' section of FILE "
                    f"(refused when the 1-minute load average before the run is above {MAX_LOAD})")
     return p.parse_args(argv)
@@ -177,6 +180,46 @@ def run_images(work: Path, n: int, timeout: int) -> dict:
     return res
 
 
+# --------------------------------------------------------------------------- fixed costs
+
+# The libraries a default table run imports, in the order it first needs them, and where: what no change to
+# methodo's own code can remove (tracking, figures and explanations on, as in the tables above).
+IMPORTS = (
+    ("torch", "torch", "before the stages' clock starts: in no stage"),
+    ("scikit-learn", "sklearn.model_selection", "config, for the split"),
+    ("torch._dynamo", "torch._dynamo", "config: the first torch.optim optimizer imports it"),
+    ("pyarrow.csv", "pyarrow.csv", "load"),
+    ("MLflow + its SQLite store", "mlflow, mlflow.store.tracking.sqlalchemy_store", "setup"),
+    ("scikit-learn ensemble", "sklearn.ensemble", "evaluate: the reference model"),
+    ("cleanlab", "cleanlab.filter", "diagnose: label issues"),
+    ("matplotlib", "matplotlib.pyplot", "figures"),
+    ("captum", "captum.attr", "explain"),
+)
+
+
+def import_costs(repeats: int = 3) -> list[tuple[str, float, str]]:
+    """Wall seconds of each import of :data:`IMPORTS`, after those above it, in a fresh process (the best of
+    ``repeats``): ``[(name, seconds, where)]``."""
+    out, before = [], ""
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    for name, modules, where in IMPORTS:
+        code = (f"import time\n{before}\nt = time.perf_counter()\nimport {modules}\n"
+                "print(time.perf_counter() - t)")
+        runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+                for _ in range(repeats)]
+        out.append((name, min(float(r.stdout) if r.returncode == 0 else float("nan") for r in runs), where))
+        before += f"\nimport {modules}"
+    return out
+
+
+def fmt_imports(costs: list[tuple[str, float, str]], epoch_s: float | None) -> str:
+    in_stages = sum(s for name, s, _ in costs if name != "torch")
+    per = "; ".join(f"{name} {s:.2f} s ({where})" for name, s, where in costs)
+    ratio = f" = {in_stages / epoch_s:.2f} epochs at 10^6 rows" if epoch_s else ""
+    return (f"- **Fixed import costs** (`bench/scale.py`, fresh processes, each import after the ones before it, best "
+            f"of 3): {per}. Inside the stages: {in_stages:.2f} s{ratio}.")
+
+
 # --------------------------------------------------------------------------- report
 
 STAGES = ("load", "audit", "prepare", "train", "predict", "evaluate", "diagnose", "explain", "figures", "report",
@@ -214,6 +257,10 @@ def fmt_images(n: int, r: dict) -> str:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
+    if a.imports_only:
+        print(f"load average {loadavg()}", file=sys.stderr)
+        print(fmt_imports(import_costs(), None))
+        return 0
     sizes = [int(float(s)) for s in a.rows.split(",") if s.strip()]
     work = (ROOT / a.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -226,6 +273,7 @@ def main(argv=None) -> int:
         if tables[n]["rc"] != 0:
             print(tables[n]["tail"], file=sys.stderr)
     images = run_images(work, a.images, a.timeout) if a.images else None
+    costs = import_costs()
     if images is not None and images["rc"] != 0:
         print(images["tail"], file=sys.stderr)
     load_after = loadavg()
@@ -248,6 +296,7 @@ def main(argv=None) -> int:
         "epoch of a hand-written batched loop (same MLP, Adam, batch 256) over the same rows.",
         f"- **Load:** 1-minute load average {load_before} before, {load_after} after.", "",
         fmt_table(tables), "",
+        fmt_imports(costs, tables[1_000_000]["timings"].get("train", 0) / 2 if 1_000_000 in tables else None), "",
         *( [fmt_images(a.images, images), ""] if images else []),
     ])
     print(body)

@@ -90,3 +90,28 @@ def test_mlflow_gets_the_per_step_series(tmp_path):
     csv_norms = [float(l.split(",")[4]) for l in (tmp_path / "m" / "steps.csv").read_text().splitlines()[1:]]
     logged = [m.value for m in sorted(client.get_metric_history(rid, "step_grad_norm"), key=lambda m: m.step)]
     assert logged == pytest.approx(csv_norms, rel=1e-5)
+
+
+def test_mlflow_gets_a_capped_long_series_at_real_steps_and_steps_csv(tmp_path, monkeypatch):
+    """A long run sends each per-step series as SERIES_POINTS evenly spaced steps (one log_batch), their
+    own values, first and last step included; steps.csv (every step) is uploaded with the run."""
+    from mlflow.tracking import MlflowClient
+
+    from methodo.rundir import RunDir
+    from methodo.track import SERIES_POINTS, MlflowTracker
+
+    monkeypatch.chdir(tmp_path)  # the store's artifacts
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker("long-series", uri)
+    tracker.start({"train.epochs": 2}, {"methodo.run_name": "long"})
+    n = 5470
+    loss = [1.0 / (1 + i) for i in range(n)]
+    tracker.log_series({"step_loss": loss, "step_lr": [1e-3] * n})
+    rd = RunDir.create(tmp_path / "run", name="long")
+    rd.write_text("steps.csv", "step,epoch,lr,loss,grad_norm\r\n")
+    tracker.finish("FINISHED", rd)
+    client = MlflowClient(tracking_uri=uri)
+    hist = sorted(client.get_metric_history(tracker.run_id, "step_loss"), key=lambda m: m.step)
+    assert len(hist) == SERIES_POINTS and (hist[0].step, hist[-1].step) == (1, n)
+    assert all(m.value == pytest.approx(loss[m.step - 1]) for m in hist)
+    assert "steps.csv" in [a.path for a in client.list_artifacts(tracker.run_id)]

@@ -201,3 +201,33 @@ def test_csv_na_strings_match_pandas_defaults():
     from methodo.data.csvread import NA_VALUES
 
     assert set(NA_VALUES) == set(parsers.STR_NA_VALUES)  # both readers call the same cells missing
+
+
+@pytest.mark.parametrize("head,names", [
+    (",a,b,label", ["Unnamed: 0", "a", "b"]),  # pandas' to_csv with its index: an empty first name
+    ("a,a,b,label", ["a", "a.1", "b"]),  # a repeated name
+    ("a,,a,label", ["a", "Unnamed: 1", "a.1"]),
+])
+def test_csv_renamed_header_keeps_the_fast_path_with_pandas_names(tmp_path, monkeypatch, head, names):
+    from methodo.data import csvread
+
+    p = tmp_path / "r.csv"
+    p.write_text(head + "\n" + "".join(f"{i},{i % 7}.5,{'x' if i == 59_000 else i % 3},{i % 2}\n"
+                                       for i in range(60_000)))  # a text cell after the first block
+    cfg = _cfg(source="csv", path=str(p), target="label")
+    with monkeypatch.context() as m:
+        m.setattr(csvread, "read_text", lambda path: pytest.fail("a renamed header went through pandas"))
+        ds = load_dataset(cfg.data, audit=True)
+    assert ds.feature_names == names and ds.X.dtype == np.float32
+    assert ds.problems[0]["row"] == 59_002 and ds.problems[0]["column"] == names[2]  # read again as text, by name
+    _text_only(monkeypatch)
+    slow = load_dataset(cfg.data, audit=True)
+    assert (slow.feature_names, slow.X.tobytes(), slow.y.tolist(), slow.problems) == (
+        ds.feature_names, ds.X.tobytes(), ds.y.tolist(), ds.problems)
+
+
+def test_csv_quoted_renamed_header_is_read_by_pandas(tmp_path, monkeypatch):
+    p = tmp_path / "q.csv"
+    p.write_text('"a",a,label\n1,2,0\n3,4,1\n')
+    ds = load_dataset(_cfg(source="csv", path=str(p), target="label").data)
+    assert ds.feature_names == ["a", "a.1"] and ds.X.tolist() == [[1, 2], [3, 4]]

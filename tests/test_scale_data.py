@@ -246,3 +246,23 @@ def test_scatters_draw_a_seeded_sample_of_at_most_the_cap(tmp_path, drawn):
     first = [c.get_offsets().copy() for c in ax.collections]
     plots.embeddings(rng.normal(size=(n, 2)) * 0 + 1, labels, pred, ["a", "b", "c"], tmp_path / "e2.png", method="PCA")
     assert [len(c.get_offsets()) for c in drawn[2].axes[0].collections] == [len(o) for o in first]  # seeded
+
+
+def test_learning_curves_draw_a_capped_envelope_of_long_step_series(tmp_path, drawn):
+    from methodo.report import plots
+
+    n = 54_700  # the optimizer steps of 2 epochs on 10^7 rows, batch 256
+    lrs = list(np.linspace(1e-3, 1e-5, n))
+    g = np.random.default_rng(0).gamma(2.0, 1.0, n)
+    g[12_345], g[777] = 1e4, np.nan  # a spike between two drawn points, and a skipped step
+    hist = [{"epoch": e, "train_loss": 0.5, "val_loss": 0.4, "train_accuracy": 0.8, "val_accuracy": 0.8} for e in (1, 2)]
+    plots.learning_curves(hist, lrs, tmp_path / "lc.png", grad_norms=list(g))
+    lr_ax, g_ax = drawn[0].axes[2:4]
+    for ax in (lr_ax, g_ax):
+        assert len(ax.lines[0].get_xdata()) <= plots.MAX_CURVE_POINTS and f"{n:,} steps" in ax.get_title()
+    drawn_lr = np.asarray(lr_ax.lines[0].get_ydata())
+    assert (drawn_lr.max(), drawn_lr.min()) == (max(lrs), min(lrs))  # both ends of the schedule
+    assert np.nanmax(g_ax.lines[0].get_ydata()) == 1e4  # the spike is drawn
+    plots.learning_curves(hist, lrs[:500], tmp_path / "short.png", grad_norms=list(g[:500]))
+    short = drawn[1].axes[2]
+    assert len(short.lines[0].get_xdata()) == 500 and short.get_title() == "learning rate"  # every step, no note

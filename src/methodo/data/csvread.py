@@ -8,10 +8,15 @@ as text (the file is parsed once more). A typed column holding a cell pandas wou
 ("NAN", "nan(1)") or a value beyond float32's range is not :func:`numbers`: the caller then reads its
 cells as text (:func:`text`) to name the first bad one, with the messages it always had.
 
+A header with an empty or repeated column name (``pandas.DataFrame.to_csv`` writes an empty one for the
+index) keeps the fast path: the columns get the names pandas gives them ("Unnamed: 0", "a.1"), read from
+the header by pandas, and Arrow reads the rows under those names (when the header is one line without
+quotes, so that skipping one line skips it).
+
 When Arrow cannot read the file the way pandas does (a ragged row, an unterminated quote, invalid UTF-8,
-duplicate or empty column names, an empty file), pandas reads it as before, every cell as text
-(:func:`read_text`), with pandas' own behaviour and messages. Both readers take pandas' default
-missing-value strings (:data:`NA_VALUES`) as missing.
+an empty file), pandas reads it as before, every cell as text (:func:`read_text`), with pandas' own
+behaviour and messages. Both readers take pandas' default missing-value strings (:data:`NA_VALUES`) as
+missing.
 """
 
 from __future__ import annotations
@@ -30,18 +35,22 @@ F32_MAX = float(np.finfo(np.float32).max)
 _CONVERSION = re.compile(r"In CSV column #(\d+): CSV conversion error to (?:float|double)")
 
 
-def _options(types: dict | None = None, include: list[str] | None = None) -> dict:
+def _options(types: dict | None = None, include: list[str] | None = None, renamed: list[str] | None = None) -> dict:
     import pyarrow.csv as pacsv
 
-    return {"parse_options": pacsv.ParseOptions(newlines_in_values=True),  # quoted line breaks, as pandas reads them
+    opts = {"parse_options": pacsv.ParseOptions(newlines_in_values=True),  # quoted line breaks, as pandas reads them
             "convert_options": pacsv.ConvertOptions(column_types=types or {}, include_columns=include or [],
                                                     null_values=list(NA_VALUES), strings_can_be_null=True)}
+    if renamed is not None:  # pandas' names for the columns: the header line is skipped, not read
+        opts["read_options"] = pacsv.ReadOptions(column_names=renamed, skip_rows=1)
+    return opts
 
 
-def header(path: Path) -> tuple[list[str], set[str], bool] | None:
-    """``(column names, the columns the first block shows as text, whether there is a row)``, or None when
-    the fast path does not apply: Arrow cannot parse the start of the file, or pandas would rename a
-    column (duplicate or empty name)."""
+def header(path: Path) -> tuple[list[str], set[str], bool, list[str] | None] | None:
+    """``(column names, the columns the first block shows as text, whether there is a row, the names given
+    to Arrow or None)``, or None when the fast path does not apply: Arrow cannot parse the start of the
+    file, or pandas renames a column (an empty or repeated name) in a header this module cannot skip as one
+    line. The last item, when not None, is passed on to :func:`read` and :func:`text` as ``renamed``."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -52,16 +61,38 @@ def header(path: Path) -> tuple[list[str], set[str], bool] | None:
         reader.close()
     except (pa.ArrowException, UnicodeDecodeError):  # a name that is not UTF-8 fails in .names
         return None
+    renamed = None
     if len(set(names)) != len(names) or "" in names:
-        return None
+        renamed = _pandas_names(path, len(names))
+        if renamed is None:
+            return None
+        names = renamed
     numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_null)
-    return names, {f.name for f in reader.schema if not any(is_(f.type) for is_ in numeric)}, has_rows
+    text = {name for name, f in zip(names, reader.schema) if not any(is_(f.type) for is_ in numeric)}
+    return names, text, has_rows, renamed
 
 
-def read(path: Path, names: list[str], used: list[str], *, text: set[str], wide: set[str]):
+def _pandas_names(path: Path, n: int) -> list[str] | None:
+    """The names pandas gives the ``n`` columns of a header with an empty or repeated name ("Unnamed: 0",
+    "a.1"), read by pandas from the header alone; None when the header line holds a quote (it could span
+    lines, and the rows are read by skipping one line) or pandas names another number of columns."""
+    import pandas as pd
+
+    with open(path, "rb") as fh:
+        if b'"' in fh.readline():
+            return None
+    try:
+        names = [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    except (ValueError, UnicodeDecodeError):  # pandas' parser errors are ValueErrors
+        return None
+    return names if len(names) == n and len(set(names)) == n else None
+
+
+def read(path: Path, names: list[str], used: list[str], *, text: set[str], wide: set[str],
+         renamed: list[str] | None = None):
     """The ``used`` columns as a ``pyarrow.Table``: ``text`` ones as strings, ``wide`` ones as float64, the
     others float32. A column that fails to convert further down is read again as text. None when Arrow
-    cannot parse the file (the caller then reads it with :func:`read_text`)."""
+    cannot parse the file (the caller then reads it with :func:`read_text`). ``renamed``: see :func:`header`."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -69,7 +100,7 @@ def read(path: Path, names: list[str], used: list[str], *, text: set[str], wide:
     while True:
         types = {c: pa.string() if c in text else pa.float64() if c in wide else pa.float32() for c in used}
         try:
-            return pacsv.read_csv(path, **_options(types, used))
+            return pacsv.read_csv(path, **_options(types, used, renamed))
         except pa.ArrowException as exc:
             m = _CONVERSION.match(str(exc))
             col = names[int(m.group(1))] if m and int(m.group(1)) < len(names) else None
@@ -108,15 +139,15 @@ def numbers(col) -> np.ndarray | None:
     return col.to_numpy()
 
 
-def text(path: Path, col, name: str):
+def text(path: Path, col, name: str, renamed: list[str] | None = None):
     """The column's cells as text (a ``pyarrow.ChunkedArray``): itself when it was read as text, else the
-    one column read again from the file as text."""
+    one column read again from the file as text (``renamed``: see :func:`header`)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         return col
-    return pacsv.read_csv(path, **_options({name: pa.string()}, [name]))[name]
+    return pacsv.read_csv(path, **_options({name: pa.string()}, [name], renamed))[name]
 
 
 def release() -> None:

@@ -209,14 +209,14 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
     if not path.is_file():
         raise DataError(f"{path}: CSV file not found (data.path)")
     forced_cat = set(getattr(data_cfg, "categorical", []) or [])
-    target, group_col, features, table = _csv_table(path, data_cfg, forced_cat)
+    target, group_col, features, table, renamed = _csv_table(path, data_cfg, forced_cat)
     n = table.num_rows
     columns = dict(zip(table.column_names, table.columns))
     del table  # each column's memory goes once it is converted
     rows = np.arange(n) + 2  # file line of each row (line 1 is the header)
     problems: list[dict] = []
     keep = np.ones(n, dtype=bool)
-    ctx = _CsvContext(path, rows, keep, problems, audit)
+    ctx = _CsvContext(path, rows, keep, problems, audit, renamed)
 
     # 1. The target: a missing label, or a non-number in a numeric label column, is a bad label.
     yvals, is_num, ytext = _csv_target(ctx, columns[target], target)
@@ -249,22 +249,25 @@ def load_csv(data_cfg, audit: bool = False) -> Dataset:
 
 
 def _csv_table(path: Path, data_cfg, forced_cat: set[str]):
-    """``(target, group column or None, feature columns, pyarrow.Table of those columns)``: Arrow's typed
-    read when it can parse the file, else pandas' read of every cell as text (as before)."""
+    """``(target, group column or None, feature columns, pyarrow.Table of those columns, the column names
+    given to Arrow or None)``: Arrow's typed read when it can parse the file, else pandas' read of every
+    cell as text (as before)."""
     from methodo.data import csvread
 
     head = csvread.header(path)
     table = csvread.read_text(path) if head is None else None
     has_rows = head[2] if head else table.num_rows > 0
     target, group_col, features = _csv_columns(path, data_cfg, head[0] if head else table.column_names, has_rows)
+    renamed = None
     if table is None:
         sens = list(getattr(data_cfg, "sensitive", []) or [])
         used = list(dict.fromkeys([*features, target, *([group_col] if group_col else []), *sens]))
         text = head[1] | forced_cat | ({group_col} if group_col else set()) | set(sens)
-        table = csvread.read(path, head[0], used, text=text, wide={target})
+        renamed = head[3]
+        table = csvread.read(path, head[0], used, text=text, wide={target}, renamed=renamed)
         if table is None:
-            table = csvread.read_text(path)
-    return target, group_col, features, table
+            table, renamed = csvread.read_text(path), None
+    return target, group_col, features, table, renamed
 
 
 def _csv_columns(path: Path, data_cfg, cols: list[str], has_rows: bool) -> tuple[str, str | None, list[str]]:
@@ -316,6 +319,7 @@ class _CsvContext:
     keep: np.ndarray
     problems: list[dict]
     audit: bool
+    renamed: list[str] | None = None  # the column names Arrow was given (csvread.header), None: the file's
 
 
 def _csv_target(ctx: _CsvContext, col, target: str):
@@ -325,7 +329,7 @@ def _csv_target(ctx: _CsvContext, col, target: str):
     from methodo.data import csvread
 
     yvals = csvread.numbers(col)
-    ytext = None if yvals is not None else csvread.text(ctx.path, col, target).to_pandas()
+    ytext = None if yvals is not None else csvread.text(ctx.path, col, target, ctx.renamed).to_pandas()
     present = ~np.isnan(yvals) if ytext is None else ytext.notna().to_numpy()
     for i in np.flatnonzero(~present):
         if not ctx.audit:
@@ -366,7 +370,8 @@ def _csv_features(ctx: _CsvContext, columns: dict, features: list[str], forced_c
         arr = columns.pop(col)
         values = None if col in forced_cat else csvread.numbers(arr)
         if values is None:
-            values = _csv_text_feature(ctx, csvread.text(ctx.path, arr, col), col, forced=col in forced_cat)
+            cells = csvread.text(ctx.path, arr, col, ctx.renamed)
+            values = _csv_text_feature(ctx, cells, col, forced=col in forced_cat)
         if values.dtype == object:
             cat_names.append(col)
             cat_cols.append(values)

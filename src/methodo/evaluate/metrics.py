@@ -1,4 +1,11 @@
-"""Task metrics on torchmetrics, as a registry of scalar metrics plus per-class tables.
+"""Task metrics, as a registry of scalar metrics plus per-class tables.
+
+The classification and regression metrics are torchmetrics' own formulas, written here on the
+predictions already collected (a confusion matrix by ``bincount``, ROC AUC from one sort per class
+column, the regression sums): the same operations in the same order, so the same numbers to the last
+bit (``tests/test_metrics_torchmetrics.py`` compares them with torchmetrics on random data). Importing
+torchmetrics costs seconds (it imports torchvision and transformers when they are installed), more
+than evaluating a million rows; it stays for perplexity and detection mAP.
 
 Every metric takes ``(scores, y, n_classes)`` as tensors: class probabilities ``(N, C)`` and class
 indices for classification; predictions and targets in the target's units for regression; class
@@ -53,11 +60,15 @@ def _preds(p):
     return p.argmax(1)
 
 
+def confusion_counts(pred, y, c) -> torch.Tensor:
+    """Confusion matrix of decided classes (rows: true class, columns: predicted) as int64 counts
+    (torchmetrics' ``multiclass_confusion_matrix``: one ``bincount`` of ``true × C + predicted``)."""
+    return torch.bincount(y.reshape(-1).long() * c + pred.reshape(-1).long(), minlength=c * c).reshape(c, c)
+
+
 def confusion(p, y, c) -> torch.Tensor:
     """Confusion matrix (rows: true class, columns: predicted) as float64 counts."""
-    from torchmetrics.functional.classification import multiclass_confusion_matrix
-
-    return multiclass_confusion_matrix(_preds(p), y, num_classes=c, validate_args=False).double()
+    return confusion_counts(_preds(p), y, c).double()
 
 
 def cm_stats(cm: torch.Tensor):
@@ -81,6 +92,11 @@ def _ratio(num, den, c, what):
     if not ok.any():
         raise Undefined(f"no class has a row {what}")
     return (num[ok] / den[ok]).mean()
+
+
+def _one_class(y: torch.Tensor) -> bool:
+    """Fewer than two distinct labels (O(n): no sort, unlike ``torch.unique``)."""
+    return len(y) == 0 or not bool((y != y[0]).any())
 
 
 @METRICS.register("accuracy", help="fraction of rows whose most probable class is right", **_CLS)
@@ -159,9 +175,13 @@ def mcc_cm(cm):
 
 @METRICS.register("cohen_kappa", help="agreement with the labels beyond chance (0 = chance, 1 = perfect)", **_CLS)
 def cohen_kappa(p, y, c):
-    from torchmetrics.functional.classification import multiclass_cohen_kappa
-
-    return multiclass_cohen_kappa(_preds(p), y, num_classes=c, validate_args=False)
+    # torchmetrics' unweighted kappa: float32 counts, expected counts from the margins, off-diagonal sums
+    cm = confusion_counts(_preds(p), y, c).float()
+    expected = cm.sum(dim=1, keepdim=True) @ cm.sum(dim=0, keepdim=True) / cm.sum(dim=0, keepdim=True).sum()
+    off = torch.ones_like(cm).flatten()
+    off[:: c + 1] = 0
+    off = off.reshape(c, c)
+    return 1 - torch.sum(off * cm) / torch.sum(off * expected)
 
 
 @METRICS.register("top3_accuracy", **_CLS,
@@ -175,13 +195,54 @@ def top3_accuracy(p, y, c):
 @METRICS.register("roc_auc", **_CLS,
                   help="area under the ROC curve (binary: positive class; multiclass: one-vs-rest macro)")
 def roc_auc(p, y, c):
-    from torchmetrics.functional.classification import binary_auroc, multiclass_auroc
-
-    if len(torch.unique(y)) < 2:
+    if _one_class(y):
         raise Undefined("only one class is present")
     if c == 2:
-        return binary_auroc(p[:, 1], y, validate_args=False)
-    return multiclass_auroc(p, y, num_classes=c, average="macro", validate_args=False)
+        return binary_auroc(p[:, 1], y)
+    return multiclass_auroc(p, y, c)
+
+
+def _roc(score: torch.Tensor, target: torch.Tensor, pos_label: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """ROC curve ``(fpr, tpr)`` from (0, 0), one point per distinct score, highest first (torchmetrics'
+    ``_binary_clf_curve`` and ``_binary_roc_compute``: counts as float32 running sums; a rate whose
+    class is absent is all zeros)."""
+    order = torch.argsort(score, descending=True)
+    score, target = score[order], target[order]
+    ends = torch.where(score[1:] - score[:-1])[0]  # the last row of each distinct score, and the last row
+    ends = torch.cat([ends, ends.new_full((1,), target.size(0) - 1)])
+    tps = torch.cumsum((target == pos_label).to(torch.long) * 1.0, dim=0)[ends]
+    fps = 1 + ends - tps
+    tps, fps = torch.cat([tps.new_zeros(1), tps]), torch.cat([fps.new_zeros(1), fps])
+    fpr = torch.zeros(len(fps), dtype=score.dtype) if fps[-1] <= 0 else fps / fps[-1]
+    tpr = torch.zeros(len(tps), dtype=score.dtype) if tps[-1] <= 0 else tps / tps[-1]
+    return fpr, tpr
+
+
+def _probabilities(p: torch.Tensor, how: str) -> torch.Tensor:
+    """Scores outside [0, 1] are taken as logits (torchmetrics' ``normalize_logits_if_needed``)."""
+    if not torch.all((p >= 0) * (p <= 1)):
+        p = p.sigmoid() if how == "sigmoid" else torch.softmax(p, dim=1)
+    return p
+
+
+def binary_auroc(score, y) -> torch.Tensor:
+    """Area under the ROC curve of ``score`` for the positive class 1 (the trapezoidal rule, as
+    torchmetrics' ``binary_auroc``)."""
+    fpr, tpr = _roc(_probabilities(score.flatten(), "sigmoid"), y.flatten())
+    return torch.trapz(tpr, fpr, dim=-1) * 1.0
+
+
+def multiclass_auroc(p, y, c: int) -> torch.Tensor:
+    """One-vs-rest ROC AUC of each class column, averaged over the columns (torchmetrics'
+    ``multiclass_auroc(average="macro")``: a class absent from ``y`` counts as 0)."""
+    p = _probabilities(p.transpose(0, 1).reshape(c, -1).T, "softmax")
+    y = y.flatten()
+    areas = []
+    for k in range(c):
+        fpr, tpr = _roc(p[:, k], y, pos_label=k)
+        areas.append(torch.trapz(tpr, fpr, dim=-1) * 1.0)
+    areas = torch.stack(areas)
+    return areas[~torch.isnan(areas)].mean()
 
 
 def _ap(score: torch.Tensor, pos: torch.Tensor) -> float:
@@ -200,7 +261,7 @@ def _ap(score: torch.Tensor, pos: torch.Tensor) -> float:
 @METRICS.register("average_precision", **_CLS,
                   help="area under the precision-recall curve (binary: positive class; else macro)")
 def average_precision(p, y, c):
-    if len(torch.unique(y)) < 2:
+    if _one_class(y):
         raise Undefined("only one class is present")
     if c == 2:
         return _ap(p[:, 1], y == 1)
@@ -226,26 +287,34 @@ def ece(p, y, c):
 
 @METRICS.register("mae", help="mean absolute error, in target units", **_REG)
 def mae(p, y, c):
-    from torchmetrics.functional import mean_absolute_error
-
-    return mean_absolute_error(p, y)
+    p, y = p.reshape(-1), y.reshape(-1)  # torchmetrics' mean_absolute_error: sum, then divide
+    return torch.sum(torch.abs(p - y), dim=0) / y.shape[0]
 
 
 @METRICS.register("rmse", help="root mean squared error, in target units", **_REG)
 def rmse(p, y, c):
-    from torchmetrics.functional import mean_squared_error
-
-    return mean_squared_error(p, y).sqrt()
+    p, y = p.reshape(-1), y.reshape(-1)  # torchmetrics' mean_squared_error, then the root
+    diff = p - y
+    return (torch.sum(diff * diff, dim=0) / y.shape[0]).sqrt()
 
 
 @METRICS.register("r2", help="coefficient of determination (1 is perfect, 0 is the mean predictor)",
                   task="regression", higher_is_better=True, best=1.0)
 def r2(p, y, c):
-    from torchmetrics.functional import r2_score
-
     if len(y) < 2:
         raise Undefined("R² needs at least 2 rows")
-    return r2_score(p, y)
+    # torchmetrics' r2_score: sums of the target and of the residuals; 1 when the residuals are ~0 and
+    # 0 when the target is ~constant (|sum| <= 1e-4), averaged over outputs
+    residual = y - p
+    rss = torch.sum(residual * residual, dim=0)
+    total = torch.sum(y, dim=0)
+    tss = torch.sum(y * y, dim=0) - total * (total / y.size(0))
+    off_rss, off_tss = ~torch.isclose(rss, torch.zeros_like(rss), atol=1e-4), ~torch.isclose(
+        tss, torch.zeros_like(tss), atol=1e-4)
+    scores = torch.ones_like(rss)
+    scores[off_rss & off_tss] = 1 - (rss[off_rss & off_tss] / tss[off_rss & off_tss])
+    scores[off_rss & ~off_tss] = 0.0
+    return torch.mean(scores)
 
 
 def pixel_confusion(p, y, c) -> torch.Tensor:
@@ -429,9 +498,7 @@ def classification_tables(probs, y, class_names: list[str]) -> dict:
     """Confusion matrix (rows: true class, columns: predicted), normalized too, and per-class metrics."""
     probs, y = torch.as_tensor(probs), torch.as_tensor(y)
     c = len(class_names)
-    from torchmetrics.functional.classification import multiclass_confusion_matrix
-
-    cm = multiclass_confusion_matrix(probs.argmax(1), y, num_classes=c, validate_args=False)
+    cm = confusion_counts(probs.argmax(1), y, c)
     tp, fp, tn, fn = cm_stats(cm.double())
 
     def div(a, b):
@@ -534,8 +601,6 @@ def ap_macro(p, y, c):
 @METRICS.register("roc_auc_macro", help="ROC AUC of each label, averaged over labels with both values present",
                   task="multilabel", higher_is_better=True, best=1.0)
 def roc_auc_macro(p, y, c):
-    from torchmetrics.functional.classification import binary_auroc
-
     both = [k for k in range(y.shape[1]) if 0 < int(y[:, k].sum()) < len(y)]
     if not both:
         raise Undefined("no label has both values present")

@@ -1,9 +1,11 @@
 """Figures of a run, written as PNG files (matplotlib, Agg backend). Each returns its path.
 
 Figures draw a bounded number of points whatever the rows (issue 11): a scatter of rows draws a seeded
-sample of at most ``MAX_SCATTER_POINTS`` and a ROC or precision-recall curve at most ``MAX_CURVE_POINTS``
-points along it (its ends kept), and the figure says so ("5,000 of 1,000,000 points"). Numbers shown on
-a figure (AUC, AP, counts) are computed from every row.
+sample of at most ``MAX_SCATTER_POINTS``, a ROC or precision-recall curve at most ``MAX_CURVE_POINTS``
+points along it (its ends kept), and a per-step series (learning rate, gradient norm) at most
+``MAX_CURVE_POINTS`` points: the lowest and highest value of each run of consecutive steps, so a spike
+stays visible. The figure says so ("5,000 of 1,000,000 points"). Numbers shown on a figure (AUC, AP,
+counts) are computed from every row.
 """
 
 from __future__ import annotations
@@ -33,6 +35,22 @@ def thin_curve(x: np.ndarray, y: np.ndarray, cap: int = MAX_CURVE_POINTS) -> np.
     s = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(x), np.diff(y)))])
     idx = np.searchsorted(s, np.linspace(0.0, s[-1], cap - 1))  # the first target, 0, is point 0
     return np.unique(np.concatenate([idx, [n - 1]]))
+
+
+def series_points(values, cap: int = MAX_CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, values)`` to draw a per-step series (steps from 1) with at most ``cap`` points: every step,
+    or for each of ``cap // 2`` runs of consecutive steps its lowest then its highest value (NaN ignored
+    unless the whole run is NaN), both at the run's middle step."""
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    if n <= cap:
+        return np.arange(1, n + 1), v
+    starts = np.linspace(0, n, cap // 2 + 1).astype(np.intp)
+    lo, hi = starts[:-1], starts[1:]
+    with np.errstate(invalid="ignore"):
+        low, high = np.fmin.reduceat(v, lo), np.fmax.reduceat(v, lo)
+    mid = (lo + hi + 1) / 2  # the middle of steps lo + 1 … hi
+    return np.repeat(mid, 2), np.column_stack([low, high]).ravel()
 
 
 def _drawn(k: int, n: int, what: str = "points") -> str:
@@ -74,22 +92,27 @@ def learning_curves(history: list[dict], lrs: list[float], path: Path, *, best_e
         ax.set_title(key)
         ax.legend()
         ax.grid(alpha=0.3)
-    axes[2].plot(np.arange(1, len(lrs) + 1), lrs)
+    axes[2].plot(*series_points(lrs))
     axes[2].set_xlabel("optimizer step")
-    axes[2].set_title("learning rate")
+    axes[2].set_title("learning rate" + _series_note(len(lrs)))
     axes[2].grid(alpha=0.3)
     if grad_norms:
         g = np.asarray(grad_norms, dtype=float)
-        axes[3].plot(np.arange(1, len(g) + 1), np.where(np.isfinite(g), g, np.nan), lw=0.8)
+        axes[3].plot(*series_points(np.where(np.isfinite(g), g, np.nan)), lw=0.8)
         if clip:
             axes[3].axhline(clip, color="#b00020", ls="--", lw=1, label=f"clip norm {clip:g}")
             axes[3].legend()
         if np.nanmin(np.where(g > 0, g, np.nan)) > 0:
             axes[3].set_yscale("log")
         axes[3].set_xlabel("optimizer step")
-        axes[3].set_title("gradient norm (before clipping)")
+        axes[3].set_title("gradient norm (before clipping)" + _series_note(len(g)))
         axes[3].grid(alpha=0.3)
     return _save(fig, path)
+
+
+def _series_note(n: int, cap: int = MAX_CURVE_POINTS) -> str:
+    """A second title line when a per-step series is drawn thinned: "lowest and highest of each 3 steps"."""
+    return "" if n <= cap else f"\n(lowest and highest of each {n / (cap // 2):.3g} steps; {n:,} steps)"
 
 
 def weight_distributions(monitor: list[dict], path: Path, *, max_layers: int = 6) -> Path:

@@ -37,9 +37,19 @@ def _write_outputs(o) -> None:
         if o.ds.kind == "image":  # the report's label-issue table shows each suspect's image
             for s in suspects:
                 plots.thumbnail(o.ds.X[s["row"]], o.rd.figure(f"suspect_{s['rank']}.png"))
-    o.write_split_predictions(["row", "true", "predicted", *[f"p_{c}" for c in names]], lambda s: (
-        [int(r), names[int(t)], names[int(p.argmax())], *[f"{v:.6f}" for v in p]]
-        for r, t, p in zip(o.data.indices[s], o.data.raw_y[s], o.preds[s])))
+    o.write_split_columns(["row", "true", "predicted", *[f"p_{c}" for c in names]], lambda s: _columns(o, s, names))
+
+
+def _columns(o, split: str, names: list[str]) -> list:
+    """A split's prediction columns: row id, true and predicted class names, each class probability
+    with 6 decimals (``f"{p:.6f}"``)."""
+    import numpy as np
+
+    from methodo import csvtext
+
+    p = np.asarray(o.preds[split])
+    return [csvtext.integers(o.data.indices[split]), csvtext.labels(np.asarray(o.data.raw_y[split]), names),
+            csvtext.labels(p.argmax(1), names), *[csvtext.fixed(p[:, k]) for k in range(p.shape[1])]]
 
 
 SPEC = TaskSpec(

@@ -23,6 +23,23 @@ from pathlib import Path
 from typing import Any
 
 
+SERIES_POINTS = 1000  # per-step points of a series sent to MLflow: one log_batch (MLflow's limit per batch)
+
+
+def series_steps(n: int, cap: int = SERIES_POINTS) -> list[int]:
+    """Indices (from 0) of the steps of an ``n``-step series sent to MLflow: all of them up to ``cap``,
+    else ``cap`` evenly spaced ones, the first and the last included.
+
+    >>> len(series_steps(5470)), series_steps(5470)[:3], series_steps(5470)[-1]
+    (1000, [0, 5, 11], 5469)
+    """
+    if n <= cap:
+        return list(range(n))
+    import numpy as np
+
+    return np.linspace(0, n - 1, cap).round().astype(int).tolist()  # spacing > 1: distinct steps
+
+
 class NullTracker:
     """Tracking switched off: same calls, nothing recorded."""
 
@@ -147,7 +164,9 @@ class MlflowTracker(NullTracker):
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
 
     def log_series(self, series: dict[str, list[float]]) -> None:
-        """Per-step series (LR, loss, gradient norm), logged in batches with step = optimizer step."""
+        """Per-step series (LR, loss, gradient norm) with step = optimizer step: every step up to
+        :data:`SERIES_POINTS` steps, else every k-th step and the last (:func:`series_steps`), one
+        ``log_batch`` per series. ``steps.csv``, uploaded by :meth:`finish`, has every step."""
         import math
         import time
 
@@ -156,10 +175,10 @@ class MlflowTracker(NullTracker):
 
         client = MlflowClient(self.tracking_uri) if self.tracking_uri else MlflowClient()
         now = int(time.time() * 1000)
-        metrics = [Metric(name, float(v), now, i + 1) for name, values in series.items()
-                   for i, v in enumerate(values) if v is not None and math.isfinite(v)]
-        for i in range(0, len(metrics), 1000):  # MLflow's limit per batch
-            client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
+        metrics = [Metric(name, float(values[i]), now, int(i) + 1) for name, values in series.items()
+                   for i in series_steps(len(values)) if values[i] is not None and math.isfinite(values[i])]
+        for i in range(0, len(metrics), SERIES_POINTS):  # MLflow's limit per batch
+            client.log_batch(self.run_id, metrics=metrics[i:i + SERIES_POINTS])
 
     def log_model(self, prep, rd, *, register: str | None = None) -> str | None:
         """Log the trained model (a pyfunc with its preprocessing, signature and input example) and the
@@ -178,7 +197,7 @@ class MlflowTracker(NullTracker):
         with store_lock(self._uri()):
             try:
                 if rd is not None:
-                    for name in ("config.yaml", "summary.json", "report.html", "metrics.csv", "MODEL_CARD.md"):
+                    for name in ("config.yaml", "summary.json", "report.html", "metrics.csv", "MODEL_CARD.md", "steps.csv"):
                         if rd.has(name) and not rd.file(name).is_symlink():
                             mlflow.log_artifact(str(rd.file(name)))
                     figures = rd.figures
