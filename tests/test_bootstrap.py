@@ -76,7 +76,7 @@ def test_small_splits_keep_the_loop_bit_for_bit():
     names = metric_names("classification")
     got, info = B.percentile_intervals("classification", p, y, 3, names=names, n_boot=30, seed=4)
     assert info == {"method": "resample", "rows": 500, "replicates": dict.fromkeys(names, 30),
-                    "budget": B.DEFAULT_BUDGET}
+                    "budget": B.DEFAULT_BUDGET, "level": 0.95}
     assert got == _loop_intervals("classification", p, y, 3, names, 30, 4)  # exactly
 
 
