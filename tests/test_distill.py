@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import with_keys
+
 import methodo
 from methodo.config import validate
 from methodo.errors import ConfigError
@@ -22,13 +24,7 @@ def _cfg(**over) -> dict:
     base = {"name": "d", "data": {"source": "digits"}, "model": {"name": "mlp", "hidden": [16]},
             "train": {"epochs": 2, "batch_size": 64, "optimizer": {"name": "adam", "lr": 0.003}, "progress": False},
             "track": {"mlflow": False}, "explain": {"enabled": False}, "evaluate": {"bootstrap": 20}}
-    for k, v in over.items():
-        node = base
-        *path, last = k.split(".")
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = v
-    return base
+    return with_keys(base, over)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ tm = pytest.importorskip("torchmetrics.functional")
 from torchmetrics.functional import classification as tmc  # noqa: E402
 
 
-def _same(ours, theirs):
+def _assert_same(ours, theirs):
     ours, theirs = torch.as_tensor(ours), torch.as_tensor(theirs)
     assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
     assert torch.equal(ours, theirs) or (ours.isnan().all() and theirs.isnan().all()), (ours, theirs)
@@ -41,17 +41,17 @@ def _cases():
 @pytest.mark.parametrize("name,p,y,c", list(_cases()), ids=lambda v: v if isinstance(v, str) else "")
 def test_classification_metrics_equal_torchmetrics_bit_for_bit(name, p, y, c):
     pred = p.argmax(1)
-    _same(M.confusion_counts(pred, y, c), tmc.multiclass_confusion_matrix(pred, y, num_classes=c,
+    _assert_same(M.confusion_counts(pred, y, c), tmc.multiclass_confusion_matrix(pred, y, num_classes=c,
                                                                             validate_args=False))
-    _same(M.cohen_kappa(p, y, c), tmc.multiclass_cohen_kappa(pred, y, num_classes=c, validate_args=False))
+    _assert_same(M.cohen_kappa(p, y, c), tmc.multiclass_cohen_kappa(pred, y, num_classes=c, validate_args=False))
     if c == 2:
-        _same(M.roc_auc(p, y, c), tmc.binary_auroc(p[:, 1], y, validate_args=False))
-        _same(M.binary_auroc(p[:, 0], 1 - y), tmc.binary_auroc(p[:, 0], 1 - y, validate_args=False))
+        _assert_same(M.roc_auc(p, y, c), tmc.binary_auroc(p[:, 1], y, validate_args=False))
+        _assert_same(M.binary_auroc(p[:, 0], 1 - y), tmc.binary_auroc(p[:, 0], 1 - y, validate_args=False))
     else:
         with warnings.catch_warnings():  # torchmetrics warns about the absent class
             warnings.simplefilter("ignore")
             theirs = tmc.multiclass_auroc(p, y, num_classes=c, average="macro", validate_args=False)
-        _same(M.roc_auc(p, y, c), theirs)
+        _assert_same(M.roc_auc(p, y, c), theirs)
 
 
 def test_absent_class_counts_as_zero_in_the_macro_auc_as_in_torchmetrics():
@@ -75,9 +75,9 @@ def _regression_cases():
 
 @pytest.mark.parametrize("name,p,y", list(_regression_cases()), ids=lambda v: v if isinstance(v, str) else "")
 def test_regression_metrics_equal_torchmetrics_bit_for_bit(name, p, y):
-    _same(M.mae(p, y, 0), tm.mean_absolute_error(p, y))
-    _same(M.rmse(p, y, 0), tm.mean_squared_error(p, y).sqrt())
-    _same(M.r2(p, y, 0), tm.r2_score(p, y))
+    _assert_same(M.mae(p, y, 0), tm.mean_absolute_error(p, y))
+    _assert_same(M.rmse(p, y, 0), tm.mean_squared_error(p, y).sqrt())
+    _assert_same(M.r2(p, y, 0), tm.r2_score(p, y))
 
 
 def test_multilabel_auc_equals_torchmetrics():

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import with_keys
+
 import methodo
 from methodo.config import validate
 from methodo.errors import ConfigError
@@ -25,13 +27,7 @@ def _cfg(**over) -> dict:
     base = {"name": "t", "data": {"source": "digits"}, "model": {"name": "mlp", "hidden": [32, 16]},
             "train": {"epochs": 1, "batch_size": 64, "optimizer": {"name": "adam", "lr": 0.003}, "progress": False},
             "track": {"mlflow": False}, "explain": {"enabled": False}, "evaluate": {"bootstrap": 0}}
-    for k, v in over.items():
-        node = base
-        *path, last = k.split(".")
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = v
-    return base
+    return with_keys(base, over)
 
 
 @pytest.fixture(scope="module")

@@ -72,6 +72,50 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="re-render a run's report.html from its run dir")
     rep.add_argument("run_dir", metavar="DIR")
 
+    _add_data_parser(sub)
+    _add_model_use_parsers(sub)
+
+    lm = sub.add_parser("evaluate-lm", help="benchmark a local Hugging Face causal LM (lm-evaluation-harness) "
+                        "and/or measure its sliding-window perplexity on a text file",
+                        description="Score a local Hugging Face causal language model (a save_pretrained "
+                        "folder) on lm-evaluation-harness tasks and print a leaderboard-style table (score per "
+                        "task and their average), and/or its sliding-window perplexity on a text file. Needs "
+                        "the llm extra: pip install 'methodo[llm]'. For the classic metrics of a methodo run on "
+                        "new labeled data: `methodo evaluate RUN_DIR DATA`.")
+    lm.add_argument("model_path", metavar="MODEL_PATH", help="folder with config.json, weights and tokenizer")
+    lm.add_argument("--tasks", nargs="+", metavar="TASK", help="lm-eval task names (comma or space separated): "
+                    "methodo_science_mc (ships with methodo), arc_easy, arc_challenge, hellaswag, mmlu, "
+                    "truthfulqa_mc2, winogrande, gsm8k, ... or `leaderboard` for the six Open LLM Leaderboard ones")
+    lm.add_argument("--limit", type=int, metavar="N", help="at most N examples per task (quick checks)")
+    lm.add_argument("--num-fewshot", type=int, metavar="K", help="few-shot examples in each prompt (task default)")
+    lm.add_argument("--batch-size", type=int, default=8, metavar="B", help="batch size (default 8)")
+    lm.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:0, ...")
+    lm.add_argument("--perplexity", metavar="FILE", help="text file to measure sliding-window perplexity on")
+    lm.add_argument("--window", type=int, default=None, metavar="N",
+                    help="tokens per window (default: the model's context length)")
+    lm.add_argument("--stride", type=int, default=None, metavar="S",
+                    help="tokens the window moves each step (default: window/2; = window for non-overlapping chunks)")
+    lm.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    rb = sub.add_parser("robustness", help="adversarial (FGSM, PGD, one-pixel) and corruption robustness of a "
+                        "trained image classifier", description="Attack the run's test images with torchattacks "
+                        "(FGSM and PGD at each eps, one-pixel at each k) and corrupt them (noise, blur, brightness, "
+                        "contrast, JPEG, pixelation at 5 severities); print robust accuracy, the share fooled by k "
+                        "pixels and the mean corruption error. Options: evaluate.robustness.* of the run's config, "
+                        "or overrides such as evaluate.robustness.eps=[0.05,0.1]. Without --out the results join "
+                        "the run (robustness.json, figures, summary.json, report.html).")
+    rb.add_argument("run_dir", metavar="RUN_DIR")
+    rb.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. evaluate.robustness.max_images=100")
+    rb.add_argument("--out", metavar="DIR", help="write to this new folder instead of the run dir")
+    _add_config_parser(sub)
+    _add_reproduce_parser(sub)
+    _add_compare_parser(sub)
+    _add_new_parser(sub)
+    _add_slurm_parser(sub)
+    return p
+
+
+def _add_data_parser(sub) -> None:
+    """`methodo data inspect|preview|label-issues`: the data stage on its own, before any training."""
     # The data stage on its own: audit and augmentation preview, before any training.
     d = sub.add_parser("data", help="audit the data (inspect), preview the augmentations (preview), or find "
                        "wrong labels (label-issues)")
@@ -107,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--show", type=int, default=20, metavar="N", help="suspects printed (default 20; all are "
                     "in --issues)")
 
+
+def _add_model_use_parsers(sub) -> None:
+    """Commands on a trained run: embed, merge, predict, evaluate, export."""
     e = sub.add_parser("embed", help="project a run's test embeddings (penultimate layer) to 2-D; figure in "
                        "the report")
     e.add_argument("run_dir", metavar="RUN_DIR")
@@ -154,44 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"), help="onnx | "
                     "torchscript | safetensors")
     ex.add_argument("--out", metavar="DIR", help="folder to create (default runs/NAME-export-FORMAT-TIMESTAMP-XXXX)")
-
-    lm = sub.add_parser("evaluate-lm", help="benchmark a local Hugging Face causal LM (lm-evaluation-harness) "
-                        "and/or measure its sliding-window perplexity on a text file",
-                        description="Score a local Hugging Face causal language model (a save_pretrained "
-                        "folder) on lm-evaluation-harness tasks and print a leaderboard-style table (score per "
-                        "task and their average), and/or its sliding-window perplexity on a text file. Needs "
-                        "the llm extra: pip install 'methodo[llm]'. For the classic metrics of a methodo run on "
-                        "new labeled data: `methodo evaluate RUN_DIR DATA`.")
-    lm.add_argument("model_path", metavar="MODEL_PATH", help="folder with config.json, weights and tokenizer")
-    lm.add_argument("--tasks", nargs="+", metavar="TASK", help="lm-eval task names (comma or space separated): "
-                    "methodo_science_mc (ships with methodo), arc_easy, arc_challenge, hellaswag, mmlu, "
-                    "truthfulqa_mc2, winogrande, gsm8k, ... or `leaderboard` for the six Open LLM Leaderboard ones")
-    lm.add_argument("--limit", type=int, metavar="N", help="at most N examples per task (quick checks)")
-    lm.add_argument("--num-fewshot", type=int, metavar="K", help="few-shot examples in each prompt (task default)")
-    lm.add_argument("--batch-size", type=int, default=8, metavar="B", help="batch size (default 8)")
-    lm.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:0, ...")
-    lm.add_argument("--perplexity", metavar="FILE", help="text file to measure sliding-window perplexity on")
-    lm.add_argument("--window", type=int, default=None, metavar="N",
-                    help="tokens per window (default: the model's context length)")
-    lm.add_argument("--stride", type=int, default=None, metavar="S",
-                    help="tokens the window moves each step (default: window/2; = window for non-overlapping chunks)")
-    lm.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
-    rb = sub.add_parser("robustness", help="adversarial (FGSM, PGD, one-pixel) and corruption robustness of a "
-                        "trained image classifier", description="Attack the run's test images with torchattacks "
-                        "(FGSM and PGD at each eps, one-pixel at each k) and corrupt them (noise, blur, brightness, "
-                        "contrast, JPEG, pixelation at 5 severities); print robust accuracy, the share fooled by k "
-                        "pixels and the mean corruption error. Options: evaluate.robustness.* of the run's config, "
-                        "or overrides such as evaluate.robustness.eps=[0.05,0.1]. Without --out the results join "
-                        "the run (robustness.json, figures, summary.json, report.html).")
-    rb.add_argument("run_dir", metavar="RUN_DIR")
-    rb.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. evaluate.robustness.max_images=100")
-    rb.add_argument("--out", metavar="DIR", help="write to this new folder instead of the run dir")
-    _add_config_parser(sub)
-    _add_reproduce_parser(sub)
-    _add_compare_parser(sub)
-    _add_new_parser(sub)
-    _add_slurm_parser(sub)
-    return p
 
 
 def _add_tune_parser(sub) -> None:

@@ -327,11 +327,17 @@ def check_resume(rd: RunDir | None, prep: Prepared) -> Path | None:
 
 def _check_fits(path: Path, weights: dict, own: dict, rd: RunDir) -> None:
     """The checkpoint's weights have exactly the model's names and shapes."""
-    for k, v in own.items():
-        if k not in weights or tuple(weights[k].shape) != tuple(v.shape):
-            got = "missing" if k not in weights else f"shape {tuple(weights[k].shape)}"
-            raise BadInput(f"{path}: does not fit the model of {rd.file(LAYOUT['config'])} ({k}: {got}, the "
-                           f"model has {tuple(v.shape)}); resume with the config the run started with")
+    from methodo.train.checkpoint import misfit
+
+    bad = misfit(weights, own)
+    if bad is None:
+        return
+    kind, what = bad
+    if kind == "extra":
+        raise BadInput(f"{path}: has weights the model does not ({what}); resume with the config the run "
+                       "started with")
+    raise BadInput(f"{path}: does not fit the model of {rd.file(LAYOUT['config'])} ({what}); resume with the "
+                   "config the run started with")
     extra = sorted(set(weights) - set(own))
     if extra:
         raise BadInput(f"{path}: has weights the model does not ({extra[0]}); resume with the config the run "

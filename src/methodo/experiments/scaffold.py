@@ -37,6 +37,12 @@ def package_name(name: str) -> str:
 def files(name: str) -> dict[str, str]:
     """Relative path → text of every file of the project ``name``."""
     pkg = package_name(name)
+    return {**_readme_and_packaging(name, pkg), **_configs(name, pkg), **_package(name, pkg),
+            **_layout_and_hygiene(name, pkg)}
+
+
+def _readme_and_packaging(name: str, pkg: str) -> dict[str, str]:
+    """README.md and pyproject.toml (which declares the package a methodo plugin)."""
     from methodo import __version__
 
     return {
@@ -85,6 +91,12 @@ dev = ["pytest>=8", "pre-commit>=3"]
 [tool.setuptools.packages.find]
 where = ["src"]
 """,
+    }
+
+
+def _configs(name: str, pkg: str) -> dict[str, str]:
+    """The base config and the experiments that start from it."""
+    return {
         "configs/base.yaml": f"""# The base experiment: every other config starts from it (`base: ../base.yaml`).
 name: {name}
 seed: 0
@@ -116,6 +128,12 @@ model:
   name: {pkg}_net
   width: 32
 """,
+    }
+
+
+def _package(name: str, pkg: str) -> dict[str, str]:
+    """src/PKG: the project's own model and dataset, and the project's tests."""
+    return {
         f"src/{pkg}/__init__.py": f'''"""{name}: the project's own models and datasets, registered into methodo when it starts
 (entry point ``methodo.plugins`` in pyproject.toml)."""
 
@@ -179,6 +197,12 @@ def test_own_model_builds():
     net = build_model("{pkg}_net", input_shape=(8,), n_outputs=3)
     assert net(torch.zeros(2, 8)).shape == (2, 3)
 ''',
+    }
+
+
+def _layout_and_hygiene(name: str, pkg: str) -> dict[str, str]:
+    """The data/runs/notebooks folders, .gitignore, pre-commit and CI."""
+    return {
         "data/raw/.gitkeep": "",
         "data/processed/.gitkeep": "",
         "runs/.gitkeep": "",
@@ -227,6 +251,7 @@ jobs:
       - run: methodo run configs/base.yaml train.epochs=1 track.mlflow=false
 """,
     }
+
 
 
 def new_project(name: str, *, parent: str | Path = ".") -> Path:

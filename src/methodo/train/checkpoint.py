@@ -138,3 +138,15 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Any, dic
     except Exception as exc:  # SafetensorError, JSON errors, unknown nodes: all mean a bad file
         raise BadInput(f"{path}: not a valid methodo safetensors checkpoint ({str(exc).splitlines()[0]})") from None
     return weights, state, meta
+
+
+def misfit(weights: dict, own: dict) -> tuple[str, str] | None:
+    """How checkpoint ``weights`` fail to fit a model's ``own`` state dict (exactly its names and shapes):
+    ``("shape", "NAME: missing|shape S, the model has SHAPE")`` or ``("extra", "NAME")`` (a weight the model
+    lacks); ``None`` when they fit."""
+    for k, v in own.items():
+        if k not in weights or tuple(weights[k].shape) != tuple(v.shape):
+            got = "missing" if k not in weights else f"shape {tuple(weights[k].shape)}"
+            return "shape", f"{k}: {got}, the model has {tuple(v.shape)}"
+    extra = sorted(set(weights) - set(own))
+    return ("extra", extra[0]) if extra else None

@@ -237,15 +237,10 @@ def budget_lock(storage, url: str, study: str):
     (a file lock beside a SQLite file, an advisory lock in PostgreSQL; none in memory)."""
     scheme = url.split(":", 1)[0]
     if scheme.startswith("sqlite"):
-        import fcntl
+        from methodo.track import store_lock  # the same lock file MLflow's SQLite store uses, beside the file
 
-        lock = Path(url.split("///", 1)[-1] + ".lock")
-        with open(lock, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with store_lock(url):
+            yield
     elif scheme.startswith("postgresql"):
         from sqlalchemy import text
 

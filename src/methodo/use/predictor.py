@@ -280,7 +280,7 @@ def class_indices(y: np.ndarray, classes: list[str], source: str) -> np.ndarray:
 def build(schema, weights_path: Path):
     """The network of ``schema`` with the weights of ``weights_path`` (names and shapes checked)."""
     from methodo.models import build_model
-    from methodo.train.checkpoint import load_checkpoint
+    from methodo.train.checkpoint import load_checkpoint, misfit
 
     from methodo.errors import ConfigError
 
@@ -291,15 +291,11 @@ def build(schema, weights_path: Path):
     except ConfigError as exc:
         raise BadInput(f"{weights_path.parent}: the model of the run cannot be built ({exc})") from None
     weights = load_checkpoint(weights_path)[0]
-    own = model.state_dict()
-    for k, v in own.items():
-        if k not in weights or tuple(weights[k].shape) != tuple(v.shape):
-            got = "missing" if k not in weights else f"shape {tuple(weights[k].shape)}"
-            raise BadInput(f"{weights_path}: does not fit the run's model {m.name!r} ({k}: {got}, the model has "
-                           f"{tuple(v.shape)})")
-    extra = sorted(set(weights) - set(own))
-    if extra:
-        raise BadInput(f"{weights_path}: has weights the run's model {m.name!r} does not ({extra[0]})")
+    bad = misfit(weights, model.state_dict())
+    if bad is not None and bad[0] == "extra":
+        raise BadInput(f"{weights_path}: has weights the run's model {m.name!r} does not ({bad[1]})")
+    if bad is not None:
+        raise BadInput(f"{weights_path}: does not fit the run's model {m.name!r} ({bad[1]})")
     model.load_state_dict(weights)
     return model.eval()
 
