@@ -15,6 +15,9 @@ DB="${METHODO_PG_DB:-methodo_test}"
 ROLE="${METHODO_PG_ROLE:-methodo}"
 PASSWORD="${METHODO_PG_PASSWORD:-methodo}"
 
+# Only the DSN goes to stdout (the Makefile reads it): everything else the tools print goes to stderr
+# (pg_ctlcluster prints "Removed stale pid file." on stdout, which once became part of the DSN).
+exec 3>&1 1>&2
 say() { echo "ensure-postgres: $*" >&2; }
 
 newest_bin() {  # the bin folder of the newest installed server, or nothing
@@ -27,7 +30,7 @@ ready() { pg_isready -q -h localhost -p "$PGPORT" -t 2 >/dev/null 2>&1; }
 
 if [ "$(id -u)" -ne 0 ]; then
     if command -v pg_isready >/dev/null 2>&1 && ready; then
-        echo "postgresql://$ROLE:$PASSWORD@localhost:$PGPORT/$DB"
+        echo "postgresql://$ROLE:$PASSWORD@localhost:$PGPORT/$DB" >&3
         exit 0
     fi
     say "no PostgreSQL server on localhost:$PGPORT and not root; as root run: bash scripts/ensure-postgres.sh"
@@ -71,4 +74,4 @@ if [ "$(psql_admin "SELECT 1 FROM pg_database WHERE datname='$DB'")" != "1" ]; t
     psql_admin "CREATE DATABASE $DB OWNER $ROLE" >/dev/null
 fi
 say "PostgreSQL $VERSION ready on localhost:$PGPORT, database $DB"
-echo "postgresql://$ROLE:$PASSWORD@localhost:$PGPORT/$DB"
+echo "postgresql://$ROLE:$PASSWORD@localhost:$PGPORT/$DB" >&3
