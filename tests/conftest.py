@@ -24,6 +24,10 @@ def _in_tmp_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     yield
+    # mlflow.set_tracking_uri (a test's own, or a run's track.tracking_uri) is process-wide: the next
+    # test's run must log to its own ./mlflow.db, not to this test's store.
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)
     # A test that calls torch.set_num_threads must not change the float summation order (and so the
     # last digits of the metrics) of the tests after it: the CLI-vs-API equality test compares bits.
     if torch.get_num_threads() != _TORCH_THREADS:
@@ -53,3 +57,14 @@ def cli_inproc(capsys, *args: str) -> tuple[int, str, str]:
         code = exc.code
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def with_keys(base: dict, over: dict) -> dict:
+    """``base`` (a config as plain data) with each dotted key of ``over`` set, sections made as needed."""
+    for k, v in over.items():
+        node = base
+        *path, last = k.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = v
+    return base

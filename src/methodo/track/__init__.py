@@ -105,6 +105,7 @@ class MlflowTracker(NullTracker):
         self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         self.run_id: str | None = None
         self.reaped: list[str] = []  # stale RUNNING runs marked FAILED at start
+        self._caller_uri: tuple[str | None, str | None] | None = None  # restored by finish()
 
     def _uri(self) -> str:
         import mlflow
@@ -119,18 +120,28 @@ class MlflowTracker(NullTracker):
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         if self.tracking_uri:
+            # mlflow.set_tracking_uri is process-wide (it also sets $MLFLOW_TRACKING_URI): remember the
+            # caller's so that finish() gives it back and the next in-process run is not sent here.
+            from mlflow.tracking._tracking_service import utils as _tracking
+
+            self._caller_uri = (getattr(_tracking, "_tracking_uri", None), os.environ.get("MLFLOW_TRACKING_URI"))
             mlflow.set_tracking_uri(self.tracking_uri)
         host = socket.gethostname()
-        with store_lock(self._uri()):
-            self.reaped = self._reap_stale(host)
-            mlflow.set_experiment(self.experiment)
-            run = mlflow.start_run(run_name=tags.get("methodo.run_name"),
-                                   tags={**tags, "methodo.host": host, "methodo.pid": str(os.getpid())})
-            self.run_id = run.info.run_id
-            # MLflow params are strings of at most 6000 characters; None is logged as "None".
-            items = [(k, str(v)[:6000]) for k, v in params.items()]
-            for i in range(0, len(items), 100):
-                mlflow.log_params(dict(items[i:i + 100]))
+        try:
+            with store_lock(self._uri()):
+                self.reaped = self._reap_stale(host)
+                mlflow.set_experiment(self.experiment)
+                run = mlflow.start_run(run_name=tags.get("methodo.run_name"),
+                                       tags={**tags, "methodo.host": host, "methodo.pid": str(os.getpid())})
+                self.run_id = run.info.run_id
+                # MLflow params are strings of at most 6000 characters; None is logged as "None".
+                items = [(k, str(v)[:6000]) for k, v in params.items()]
+                for i in range(0, len(items), 100):
+                    mlflow.log_params(dict(items[i:i + 100]))
+        except BaseException:
+            if self.run_id is None:  # no run to finish: give the caller's URI back now
+                self._restore_caller_uri()
+            raise
 
     @staticmethod
     def _reap_stale(host: str) -> list[str]:
@@ -207,6 +218,18 @@ class MlflowTracker(NullTracker):
                                 mlflow.log_artifact(str(p), artifact_path="figures")
             finally:
                 mlflow.end_run(status=status)
+                self._restore_caller_uri()
+
+    def _restore_caller_uri(self) -> None:
+        if self._caller_uri is None:
+            return
+        import mlflow
+
+        global_uri, env_uri = self._caller_uri
+        self._caller_uri = None
+        mlflow.set_tracking_uri(global_uri)  # None: back to MLflow's default, and unsets the variable
+        if env_uri is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env_uri
 
 
 def make_tracker(track_cfg, default_experiment: str) -> NullTracker:
