@@ -109,9 +109,13 @@ def _check_sigkill_is_retried(tmp_path, storage: str):
     assert "ended by signal 9" in err
     trials = _trials(storage, study)
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
-    killed = next(t for t in trials if t.number == victim.number)
-    assert killed.state.name == "FAIL"
-    retry = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    # the trial the killed worker was running when the signal came: the one seen RUNNING, or (when that
+    # one finished in the instant between reading the study and the kill) the worker's next one
+    killed = [t for t in trials if t.user_attrs.get("worker") == victim.user_attrs["worker"] and t.state.name == "FAIL"]
+    assert len(killed) == 1, [(t.number, t.state.name) for t in trials]
+    killed = killed[0]
+    assert killed.number >= victim.number
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == killed.params
     rec = json.loads((tmp_path / f"out-{study}" / "tune.json").read_text())
     assert rec["trials_counted"] == 4 and rec["counts"]["retried"] == 1 and len(trials) == 5
@@ -121,7 +125,6 @@ def test_three_workers_share_one_postgresql_study(tmp_path, postgres):
     _check_three_workers(tmp_path, postgres)
 
 
-@pytest.mark.xfail(reason="fails in a fresh-clone CI run after the session's merges (see the session note); the next session fixes it first", strict=False)
 def test_a_sigkilled_worker_trial_is_retried_on_postgresql(tmp_path, postgres):
     _check_sigkill_is_retried(tmp_path, postgres)
 
