@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reproduce_parser(sub)
     _add_compare_parser(sub)
     _add_new_parser(sub)
+    _add_suggest_parser(sub)
     _add_slurm_parser(sub)
     return p
 
@@ -408,6 +409,22 @@ def cmd_compare(args, parser) -> int:
         C.write_html(cmp, html)
         print(f"page: {html}")
     return 0
+
+
+def _add_suggest_parser(sub) -> None:
+    sg = sub.add_parser("suggest", help="read the data and print a ready-to-run config, with the reason for each "
+                        "choice as a YAML comment (methodo suggest data.csv > exp.yaml && methodo run exp.yaml)",
+                        description="Inspect the data (kind, shape, size, target, class balance, categorical and "
+                        "missing values, a text column) and print on stdout a config following the course's table "
+                        "of architectures per data type: model, split, balancing, metrics, optimizer, schedule, "
+                        "early stopping. The config is validated before it is printed.")
+    sg.add_argument("data", metavar="DATA_OR_CONFIG", help="a dataset name (methodo list datasets), a CSV file, an "
+                    "image or text folder with one subfolder per class, or a config whose data section is kept")
+    sg.add_argument("--target", metavar="COLUMN", help="CSV: the column to predict (default: a column named target, "
+                    "label, class, y or outcome, else the last one)")
+    sg.add_argument("--text", metavar="COLUMN", help="CSV: the column holding the text (default: found when one "
+                    "column holds prose)")
+    sg.add_argument("--name", help="the run name (default: DATA-MODEL)")
 
 
 def _add_new_parser(sub) -> None:
@@ -955,6 +972,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args, parser)
         if args.command == "new":
             return cmd_new(args)
+        if args.command == "suggest":
+            from methodo.experiments.suggest import suggest
+
+            sys.stdout.write(suggest(args.data, target=args.target, text=args.text, name=args.name))
+            return 0
         if args.command == "slurm":
             return cmd_slurm(args)
     except BadInput as exc:
