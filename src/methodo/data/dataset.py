@@ -37,7 +37,9 @@ class Dataset:
 
     name: str
     task: str  # a name in methodo.tasks.TASKS
-    kind: Literal["image", "tabular", "text"]
+    kind: Literal["image", "tabular", "text",
+                  "series",  # forecasting: X (n, window, features), y (n, horizon)
+                  ]
     X: np.ndarray
     y: np.ndarray
     feature_names: list[str] = field(default_factory=list)
