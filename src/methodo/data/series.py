@@ -101,6 +101,20 @@ def series_dataset(name: str, values: np.ndarray, columns: list[str], target: st
     return ds
 
 
+def _calendar(t: np.ndarray) -> np.ndarray:
+    """Times as numbers whose steps are equal on a regular series: month numbers when every date falls on the
+    same day of the month at midnight (monthly, quarterly, yearly data: months differ in days), else the
+    values (numbers, or nanoseconds of dates)."""
+    if np.issubdtype(t.dtype, np.datetime64):
+        import pandas as pd
+
+        idx = pd.DatetimeIndex(t)
+        if len(set(idx.day)) == 1 and (idx == idx.normalize()).all() and len(set(idx.month)) > 1:
+            return np.asarray(idx.year * 12 + idx.month - 1, dtype=np.int64)
+        return t.astype("datetime64[ns]").astype(np.int64)
+    return t
+
+
 def co2_monthly() -> tuple[np.ndarray, np.ndarray]:
     """Monthly means of the weekly Mauna Loa CO2 record shipped by statsmodels (ppm), and their months."""
     from statsmodels.datasets import co2
@@ -167,7 +181,7 @@ def load_series_csv(data_cfg, *, audit: bool = False, time: str = "time", window
         raise DataError(f"{path} row {int(b)}: duplicate time {short(str(raw.iloc[order[dup[0] + 1]]))} "
                         f"(also row {int(a)}); one row per time step")
     if len(sorted_t) > 2:  # a regular series: every step the most common one
-        steps = np.diff(sorted_t)
+        steps = np.diff(_calendar(stamps.to_numpy())[order])
         vals, counts = np.unique(steps, return_counts=True)
         usual = vals[np.argmax(counts)]
         gap = np.flatnonzero(steps != usual)
