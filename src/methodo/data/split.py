@@ -1,4 +1,5 @@
-"""Seeded train/val/test splits. Each method returns sorted, disjoint index arrays covering all rows.
+"""Seeded train/val/test splits. Each method returns sorted, disjoint index arrays covering all rows
+(``time`` on forecasting windows leaves out the gap rows between its parts).
 
 Methods (``data.split.method``):
 
