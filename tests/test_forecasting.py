@@ -157,6 +157,7 @@ def test_the_examples_beat_the_last_value_on_mase(tmp_path, capsys, example, epo
     assert set(base) == {"last", "seasonal", "moving_average"}
     assert test["mase"] < base["last"]["mase"], (test, base["last"])
     assert (tmp_path / "r" / "figures" / "forecast.png").stat().st_size > 10_000
+    assert "Forecast: history, truth" in (tmp_path / "r" / "report.html").read_text()
     rows = (tmp_path / "r" / "predictions_test.csv").read_text().splitlines()
     assert rows[0].startswith("row,time,true_step1") and rows[0].endswith(",predicted_step6")
     assert len(rows) - 1 == round(0.15 * 497)  # one line per test window
