@@ -158,6 +158,15 @@ def test_the_examples_beat_the_last_value_on_mase(tmp_path, capsys, example, epo
     assert test["mase"] < base["last"]["mase"], (test, base["last"])
     assert (tmp_path / "r" / "figures" / "forecast.png").stat().st_size > 10_000
     assert "Forecast: history, truth" in (tmp_path / "r" / "report.html").read_text()
+    # what the run dir cannot do yet is one error line, not a traceback; methodo.load predicts windows
+    code, _, err = cli_inproc(capsys, "predict", str(tmp_path / "r"), str(tmp_path / "r" / "splits.csv"))
+    assert code == 2 and err.startswith("error: predict: the forecasting model") and err.count("\n") == 1
+    import methodo
+    from methodo.data.series import co2_monthly
+
+    values = co2_monthly()[0]
+    pred = methodo.load(tmp_path / "r").predict(values[-24:].reshape(1, 24, 1))
+    assert pred.shape == (1, 6) and abs(float(pred[0, 0]) - float(values[-1])) < 5  # ppm, near the last value
     rows = (tmp_path / "r" / "predictions_test.csv").read_text().splitlines()
     assert rows[0].startswith("row,time,true_step1") and rows[0].endswith(",predicted_step6")
     assert len(rows) - 1 == round(0.15 * 497)  # one line per test window

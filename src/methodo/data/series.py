@@ -51,7 +51,7 @@ def check_options(n_steps: int, *, window, horizon, period, ma, what: str) -> tu
     window, horizon, period, ma = out
     if period > window or ma > window:
         bad = "period" if period > window else "ma"
-        raise DataError(f"data.options.{bad}={max(period, ma) if bad == 'period' else ma} is longer than "
+        raise DataError(f"data.options.{bad}={period if bad == 'period' else ma} is longer than "
                         f"data.options.window={window}: the baseline reads the window's own past; "
                         f"use {bad} <= window")
     if window + horizon > n_steps:
@@ -184,7 +184,7 @@ def load_series_csv(data_cfg, *, audit: bool = False, time: str = "time", window
         steps = np.diff(_calendar(stamps.to_numpy())[order])
         vals, counts = np.unique(steps, return_counts=True)
         usual = vals[np.argmax(counts)]
-        gap = np.flatnonzero(steps != usual)
+        gap = np.flatnonzero(~np.isclose(steps, usual, rtol=1e-6, atol=0) | (steps <= 0))
         if len(gap):
             r = order[gap[0] + 1]
             raise DataError(f"{path} row {int(line[r])}: time {short(str(raw.iloc[r]))} does not follow "
