@@ -53,6 +53,10 @@ def test_time_is_the_default_split_past_before_future_with_a_gap():
     assert data.preprocessor.mean.ravel()[0] == pytest.approx(train_steps.mean(), rel=1e-5)
     assert data.preprocessor.y_mean == pytest.approx(train_steps.mean(), rel=1e-5)  # target as its input column
     assert abs(data.preprocessor.mean.ravel()[0] - ds.X[:, :, 0].mean()) > 1  # the trend: all rows differ
+    # without scaling, inputs and targets both stay in ppm (the models add the last input to their output)
+    raw = prepare(ds, _cfg(options={"window": 24, "horizon": 6}, scale="none").data, seed=0)
+    assert torch.equal(raw.tensors["train"][1], torch.from_numpy(ds.y[tr]))
+    assert torch.equal(raw.tensors["train"][0], torch.from_numpy(ds.X[tr]))
 
 
 def test_mase_and_smape_by_hand_and_the_baselines_scored_alike():

@@ -53,8 +53,9 @@ class Preprocessor:
             self.std = np.where(std > 1e-8, std, 1.0).astype(np.float32)  # constant features stay put
         if task_spec(task).standardize_target:
             self.y_mean, self.y_std = float(y.mean()), float(y.std() or 1.0)
-            if X.ndim == 3 and self.mean is not None:  # a series: the target is scaled as its input (variable 0)
-                self.y_mean, self.y_std = float(self.mean.ravel()[0]), float(self.std.ravel()[0])
+            if X.ndim == 3:  # a series: the target is scaled as its input (variable 0), or not at all (scale: none)
+                self.y_mean, self.y_std = ((float(self.mean.ravel()[0]), float(self.std.ravel()[0]))
+                                           if self.mean is not None else (0.0, 1.0))
         return self
 
     @classmethod
