@@ -75,7 +75,8 @@ TASK_NAMES = REGISTRIES.get("tasks").names()
 # The data of each task, for the contracts below: which inputs its models read, and a batch of the
 # model's raw outputs with matching targets. A new task fails here until it gets a line.
 _TASK_KINDS = {"classification": ("image", "tabular"), "regression": ("image", "tabular"),
-               "multilabel": ("image", "tabular"), "segmentation": ("image",), "language_modeling": ("text",)}
+               "multilabel": ("image", "tabular"), "segmentation": ("image",), "language_modeling": ("text",),
+               "forecasting": ("series",)}
 
 
 def _task_batch(task: str, *, n: int = 6, classes: int = 3, vocab: int = 11, seq: int = 12, side: int = 16,
@@ -92,7 +93,17 @@ def _task_batch(task: str, *, n: int = 6, classes: int = 3, vocab: int = 11, seq
         return torch.randn(n, classes, side, side, generator=g), torch.randint(0, classes, (n, side, side), generator=g)
     if task == "language_modeling":
         return torch.randn(n, seq, vocab, generator=g), torch.randint(0, vocab, (n, seq), generator=g)
+    if task == "forecasting":  # horizon 4; targets as the evaluation sees them (+ baselines, MASE scale)
+        return torch.randn(n, 4, generator=g), _forecast_targets(torch.randn(n, 4, generator=g), g)
     raise AssertionError(f"no batch for task {task!r}: add one to _task_batch in tests/test_contracts.py")
+
+
+def _forecast_targets(y: torch.Tensor, g) -> torch.Tensor:
+    """Forecasting targets ``(n, h)`` widened as methodo.tasks.forecasting.eval_targets does: the last,
+    seasonal and moving-average forecasts, then the MASE scale (0.5) in every row."""
+    n, h = y.shape
+    base = [y + torch.randn(n, h, generator=g, dtype=y.dtype) for _ in range(3)]
+    return torch.cat([y, *base, torch.full((n, 1), 0.5, dtype=y.dtype)], 1)
 
 
 def test_every_task_has_test_data_here():
@@ -167,6 +178,9 @@ def _perfect(task: str, c: int) -> tuple[torch.Tensor, torch.Tensor]:
     if task == "language_modeling":  # the log-probability given to each target token: log 1
         y = torch.randint(0, c, (5, 10), generator=g)
         return torch.zeros(5, 10, dtype=torch.float64), y
+    if task == "forecasting":
+        y = _forecast_targets(torch.randn(40, 3, generator=g, dtype=torch.float64), g)
+        return y[:, :3].clone(), y
     raise AssertionError(f"no perfect prediction for task {task!r}: add one to _perfect in tests/test_contracts.py")
 
 
@@ -181,6 +195,8 @@ def _poor(task: str, y: torch.Tensor, c: int) -> torch.Tensor:
         return torch.rand(len(y), c, generator=g, dtype=torch.float64)
     if task == "segmentation":
         return torch.randn(y.shape[0], c, *y.shape[1:], generator=g, dtype=torch.float64).softmax(1)
+    if task == "forecasting":
+        return y[:, :3] + torch.randn(len(y), 3, generator=g, dtype=torch.float64)
     logp = torch.randn(*y.shape, c, generator=g, dtype=torch.float64).log_softmax(-1)
     return logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
 
@@ -586,7 +602,7 @@ def test_dataset_loads_with_its_declared_task_kind_and_shapes(entry):
     from methodo.config import DataConfig
     from methodo.data.sources import load_dataset
 
-    assert entry.meta.get("kind") in ("image", "tabular", "text")
+    assert entry.meta.get("kind") in ("image", "tabular", "text", "series")
     assert entry.meta.get("task") is None or entry.meta["task"] in TASK_NAMES
     needs = entry.meta.get("needs")
     if needs == "download":
@@ -602,6 +618,8 @@ def test_dataset_loads_with_its_declared_task_kind_and_shapes(entry):
         assert ds.X.ndim == 4 and ds.X.dtype == np.float32 and ds.X.min() >= 0 and ds.X.max() <= 1
     elif ds.kind == "tabular":
         assert ds.X.ndim == 2 and ds.X.dtype == np.float32 and len(ds.feature_names) == ds.X.shape[1]
+    elif ds.kind == "series":  # windows (n, steps, variables), the target series first
+        assert ds.X.ndim == 3 and ds.X.dtype == np.float32 and len(ds.feature_names) == ds.X.shape[2]
     else:
         assert ds.X.ndim == 2 and ds.X.dtype == np.int64 and ds.vocab and ds.X.max() < len(ds.vocab)
     if ds.task == "classification":
@@ -614,6 +632,9 @@ def test_dataset_loads_with_its_declared_task_kind_and_shapes(entry):
         assert ds.y.shape == (n, *ds.X.shape[2:]) and ds.y.dtype == np.int64 and ds.y.max() < ds.n_classes
     elif ds.task == "language_modeling":
         assert ds.y.shape == ds.X.shape and ds.y.dtype == np.int64 and ds.y.max() < len(ds.vocab)
+    elif ds.task == "forecasting":  # the next values of variable 0, after each window
+        assert ds.y.ndim == 2 and ds.y.dtype == np.float32 and np.isfinite(ds.y).all()
+        assert np.array_equal(ds.X[1:, -1, 0], ds.y[:-1, 0])
     else:
         raise AssertionError(f"no shape contract for task {ds.task!r}")
 
@@ -621,6 +642,7 @@ def test_dataset_loads_with_its_declared_task_kind_and_shapes(entry):
 # --------------------------------------------------------------------------- models
 
 _SHAPES = {"tabular": (6,), "image": (3, 8, 8), "text": (12,)}
+_SHAPES["series"] = (10, 2)  # time steps, variables
 
 
 def _model_cases() -> list:

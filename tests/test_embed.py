@@ -67,7 +67,7 @@ def test_embed_on_an_image_run(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("what,expect", [
-    ("splits", ["random", "stratified", "group", "cluster", "kfold", "official"]),
+    ("splits", ["random", "stratified", "group", "cluster", "kfold", "official", "time"]),
     ("balancers", ["none", "undersample", "oversample", "smote", "class_weights", "weighted_sampler"]),
     ("augmentations", ["flip", "rotation", "random_resized_crop", "color_jitter", "grayscale", "detexture",
                        "edge_enhance", "edge_map", "normalize", "erase"]),

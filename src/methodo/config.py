@@ -82,7 +82,7 @@ class _Named(BaseModel):
 class SplitConfig(_Strict):
     method: Annotated[str, registered("splits")] = Field(
         "stratified", description="How rows are assigned to train/val/test (seeded): random, stratified, group, "
-        "cluster, kfold or official (see `methodo list splits`)."
+        "cluster, kfold, official or time (see `methodo list splits`). Forecasting data defaults to time."
     )
     val: float = Field(0.15, gt=0, lt=1, description="Fraction of rows for validation.")
     test: float = Field(0.15, gt=0, lt=1, description="Fraction of rows for the final test (not used by kfold "

@@ -146,6 +146,10 @@ def prepare(cfg: Config, clock: Clock | None = None) -> Prepared:
         raise ConfigError(f"task: dataset {ds.name!r} is a {ds.task} dataset (got task: {cfg.task}); "
                           f"use task: {ds.task} or omit it")
     cfg = cfg.model_copy(update={"task": ds.task})
+    default_split = task_spec(ds.task).default_split  # forecasting: `time` unless the config names a split
+    if default_split and "method" not in cfg.data.split.model_fields_set:
+        split = cfg.data.split.model_copy(update={"method": default_split})
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"split": split})})
     if cfg.train.early_stopping and cfg.train.early_stopping.monitor not in epoch_metric_names(ds.task):
         raise ConfigError(f"train.early_stopping.monitor: {cfg.train.early_stopping.monitor!r} is not an "
                           f"epoch metric of this task; choose one of {epoch_metric_names(ds.task)}")

@@ -621,6 +621,55 @@ def target_leakage(f: AuditFacts) -> Finding | None:
         "drop it (data.ignore); a model using it will fail on real data.")
 
 
+# --------------------------------------------------------------------------- time order
+
+
+@FINDINGS.register("time_leakage", stage="data", check=False,
+                    help="time-ordered rows (forecasting windows) split without respecting time: held-out windows "
+                    "share time steps with training windows, or training sees the future")
+def time_leakage(f: AuditFacts) -> Finding | None:
+    """Rows of a series are windows in time order: row ``i`` spans steps ``i .. i + window + horizon - 1``.
+    A held-out row whose span overlaps a training row's has its targets among the training inputs or
+    targets; a training row after a held-out one trains on that row's future."""
+    from methodo.data.split import time_gap
+
+    if f.kind != "series" or "train" not in f.indices:
+        return None
+    span = time_gap(f.X, f.y) + 1  # time steps one row covers
+    train = np.sort(np.asarray(f.indices["train"]))
+    if not len(train):
+        return None
+    evidence: dict[str, Any] = {"rows_per_window": span}
+    examples = []
+    for s in ("val", "test"):
+        rows = np.asarray(f.indices.get(s, []))
+        if not len(rows):
+            continue
+        k = np.searchsorted(train, rows)  # the nearest training rows before and after each held-out row
+        before = np.where(k > 0, rows - train[np.maximum(k - 1, 0)], np.inf)
+        after = np.where(k < len(train), train[np.minimum(k, len(train) - 1)] - rows, np.inf)
+        overlap = np.minimum(before, after) < span
+        evidence[f"{s}_rows_overlapping_train"] = int(overlap.sum())
+        evidence[f"{s}_rows_before_last_train_row"] = int((rows < train[-1]).sum())
+        examples += [{s: f.at(r), "train": f.at(r - int(before[i]) if before[i] <= after[i] else r + int(after[i]))}
+                     for i, r in zip(np.flatnonzero(overlap)[:MAX_EXAMPLES - len(examples)],
+                                     rows[overlap][:MAX_EXAMPLES - len(examples)])]
+    n_overlap = evidence.get("test_rows_overlapping_train", 0) + evidence.get("val_rows_overlapping_train", 0)
+    n_future = evidence.get("test_rows_before_last_train_row", 0)
+    if not n_overlap and not n_future:
+        return None
+    n_test = len(f.indices.get("test", []))
+    evidence.update(examples=examples, certainty=_counted("Held-out windows whose time steps overlap a training "
+                                                          "window's, and test windows earlier than training ones"))
+    return Finding(
+        "time_leakage", "critical",
+        f"The split ignores time: {evidence.get('test_rows_overlapping_train', 0)} of {n_test} test windows share "
+        f"time steps with training windows, {n_future} come before the last training window",
+        evidence,
+        "Split in time order with a gap (data.split.method: time, the forecasting default): train on the past, "
+        "validate on what follows, test on the latest; a shuffled split scores the model on values it trained on.")
+
+
 # --------------------------------------------------------------------------- the audit
 
 
@@ -660,14 +709,17 @@ def inspect_data(cfg) -> dict:
     from methodo.data.sources import load_dataset
 
     ds = load_dataset(cfg.data, audit=True)
-    fold = cfg.data.split.fold or (1 if cfg.data.split.method == "kfold" else None)
+    method = cfg.data.split.method
+    if task_spec(ds.task).default_split and "method" not in cfg.data.split.model_fields_set:
+        method = task_spec(ds.task).default_split  # forecasting: time, as the run splits it
+    fold = cfg.data.split.fold or (1 if method == "kfold" else None)
     indices = split_dataset(ds, cfg.data, cfg.seed, fold=fold)
     findings = audit(AuditFacts.from_dataset(ds, indices), progress=cfg.train.progress)
     return {
         "dataset": ds.name, "description": ds.description, "task": ds.task, "kind": ds.kind,
         "n": int(len(ds.y)), "input_shape": list(ds.input_shape), "classes": ds.class_names,
         "features": list(ds.feature_names) + list(ds.cat_names),
-        "split": {"method": cfg.data.split.method, **({"fold": fold} if fold else {})},
+        "split": {"method": method, **({"fold": fold} if fold else {})},
         "splits": split_summary(ds, indices),
         "findings": [x.to_dict() for x in findings],
     }

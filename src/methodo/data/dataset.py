@@ -21,7 +21,9 @@ class Dataset:
     """A whole dataset in memory, before any split.
 
     ``X`` is float32, shaped ``(n, C, H, W)`` (values in [0, 1]) for images and ``(n, F)`` for
-    tables (``NaN`` where a value is missing), or int64 token ids ``(n, T)`` for text. ``y`` is int64
+    tables (``NaN`` where a value is missing), int64 token ids ``(n, T)`` for text, or float32 windows
+    ``(n, window, variables)`` of a series (the target first; ``y`` the next ``horizon`` values, and
+    ``meta`` also holds the baselines' forecasts and series-level entries: see ``methodo.data.series``). ``y`` is int64
     class indices for classification, float32 for regression, int64 masks ``(n, H, W)`` for
     segmentation, the next tokens ``(n, T)`` for language modeling and float32 0/1 ``(n, L)`` for
     multi-label classification (``class_names`` then names the labels). ``cat`` holds raw categorical
@@ -37,7 +39,9 @@ class Dataset:
 
     name: str
     task: str  # a name in methodo.tasks.TASKS
-    kind: Literal["image", "tabular", "text"]
+    kind: Literal["image", "tabular", "text",
+                  "series",  # forecasting: X (n, window, features), y (n, horizon)
+                  ]
     X: np.ndarray
     y: np.ndarray
     feature_names: list[str] = field(default_factory=list)

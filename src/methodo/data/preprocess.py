@@ -41,7 +41,7 @@ class Preprocessor:
         from methodo.tasks import task_spec
 
         if self.scale == "standard":
-            axes = (0,) if X.ndim == 2 else (0, 2, 3)  # per feature, or per image channel
+            axes = {2: (0,), 3: (0, 1)}.get(X.ndim, (0, 2, 3))  # per feature (of a table or a series), or image channel
             with np.errstate(over="ignore", invalid="ignore"):
                 mean, std = X.mean(axis=axes, keepdims=True), X.std(axis=axes, keepdims=True)
             if not (np.isfinite(mean).all() and np.isfinite(std).all()):
@@ -53,6 +53,9 @@ class Preprocessor:
             self.std = np.where(std > 1e-8, std, 1.0).astype(np.float32)  # constant features stay put
         if task_spec(task).standardize_target:
             self.y_mean, self.y_std = float(y.mean()), float(y.std() or 1.0)
+            if X.ndim == 3:  # a series: the target is scaled as its input (variable 0), or not at all (scale: none)
+                self.y_mean, self.y_std = ((float(self.mean.ravel()[0]), float(self.std.ravel()[0]))
+                                           if self.mean is not None else (0.0, 1.0))
         return self
 
     @classmethod
@@ -198,8 +201,12 @@ def split_dataset(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None) 
     if ds.groups is not None:  # rows cut from documents: whole documents go to one split
         return split_groups(ds.groups, val=s.val, test=s.test, seed=seed)
     fold = fold if fold is not None else s.fold
-    return split_indices(ds.y, method=s.method, val=s.val, test=s.test, seed=seed, task=ds.task,
-                         X=ds.X if s.method == "cluster" else None, groups=groups_for(ds, s),
+    from methodo.tasks import task_spec
+
+    default = task_spec(ds.task).default_split  # forecasting: `time`, unless data.split.method is set
+    method = default if default and "method" not in s.model_fields_set else s.method
+    return split_indices(ds.y, method=method, val=s.val, test=s.test, seed=seed, task=ds.task,
+                         X=ds.X if method in ("cluster", "time") else None, groups=groups_for(ds, s),
                          official=ds.official_test, folds=s.folds, fold=fold, clusters=s.clusters,
                          cluster_on=s.cluster_on)
 
@@ -270,7 +277,8 @@ def prepare(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None,
         Xs = torch.from_numpy(np.ascontiguousarray(pre.transform_x(Xn)))
         y = torch.from_numpy(np.ascontiguousarray(pre.transform_y(yn, ds.task)))
         tensors[name] = (Xs, y)
-        raw_y[name] = yn
+        # what the metrics score against: the targets (forecasting adds its baselines and MASE scale)
+        raw_y[name] = yn if spec.eval_targets is None or name not in idx else spec.eval_targets(ds, idx[name], tr)
         if spec.pixel_classes and name in idx:  # pixels per class
             counts[name] = _counts(yn.ravel(), ds)
         if spec.has_classes:

@@ -1,4 +1,5 @@
-"""Seeded train/val/test splits. Each method returns sorted, disjoint index arrays covering all rows.
+"""Seeded train/val/test splits. Each method returns sorted, disjoint index arrays covering all rows
+(``time`` on forecasting windows leaves out the gap rows between its parts).
 
 Methods (``data.split.method``):
 
@@ -9,6 +10,7 @@ Methods (``data.split.method``):
   the test split holds regions of input space the model never saw).
 - ``kfold``: ``folds`` folds; fold *i* is the test split of run *i*, val is carved from the rest.
 - ``official``: the dataset's own test split (MNIST, CIFAR-10, ...), val carved from its train part.
+- ``time``: rows in time order (forecasting windows): past trains, later validates, latest tests, with a gap.
 
 Examples
 --------
@@ -235,3 +237,35 @@ def official_split(y, *, val, seed, task, official, **_):
     rest = np.flatnonzero(~official)
     tr, va = _carve_val(rest, y, n_total=len(rest), val=val, seed=seed, stratify=_strata(y, task))
     return {"train": tr, "val": va, "test": np.flatnonzero(official)}
+
+
+def time_gap(X: np.ndarray | None, y: np.ndarray) -> int:
+    """Rows left out between two time splits: a forecasting row spans ``window + horizon`` time steps,
+    so ``window + horizon - 1`` rows dropped at each boundary leave no time step in two splits (one row
+    per step for other data)."""
+    if X is None or np.ndim(X) != 3 or np.ndim(y) != 2:
+        return 0
+    return int(X.shape[1]) + int(y.shape[1]) - 1
+
+
+@SPLITS.register("time", help="rows in time order: the first rows train, the next validate, the last test, never "
+                 "shuffled; window + horizon - 1 rows dropped at each boundary so no time step is in two splits")
+def time_split(y, *, val, test, X=None, **_):
+    """The earliest ``1 - val - test`` of the rows train, then val, then test; ``gap`` rows (:func:`time_gap`)
+    between the parts are left out, so no window of one split overlaps a window of the next.
+
+    Examples
+    --------
+    >>> parts = time_split(np.zeros((100, 2)), val=0.2, test=0.2, X=np.zeros((100, 4, 1)))
+    >>> [(int(p[0]), int(p[-1])) for p in parts.values()]
+    [(0, 49), (55, 74), (80, 99)]
+    """
+    n, gap = len(y), time_gap(X, y)
+    n_test, n_val = int(round(test * n)), int(round(val * n))
+    end_val = n - n_test - gap
+    end_train = end_val - n_val - gap
+    if end_train < 1 or n_val < 1 or n_test < 1:
+        raise DataError(f"data.split: {n} rows in time order cannot make train, val ({n_val}) and test ({n_test}) "
+                        f"with {gap} rows between them; use more data, smaller fractions or a shorter window/horizon")
+    return {"train": np.arange(end_train), "val": np.arange(end_val - n_val, end_val),
+            "test": np.arange(n - n_test, n)}

@@ -180,3 +180,18 @@ def multilabel_baselines(y_train, y_eval, n_labels: int, *, seed: int) -> dict[s
     drawn = (np.random.default_rng(seed).random((n, n_labels)) < freq).astype(np.float32)
     return {"most_frequent": compute_metrics("multilabel", prior, y_eval, n_labels),
             "stratified": compute_metrics("multilabel", drawn, y_eval, n_labels)}
+
+
+def forecasting_baselines(y_eval) -> dict[str, dict]:
+    """The forecasts each window makes from its own past, scored like the model: ``last`` (the last value,
+    repeated), ``seasonal`` (the value one period before each step), ``moving_average`` (the mean of
+    the last ``ma`` values). ``y_eval`` is the split's evaluation targets
+    (:func:`methodo.tasks.forecasting.eval_targets`); with the targets alone there is nothing to score."""
+    from methodo.data.series import BASELINES
+
+    y = np.asarray(y_eval, dtype=np.float64)
+    h = (y.shape[1] - 1) // (len(BASELINES) + 1) if y.ndim == 2 else 0
+    if y.ndim != 2 or y.shape[1] != (len(BASELINES) + 1) * h + 1 or h < 1:
+        return {}
+    return {b: compute_metrics("forecasting", y[:, (i + 1) * h:(i + 2) * h], y)
+            for i, b in enumerate(BASELINES)}

@@ -475,8 +475,33 @@ class _LanguageModeling(_Sums):
         return -self.mean(self.row_mean) / math.log(2)
 
 
+class _Forecasting(_Sums):
+    COLUMNS = {"forecast_mae": 1, "forecast_rmse": 1, "mase": 1, "smape": 1}
+
+    @cached_property
+    def row_means(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float | None]:
+        """Per row: mean |error|, mean squared error and mean sMAPE term over the horizon; the MASE scale."""
+        t, scale = M.forecast_parts(self.p, self.y)
+        err = (self.p.double() - t.double())
+        return (err.abs().mean(1).numpy(), (err * err).mean(1).numpy(),
+                M.smape_terms(self.p, t).mean(1).numpy(), scale)
+
+    def forecast_mae(self):
+        return self.mean(self.row_means[0])
+
+    def forecast_rmse(self):
+        return math.sqrt(self.mean(self.row_means[1]))
+
+    def mase(self):
+        return self.mean(self.row_means[0]) / M._mase_scale(self.row_means[3])
+
+    def smape(self):
+        return self.mean(self.row_means[2])
+
+
 _SUMS = {"classification": _Classification, "regression": _Regression, "segmentation": _Segmentation,
-         "multilabel": _Multilabel, "language_modeling": _LanguageModeling}
+         "multilabel": _Multilabel, "language_modeling": _LanguageModeling,
+         "forecasting": _Forecasting}
 
 
 def weighted_metrics() -> set[str]:

@@ -317,6 +317,61 @@ def r2(p, y, c):
     return torch.mean(scores)
 
 
+# --------------------------------------------------------------------------- forecasting
+# Predictions (N, H) in target units against the split's targets: y is (N, H), or (N, 4H + 1) as
+# methodo.tasks.forecasting.eval_targets makes it (the targets, the baselines' forecasts, then the MASE
+# scale in every row). Means are over all rows and horizon steps.
+_FC = {"task": "forecasting", "higher_is_better": False, "best": 0.0}
+
+
+def forecast_parts(p, y):
+    """``(targets (N, H), MASE scale or None)`` of a forecasting split."""
+    h = p.shape[1]
+    return y[:, :h], (float(y[0, -1]) if y.shape[1] > h and len(y) else None)
+
+
+def _mase_scale(scale) -> float:
+    if scale is None:
+        raise Undefined("MASE needs the training rows' naive MAE (the evaluation's targets carry it)")
+    if not scale > 0:
+        raise Undefined("the training series never changes from one step to the next: the naive MAE is 0")
+    return scale
+
+
+@METRICS.register("forecast_mae", help="mean absolute error over every row and horizon step, in target units", **_FC)
+def forecast_mae(p, y, c):
+    t, _ = forecast_parts(p, y)
+    return (p.double() - t.double()).abs().mean()
+
+
+@METRICS.register("forecast_rmse", help="root mean squared error over every row and horizon step, in target units",
+                  **_FC)
+def forecast_rmse(p, y, c):
+    t, _ = forecast_parts(p, y)
+    return ((p.double() - t.double()) ** 2).mean().sqrt()
+
+
+@METRICS.register("mase", help="mean absolute scaled error: MAE divided by the one-step naive forecast's MAE on the "
+                  "training rows (< 1 beats the naive forecast in-sample)", **_FC)
+def mase(p, y, c):
+    t, scale = forecast_parts(p, y)
+    return (p.double() - t.double()).abs().mean() / _mase_scale(scale)
+
+
+def smape_terms(p, t) -> torch.Tensor:
+    """Per value: 200 |p - t| / (|p| + |t|) percent (0 where both are 0)."""
+    p, t = p.double(), t.double()
+    den = p.abs() + t.abs()
+    return torch.where(den > 0, 200 * (p - t).abs() / torch.where(den > 0, den, 1.0), 0.0)
+
+
+@METRICS.register("smape", help="symmetric mean absolute percentage error, 0-200%: 200|p-t|/(|p|+|t|) averaged",
+                  **_FC)
+def smape(p, y, c):
+    t, _ = forecast_parts(p, y)
+    return smape_terms(p, t).mean()
+
+
 def pixel_confusion(p, y, c) -> torch.Tensor:
     """Confusion matrix over all pixels (rows: true class, columns: predicted).
 

@@ -4,7 +4,7 @@ Examples
 --------
 >>> from methodo.models import MODELS, build_model
 >>> MODELS.names()
-['cnn', 'fcn', 'gru', 'mlp', 'resnet', 'transformer', 'unet']
+['cnn', 'fcn', 'gru', 'mlp', 'recurrent', 'resnet', 'tcn', 'transformer', 'unet']
 >>> net = build_model("mlp", input_shape=(4,), n_outputs=3)
 >>> net(__import__("torch").zeros(2, 4)).shape
 torch.Size([2, 3])
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from methodo.errors import ConfigError, choices, clip, short
 from methodo.models import dense as _dense, language as _language  # they register their models
+from methodo.models import sequence as _sequence
 from methodo.models.zoo import MODELS
 from methodo.registry import check_kwargs
 
-del _dense, _language
+del _dense, _language, _sequence
 
 # Families resolved by prefix (methodo.models.backbones); their libraries are imported when a name is resolved.
 
@@ -70,7 +71,9 @@ def check_model_task(name: str, task: str, kind: str | None = None) -> None:
 
 MAX_PARAMETERS = 2_000_000_000  # on the dummy input below; a model larger than this is a typo (width=1e9)
 _DUMMY = {"tabular": (8,), "image": (3, 32, 32), "text": (16,)}  # input shape of the config-time build
+_DUMMY["series"] = (24, 1)
 _DUMMY_TEXT = {"tabular": "8-feature", "image": "3×32×32 image", "text": "16-token"}
+_DUMMY_TEXT["series"] = "24-step, 1-variable window"
 
 
 def check_model_options(name: str, options: dict) -> None:
@@ -85,7 +88,7 @@ def check_model_options(name: str, options: dict) -> None:
 
     entry = MODELS.entry(name)  # the config loader adds the key (model.name) to the message
     check_kwargs(entry.obj, options, reserved=_RESERVED, what=f"model {name!r}")
-    kind = next(k for k in ("tabular", "image", "text") if k in entry.meta.get("inputs", ("image", "tabular")))
+    kind = next(k for k in _DUMMY if k in entry.meta.get("inputs", ("image", "tabular")))
     try:
         with torch.device("meta"):
             net = entry.obj(input_shape=_DUMMY[kind], n_outputs=3, **options)

@@ -40,6 +40,7 @@ FIGURES = {
     "corruptions.png": "Accuracy under common corruptions (test)",
     "adversarial.png": "Adversarial examples that fool the model (test)",
     "regression_fit.png": "Predictions (test)",
+    "forecast.png": "Forecast: history, truth and one-step-ahead predictions (test)",
     "segmentation.png": "Test images, true masks and predicted masks",
     "per_label.png": "Per-label precision, recall and F1 (test)",
     "perplexity.png": "Perplexity: in-domain vs out-of-domain",

@@ -269,6 +269,31 @@ def regression_fit(pred: np.ndarray, y: np.ndarray, path: Path) -> Path:
     return _save(fig, path)
 
 
+def forecast(history: np.ndarray, indices: dict, pred: np.ndarray, *, window: int, path: Path, title: str = ""
+             ) -> Path:
+    """The target series with each split's stretch shaded, and on the test split the one-step-ahead
+    forecasts (each test window's first predicted step) beside the truth; the last test window's whole
+    horizon is drawn too. Time is the step index of the series."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    t = np.arange(len(history))
+    ax.plot(t, history, color="0.35", lw=1.0, label="history (truth)")
+    colors = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
+    for split in ("train", "val", "test"):
+        rows = np.asarray(indices[split])
+        ax.axvspan(rows.min() + window, rows.max() + window, color=colors[split], alpha=0.08, label=f"{split} targets")
+    test = np.asarray(indices["test"])
+    ax.plot(test + window, pred[:, 0], color="tab:red", lw=1.2, label="forecast, 1 step ahead (test)")
+    last = test[-1] + window + np.arange(pred.shape[1])
+    ax.plot(last, pred[-1], "o--", color="tab:purple", ms=3, lw=1.0, label=f"last window's {pred.shape[1]} steps")
+    ax.set_xlabel("time step")
+    ax.set_ylabel("target")
+    ax.set_title(f"forecast on the test split{': ' + title if title else ''}")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def pr_curves(probs: np.ndarray, y: np.ndarray, class_names: list[str], path: Path) -> Path | None:
     """Precision-recall curve of the positive class (binary) or of each class against the rest."""
     from sklearn.metrics import average_precision_score, precision_recall_curve

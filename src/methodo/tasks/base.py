@@ -64,6 +64,11 @@ class TaskSpec:
     # how label issues are searched (methodo.evaluate.label_issues): "multiclass" (one class per row),
     # "multilabel" (several yes/no labels per row), or None (no label to check: values, pixels, tokens)
     label_issues: str | None = None
+    # the split used when data.split.method is not set (None: the config's default, stratified)
+    default_split: str | None = None
+    # (dataset, rows, train rows) → what the metrics score a split against, when more than the targets
+    # (forecasting: the targets, the baselines' forecasts and the MASE scale from the training rows)
+    eval_targets: Callable | None = None
     help: str = ""
 
     @property

@@ -173,6 +173,9 @@ def evaluate_run(run_dir: str | Path, data: str | Path, *, out: str | Path | Non
     if s.task == "language_modeling":
         raise BadInput(f"{run_dir}: language models are evaluated with `methodo evaluate-lm` (perplexity, "
                        "benchmark suites)")
+    if s.kind == "series":
+        raise BadInput(f"{run_dir}: a forecasting model is not evaluated on new data by `methodo evaluate` yet; "
+                       "run its config with the new series as data.path (series_csv)")
     rd_run = RunDir(run_dir)
     record = predictor.record
     ecfg = _evaluate_config(rd_run)

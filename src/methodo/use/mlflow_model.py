@@ -89,6 +89,9 @@ def example_input(prep, rows: int = EXAMPLE_ROWS):
         for j, c in enumerate(ds.cat_names):
             df[c] = ds.cat[train, j]
         return df
+    if ds.kind == "series":  # the pyfunc's inputs and outputs are tables and images (issue 14)
+        raise NotImplementedError("a forecasting model is not packaged as an MLflow pyfunc yet; "
+                                  "methodo.load(RUN_DIR).predict(windows) reads it")
     if ds.kind == "image":
         return np.ascontiguousarray(ds.X[train], dtype=np.float32)
     from methodo.data.text import decode

@@ -74,6 +74,9 @@ def predict_command(run_dir: str | Path, inputs: list[str], *, out: str | None =
 
     predictor = load(run_dir)
     kind = predictor.kind
+    if kind == "series":
+        raise BadInput(f"predict: the forecasting model of {run_dir} is not read by `methodo predict` yet; in Python, "
+                       "methodo.load(RUN_DIR).predict(windows) takes windows (rows, steps, variables) in data units")
     if kind == "tabular" and len(inputs) != 1:
         raise BadInput(f"predict: a table model reads one CSV file (got {len(inputs)} inputs)")
     if kind == "text" and len(inputs) != 1:

@@ -202,7 +202,7 @@ class Predictor:
 
     def predict(self, X) -> np.ndarray:
         """One prediction per input: the class name (classification), the value (regression), a 0/1 row per
-        label (multilabel), the most likely next character (text)."""
+        label (multilabel), the most likely next character (text), the next horizon values (forecasting)."""
         return self.decide(self.scores(X))
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
