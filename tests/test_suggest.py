@@ -121,7 +121,7 @@ def test_bad_input_is_one_error_line(tmp_path, args, says):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("what", ["digits", "digits_attributes", "shapes", "python_docs", "imgs", "topics.csv"])
+@pytest.mark.parametrize("what", ["digits", "digits_attributes", "shapes", "python_docs", "co2", "imgs", "topics.csv"])
 def test_the_suggestion_for_image_text_and_sequence_data_beats_its_dummy_baseline(tmp_path, what):
     if what == "imgs":
         subprocess.run([sys.executable, str(EXAMPLES / "image_folder.py"), "imgs"], cwd=tmp_path, check=True)
@@ -129,3 +129,31 @@ def test_the_suggestion_for_image_text_and_sequence_data_beats_its_dummy_baselin
         subprocess.run([sys.executable, str(EXAMPLES / "text_topics.py"), "--out", "topics.csv"], cwd=tmp_path,
                        check=True)
     _run_suggestion(tmp_path, what)
+
+
+def _co2_csv(tmp_path) -> None:
+    import pandas as pd
+
+    from methodo.data.series import co2_monthly
+
+    values, months = co2_monthly()
+    pd.DataFrame({"month": months, "co2": values}).to_csv(tmp_path / "co2.csv", index=False)
+
+
+def test_a_csv_with_a_time_column_is_a_series_to_forecast(tmp_path):
+    _co2_csv(tmp_path)
+    cfg = yaml.safe_load(_suggest("co2.csv", cwd=tmp_path).stdout)
+    assert cfg["task"] == "forecasting" and cfg["model"]["name"] == "recurrent"
+    assert cfg["data"]["source"] == "series_csv" and cfg["data"]["target"] == "co2"
+    assert cfg["data"]["options"] == {"time": "month", "window": 24, "horizon": 6, "period": 12}  # monthly: 12
+    assert cfg["data"]["split"]["method"] == "time"
+    # repeated times are records of many things, not one series: a table
+    (tmp_path / "sales.csv").write_text("date,shop,amount\n" + "".join(
+        f"2024-01-{1 + i % 5:02d},{i % 3},{i * 1.5}\n" for i in range(60)))
+    assert yaml.safe_load(_suggest("sales.csv", cwd=tmp_path).stdout)["data"]["source"] == "csv"
+
+
+@pytest.mark.slow
+def test_the_suggestion_for_a_series_beats_its_baselines(tmp_path):
+    _co2_csv(tmp_path)
+    _run_suggestion(tmp_path, "co2.csv")

@@ -424,6 +424,8 @@ def _add_suggest_parser(sub) -> None:
                     "label, class, y or outcome, else the last one)")
     sg.add_argument("--text", metavar="COLUMN", help="CSV: the column holding the text (default: found when one "
                     "column holds prose)")
+    sg.add_argument("--time", metavar="COLUMN", help="CSV: the time column of a series to forecast (default: a column "
+                    "named time, date, timestamp, month, ... whose values are distinct dates or increasing numbers)")
     sg.add_argument("--name", help="the run name (default: DATA-MODEL)")
 
 
@@ -975,7 +977,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "suggest":
             from methodo.experiments.suggest import suggest
 
-            sys.stdout.write(suggest(args.data, target=args.target, text=args.text, name=args.name))
+            sys.stdout.write(suggest(args.data, target=args.target, text=args.text, time=args.time,
+                                     name=args.name))
             return 0
         if args.command == "slurm":
             return cmd_slurm(args)

@@ -38,6 +38,7 @@ IMBALANCED = 0.25
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 # CSV columns read as sensitive attributes (a word of the column's name, any case): the course's COMPAS and
 # recruiting cases. They become data.sensitive: per-group metrics, and kept out of the features.
+TIME_NAMES = ("time", "date", "datetime", "timestamp", "ds", "month", "day", "week", "year")
 SENSITIVE_WORDS = {"gender", "sex", "race", "ethnicity", "ethnic", "age", "religion", "nationality", "disability",
                    "marital"}
 
@@ -71,10 +72,11 @@ class Profile:
 Entry = tuple[tuple[str, ...], Any, str]  # (key path, value, reason)
 
 
-def suggest(arg: str, *, target: str | None = None, text: str | None = None, name: str | None = None) -> str:
+def suggest(arg: str, *, target: str | None = None, text: str | None = None, time: str | None = None,
+            name: str | None = None) -> str:
     """The suggested config for ``arg`` (a dataset name, a CSV file, a class-folder, or a config), as YAML
     text with a comment per choice. Raises ConfigError / DataError (one line) on bad input."""
-    prof = profile(arg, target=target, text=text)
+    prof = profile(arg, target=target, text=text, time=time)
     rule = RULES.get((prof.kind, prof.task))
     if rule is None:
         known = sorted(f"{k}/{t}" for k, t in RULES)
@@ -94,12 +96,12 @@ def suggest(arg: str, *, target: str | None = None, text: str | None = None, nam
 # --------------------------------------------------------------------------- reading the data
 
 
-def profile(arg: str, *, target: str | None = None, text: str | None = None) -> Profile:
+def profile(arg: str, *, target: str | None = None, text: str | None = None, time: str | None = None) -> Profile:
     """Load the data ``arg`` names with methodo's own loaders and measure what the rules read."""
     from methodo.config import DataConfig
     from methodo.data.sources import load_dataset
 
-    data, label = _data_section(arg, target=target, text=text)
+    data, label = _data_section(arg, target=target, text=text, time=time)
     try:
         dcfg = DataConfig.model_validate(data)
     except Exception as exc:  # pydantic's message, on one line
@@ -119,7 +121,8 @@ def profile(arg: str, *, target: str | None = None, text: str | None = None) -> 
                    categorical=len(ds.cat_names or []), missing=missing)
 
 
-def _data_section(arg: str, *, target: str | None, text: str | None) -> tuple[dict[str, Any], str | None]:
+def _data_section(arg: str, *, target: str | None, text: str | None,
+                  time: str | None = None) -> tuple[dict[str, Any], str | None]:
     from methodo.data.dataset import DATASETS
 
     p = Path(arg)
@@ -130,7 +133,7 @@ def _data_section(arg: str, *, target: str | None, text: str | None) -> tuple[di
         keep = {"source", "path", "target", "options", "sensitive"}
         return cfg.data.model_dump(exclude_defaults=True, include=keep), cfg.name
     if p.is_file():
-        return _csv_section(p, target=target, text=text), p.stem
+        return _csv_section(p, target=target, text=text, time=time), p.stem
     if p.is_dir():
         return _folder_section(p), p.name
     import methodo.data.sources  # noqa: F401 (registers the loaders)
@@ -146,7 +149,7 @@ def _data_section(arg: str, *, target: str | None, text: str | None) -> tuple[di
     return {"source": arg}, arg
 
 
-def _csv_section(path: Path, *, target: str | None, text: str | None) -> dict[str, Any]:
+def _csv_section(path: Path, *, target: str | None, text: str | None, time: str | None = None) -> dict[str, Any]:
     import pandas as pd
 
     try:
@@ -156,18 +159,92 @@ def _csv_section(path: Path, *, target: str | None, text: str | None) -> dict[st
     cols = [str(c) for c in df.columns]
     if len(cols) < 2:
         raise DataError(f"{path}: {len(cols)} column(s); a table needs feature columns and a target column")
+    for col, flag in ((time, "--time"), (text, "--text")):
+        if col is not None and col not in cols:
+            raise ConfigError(f"{flag} {col!r}: no such column in {path}; columns: {', '.join(map(repr, cols[:12]))}")
+    time = time or _time_column(df, cols)
     if target is None:
-        target = next((c for c in cols if c.strip().lower() in TARGET_NAMES), cols[-1])
+        rest = [c for c in cols if c != time]
+        target = next((c for c in rest if c.strip().lower() in TARGET_NAMES), rest[-1])
     elif target not in cols:
         raise ConfigError(f"--target {target!r}: no such column in {path}; columns: {', '.join(map(repr, cols[:12]))}")
-    if text is not None and text not in cols:
-        raise ConfigError(f"--text {text!r}: no such column in {path}; columns: {', '.join(map(repr, cols[:12]))}")
+    if time is not None and time != target and _numeric(df[target]):
+        # a time column and a numeric target: a series to forecast (the course's trajectories and time series)
+        n = len(df)
+        period = _period(df[time])
+        window = int(max(4, min(48, n // 20, 2 * period[0] if period else 48)))
+        options = {"time": time, "window": window, "horizon": max(1, min(12, window // 4))}
+        if period:
+            options["period"] = period[0]
+        return {"source": "series_csv", "path": str(path), "target": target, "options": options}
     text = text or _text_column(df, [c for c in cols if c != target])
     if text is not None:
         return {"source": "text_csv", "path": str(path), "target": target, "options": {"text": text}}
     sensitive = [c for c in cols if c != target
                  and SENSITIVE_WORDS & set("".join(ch if ch.isalnum() else " " for ch in c.lower()).split())]
     return {"source": "csv", "path": str(path), "target": target, **({"sensitive": sensitive} if sensitive else {})}
+
+
+def _numeric(s) -> bool:
+    import pandas as pd
+
+    v = pd.to_numeric(s.replace("", None), errors="coerce")
+    return bool(v.notna().mean() > 0.95) and v.nunique() > 20
+
+
+def _time_column(df, cols: list[str]) -> str | None:
+    """A column named like a time whose values are distinct and parse as dates or increasing numbers."""
+    import pandas as pd
+
+    for c in cols:
+        if c.strip().lower() not in TIME_NAMES:
+            continue
+        s = df[c]
+        if s.nunique() < len(s):  # repeated times: records of many things, not one series
+            continue
+        num = pd.to_numeric(s, errors="coerce")
+        if num.notna().all() and num.is_monotonic_increasing:
+            return c
+        if _dates(s).notna().mean() > 0.95:
+            return c
+    return None
+
+
+def _dates(s):
+    import warnings
+
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pd.to_datetime(s, errors="coerce")
+
+
+# the seasonal period of a series by the step between its dates (pandas' frequency alias, first letters)
+PERIODS = {"h": (24, "hourly: a day is 24 steps"), "D": (7, "daily: a week is 7 steps"),
+           "B": (5, "business days: a week is 5 steps"), "W": (52, "weekly: a year is 52 steps"),
+           "M": (12, "monthly: a year is 12 steps"), "Q": (4, "quarterly: a year is 4 steps")}
+
+
+def _period(s) -> tuple[int, str] | None:
+    import pandas as pd
+
+    d = _dates(s).dropna().sort_values()
+    if len(d) < 3 or pd.to_numeric(s, errors="coerce").notna().all():
+        return None
+    try:
+        freq = pd.infer_freq(d.iloc[:1000])
+    except (TypeError, ValueError):
+        return None
+    if not freq:
+        return None
+    f = freq.upper()
+    if f.startswith("MIN"):  # minutes, not months
+        return None
+    for k, v in PERIODS.items():
+        if f.startswith(k.upper()):
+            return v
+    return None
 
 
 def _text_column(df, cols: list[str]) -> str | None:
@@ -213,6 +290,8 @@ def _task_reason(p: Profile) -> str:
         return "one class per pixel"
     if p.task == "language_modeling":
         return "predict each next token of the text"
+    if p.task == "forecasting":
+        return "predict the next values of the series from its past"
     return f"the task of {p.name}"
 
 
@@ -229,8 +308,14 @@ def _data_entries(p: Profile) -> list[Entry]:
                                 "kept out of the features"}[k]
             d.append((("data", k), p.data[k], why))
     if p.data.get("options"):
-        d.append((("data", "options"), p.data["options"], "the loader's options"))
-    if p.task == "language_modeling":
+        why = ("the time column, the past steps the model reads (window) and the steps it predicts (horizon)"
+               if p.task == "forecasting" else "the loader's options")
+        d.append((("data", "options"), p.data["options"], why))
+    if p.task == "forecasting":
+        d.append((("data", "split"), {"method": "time", "val": 0.15, "test": 0.15},
+                  "in time order: train on the past, validate and test on the latest windows (a random split "
+                  "would leak the future)"))
+    elif p.task == "language_modeling":
         d.append((("data", "split"), {"method": "random", "val": 0.1, "test": 0.1},
                   "the loader keeps each document whole in one split; 10% each is plenty of tokens"))
     elif p.class_counts and p.task in ("classification", "multilabel", "segmentation"):
@@ -372,6 +457,21 @@ def tokens(p: Profile) -> list[Entry]:
     ]
 
 
+def series(p: Profile) -> list[Entry]:
+    window = p.input_shape[0] if p.input_shape else 0
+    ep = min(60, _epochs(p.rows))
+    return [
+        (("model", "name"), "recurrent", f"a series: windows of {window} past steps read one step at a time by the "
+         "recurrent update Y_t = f(W_x X_t + W_y Y_(t-1) + b)"),
+        (("model", "cell"), "lstm", "LSTM gates keep what matters over long windows"),
+        (("model", "hidden"), 32, "32 units: small data, few parameters"),
+        (("train", "epochs"), ep, "an upper bound: early stopping ends the run"),
+        (("train", "batch_size"), 32, "32 windows per step"),
+        (("train", "optimizer"), {"name": "adam", "lr": 0.005}, "Adam"),
+        _stop(p, ep),
+    ]
+
+
 def _multilabel(p: Profile) -> list[Entry]:
     out = image(p) if p.kind == "image" else tabular(p)
     return [e for e in out if e[0] != ("evaluate", "metrics")]
@@ -386,6 +486,7 @@ RULES: dict[tuple[str, str], Callable[[Profile], list[Entry]]] = {
     ("image", "segmentation"): segmentation,
     ("text", "classification"): text_classes,
     ("text", "language_modeling"): tokens,
+    ("series", "forecasting"): series,
 }
 
 
