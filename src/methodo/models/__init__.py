@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from methodo.errors import ConfigError, choices, clip, short
 from methodo.models import dense as _dense, language as _language  # they register their models
+from methodo.models import text as _text  # noqa: I001
 from methodo.models.zoo import MODELS
 from methodo.registry import check_kwargs
 
-del _dense, _language
+del _dense, _language, _text
 
 # Families resolved by prefix (methodo.models.backbones); their libraries are imported when a name is resolved.
 
