@@ -1133,6 +1133,19 @@ def explain(prep: Prepared, test_scores, rd: RunDir) -> dict:
     if spec.explain is not None:
         return {"skipped": spec.explain}
     X, y = data.tensors["test"]
+    if ds.kind == "text" and spec.has_classes:
+        if not hasattr(prep.model, "attention"):
+            return {"skipped": f"text explanations are the attention maps of models that record them "
+                               f"(text_transformer); {cfg.model.name} does not"}
+        from methodo.explain.report import attention_strips
+        from methodo.models import MODELS
+
+        name = cfg.model.name
+        tok = name.partition(":")[2] if name.startswith("hf:") else MODELS.entry(name).meta.get("tokenizer")
+        texts = ds.meta.get("text")
+        return attention_strips(prep.model, X, test_scores, data.raw_y["test"], ds.class_names,
+                                None if texts is None else texts[data.indices["test"]], cfg.explain.n_images,
+                                rd.figure("attention.png"), tokenizer=tok)
     if ds.kind == "image":
         if not spec.has_classes:
             return {"skipped": "image attributions are drawn for classification only"}

@@ -37,7 +37,7 @@ class Dataset:
 
     name: str
     task: str  # a name in methodo.tasks.TASKS
-    kind: Literal["image", "tabular", "text"]
+    kind: Literal["image", "tabular", "text", "graph"]
     X: np.ndarray
     y: np.ndarray
     feature_names: list[str] = field(default_factory=list)

@@ -15,10 +15,11 @@ from __future__ import annotations
 from methodo.errors import ConfigError, choices, clip, short
 from methodo.models import dense as _dense, language as _language  # they register their models
 from methodo.models import text as _text  # noqa: I001
+from methodo.models import graph as _graph  # noqa: I001
 from methodo.models.zoo import MODELS
 from methodo.registry import check_kwargs
 
-del _dense, _language, _text
+del _dense, _language, _text, _graph
 
 # Families resolved by prefix (methodo.models.backbones); their libraries are imported when a name is resolved.
 
@@ -70,8 +71,8 @@ def check_model_task(name: str, task: str, kind: str | None = None) -> None:
 
 
 MAX_PARAMETERS = 2_000_000_000  # on the dummy input below; a model larger than this is a typo (width=1e9)
-_DUMMY = {"tabular": (8,), "image": (3, 32, 32), "text": (16,)}  # input shape of the config-time build
-_DUMMY_TEXT = {"tabular": "8-feature", "image": "3×32×32 image", "text": "16-token"}
+_DUMMY = {"tabular": (8,), "image": (3, 32, 32), "text": (16,), "graph": (8, 13)}  # input shape of the config-time build
+_DUMMY_TEXT = {"tabular": "8-feature", "image": "3×32×32 image", "text": "16-token", "graph": "8-node graph"}
 
 
 def check_model_options(name: str, options: dict) -> None:
@@ -86,7 +87,7 @@ def check_model_options(name: str, options: dict) -> None:
 
     entry = MODELS.entry(name)  # the config loader adds the key (model.name) to the message
     check_kwargs(entry.obj, options, reserved=_RESERVED, what=f"model {name!r}")
-    kind = next(k for k in ("tabular", "image", "text") if k in entry.meta.get("inputs", ("image", "tabular")))
+    kind = next(k for k in _DUMMY if k in entry.meta.get("inputs", ("image", "tabular")))
     try:
         with torch.device("meta"):
             net = entry.obj(input_shape=_DUMMY[kind], n_outputs=3, **options)

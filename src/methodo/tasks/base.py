@@ -64,6 +64,9 @@ class TaskSpec:
     # how label issues are searched (methodo.evaluate.label_issues): "multiclass" (one class per row),
     # "multilabel" (several yes/no labels per row), or None (no label to check: values, pixels, tokens)
     label_issues: str | None = None
+    # the task whose metrics (and bootstrap sums) this one reads, when it is that task on other inputs
+    # (graph_classification is classification of graphs); None: its own, registered with task=NAME
+    metrics_of: str | None = None
     help: str = ""
 
     @property
@@ -74,6 +77,12 @@ class TaskSpec:
 
 def task_spec(task: str) -> TaskSpec:
     return TASKS.get(task, key="task")
+
+
+def metrics_task(task: str) -> str:
+    """The task name the metrics are registered under for ``task`` (its ``metrics_of``, or itself)."""
+    spec = TASKS.get(task) if task in TASKS else None
+    return (spec.metrics_of if spec is not None else None) or task
 
 
 # ---------------------------------------------------------------- shared by several tasks

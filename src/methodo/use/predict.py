@@ -74,6 +74,9 @@ def predict_command(run_dir: str | Path, inputs: list[str], *, out: str | None =
 
     predictor = load(run_dir)
     kind = predictor.kind
+    if kind == "graph":
+        raise BadInput(f"predict: the model of {run_dir} reads graphs, and predict has no graph file format yet; "
+                       "use methodo.use.predictor.load(RUN_DIR).predict(X) on packed graphs (methodo.data.graphs)")
     if kind == "tabular" and len(inputs) != 1:
         raise BadInput(f"predict: a table model reads one CSV file (got {len(inputs)} inputs)")
     if kind == "text" and len(inputs) != 1:

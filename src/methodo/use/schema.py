@@ -41,7 +41,7 @@ class InputSchema(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format: int = FORMAT
     task: str
-    kind: Literal["tabular", "image", "text"]
+    kind: Literal["tabular", "image", "text", "graph"]
     # tables: the raw columns, numeric then categorical, in the order the feature pipeline reads them
     columns: list[str] = Field(default_factory=list)
     categorical: list[str] = Field(default_factory=list)
@@ -107,6 +107,8 @@ def schema_for_run(prep) -> InputSchema:
     if kind == "image":
         return InputSchema(**common, channels=int(ds.X.shape[1]), image_size=[int(ds.X.shape[2]), int(ds.X.shape[3])],
                            resize=d.image_size is not None, to_gray=str(d.channels) == "1")
+    if kind == "graph":  # packed graphs (methodo.data.graphs): the model's input_shape says it all
+        return InputSchema(**common)
     return InputSchema(**common, vocab=list(ds.vocab or []), seq_len=int(ds.X.shape[1]))
 
 
