@@ -38,7 +38,7 @@ def output_table(predictor, chunk, scores: np.ndarray):
     ids = chunk.ids if s.kind != "text" else np.arange(1, len(scores) + 1) + 0
     cols: dict = {id_name: pa.array(ids.tolist() if ids.dtype == object else ids)}
     spec = predictor.spec
-    if s.kind == "text":
+    if s.kind == "text" and not spec.has_classes:
         vocab = np.asarray(s.vocab, dtype=object)
         best = scores.argmax(1)
         cols["predicted"] = pa.array(vocab[best].tolist(), pa.string())

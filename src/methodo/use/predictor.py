@@ -159,10 +159,20 @@ class Predictor:
 
     def _tokens(self, lines):
         """Text lines → token windows of the model's length (the last ``seq_len`` characters, left-padded
-        with newlines), as in training."""
+        with newlines), as in training; for a text classifier, the ids and mask of its own tokenizer (an
+        ``hf:`` model's, or the one its registry entry names) cut or padded to its ``max_length``."""
         import torch
 
         from methodo.data.text import encode
+
+        if self.spec.has_classes:
+            from methodo.models import MODELS
+            from methodo.models.backbones import resolve_hf, tokenize
+
+            name = self.schema.model.name
+            ref = name.partition(":")[2] if name.startswith("hf:") else MODELS.entry(name).meta.get("tokenizer")
+            return torch.from_numpy(tokenize([str(t) for t in lines], resolve_hf(ref),
+                                             int(self.schema.model.input_shape[-1])))
 
         T = self.schema.seq_len or 1
         out = np.zeros((len(lines), T), dtype=np.int64)  # id 0 is "\n"
@@ -176,7 +186,7 @@ class Predictor:
         from methodo.evaluate import predict
 
         X = self.model_input(chunk)
-        if self.kind == "text":  # next-character probabilities after each line
+        if self.kind == "text" and not self.spec.has_classes:  # next-character probabilities after each line
             import torch
 
             with torch.no_grad():
@@ -206,7 +216,7 @@ class Predictor:
         return self.decide(self.scores(X))
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
-        if self.kind == "text":
+        if self.kind == "text" and not self.spec.has_classes:
             vocab = np.asarray(self.schema.vocab, dtype=object)
             return vocab[scores.argmax(1)]
         if self.spec.has_classes:
