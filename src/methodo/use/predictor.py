@@ -138,6 +138,13 @@ class Predictor:
             items = [X] if isinstance(X, (str, Path)) else list(X)
             yield from inputs.iter_images(inputs.image_files(items), s)
             return
+        if s.kind == "graph":  # packed graphs (methodo.data.graphs) of the model's shape
+            arr = np.asarray(X, dtype=np.float32)
+            if arr.ndim != 3 or list(arr.shape[1:]) != list(s.model.input_shape):
+                raise DataError(f"input: an array of shape {tuple(arr.shape)}; the model takes packed graphs of "
+                                f"shape (n, {', '.join(map(str, s.model.input_shape))})")
+            yield Chunk(arr, None, np.arange(len(arr)))
+            return
         lines = inputs.text_lines(Path(X)) if isinstance(X, Path) else [X] if isinstance(X, str) else list(X)
         yield Chunk(np.asarray(lines, dtype=object), None, np.arange(len(lines)))
 
