@@ -40,7 +40,7 @@ def unpack(X, n_nodes: int):
 
 
 def make_graph_cycles(*, n: int = 600, min_nodes: int = 6, max_nodes: int = 16, features: int = 4,
-                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                      extra_edges: tuple[int, int] = (1, 3), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(X, y)``: ``n`` packed graphs, classes alternating (half trees, half with cycles)."""
     rng = np.random.default_rng(seed)
     X = np.zeros((n, max_nodes, max_nodes + 1 + features), dtype=np.float32)
@@ -51,8 +51,8 @@ def make_graph_cycles(*, n: int = 600, min_nodes: int = 6, max_nodes: int = 16, 
         for v in range(1, k):  # a random tree: node v joins a random earlier node
             u = int(rng.integers(0, v))
             adj[u, v] = adj[v, u] = 1
-        if y[i] == 1:  # 1-3 extra edges, each closing a cycle
-            extra = int(rng.integers(1, 4))
+        if y[i] == 1:  # extra edges (1 to 3 by default), each closing a cycle
+            extra = int(rng.integers(extra_edges[0], extra_edges[1] + 1))
             free = np.argwhere(np.triu(1 - adj, 1) > 0)
             for u, v in free[rng.choice(len(free), size=min(extra, len(free)), replace=False)]:
                 adj[u, v] = adj[v, u] = 1
