@@ -186,8 +186,6 @@ def attention_strips(model, X, probs: np.ndarray, y_true: np.ndarray, class_name
 
     ``X`` holds the token ids and masks ``(N, 2, L)``; ``tokenizer`` (an ``hf:`` reference) turns ids back
     into word pieces for the labels. Returns what was shown, with each text's three most attended tokens."""
-    import torch
-
     from methodo.report.plots import _plt, _save
 
     rows = choose_examples(probs, y_true, n)
@@ -201,15 +199,20 @@ def attention_strips(model, X, probs: np.ndarray, y_true: np.ndarray, class_name
     pieces = _word_pieces(ids, tokenizer)
     plt = _plt()
     width = max(int(mask[r].sum()) for r in range(len(rows)))
-    fig, axes = plt.subplots(len(rows), 1, figsize=(min(16, 0.55 * width + 1), 0.9 * len(rows) + 0.6), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(min(18, 0.32 * width + 1), 1.25 * len(rows) + 0.5),
+                             squeeze=False)
     shown = []
     for r, i in enumerate(rows):
         k = int(mask[r].sum())
         w = att[r, :k]
+        top_w = max(float(w.max()), 1e-12)
         ax = axes[r, 0]
-        ax.imshow(w[None], cmap="Reds", aspect="auto", vmin=0, vmax=max(float(w.max()), 1e-12))
-        ax.set_xticks(range(k))
-        ax.set_xticklabels(pieces[r][:k], rotation=60, ha="right", fontsize=7)
+        ax.imshow(w[None], cmap="Reds", aspect="auto", vmin=0, vmax=top_w, extent=(-0.5, k - 0.5, -0.5, 0.5))
+        ax.set_xlim(-0.5, width - 0.5)
+        for j in range(k):  # the word piece inside its cell, white on the darkest cells
+            ax.text(j, 0, pieces[r][j], ha="center", va="center", rotation=90, fontsize=7,
+                    color="white" if w[j] > 0.6 * top_w else "black")
+        ax.set_xticks([])
         ax.set_yticks([])
         pred, truth = int(probs[i].argmax()), int(y_true[i])
         ok = pred == truth
@@ -221,7 +224,7 @@ def attention_strips(model, X, probs: np.ndarray, y_true: np.ndarray, class_name
                       "probability": round(float(probs[i, pred]), 4), "correct": bool(ok),
                       "top_tokens": [[pieces[r][j], round(float(w[j]), 4)] for j in top]})
     fig.suptitle("attention of the prediction over the tokens (last block; darker: looked at more)", fontsize=9)
-    fig.tight_layout()
+    fig.subplots_adjust(hspace=0.6)
     _save(fig, path)
     return {"kind": "attention", "examples": shown, "figure": path.name}
 
