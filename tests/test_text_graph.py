@@ -156,3 +156,9 @@ def test_gin_beats_the_majority_and_a_structure_blind_baseline(tmp_path):
     blind = _structure_blind_accuracy(ds.X, ds.y, idx["train"], idx["test"], 12, seed=0)
     assert acc >= majority + 0.25 and acc >= blind + 0.25, (acc, majority, blind)
     assert blind < 0.7  # the features alone say nearly nothing
+    # the trained model answers on new graphs through the predictor (predict's CLI has no graph file format)
+    from methodo.data.graphs import CLASSES, make_graph_cycles
+    from methodo.use.predictor import load
+
+    Xn, yn = make_graph_cycles(n=60, max_nodes=12, features=4, seed=7)
+    assert (load(tmp_path / "run").predict(Xn) == np.array(CLASSES)[yn]).mean() >= 0.75
