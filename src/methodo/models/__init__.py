@@ -4,7 +4,7 @@ Examples
 --------
 >>> from methodo.models import MODELS, build_model
 >>> MODELS.names()
-['cnn', 'fcn', 'gru', 'mlp', 'resnet', 'transformer', 'unet']
+['cnn', 'fcn', 'gcn', 'gin', 'gru', 'mlp', 'resnet', 'text_rnn', 'text_transformer', 'transformer', 'unet']
 >>> net = build_model("mlp", input_shape=(4,), n_outputs=3)
 >>> net(__import__("torch").zeros(2, 4)).shape
 torch.Size([2, 3])

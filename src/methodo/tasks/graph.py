@@ -17,6 +17,7 @@ from methodo.tasks.classification import SPEC as _CLASSIFICATION
 
 SPEC = dataclasses.replace(
     _CLASSIFICATION, name="graph_classification", reference=False, metrics_of="classification",
+    per_row=False,  # one output per graph, but the row models (mlp, cnn, ...) read no graphs: gcn and gin say tasks=
     explain="explanations are drawn for images and tables, not graphs",
     help="one class per graph: cross-entropy, epoch score accuracy (classification's metrics and baselines)")
 TASKS.register(SPEC.name, SPEC, help=SPEC.help)
