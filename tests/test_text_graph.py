@@ -162,3 +162,18 @@ def test_gin_beats_the_majority_and_a_structure_blind_baseline(tmp_path):
 
     Xn, yn = make_graph_cycles(n=60, max_nodes=12, features=4, seed=7)
     assert (load(tmp_path / "run").predict(Xn) == np.array(CLASSES)[yn]).mean() >= 0.75
+
+
+def test_data_inspect_reads_raw_text_and_finds_repeated_sentences(topics_csv, tmp_path, capsys):
+    """The audit hashes raw texts (before any tokenizer): the same sentence twice is a duplicate."""
+    lines = topics_csv.read_text().splitlines()
+    (tmp_path / "dup.csv").write_text("\n".join(lines + lines[1:31]) + "\n")  # 30 sentences repeated
+    (tmp_path / "t.yaml").write_text(f"data: {{source: text_csv, path: {tmp_path / 'dup.csv'}, target: label}}\n"
+                                     "model: {name: text_rnn}\n")
+    code, out, err = cli_inproc(capsys, "data", "inspect", str(tmp_path / "t.yaml"), "--json")
+    assert code == 0, err
+    found = {f["id"]: f for f in json.loads(out)["findings"]}
+    across = found["duplicates_across_splits"]["evidence"]
+    within = found["duplicates_within_split"]["evidence"]["duplicates"]
+    # every repeated sentence is counted once: in its split, or across two
+    assert sum(across[k] for k in ("train_val", "train_test", "val_test")) + sum(within.values()) == 30
