@@ -74,16 +74,16 @@ def test_every_entry_has_a_one_line_help():
 TASK_NAMES = REGISTRIES.get("tasks").names()
 # The data of each task, for the contracts below: which inputs its models read, and a batch of the
 # model's raw outputs with matching targets. A new task fails here until it gets a line.
-_TASK_KINDS = {"classification": ("image", "tabular"), "regression": ("image", "tabular"),
+_TASK_KINDS = {"classification": ("image", "tabular", "text"), "regression": ("image", "tabular"),
                "multilabel": ("image", "tabular"), "segmentation": ("image",), "language_modeling": ("text",),
-               "forecasting": ("series",)}
+               "graph_classification": ("graph",), "forecasting": ("series",)}
 
 
 def _task_batch(task: str, *, n: int = 6, classes: int = 3, vocab: int = 11, seq: int = 12, side: int = 16,
                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``(raw model output, target)`` of random values for ``task``."""
     g = _gen(seed)
-    if task == "classification":
+    if task in ("classification", "graph_classification"):
         return torch.randn(n, classes, generator=g), torch.randint(0, classes, (n,), generator=g)
     if task == "regression":
         return torch.randn(n, 1, generator=g), torch.randn(n, generator=g)
@@ -602,7 +602,7 @@ def test_dataset_loads_with_its_declared_task_kind_and_shapes(entry):
     from methodo.config import DataConfig
     from methodo.data.sources import load_dataset
 
-    assert entry.meta.get("kind") in ("image", "tabular", "text", "series")
+    assert entry.meta.get("kind") in ("image", "tabular", "text", "series", "graph")
     assert entry.meta.get("task") is None or entry.meta["task"] in TASK_NAMES
     needs = entry.meta.get("needs")
     if needs == "download":
@@ -620,9 +620,16 @@ def test_dataset_loads_with_its_declared_task_kind_and_shapes(entry):
         assert ds.X.ndim == 2 and ds.X.dtype == np.float32 and len(ds.feature_names) == ds.X.shape[1]
     elif ds.kind == "series":  # windows (n, steps, variables), the target series first
         assert ds.X.ndim == 3 and ds.X.dtype == np.float32 and len(ds.feature_names) == ds.X.shape[2]
+    elif ds.kind == "graph":  # packed graphs: (N, N + 1 + F) adjacency, node mask, features
+        from methodo.data.graphs import unpack
+
+        nodes = ds.X.shape[1]
+        assert ds.X.ndim == 3 and ds.X.dtype == np.float32 and ds.X.shape[2] >= nodes + 2
+        adj, mask, _ = unpack(ds.X, nodes)
+        assert (adj == adj.transpose(0, 2, 1)).all() and set(np.unique(mask)) <= {0, 1}
     else:
         assert ds.X.ndim == 2 and ds.X.dtype == np.int64 and ds.vocab and ds.X.max() < len(ds.vocab)
-    if ds.task == "classification":
+    if ds.task in ("classification", "graph_classification"):
         assert ds.y.shape == (n,) and ds.y.dtype == np.int64 and 0 <= ds.y.min() and ds.y.max() < ds.n_classes
     elif ds.task == "regression":
         assert ds.y.shape == (n,) and ds.y.dtype == np.float32 and np.isfinite(ds.y).all()
@@ -641,7 +648,7 @@ def test_dataset_loads_with_its_declared_task_kind_and_shapes(entry):
 
 # --------------------------------------------------------------------------- models
 
-_SHAPES = {"tabular": (6,), "image": (3, 8, 8), "text": (12,)}
+_SHAPES = {"tabular": (6,), "image": (3, 8, 8), "text": (12,), "graph": (6, 10)}
 _SHAPES["series"] = (10, 2)  # time steps, variables
 
 
@@ -672,6 +679,13 @@ def _model_batch(task: str, kind: str):
     n, classes, vocab = 8, 3, 11
     shape = _SHAPES[kind]
     x = torch.randint(0, vocab, (n, *shape), generator=g) if kind == "text" else torch.rand(n, *shape, generator=g)
+    if kind == "text" and task != "language_modeling":  # text classifiers read token ids and their mask
+        x = torch.stack([x + 1, torch.ones_like(x)], 1)
+    if kind == "graph":  # packed graphs of 3 to 6 nodes with 3 features each
+        from methodo.data.graphs import make_graph_cycles
+
+        x = torch.from_numpy(make_graph_cycles(n=n, min_nodes=3, max_nodes=shape[0], features=shape[1] - shape[0] - 1,
+                                               seed=0)[0])
     out, y = _task_batch(task, n=n, classes=classes, vocab=vocab, seq=shape[0], side=shape[-1])
     n_outputs = out.shape[1] if task != "language_modeling" else vocab
     return x, y, n_outputs, tuple(out.shape)

@@ -19,7 +19,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 # a small input per kind of data the models read (images divisible by the U-Net's levels)
-_INPUTS = {"tabular": (6,), "image": (3, 16, 16), "text": (12,)}
+_INPUTS = {"tabular": (6,), "image": (3, 16, 16), "text": (12,), "graph": (6, 10)}
 
 
 # The dynamo exporter takes seconds per model: a table model and an image model in the fast suite, every

@@ -8,7 +8,8 @@ import torch
 from methodo.errors import ConfigError
 from methodo.models import MODELS, build_model, model_tasks
 
-ROW_MODELS = [n for n in MODELS.names() if "classification" in model_tasks(n)]
+ROW_MODELS = [n for n in MODELS.names() if "classification" in model_tasks(n)
+              and "image" in MODELS.entry(n).meta.get("inputs", ("image", "tabular"))]
 
 
 @pytest.mark.parametrize("name", ROW_MODELS)

@@ -691,7 +691,8 @@ class ExplainConfig(_Strict):
     methods: list[Annotated[str, registered("explainers")]] = Field(
         default_factory=lambda: ["saliency", "integrated_gradients", "occlusion", "lime"],
         description="Image attribution methods (see `methodo list explainers`).")
-    n_images: int = Field(6, ge=1, le=32, description="Test images in the gallery (right and wrong predictions).")
+    n_images: int = Field(6, ge=1, le=32, description="Test images in the gallery (right and wrong predictions); "
+                          "for a text model that records attention, the test sentences of its attention strips.")
     permutation_repeats: int = Field(5, ge=1, description="Shuffles per feature for permutation importance.")
     max_rows: int = Field(500, ge=10, le=1_000_000, description="Tables: explain at most this many test rows (a "
                           "seeded sample when the test split is larger; the report says how many).")

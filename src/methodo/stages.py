@@ -204,20 +204,24 @@ def transfer_inputs(cfg: Config, ds):
 
 
 def tokenize_dataset(cfg: Config, ds):
-    """Texts → ``(n, 2, max_length)`` token ids and attention masks, by the ``hf:`` model's own tokenizer."""
+    """Texts → ``(n, 2, max_length)`` token ids and attention masks, by the ``hf:`` model's own tokenizer or
+    the one a registered text model names (``tokenizer=`` on its registry entry, e.g. ``text_rnn``)."""
     import dataclasses
+    import inspect
 
     from methodo.models import MODELS
     from methodo.models.backbones import resolve_hf, tokenize
 
-    if not cfg.model.name.startswith("hf:"):
-        raise ConfigError(f"model.name: dataset {ds.name!r} holds raw text, which needs a tokenizer: use an hf: "
-                          "model, e.g. model.name=hf:sentence-transformers/all-MiniLM-L6-v2")
-    import inspect
-
+    name = cfg.model.name
+    ref = name.partition(":")[2] if name.startswith("hf:") else MODELS.entry(name).meta.get("tokenizer")
+    if ref is None:
+        fits = [e.name for e in MODELS.entries() if e.meta.get("tokenizer")]
+        raise ConfigError(f"model.name: dataset {ds.name!r} holds raw text, which needs a tokenizer: use a text "
+                          f"model ({', '.join(fits)}) or an hf: model, e.g. "
+                          "model.name=hf:sentence-transformers/all-MiniLM-L6-v2")
     max_length = cfg.model.options.get("max_length",
-                                       inspect.signature(MODELS.get(cfg.model.name)).parameters["max_length"].default)
-    folder = resolve_hf(cfg.model.name.partition(":")[2])
+                                       inspect.signature(MODELS.get(name)).parameters["max_length"].default)
+    folder = resolve_hf(ref)
     X = tokenize(ds.X.ravel(), folder, max_length)
     extra = {k: (tokenize(Xe.ravel(), folder, max_length), ye) for k, (Xe, ye) in ds.extra.items()}
     return dataclasses.replace(ds, X=X, extra=extra, meta={**ds.meta, "text": ds.X.ravel()})
@@ -1133,6 +1137,19 @@ def explain(prep: Prepared, test_scores, rd: RunDir) -> dict:
     if spec.explain is not None:
         return {"skipped": spec.explain}
     X, y = data.tensors["test"]
+    if ds.kind == "text" and spec.has_classes:
+        if not hasattr(prep.model, "attention"):
+            return {"skipped": f"text explanations are the attention maps of models that record them "
+                               f"(text_transformer); {cfg.model.name} does not"}
+        from methodo.explain.report import attention_strips
+        from methodo.models import MODELS
+
+        name = cfg.model.name
+        tok = name.partition(":")[2] if name.startswith("hf:") else MODELS.entry(name).meta.get("tokenizer")
+        texts = ds.meta.get("text")
+        return attention_strips(prep.model, X, test_scores, data.raw_y["test"], ds.class_names,
+                                None if texts is None else texts[data.indices["test"]], cfg.explain.n_images,
+                                rd.figure("attention.png"), tokenizer=tok)
     if ds.kind == "image":
         if not spec.has_classes:
             return {"skipped": "image attributions are drawn for classification only"}

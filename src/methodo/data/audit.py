@@ -238,7 +238,13 @@ def class_missing_in_split(f: AuditFacts) -> Finding | None:
 
 
 def _row_words(X: np.ndarray) -> np.ndarray:
-    """The bytes of each row as unsigned integers (a view, no copy when X is contiguous)."""
+    """The bytes of each row as unsigned integers (a view, no copy when X is contiguous); raw texts (an
+    object array, labeled text before tokenization) as one 64-bit hash of each cell's string."""
+    if X.dtype == object:
+        import pandas as pd
+
+        flat = X.reshape(len(X), -1)
+        return np.stack([pd.util.hash_array(flat[:, j].astype(str).astype(object)) for j in range(flat.shape[1])], 1)
     b = np.ascontiguousarray(X.reshape(len(X), int(np.prod(X.shape[1:]))))
     size = b.shape[1] * b.itemsize
     return b.view(np.uint64 if size % 8 == 0 else np.uint32 if size % 4 == 0 else np.uint8)

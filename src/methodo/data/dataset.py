@@ -41,6 +41,7 @@ class Dataset:
     task: str  # a name in methodo.tasks.TASKS
     kind: Literal["image", "tabular", "text",
                   "series",  # forecasting: X (n, window, features), y (n, horizon)
+                  "graph",  # packed graphs (n, N, N + 1 + F): adjacency, node mask, features
                   ]
     X: np.ndarray
     y: np.ndarray

@@ -269,7 +269,7 @@ def prepare(ds: Dataset, data_cfg, seed: int, *, fold: int | None = None,
     if fixed is not None:
         pre = Preprocessor.fixed(*fixed, channels=X.shape[1])
     else:
-        pre = Preprocessor(scale="none" if ds.kind == "text" else data_cfg.scale).fit(X[tr], ds.y[tr], ds.task)
+        pre = Preprocessor(scale="none" if ds.kind in ("text", "graph") else data_cfg.scale).fit(X[tr], ds.y[tr], ds.task)
 
     tensors, raw_y, counts = {}, {}, {}
     sets = {name: (X[rows], ds.y[rows]) for name, rows in idx.items()} | dict(ds.extra)

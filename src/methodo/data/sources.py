@@ -730,5 +730,6 @@ _torchvision("cifar10", "torchvision CIFAR-10: 60000 32×32 RGB images, 10 class
 # Generated and text datasets register themselves on import.
 from methodo.data import shapes as _shapes, text as _text  # noqa: E402
 from methodo.data import series as _series  # noqa: E402,F401
+from methodo.data import graphs as _graphs  # noqa: E402
 
 del _shapes, _text

@@ -118,6 +118,9 @@ def paired_interval(metric: str, scores_a, scores_b, y, *, seed: int = 0, level:
 
 def _weighted(task, scores, y, n_classes, *, names, n_boot, seed, budget, progress=False):
     """The weights path: ``(replicates per metric, defined values per metric)``."""
+    from methodo.tasks.base import metrics_task
+
+    task = metrics_task(task)
     sums = _SUMS[task](scores, y, n_classes) if task in _SUMS else None
     n = len(y)
     fast = [k for k in names if sums is not None and k in sums.COLUMNS]

@@ -519,6 +519,9 @@ def mean_average_precision(preds: list[dict], targets: list[dict], *, iou_thresh
 
 
 def metric_names(task: str) -> list[str]:
+    from methodo.tasks.base import metrics_task
+
+    task = metrics_task(task)
     return [e.name for e in METRICS.entries() if e.meta["task"] == task]
 
 

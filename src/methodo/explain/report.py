@@ -176,3 +176,64 @@ def tabular_importance(model, X, y, task: str, feature_names: list[str], path: P
     _save(fig, path)
     return {"kind": "tabular", "features": ranked, "repeats": repeats, "rows": len(X), "rows_total": n_total,
             "time_s": round(elapsed, 3), "figure": path.name}
+
+
+def attention_strips(model, X, probs: np.ndarray, y_true: np.ndarray, class_names: list[str], texts, n: int,
+                     path: Path, *, tokenizer: str | None = None) -> dict:
+    """For ``n`` test texts (wrong predictions first, then right ones), the attention of the model's pooled
+    representation over each token (``model.attention``, e.g. the ``[CLS]`` row of a transformer's last
+    block), drawn as one heat strip per sentence: darker tokens weighed more in the prediction.
+
+    ``X`` holds the token ids and masks ``(N, 2, L)``; ``tokenizer`` (an ``hf:`` reference) turns ids back
+    into word pieces for the labels. Returns what was shown, with each text's three most attended tokens."""
+    from methodo.report.plots import _plt, _save
+
+    rows = choose_examples(probs, y_true, n)
+    device = next(model.parameters()).device
+    x = X[rows].to(device)
+    was = model.training
+    model.eval()
+    att = model.attention(x).float().cpu().numpy()
+    model.train(was)
+    ids, mask = x[:, 0].cpu().numpy(), x[:, 1].cpu().numpy() > 0
+    pieces = _word_pieces(ids, tokenizer)
+    plt = _plt()
+    width = max(int(mask[r].sum()) for r in range(len(rows)))
+    fig, axes = plt.subplots(len(rows), 1, figsize=(min(18, 0.32 * width + 1), 1.25 * len(rows) + 0.5),
+                             squeeze=False)
+    shown = []
+    for r, i in enumerate(rows):
+        k = int(mask[r].sum())
+        w = att[r, :k]
+        top_w = max(float(w.max()), 1e-12)
+        ax = axes[r, 0]
+        ax.imshow(w[None], cmap="Reds", aspect="auto", vmin=0, vmax=top_w, extent=(-0.5, k - 0.5, -0.5, 0.5))
+        ax.set_xlim(-0.5, width - 0.5)
+        for j in range(k):  # the word piece inside its cell, white on the darkest cells
+            ax.text(j, 0, pieces[r][j], ha="center", va="center", rotation=90, fontsize=7,
+                    color="white" if w[j] > 0.6 * top_w else "black")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        pred, truth = int(probs[i].argmax()), int(y_true[i])
+        ok = pred == truth
+        ax.set_title(f"{'right' if ok else 'WRONG'}: {class_names[pred]} ({probs[i, pred]:.2f}), true {class_names[truth]}",
+                     fontsize=8, loc="left", color="black" if ok else "#b00020")
+        top = np.argsort(-w, kind="stable")[:3]
+        shown.append({"test_row": i, "text": str(texts[i])[:200] if texts is not None else "",
+                      "true": class_names[truth], "predicted": class_names[pred],
+                      "probability": round(float(probs[i, pred]), 4), "correct": bool(ok),
+                      "top_tokens": [[pieces[r][j], round(float(w[j]), 4)] for j in top]})
+    fig.suptitle("attention of the prediction over the tokens (last block; darker: looked at more)", fontsize=9)
+    fig.subplots_adjust(hspace=0.6)
+    _save(fig, path)
+    return {"kind": "attention", "examples": shown, "figure": path.name}
+
+
+def _word_pieces(ids: np.ndarray, tokenizer: str | None) -> list[list[str]]:
+    """The tokenizer's word piece of each id (the ids themselves when there is no tokenizer to ask)."""
+    if tokenizer is None:
+        return [[str(int(t)) for t in row] for row in ids]
+    from methodo.models.backbones import _transformers, resolve_hf
+
+    tok = _transformers().AutoTokenizer.from_pretrained(str(resolve_hf(tokenizer)))
+    return [tok.convert_ids_to_tokens([int(t) for t in row]) for row in ids]

@@ -4,7 +4,8 @@ Examples
 --------
 >>> from methodo.models import MODELS, build_model
 >>> MODELS.names()
-['cnn', 'fcn', 'gru', 'mlp', 'recurrent', 'resnet', 'tcn', 'transformer', 'unet']
+['cnn', 'fcn', 'gcn', 'gin', 'gru', 'mlp', 'recurrent', 'resnet', 'tcn', 'text_rnn', 'text_transformer',
+ 'transformer', 'unet']
 >>> net = build_model("mlp", input_shape=(4,), n_outputs=3)
 >>> net(__import__("torch").zeros(2, 4)).shape
 torch.Size([2, 3])
@@ -14,11 +15,13 @@ from __future__ import annotations
 
 from methodo.errors import ConfigError, choices, clip, short
 from methodo.models import dense as _dense, language as _language  # they register their models
-from methodo.models import sequence as _sequence
+from methodo.models import sequence as _sequence  # noqa: I001
+from methodo.models import text as _text  # noqa: I001
+from methodo.models import graph as _graph  # noqa: I001
 from methodo.models.zoo import MODELS
 from methodo.registry import check_kwargs
 
-del _dense, _language, _sequence
+del _dense, _language, _sequence, _text, _graph
 
 # Families resolved by prefix (methodo.models.backbones); their libraries are imported when a name is resolved.
 
@@ -70,9 +73,9 @@ def check_model_task(name: str, task: str, kind: str | None = None) -> None:
 
 
 MAX_PARAMETERS = 2_000_000_000  # on the dummy input below; a model larger than this is a typo (width=1e9)
-_DUMMY = {"tabular": (8,), "image": (3, 32, 32), "text": (16,)}  # input shape of the config-time build
+_DUMMY = {"tabular": (8,), "image": (3, 32, 32), "text": (16,), "graph": (8, 13)}  # input shape of the config-time build
+_DUMMY_TEXT = {"tabular": "8-feature", "image": "3×32×32 image", "text": "16-token", "graph": "8-node graph"}
 _DUMMY["series"] = (24, 1)
-_DUMMY_TEXT = {"tabular": "8-feature", "image": "3×32×32 image", "text": "16-token"}
 _DUMMY_TEXT["series"] = "24-step, 1-variable window"
 
 

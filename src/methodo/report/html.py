@@ -48,6 +48,7 @@ FIGURES = {
     "weights.png": "Weight and gradient distributions",
     "explanations.png": "Explanations (test)",
     "feature_importance.png": "Feature importance (test)",
+    "attention.png": "Attention: which tokens each prediction looked at (test)",
     "kfold.png": "Test metrics per fold (k-fold)",
     "augmentation.png": "Augmentation gallery (training images, original then augmented copies)",
     "embeddings_pca.png": "Test embeddings, penultimate layer (PCA)",

@@ -376,6 +376,13 @@ def label_errors(suspects: list[dict], ds, path: Path) -> Path:
     if ds.kind == "text":  # labeled text: the texts themselves (kept by the tokenizer step)
         texts = ds.meta.get("text")
         cols, values = ["text"], [[(str(texts[s["row"]]) if texts is not None else "")[:90]] for s in suspects]
+    elif ds.kind == "graph":  # packed graphs: their size (methodo.data.graphs)
+        from methodo.data.graphs import unpack
+
+        cols, values = ["nodes", "edges"], []
+        for s in suspects:
+            adj, mask, _ = unpack(ds.X[s["row"]], ds.X.shape[1])
+            values.append([str(int(mask.sum())), str(int(adj.sum() // 2))])
     else:
         cols = ds.feature_names[:8]
         values = [[f"{v:.3g}" for v in ds.X[s["row"]][:len(cols)]] for s in suspects]

@@ -69,6 +69,9 @@ class TaskSpec:
     # (dataset, rows, train rows) → what the metrics score a split against, when more than the targets
     # (forecasting: the targets, the baselines' forecasts and the MASE scale from the training rows)
     eval_targets: Callable | None = None
+    # the task whose metrics (and bootstrap sums) this one reads, when it is that task on other inputs
+    # (graph_classification is classification of graphs); None: its own, registered with task=NAME
+    metrics_of: str | None = None
     help: str = ""
 
     @property
@@ -79,6 +82,12 @@ class TaskSpec:
 
 def task_spec(task: str) -> TaskSpec:
     return TASKS.get(task, key="task")
+
+
+def metrics_task(task: str) -> str:
+    """The task name the metrics are registered under for ``task`` (its ``metrics_of``, or itself)."""
+    spec = TASKS.get(task) if task in TASKS else None
+    return (spec.metrics_of if spec is not None else None) or task
 
 
 # ---------------------------------------------------------------- shared by several tasks

@@ -58,7 +58,7 @@ def _predict(self, model_input) -> pd.DataFrame:
     from methodo.use.predict import output_table
 
     p = self.predictor
-    if p.kind == "image":
+    if p.kind in ("image", "graph"):
         chunk = next(p.chunks(np.asarray(model_input, dtype=np.float32)))
     elif p.kind == "text":
         lines = model_input.iloc[:, 0].tolist() if isinstance(model_input, pd.DataFrame) else list(model_input)
@@ -92,8 +92,10 @@ def example_input(prep, rows: int = EXAMPLE_ROWS):
     if ds.kind == "series":  # the pyfunc's inputs and outputs are tables and images (issue 14)
         raise NotImplementedError("a forecasting model is not packaged as an MLflow pyfunc yet; "
                                   "methodo.load(RUN_DIR).predict(windows) reads it")
-    if ds.kind == "image":
+    if ds.kind in ("image", "graph"):
         return np.ascontiguousarray(ds.X[train], dtype=np.float32)
+    if "text" in ds.meta:  # labeled text: the raw texts the tokenizer step read
+        return pd.DataFrame({"text": [str(t) for t in ds.meta["text"][train]]})
     from methodo.data.text import decode
 
     return pd.DataFrame({"text": [decode(x) for x in ds.X[train]]})

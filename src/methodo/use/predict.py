@@ -38,7 +38,7 @@ def output_table(predictor, chunk, scores: np.ndarray):
     ids = chunk.ids if s.kind != "text" else np.arange(1, len(scores) + 1) + 0
     cols: dict = {id_name: pa.array(ids.tolist() if ids.dtype == object else ids)}
     spec = predictor.spec
-    if s.kind == "text":
+    if s.kind == "text" and not spec.has_classes:
         vocab = np.asarray(s.vocab, dtype=object)
         best = scores.argmax(1)
         cols["predicted"] = pa.array(vocab[best].tolist(), pa.string())
@@ -77,6 +77,9 @@ def predict_command(run_dir: str | Path, inputs: list[str], *, out: str | None =
     if kind == "series":
         raise BadInput(f"predict: the forecasting model of {run_dir} is not read by `methodo predict` yet; in Python, "
                        "methodo.load(RUN_DIR).predict(windows) takes windows (rows, steps, variables) in data units")
+    if kind == "graph":
+        raise BadInput(f"predict: the model of {run_dir} reads graphs, and predict has no graph file format yet; "
+                       "use methodo.use.predictor.load(RUN_DIR).predict(X) on packed graphs (methodo.data.graphs)")
     if kind == "tabular" and len(inputs) != 1:
         raise BadInput(f"predict: a table model reads one CSV file (got {len(inputs)} inputs)")
     if kind == "text" and len(inputs) != 1:

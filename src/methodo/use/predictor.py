@@ -138,6 +138,13 @@ class Predictor:
             items = [X] if isinstance(X, (str, Path)) else list(X)
             yield from inputs.iter_images(inputs.image_files(items), s)
             return
+        if s.kind == "graph":  # packed graphs (methodo.data.graphs) of the model's shape
+            arr = np.asarray(X, dtype=np.float32)
+            if arr.ndim != 3 or list(arr.shape[1:]) != list(s.model.input_shape):
+                raise DataError(f"input: an array of shape {tuple(arr.shape)}; the model takes packed graphs of "
+                                f"shape (n, {', '.join(map(str, s.model.input_shape))})")
+            yield Chunk(arr, None, np.arange(len(arr)))
+            return
         lines = inputs.text_lines(Path(X)) if isinstance(X, Path) else [X] if isinstance(X, str) else list(X)
         yield Chunk(np.asarray(lines, dtype=object), None, np.arange(len(lines)))
 
@@ -159,10 +166,20 @@ class Predictor:
 
     def _tokens(self, lines):
         """Text lines → token windows of the model's length (the last ``seq_len`` characters, left-padded
-        with newlines), as in training."""
+        with newlines), as in training; for a text classifier, the ids and mask of its own tokenizer (an
+        ``hf:`` model's, or the one its registry entry names) cut or padded to its ``max_length``."""
         import torch
 
         from methodo.data.text import encode
+
+        if self.spec.has_classes:
+            from methodo.models import MODELS
+            from methodo.models.backbones import resolve_hf, tokenize
+
+            name = self.schema.model.name
+            ref = name.partition(":")[2] if name.startswith("hf:") else MODELS.entry(name).meta.get("tokenizer")
+            return torch.from_numpy(tokenize([str(t) for t in lines], resolve_hf(ref),
+                                             int(self.schema.model.input_shape[-1])))
 
         T = self.schema.seq_len or 1
         out = np.zeros((len(lines), T), dtype=np.int64)  # id 0 is "\n"
@@ -176,7 +193,7 @@ class Predictor:
         from methodo.evaluate import predict
 
         X = self.model_input(chunk)
-        if self.kind == "text":  # next-character probabilities after each line
+        if self.kind == "text" and not self.spec.has_classes:  # next-character probabilities after each line
             import torch
 
             with torch.no_grad():
@@ -206,7 +223,7 @@ class Predictor:
         return self.decide(self.scores(X))
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
-        if self.kind == "text":
+        if self.kind == "text" and not self.spec.has_classes:
             vocab = np.asarray(self.schema.vocab, dtype=object)
             return vocab[scores.argmax(1)]
         if self.spec.has_classes:

@@ -43,6 +43,7 @@ class InputSchema(BaseModel):
     task: str
     kind: Literal["tabular", "image", "text",
                   "series",  # forecasting: columns are the series' variables, seq_len the window
+                  "graph",  # packed graphs: the model's input_shape says it all
                   ]
     # tables: the raw columns, numeric then categorical, in the order the feature pipeline reads them
     columns: list[str] = Field(default_factory=list)
@@ -111,6 +112,8 @@ def schema_for_run(prep) -> InputSchema:
                            resize=d.image_size is not None, to_gray=str(d.channels) == "1")
     if kind == "series":
         return InputSchema(**common, columns=list(ds.feature_names), target=d.target, seq_len=int(ds.X.shape[1]))
+    if kind == "graph":  # packed graphs (methodo.data.graphs): the model's input_shape says it all
+        return InputSchema(**common)
     return InputSchema(**common, vocab=list(ds.vocab or []), seq_len=int(ds.X.shape[1]))
 
 
