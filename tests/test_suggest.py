@@ -121,7 +121,8 @@ def test_bad_input_is_one_error_line(tmp_path, args, says):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("what", ["digits", "digits_attributes", "shapes", "python_docs", "co2", "imgs", "topics.csv"])
+@pytest.mark.parametrize("what", ["digits", "digits_attributes", "shapes", "python_docs", "co2", "graph_cycles", "imgs",
+                                  "topics.csv"])
 def test_the_suggestion_for_image_text_and_sequence_data_beats_its_dummy_baseline(tmp_path, what):
     if what == "imgs":
         subprocess.run([sys.executable, str(EXAMPLES / "image_folder.py"), "imgs"], cwd=tmp_path, check=True)

@@ -280,8 +280,8 @@ def _folder_section(root: Path) -> dict[str, Any]:
 
 
 def _task_reason(p: Profile) -> str:
-    if p.task == "classification":
-        return f"{len(p.class_counts)} classes, one per row"
+    if p.task in ("classification", "graph_classification"):
+        return f"{len(p.class_counts)} classes, one per {'graph' if p.kind == 'graph' else 'row'}"
     if p.task == "regression":
         return "the target is a number"
     if p.task == "multilabel":
@@ -318,7 +318,7 @@ def _data_entries(p: Profile) -> list[Entry]:
     elif p.task == "language_modeling":
         d.append((("data", "split"), {"method": "random", "val": 0.1, "test": 0.1},
                   "the loader keeps each document whole in one split; 10% each is plenty of tokens"))
-    elif p.class_counts and p.task in ("classification", "multilabel", "segmentation"):
+    elif p.class_counts and p.task in ("classification", "graph_classification", "multilabel", "segmentation"):
         small = min(c for c in p.class_counts if c > 0) if p.class_counts else 0
         d.append((("data", "split"), {"method": "stratified", "val": 0.15, "test": 0.15},
                   f"stratified: every split keeps the class shares (smallest class: {small} rows)"))
@@ -472,6 +472,18 @@ def series(p: Profile) -> list[Entry]:
     ]
 
 
+def graphs(p: Profile) -> list[Entry]:
+    ep = min(60, _epochs(p.rows))
+    return [
+        (("model", "name"), "gin", "graphs (molecules, social networks): message passing; GIN's sum over neighbours "
+         "tells structures apart that GCN's normalized mean cannot (as discriminative as the 1-WL test)"),
+        (("train", "epochs"), ep, "an upper bound: early stopping ends the run"),
+        (("train", "batch_size"), 32, "32 graphs per step"),
+        (("train", "optimizer"), {"name": "adam", "lr": 0.003}, "Adam"),
+        _stop(p, ep),
+    ]
+
+
 def _multilabel(p: Profile) -> list[Entry]:
     out = image(p) if p.kind == "image" else tabular(p)
     return [e for e in out if e[0] != ("evaluate", "metrics")]
@@ -487,6 +499,7 @@ RULES: dict[tuple[str, str], Callable[[Profile], list[Entry]]] = {
     ("text", "classification"): text_classes,
     ("text", "language_modeling"): tokens,
     ("series", "forecasting"): series,
+    ("graph", "graph_classification"): graphs,
 }
 
 
