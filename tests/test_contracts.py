@@ -75,7 +75,8 @@ TASK_NAMES = REGISTRIES.get("tasks").names()
 # The data of each task, for the contracts below: which inputs its models read, and a batch of the
 # model's raw outputs with matching targets. A new task fails here until it gets a line.
 _TASK_KINDS = {"classification": ("image", "tabular"), "regression": ("image", "tabular"),
-               "multilabel": ("image", "tabular"), "segmentation": ("image",), "language_modeling": ("text",)}
+               "multilabel": ("image", "tabular"), "segmentation": ("image",), "language_modeling": ("text",),
+               "generation": ("image",)}
 
 
 def _task_batch(task: str, *, n: int = 6, classes: int = 3, vocab: int = 11, seq: int = 12, side: int = 16,
@@ -92,6 +93,8 @@ def _task_batch(task: str, *, n: int = 6, classes: int = 3, vocab: int = 11, seq
         return torch.randn(n, classes, side, side, generator=g), torch.randint(0, classes, (n, side, side), generator=g)
     if task == "language_modeling":
         return torch.randn(n, seq, vocab, generator=g), torch.randint(0, vocab, (n, seq), generator=g)
+    if task == "generation":  # [predicted noise, drawn noise] of `classes`-channel images; y: the image's class
+        return torch.randn(n, 2, classes, side, side, generator=g), torch.randint(0, classes, (n,), generator=g)
     raise AssertionError(f"no batch for task {task!r}: add one to _task_batch in tests/test_contracts.py")
 
 
@@ -167,6 +170,9 @@ def _perfect(task: str, c: int) -> tuple[torch.Tensor, torch.Tensor]:
     if task == "language_modeling":  # the log-probability given to each target token: log 1
         y = torch.randint(0, c, (5, 10), generator=g)
         return torch.zeros(5, 10, dtype=torch.float64), y
+    if task == "generation":  # the per-row squared error of the predicted noise: 0
+        y = torch.randint(0, c, (40,), generator=g)
+        return torch.zeros(40, dtype=torch.float64), y
     raise AssertionError(f"no perfect prediction for task {task!r}: add one to _perfect in tests/test_contracts.py")
 
 
@@ -181,6 +187,8 @@ def _poor(task: str, y: torch.Tensor, c: int) -> torch.Tensor:
         return torch.rand(len(y), c, generator=g, dtype=torch.float64)
     if task == "segmentation":
         return torch.randn(y.shape[0], c, *y.shape[1:], generator=g, dtype=torch.float64).softmax(1)
+    if task == "generation":
+        return torch.rand(len(y), generator=g, dtype=torch.float64) * 2
     logp = torch.randn(*y.shape, c, generator=g, dtype=torch.float64).log_softmax(-1)
     return logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
 
@@ -651,7 +659,7 @@ def _model_batch(task: str, kind: str):
     shape = _SHAPES[kind]
     x = torch.randint(0, vocab, (n, *shape), generator=g) if kind == "text" else torch.rand(n, *shape, generator=g)
     out, y = _task_batch(task, n=n, classes=classes, vocab=vocab, seq=shape[0], side=shape[-1])
-    n_outputs = out.shape[1] if task != "language_modeling" else vocab
+    n_outputs = {"language_modeling": vocab, "generation": out.shape[2]}.get(task, out.shape[1])  # noise: channels
     return x, y, n_outputs, tuple(out.shape)
 
 

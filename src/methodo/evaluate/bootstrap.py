@@ -475,8 +475,15 @@ class _LanguageModeling(_Sums):
         return -self.mean(self.row_mean) / math.log(2)
 
 
+class _Generation(_Sums):
+    COLUMNS = {"noise_mse": 1}
+
+    def noise_mse(self):
+        return self.mean(self.p.double().numpy())
+
+
 _SUMS = {"classification": _Classification, "regression": _Regression, "segmentation": _Segmentation,
-         "multilabel": _Multilabel, "language_modeling": _LanguageModeling}
+         "multilabel": _Multilabel, "language_modeling": _LanguageModeling, "generation": _Generation}
 
 
 def weighted_metrics() -> set[str]:

@@ -4,7 +4,7 @@ Examples
 --------
 >>> from methodo.models import MODELS, build_model
 >>> MODELS.names()
-['cnn', 'fcn', 'gru', 'mlp', 'resnet', 'transformer', 'unet']
+['cnn', 'ddpm', 'fcn', 'gru', 'mlp', 'resnet', 'transformer', 'unet']
 >>> net = build_model("mlp", input_shape=(4,), n_outputs=3)
 >>> net(__import__("torch").zeros(2, 4)).shape
 torch.Size([2, 3])
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from methodo.errors import ConfigError, choices, clip, short
 from methodo.models import dense as _dense, language as _language  # they register their models
+from methodo.models import diffusion as _diffusion  # noqa: E402,F401  (registers ddpm)
 from methodo.models.zoo import MODELS
 from methodo.registry import check_kwargs
 
-del _dense, _language
+del _dense, _language, _diffusion
 
 # Families resolved by prefix (methodo.models.backbones); their libraries are imported when a name is resolved.
 

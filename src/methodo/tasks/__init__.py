@@ -36,3 +36,4 @@ __all__ = ["TASKS", "TaskSpec", "task_spec"]
 
 # each module registers its task
 from methodo.tasks import classification, language_modeling, multilabel, regression, segmentation  # noqa: E402,F401,I001
+from methodo.tasks import generation  # noqa: E402,F401,I001

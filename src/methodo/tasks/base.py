@@ -64,6 +64,9 @@ class TaskSpec:
     # how label issues are searched (methodo.evaluate.label_issues): "multiclass" (one class per row),
     # "multilabel" (several yes/no labels per row), or None (no label to check: values, pixels, tokens)
     label_issues: str | None = None
+    # ``on_epoch(prep, rd) -> hook(row)``: what the task writes after each epoch (generation: sample grids)
+    on_epoch: Callable | None = None
+    data_tasks: tuple[str, ...] = ()  # datasets made for these tasks serve this one too (generation: class images)
     help: str = ""
 
     @property
