@@ -139,7 +139,7 @@ def test_generation_run_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(generation, "CLASSIFIER", {**generation.CLASSIFIER, "epochs": 3})
     out = tmp_path / "run"
     code, _, err = cli_inproc(capsys, "run", EXAMPLE, "model.width=8", "model.levels=1",
-                              "model.steps=10", "train.epochs=2", "train.threads=1", "evaluate.bootstrap=50", "--out", str(out))
+                              "model.steps=10", "train.epochs=2", "train.threads=1", "track.mlflow=false", "evaluate.bootstrap=50", "--out", str(out))
     assert code == 0, err
     s = json.loads((out / "summary.json").read_text())
     assert s["task"] == "generation" and s["status"] == "finished"

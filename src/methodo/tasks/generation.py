@@ -179,7 +179,7 @@ def _chain_figure(chain, path):
 
 
 def _samples_figure(real, model, gauss, path, scores):
-    from methodo.report.plots import _plt, _save, _show
+    from methodo.report.plots import _plt, _show
 
     plt = _plt()
     sets = [("real test", real, scores["real_test"]), ("ddpm samples", model, scores["model"]),
@@ -189,9 +189,13 @@ def _samples_figure(real, model, gauss, path, scores):
         for c in range(GRID):
             axes[r, c].axis("off")
             _show(axes[r, c], imgs[c])
-        axes[r, 0].set_title(f"{name}: confidence {s['confidence']:.2f}, class entropy {s['class_entropy']:.2f}",
-                             fontsize=8, loc="left")
-    return _save(fig, path)
+        # the set's label above its row, as figure text: axis titles wider than an axis defeat tight_layout
+        fig.text(0.01, 1 - (r + 0.08) / len(sets), f"{name}: confidence {s['confidence']:.2f}, "
+                 f"class entropy {s['class_entropy']:.2f}", fontsize=8, va="bottom")
+    fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=1.6)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _grid_every(epochs: int) -> int:
