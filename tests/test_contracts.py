@@ -659,7 +659,7 @@ def _model_batch(task: str, kind: str):
     shape = _SHAPES[kind]
     x = torch.randint(0, vocab, (n, *shape), generator=g) if kind == "text" else torch.rand(n, *shape, generator=g)
     out, y = _task_batch(task, n=n, classes=classes, vocab=vocab, seq=shape[0], side=shape[-1])
-    n_outputs = {"language_modeling": vocab, "generation": out.shape[2]}.get(task, out.shape[1])  # noise: channels
+    n_outputs = vocab if task == "language_modeling" else out.shape[2] if task == "generation" else out.shape[1]
     return x, y, n_outputs, tuple(out.shape)
 
 
