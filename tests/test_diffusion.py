@@ -156,3 +156,5 @@ def test_generation_run_end_to_end(tmp_path, capsys, monkeypatch):
         assert sum(v["class_counts"]) == v["images"]
     figs = {p.name for p in (out / "figures").iterdir()}
     assert {"diffusion_chain.png", "samples.png", "samples_epoch_001.png", "samples_epoch_002.png"} <= figs
+    html = (out / "report.html").read_text()
+    assert 'id="generation"' in html and "Reverse diffusion" in html and "Samples after epoch 2" in html
