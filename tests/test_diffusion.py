@@ -137,11 +137,16 @@ def test_generation_run_end_to_end(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(generation, "SAMPLES", 60)
     monkeypatch.setattr(generation, "CLASSIFIER", {**generation.CLASSIFIER, "epochs": 3})
-    out = tmp_path / "run"
-    code, _, err = cli_inproc(capsys, "run", EXAMPLE, "model.width=8", "model.levels=1",
-                              "model.steps=10", "train.epochs=2", "train.threads=1", "track.mlflow=false", "evaluate.bootstrap=50", "--out", str(out))
-    assert code == 0, err
+    args = ["model.width=8", "model.levels=1", "model.steps=10", "train.epochs=2", "train.threads=1",
+            "track.mlflow=false", "evaluate.bootstrap=50"]
+    out, twin = tmp_path / "run", tmp_path / "twin"
+    for d in (out, twin):
+        code, _, err = cli_inproc(capsys, "run", EXAMPLE, *args, "--out", str(d))
+        assert code == 0, err
     s = json.loads((out / "summary.json").read_text())
+    t = json.loads((twin / "summary.json").read_text())
+    # deterministic: the seeded draws of t and the noise, the samples and the scoring classifier
+    assert s["metrics"] == t["metrics"] and s["generation"] == t["generation"]
     assert s["task"] == "generation" and s["status"] == "finished"
     assert 0 < s["metrics"]["test"]["noise_mse"] < s["baselines"]["zero_noise"]["noise_mse"]
     lo, hi = s["intervals"]["test"]["noise_mse"]
