@@ -14,7 +14,8 @@ The math, with ᾱ_t = ∏_{s≤t} (1 − β_s):
    checkpoint's state: a resumed run draws the same); evaluation draws from a fixed generator, so the
    validation loss of every epoch is measured on the same t and ε.
 4. Sampling: x_T ~ N(0, I), then for t = T..1
-   x_{t−1} = 1/√α_t · (x_t − β_t/√(1 − ᾱ_t) · ε_θ(x_t, t)) + σ_t z, σ_t² = β_t, z ~ N(0, I) (none at t = 1).
+   x_{t−1} = 1/√α_t · (x_t − β_t/√(1 − ᾱ_t) · ε_θ(x_t, t)) + σ_t z,
+   σ_t² = β_t, z ~ N(0, I) (no noise at t = 1).
 
 Samples are in the units the model was trained on (the data's scaling); :func:`sample_images`
 maps them back to pixel values in [0, 1].

@@ -249,7 +249,8 @@ def _write_outputs(o) -> None:
     }
     o.record.generation = {
         "classifier": {"model": "cnn", "trained_on": "train split", **CLASSIFIER},
-        "samples": SAMPLES, "level": cfg.evaluate.confidence, "steps": int(o.model.steps), "schedule": o.model.schedule, "scores": scores,
+        "samples": SAMPLES, "level": cfg.evaluate.confidence, "steps": int(o.model.steps),
+        "schedule": o.model.schedule, "scores": scores,
         "baseline": "gaussian: independent per-pixel Gaussians fitted on the training images",
     }
     _samples_figure(pix(test_x), model_x.numpy(), gauss_x, o.rd.figure("samples.png"), scores)
