@@ -184,15 +184,16 @@ def _samples_figure(real, model, gauss, path, scores):
     plt = _plt()
     sets = [("real test", real, scores["real_test"]), ("ddpm samples", model, scores["model"]),
             ("per-pixel Gaussian", gauss, scores["gaussian"])]
-    fig, axes = plt.subplots(len(sets), GRID, figsize=(GRID * 0.7, len(sets) * 1.0 + 0.3), squeeze=False)
+    fig, axes = plt.subplots(len(sets), GRID, figsize=(GRID * 0.7, len(sets) * 1.1 + 0.3), squeeze=False)
     for r, (name, imgs, s) in enumerate(sets):
         for c in range(GRID):
             axes[r, c].axis("off")
             _show(axes[r, c], imgs[c])
-        # the set's label above its row, as figure text: axis titles wider than an axis defeat tight_layout
-        fig.text(0.01, 1 - (r + 0.08) / len(sets), f"{name}: confidence {s['confidence']:.2f}, "
+    fig.tight_layout(h_pad=1.8)
+    for r, (name, _, s) in enumerate(sets):  # each set's label above its row, as figure text placed after the
+        pos = axes[r, 0].get_position()     # layout: an axis title wider than its axis defeats tight_layout
+        fig.text(pos.x0, pos.y1 + 0.01, f"{name}: confidence {s['confidence']:.2f}, "
                  f"class entropy {s['class_entropy']:.2f}", fontsize=8, va="bottom")
-    fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=1.6)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
