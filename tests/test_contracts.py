@@ -76,7 +76,8 @@ TASK_NAMES = REGISTRIES.get("tasks").names()
 # model's raw outputs with matching targets. A new task fails here until it gets a line.
 _TASK_KINDS = {"classification": ("image", "tabular", "text"), "regression": ("image", "tabular"),
                "multilabel": ("image", "tabular"), "segmentation": ("image",), "language_modeling": ("text",),
-               "graph_classification": ("graph",), "forecasting": ("series",)}
+               "graph_classification": ("graph",), "forecasting": ("series",),
+               "generation": ("image",)}
 
 
 def _task_batch(task: str, *, n: int = 6, classes: int = 3, vocab: int = 11, seq: int = 12, side: int = 16,
@@ -95,6 +96,8 @@ def _task_batch(task: str, *, n: int = 6, classes: int = 3, vocab: int = 11, seq
         return torch.randn(n, seq, vocab, generator=g), torch.randint(0, vocab, (n, seq), generator=g)
     if task == "forecasting":  # horizon 4; targets as the evaluation sees them (+ baselines, MASE scale)
         return torch.randn(n, 4, generator=g), _forecast_targets(torch.randn(n, 4, generator=g), g)
+    if task == "generation":  # [predicted noise, drawn noise] of `classes`-channel images; y: the image's class
+        return torch.randn(n, 2, classes, side, side, generator=g), torch.randint(0, classes, (n,), generator=g)
     raise AssertionError(f"no batch for task {task!r}: add one to _task_batch in tests/test_contracts.py")
 
 
@@ -181,6 +184,9 @@ def _perfect(task: str, c: int) -> tuple[torch.Tensor, torch.Tensor]:
     if task == "forecasting":
         y = _forecast_targets(torch.randn(40, 3, generator=g, dtype=torch.float64), g)
         return y[:, :3].clone(), y
+    if task == "generation":  # the per-row squared error of the predicted noise: 0
+        y = torch.randint(0, c, (40,), generator=g)
+        return torch.zeros(40, dtype=torch.float64), y
     raise AssertionError(f"no perfect prediction for task {task!r}: add one to _perfect in tests/test_contracts.py")
 
 
@@ -197,6 +203,8 @@ def _poor(task: str, y: torch.Tensor, c: int) -> torch.Tensor:
         return torch.randn(y.shape[0], c, *y.shape[1:], generator=g, dtype=torch.float64).softmax(1)
     if task == "forecasting":
         return y[:, :3] + torch.randn(len(y), 3, generator=g, dtype=torch.float64)
+    if task == "generation":
+        return torch.rand(len(y), generator=g, dtype=torch.float64) * 2
     logp = torch.randn(*y.shape, c, generator=g, dtype=torch.float64).log_softmax(-1)
     return logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
 
@@ -687,7 +695,7 @@ def _model_batch(task: str, kind: str):
         x = torch.from_numpy(make_graph_cycles(n=n, min_nodes=3, max_nodes=shape[0], features=shape[1] - shape[0] - 1,
                                                seed=0)[0])
     out, y = _task_batch(task, n=n, classes=classes, vocab=vocab, seq=shape[0], side=shape[-1])
-    n_outputs = out.shape[1] if task != "language_modeling" else vocab
+    n_outputs = vocab if task == "language_modeling" else out.shape[2] if task == "generation" else out.shape[1]
     return x, y, n_outputs, tuple(out.shape)
 
 

@@ -365,6 +365,7 @@ class RunRecord(_Record):
     reference: ReferenceInfo | None = None
     ensembles: dict[str, EnsembleInfo] | None = None
     sample: SampleInfo | None = None
+    generation: dict[str, Any] | None = None  # task generation: samples scored by a classifier beside real and baseline
     explain: dict[str, Any] | None = None
     metrics_std: Metrics | None = None
     kfold: KFoldInfo | None = None
@@ -379,6 +380,7 @@ class RunRecord(_Record):
     distributed: DistributedInfo | None = None  # DDP runs only (world_size > 1)
     _optional = frozenset({"distributed", "data", "model", "lr_find", "stopped_early", "training", "undefined", "intervals",
                            "bootstrap", "tables", "threshold", "extra_baselines", "reference", "ensembles", "sample",
+                           "generation",
                            "explain", "metrics_std", "kfold", "failure", "timings", "transfer", "fairness",
                            "robustness"})
 

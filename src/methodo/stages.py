@@ -10,6 +10,7 @@ input leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -142,6 +143,8 @@ def prepare(cfg: Config, clock: Clock | None = None) -> Prepared:
         torch.set_num_threads(cfg.train.threads)
     with clock("load"):
         ds = load_dataset(cfg.data)
+    if cfg.task is not None and cfg.task != ds.task and ds.task in task_spec(cfg.task).data_tasks:
+        ds = dataclasses.replace(ds, task=cfg.task)  # e.g. classification images for generation
     if cfg.task is not None and cfg.task != ds.task:
         raise ConfigError(f"task: dataset {ds.name!r} is a {ds.task} dataset (got task: {cfg.task}); "
                           f"use task: {ds.task} or omit it")
@@ -613,6 +616,9 @@ def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from
             plan.at_epoch(len(history) + 1)
         if plan.on_epoch is not None:
             on_epoch = lambda row: plan.on_epoch(row) or (log(row) if main else None)  # noqa: E731
+    if main and prep.spec.on_epoch is not None:  # the task's own per-epoch outputs (generation: sample grids)
+        task_hook, then = prep.spec.on_epoch(prep, rd), on_epoch
+        on_epoch = lambda row: task_hook(row) or (then(row) if then is not None else None)  # noqa: E731
     model, data = prep.model, prep.data
     if plan is not None and plan.strategy == "linear_probe" and cfg.transfer.cache_features:
         from methodo.transfer.cache import cached_probe  # the frozen backbone once, the head on its features

@@ -502,9 +502,16 @@ class _Forecasting(_Sums):
         return self.mean(self.row_means[2])
 
 
+class _Generation(_Sums):
+    COLUMNS = {"noise_mse": 1}
+
+    def noise_mse(self):
+        return self.mean(self.p.double().numpy())
+
+
 _SUMS = {"classification": _Classification, "regression": _Regression, "segmentation": _Segmentation,
          "multilabel": _Multilabel, "language_modeling": _LanguageModeling,
-         "forecasting": _Forecasting}
+         "forecasting": _Forecasting, "generation": _Generation}
 
 
 def weighted_metrics() -> set[str]:

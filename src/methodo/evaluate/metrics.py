@@ -50,6 +50,7 @@ _CLS = {"task": "classification", "higher_is_better": True, "best": 1.0}
 _REG = {"task": "regression", "higher_is_better": False, "best": 0.0}
 _SEG = {"task": "segmentation", "higher_is_better": True, "best": 1.0}
 _LM = {"task": "language_modeling", "higher_is_better": False}
+_GEN = {"task": "generation", "higher_is_better": False, "best": 0.0}
 
 
 class Undefined(Exception):
@@ -442,6 +443,12 @@ def perplexity(p, y, c):
                   help="mean negative log2-likelihood per token (bits per character for a character model)")
 def bits_per_token(p, y, c):
     return -p.double().mean() / math.log(2)
+
+
+@METRICS.register("noise_mse", **_GEN, help="mean squared error of the predicted noise (diffusion's training "
+                  "loss, at the same fixed steps and noise on every evaluation; predicting zero noise scores 1)")
+def noise_mse(p, y, c):
+    return p.double().mean()
 
 
 def perplexity_from_logits(logits, target, *, ignore_index: int | None = None) -> float:

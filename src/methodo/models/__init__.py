@@ -4,8 +4,8 @@ Examples
 --------
 >>> from methodo.models import MODELS, build_model
 >>> MODELS.names()
-['cnn', 'fcn', 'gcn', 'gin', 'gru', 'mlp', 'recurrent', 'resnet', 'tcn', 'text_rnn', 'text_transformer',
- 'transformer', 'unet']
+['cnn', 'ddpm', 'fcn', 'gcn', 'gin', 'gru', 'mlp', 'recurrent', 'resnet', 'tcn', 'text_rnn',
+ 'text_transformer', 'transformer', 'unet']
 >>> net = build_model("mlp", input_shape=(4,), n_outputs=3)
 >>> net(__import__("torch").zeros(2, 4)).shape
 torch.Size([2, 3])
@@ -18,10 +18,11 @@ from methodo.models import dense as _dense, language as _language  # they regist
 from methodo.models import sequence as _sequence  # noqa: I001
 from methodo.models import text as _text  # noqa: I001
 from methodo.models import graph as _graph  # noqa: I001
+from methodo.models import diffusion as _diffusion  # noqa: I001
 from methodo.models.zoo import MODELS
 from methodo.registry import check_kwargs
 
-del _dense, _language, _sequence, _text, _graph
+del _dense, _language, _sequence, _text, _graph, _diffusion
 
 # Families resolved by prefix (methodo.models.backbones); their libraries are imported when a name is resolved.
 

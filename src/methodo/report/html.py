@@ -44,6 +44,8 @@ FIGURES = {
     "segmentation.png": "Test images, true masks and predicted masks",
     "per_label.png": "Per-label precision, recall and F1 (test)",
     "perplexity.png": "Perplexity: in-domain vs out-of-domain",
+    "diffusion_chain.png": "Reverse diffusion x_T → x_0 (generation)",
+    "samples.png": "Samples beside real test images and the per-pixel Gaussian baseline",
     "lr_find.png": "LR range test",
     "weights.png": "Weight and gradient distributions",
     "explanations.png": "Explanations (test)",
@@ -149,6 +151,11 @@ def render_report(run_dir: str | Path) -> Path:
         path = rd.file(f"figures/{name}")  # a link leading outside the run dir is refused here
         if path.is_symlink() or path.exists():  # ... and any other link or non-file by read_bytes
             figures.append((title, base64.b64encode(rd.read_bytes(f"figures/{name}")).decode("ascii")))
+    if rd.figures.is_dir():  # generation: the sample grids written during training, in epoch order
+        for path in sorted(rd.figures.glob("samples_epoch_*.png")):
+            epoch = path.stem.rsplit("_", 1)[-1].lstrip("0") or "0"
+            figures.append((f"Samples after epoch {epoch} (the same noise each time)",
+                            base64.b64encode(rd.read_bytes(f"figures/{path.name}")).decode("ascii")))
     html = _environment().get_template("report.html.j2").render(
         r=record, config=config, figures=figures, css=_CSS, class_counts=_class_counts(record),
         suspects=_suspects(record, rd),

@@ -38,3 +38,4 @@ __all__ = ["TASKS", "TaskSpec", "task_spec"]
 from methodo.tasks import classification, language_modeling, multilabel, regression, segmentation  # noqa: E402,F401,I001
 from methodo.tasks import forecasting  # noqa: E402,F401
 from methodo.tasks import graph  # noqa: E402,F401,I001
+from methodo.tasks import generation  # noqa: E402,F401,I001

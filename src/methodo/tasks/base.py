@@ -72,6 +72,9 @@ class TaskSpec:
     # the task whose metrics (and bootstrap sums) this one reads, when it is that task on other inputs
     # (graph_classification is classification of graphs); None: its own, registered with task=NAME
     metrics_of: str | None = None
+    # ``on_epoch(prep, rd) -> hook(row)``: what the task writes after each epoch (generation: sample grids)
+    on_epoch: Callable | None = None
+    data_tasks: tuple[str, ...] = ()  # datasets made for these tasks serve this one too (generation: class images)
     help: str = ""
 
     @property
