@@ -30,7 +30,7 @@ def test_bundled_sources(name, task, shape, n, classes):
 
 def test_every_source_is_listed():
     assert DATASETS.names() == ["breast_cancer", "cifar10", "circles", "co2", "csv", "diabetes", "digits",
-                                "digits_attributes", "fashion_mnist", "imagefolder", "iris", "mnist", "python_docs",
+                                "digits_attributes", "fashion_mnist", "graph_cycles", "imagefolder", "iris", "mnist", "python_docs",
                                 "series_csv", "shapes", "text_csv", "textfolder", "wine"]
 
 
