@@ -171,7 +171,7 @@ def test_methodo_run_language_model_end_to_end(tmp_path):
 
 
 def test_language_model_config_errors(tmp_path, capsys):
-    for over, needle in (("model.name=mlp", "model.name: model 'mlp' does classification, multilabel or regression, "
+    for over, needle in (("model.name=mlp", "model.name: model 'mlp' does classification, forecasting, multilabel or regression, "
                                             "not language_modeling; choose 'gru' or 'transformer'"),
                          ("data.options.seq_len=1", "python_docs needs seq_len >= 2"),
                          ("train.early_stopping.monitor=val_accuracy", "choose one of")):

@@ -131,7 +131,7 @@ def test_every_segmentation_model_scores_every_pixel(name, shape):
 def test_models_refuse_the_wrong_task():
     from methodo.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"model 'cnn' does classification, multilabel or regression, not segmentation; "
+    with pytest.raises(ConfigError, match=r"model 'cnn' does classification, forecasting, multilabel or regression, not segmentation; "
                                           r"choose 'fcn' or 'unet'"):
         build_model("cnn", input_shape=(3, 16, 16), n_outputs=4, kind="image", task="segmentation")
     with pytest.raises(ConfigError, match=r"model 'unet' does segmentation, not classification; choose 'cnn', "):
@@ -191,7 +191,7 @@ def test_methodo_run_segmentation_end_to_end(tmp_path):
 
 
 def test_segmentation_config_errors_name_the_key(tmp_path, capsys):
-    for over, needle in (("model.name=cnn", "model.name: model 'cnn' does classification, multilabel or regression, "
+    for over, needle in (("model.name=cnn", "model.name: model 'cnn' does classification, forecasting, multilabel or regression, "
                                             "not segmentation; choose 'fcn' or 'unet'"),
                          ("data.options.colours=3", "data.options.colours: option not accepted by dataset 'shapes'"),
                          ("data.options.n=2", "shapes needs n >= 3")):
