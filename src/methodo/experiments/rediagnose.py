@@ -148,34 +148,41 @@ def rediagnose(run_dir: str | Path, *, data: str | Path | None = None) -> Rediag
         raise BadInput(f"{rd.path}: a {record.task} run: the per-pixel test predictions the constant_predictions "
                        "check reads are not kept in the run dir, so its findings cannot be recomputed from it")
 
-    # 1. The data, as the run read it (checked by its digest), split by splits.csv.
+    # 1. The run dir's files (cheap, read first: a damaged one is found before the data is loaded).
     indices = read_splits(rd)
-    files.append(LAYOUT["splits"])
-    ds, data_info = load_run_data(cfg, record, data, rd)
-    top = max((int(ix.max()) for ix in indices.values() if len(ix)), default=-1)
-    if top >= len(ds.y):
-        raise BadInput(f"{rd.file(LAYOUT['splits'])}: row {top} is beyond the data's {len(ds.y)} rows")
-    data_findings = audit(AuditFacts.from_dataset(ds, indices), max_queries=2000)
-
-    # 2. The run-stage facts from the run dir's files.
     history = read_history(rd)
-    files.append(LAYOUT["metrics"])
-    test_pred = test_true = None
+    files += [LAYOUT["splits"], LAYOUT["metrics"]]
+    classes = record.data.classes if record.data is not None else None
+    test_rows = test_pred = None
     if spec.decide is not None:
-        rows, test_pred = read_test_predictions(rd, spec, ds.class_names)
+        test_rows, test_pred = read_test_predictions(rd, spec, classes)
         files.append(LAYOUT["predictions_test"])
-        if not np.array_equal(rows, indices.get("test", np.zeros(0, np.int64))):
+        if not np.array_equal(test_rows, indices["test"]):
             raise BadInput(f"{rd.file(LAYOUT['predictions_test'])}: its rows are not the test rows of "
                            f"{LAYOUT['splits']} (in their order)")
-        test_true = np.asarray(ds.y[rows]).ravel()
-    issues = None
+    scores = None
     if spec.label_issues is not None:
-        issues = search_label_issues(rd, cfg, ds, spec, indices)
+        scores = read_label_scores(rd, classes, cfg, indices)
         files.append(LAYOUT["label_scores"])
     monitor = []
     if cfg.train.monitor.enabled:
         monitor = read_monitor(rd)
         files.append(LAYOUT["monitor"])
+
+    # 2. The data, as the run read it (checked by its digest), split by splits.csv: the audit.
+    ds, data_info = load_run_data(cfg, record, data, rd)
+    named = [(LAYOUT["splits"], np.concatenate(list(indices.values())))]
+    named += [(LAYOUT["label_scores"], scores[0])] if scores is not None else []
+    for name, rows in named:
+        if len(rows) and rows.max() >= len(ds.y):
+            raise BadInput(f"{rd.file(name)}: names row {int(rows.max())}, beyond the data's {len(ds.y)} rows")
+    data_findings = audit(AuditFacts.from_dataset(ds, indices), max_queries=2000)
+
+    # 3. The run checks: the facts the run gave them, from the files (and the data's labels).
+    test_true = None if test_rows is None else np.asarray(ds.y[test_rows]).ravel()
+    issues = None
+    if scores is not None:
+        issues = search_label_issues(scores, ds, spec, cfg)
     facts = dg.Facts(
         task=record.task, history=history, metrics=record.metrics, baselines=record.baselines,
         test_pred=test_pred, test_true=test_true, intervals=(record.intervals or {}).get("test", {}),
@@ -186,7 +193,7 @@ def rediagnose(run_dir: str | Path, *, data: str | Path | None = None) -> Rediag
         transfer=record.transfer.model_dump() if record.transfer else None,
         n_rows={s: int(len(ix)) for s, ix in indices.items()}, val_loss_se=record.diagnosis.val_loss_se)
 
-    # 3. Trust, from what the fairness and robustness stages measured; every finding, as the run sorted them.
+    # 4. Trust, from what the fairness and robustness stages measured; every finding, as the run sorted them.
     found = sorted(data_findings + dg.diagnose(facts) + trust_findings(record.fairness, record.robustness),
                    key=lambda x: dg.SEVERITY_ORDER.get(x.severity, 9))
     for f in found:  # the suspects' feature values, as the run attached them
@@ -350,11 +357,9 @@ def read_monitor(rd: RunDir) -> list[dict]:
     return mon
 
 
-def search_label_issues(rd: RunDir, cfg, ds, spec, indices: dict):
-    """The label-issue search again (:func:`methodo.evaluate.label_issues.find_label_issues`) over what the
-    run's search read: ``label_scores.csv`` (rows, splits, full-precision scores) and the data's labels."""
-    from methodo.evaluate.label_issues import find_label_issues
-
+def read_label_scores(rd: RunDir, classes: list[str] | None, cfg, indices: dict):
+    """``label_scores.csv`` → ``(rows, splits, scores)``: what the run's label-issue search read, the scores as
+    the float64 values written (shortest round-trip text: exact)."""
     name = LAYOUT["label_scores"]
     if not rd.has(name):
         raise BadInput(f"{rd.file(name)}: missing: the scores the label-issue search read, kept by methodo runs "
@@ -362,22 +367,31 @@ def search_label_issues(rd: RunDir, cfg, ds, spec, indices: dict):
                        f"(methodo reproduce {rd.path}) to check its findings")
     table, cols = _arrow_table(rd, name, _types(row="int64", split="string"), "", prefix="p_")
     path = rd.file(name)
-    names = list(ds.class_names or [])
+    names = list(classes or [])
     if len(cols) != len(names):
         raise BadInput(f"{path}: {len(cols)} score columns for the {len(names)} classes of the run")
     rows = table.column("row").to_numpy().astype(np.int64)
-    if len(rows) and (rows.min() < 0 or rows.max() >= len(ds.y)):
-        raise BadInput(f"{path}: row {int(rows.max() if rows.max() >= len(ds.y) else rows.min())} is not a row "
-                       f"of the data ({len(ds.y)} rows)")
+    if len(rows) and rows.min() < 0:
+        raise BadInput(f"{path}: row {int(rows.min())} is negative")
+    if cfg.evaluate.label_issues != "cross_val":  # the run's own scores: its validation, then test rows
+        held_out = np.concatenate([indices.get(s, np.zeros(0, np.int64)) for s in ("val", "test")])
+        if not np.array_equal(rows, held_out):
+            raise BadInput(f"{path}: its rows are not the validation and test rows of {LAYOUT['splits']}")
     splits = np.asarray(table.column("split").to_pylist(), dtype=object)
     proba = np.stack([table.column(c).to_numpy() for c in cols], 1) if cols else np.zeros((len(rows), 0))
+    return rows, splits, proba
+
+
+def search_label_issues(scores, ds, spec, cfg):
+    """The label-issue search again (:func:`methodo.evaluate.label_issues.find_label_issues`, as
+    :func:`methodo.stages.label_issues` calls it) over what the run's search read and the data's labels."""
+    from methodo.evaluate.label_issues import find_label_issues
+
+    rows, splits, proba = scores
     multilabel = spec.label_issues == "multilabel"
     if cfg.evaluate.label_issues == "cross_val":
         return find_label_issues(proba, ds.y[rows], rows=rows, splits=splits, class_names=ds.class_names,
                                  multilabel=multilabel, method="cross_val", folds=cfg.evaluate.label_folds)
-    held_out = np.concatenate([indices.get(s, np.zeros(0, np.int64)) for s in ("val", "test")])
-    if not np.array_equal(rows, held_out):
-        raise BadInput(f"{path}: its rows are not the validation and test rows of {LAYOUT['splits']}")
     return find_label_issues(proba, ds.y[rows], rows=rows, splits=splits, class_names=ds.class_names,
                              multilabel=multilabel)
 
@@ -399,13 +413,15 @@ def load_run_data(cfg, record, data: str | Path | None, rd: RunDir):
     try:
         ds = load_dataset(data_cfg)
     except BadInput as exc:
-        hint = "" if data is not None else f" (the data {rd.file(LAYOUT['config'])} names; give it with --data PATH)"
-        raise type(exc)(f"{exc}{hint}") from None
+        if data is not None:
+            raise type(exc)(f"--data {data}: {exc}") from None
+        raise type(exc)(f"{exc} (the data {rd.file(LAYOUT['config'])} names; give it with --data PATH)") from None
     if cfg.task is not None and cfg.task != ds.task and ds.task in task_spec(cfg.task).data_tasks:
         import dataclasses
 
         ds = dataclasses.replace(ds, task=cfg.task)
-    ds, _ = stages.transfer_inputs(cfg, ds)
+    if ds.kind == "text" and ds.X.dtype == object:  # raw text: tokenized as the run tokenized it
+        ds = stages.tokenize_dataset(cfg, ds)
     digest = ds.digest()
     if digest != recorded:
         raise BadInput(f"{named}: not the data this run read: its sha256 digest is {digest}, the run recorded "
