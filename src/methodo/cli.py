@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. evaluate.robustness.max_images=100")
     rb.add_argument("--out", metavar="DIR", help="write to this new folder instead of the run dir")
     _add_config_parser(sub)
+    _add_diagnose_parser(sub)
     _add_reproduce_parser(sub)
     _add_compare_parser(sub)
     _add_new_parser(sub)
@@ -313,6 +314,56 @@ def _add_config_parser(sub) -> None:
                     "that component NAME takes, with their defaults (e.g. show train.optimizer --options adam)")
     cd = csub.add_parser("docs", help="write the whole reference as Markdown (docs/config.md)")
     cd.add_argument("--out", metavar="FILE", help="file to write (default: print it)")
+
+
+def _add_diagnose_parser(sub) -> None:
+    """`diagnose`: recompute a run's findings from its run dir and compare them with the recorded ones."""
+    dg = sub.add_parser("diagnose", help="recompute a run's findings from its run dir alone (and the data it names) "
+                        "and check they are the recorded ones",
+                        description="Recompute every finding of a finished run from its run dir: the data audit "
+                        "on the data config.yaml names (or --data PATH; checked against the sha256 digest the run "
+                        "recorded) split by splits.csv, the run checks on metrics.csv, predictions_test.csv, "
+                        "label_scores.csv, monitor.json and summary.json, the fairness and robustness checks on "
+                        "summary.json; print them and compare them with summary.json's findings (same ids and "
+                        "evidence). Exit 0 when all are equal, 3 when some differ. The run dir is only read.")
+    dg.add_argument("run_dir", metavar="RUN_DIR", help="a finished run dir")
+    dg.add_argument("--data", metavar="PATH", help="the run's data file or folder, when it is not where config.yaml's "
+                    "data.path says (it must be the same data: its digest is checked)")
+    dg.add_argument("--out", metavar="FILE", help="also write the recomputed findings and the comparison as JSON "
+                    "(the file must not exist)")
+
+
+def cmd_diagnose(args) -> int:
+    import json
+    from pathlib import Path
+
+    from methodo.errors import BadInput, RunFailed
+
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        if out.exists() or out.is_symlink():
+            raise BadInput(f"--out {out}: exists; methodo never writes over your files (choose another name)")
+        if not out.parent.is_dir():
+            raise BadInput(f"--out {out}: folder {out.parent} does not exist")
+    from methodo.experiments.rediagnose import rediagnose
+
+    rep = rediagnose(args.run_dir, data=args.data)
+    d = rep.data
+    print(f"recomputed from {rep.run_dir}: {', '.join(rep.files)}; data {d['path'] or d['source']} "
+          f"({d['digest'][:19]}..., the digest the run recorded)")
+    print(f"findings: {len(rep.findings)}" + ("" if rep.findings else " (no problem found)"))
+    _print_findings(rep.findings)
+    print(f"verdict: {rep.verdict}")
+    if out is not None:
+        try:
+            with open(out, "x", encoding="utf-8") as fh:
+                fh.write(json.dumps(rep.to_dict(), indent=2, default=str, ensure_ascii=False) + "\n")
+        except FileExistsError:
+            raise BadInput(f"--out {out}: exists; methodo never writes over your files (choose another name)") from None
+        print(f"details: {out}")
+    if not rep.equal:
+        raise RunFailed(f"the findings recomputed from {rep.run_dir} differ from the recorded ones")
+    return 0
 
 
 def _add_reproduce_parser(sub) -> None:
@@ -970,6 +1021,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_config(args, parser)
         if args.command == "reproduce":
             return cmd_reproduce(args)
+        if args.command == "diagnose":
+            return cmd_diagnose(args)
         if args.command == "compare":
             return cmd_compare(args, parser)
         if args.command == "new":

@@ -331,6 +331,15 @@ class TransferInfo(_Record):
                            "expects", "data", "lora", "adapter", "scratch", "distill", "probe", "cached_features"})
 
 
+class DiagnosisInfo(_Record):
+    """What the run-stage checks read that no other file of the run dir keeps at full precision, so that
+    ``methodo diagnose RUN_DIR`` recomputes every finding exactly: ``val_loss_se``, the standard error of the
+    mean validation loss at the kept weights (per-row cross-entropy; ``None`` for tasks without it), which
+    ``overfitting`` compares the rise of the validation loss with."""
+
+    val_loss_se: float | None = None
+
+
 class RunRecord(_Record):
     """Everything ``summary.json`` holds. Fields are filled by the stages in the order of ``pipeline.run``."""
 
@@ -378,7 +387,8 @@ class RunRecord(_Record):
     # wall seconds per stage in the order they ran, then "total" (the whole call); written when the run closes
     timings: dict[str, Seconds] | None = None
     distributed: DistributedInfo | None = None  # DDP runs only (world_size > 1)
-    _optional = frozenset({"distributed", "data", "model", "lr_find", "stopped_early", "training", "undefined", "intervals",
+    diagnosis: DiagnosisInfo | None = None  # what the checks read beyond the other files (methodo diagnose)
+    _optional = frozenset({"distributed", "diagnosis", "data", "model", "lr_find", "stopped_early", "training", "undefined", "intervals",
                            "bootstrap", "tables", "threshold", "extra_baselines", "reference", "ensembles", "sample",
                            "generation",
                            "explain", "metrics_std", "kfold", "failure", "timings", "transfer", "fairness",

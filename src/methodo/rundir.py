@@ -57,6 +57,7 @@ LAYOUT = {
     "predictions_val": "predictions_val.csv",  # one row per validation row (the task's columns)
     "predictions_test": "predictions_test.csv",  # one row per test row (the same columns)
     "label_issues": "label_issues.csv",  # rows whose label looks wrong (confident learning), most suspect first
+    "label_scores": "label_scores.csv",  # what the label-issue search read: each searched row's out-of-sample scores
     "inputs": "inputs.json",  # what the model takes and gives: columns, image channels and size, classes, the model
     "drift": "drift.json",  # statistics of the training split that new data is compared with (methodo evaluate)
     "card": "MODEL_CARD.md",  # the model card (Hugging Face layout)

@@ -1041,8 +1041,11 @@ def diagnose(prep: Prepared, res, preds: dict, record: RunRecord, history: list[
     import numpy as np
 
     from methodo import diagnose as dg
+    from methodo.record import DiagnosisInfo
 
     data, spec = prep.data, prep.spec
+    se = val_loss_se(prep, preds)
+    record.diagnosis = DiagnosisInfo(val_loss_se=se)  # kept so that `methodo diagnose` recomputes overfitting
     test_pred = test_true = None
     if spec.decide is not None:  # the checks look at one decided prediction per row (or pixel)
         test_pred, test_true = np.asarray(spec.decide(preds["test"])).ravel(), np.asarray(data.raw_y["test"]).ravel()
@@ -1055,7 +1058,7 @@ def diagnose(prep: Prepared, res, preds: dict, record: RunRecord, history: list[
         monitor=res.monitor, skipped_batches=res.skipped_batches,
         reference=record.reference.model_dump() if record.reference else None,
         transfer=record.transfer.model_dump() if record.transfer else None,
-        n_rows={s: int(len(ix)) for s, ix in data.indices.items()}, val_loss_se=val_loss_se(prep, preds))
+        n_rows={s: int(len(ix)) for s, ix in data.indices.items()}, val_loss_se=se)
     from methodo.trust.findings import trust_findings
 
     trust = trust_findings(record.fairness, record.robustness)
@@ -1103,6 +1106,19 @@ class Outputs:
             self.rd.write_bytes(LAYOUT[f"predictions_{split}"], csvtext.join(header, columns(split)))
 
 
+def write_label_scores(rd: RunDir, issues, class_names: list[str] | None) -> None:
+    """``label_scores.csv``: what the label-issue search read (each searched row, its split, its out-of-sample
+    scores at full precision), so ``methodo diagnose`` repeats the search to the bit."""
+    from methodo import csvtext
+    from methodo.evaluate.label_issues import scores_columns, scores_header
+
+    if issues.searched is None:
+        return
+    proba = issues.searched[0]
+    names = class_names or [str(k) for k in range(proba.shape[1])]
+    rd.write_bytes(LAYOUT["label_scores"], csvtext.join(scores_header(names), scores_columns(issues)))
+
+
 def write_outputs(prep: Prepared, rd: RunDir, record: RunRecord, res, preds: dict, findings: list,
                   clock: Clock | None = None, issues=None) -> None:
     """Learning curves and weights for every task, the task's own figures and prediction files, every
@@ -1116,6 +1132,7 @@ def write_outputs(prep: Prepared, rd: RunDir, record: RunRecord, res, preds: dic
     with clock("figures"):
         if issues is not None:
             rd.write_csv(LAYOUT["label_issues"], COLUMNS, issues.csv_rows())
+            write_label_scores(rd, issues, ds.class_names)
         plots.learning_curves(res.history, res.lrs, rd.figure("learning_curves.png"), best_epoch=res.best_epoch,
                               grad_norms=res.grad_norms, clip=cfg.train.clip.norm)
         if res.monitor:

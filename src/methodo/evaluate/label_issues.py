@@ -47,13 +47,16 @@ class LabelIssues:
     """The suspects, most suspect first: one dict per row with the keys of :data:`COLUMNS`.
 
     ``n`` is how many rows were searched, ``method`` where their probabilities came from
-    (``val_test`` or ``cross_val``), ``folds`` the K of the cross-fitting (else None).
+    (``val_test`` or ``cross_val``), ``folds`` the K of the cross-fitting (else None). ``searched`` keeps
+    what the search read, ``(proba, rows, splits)`` (float64 scores, row ids, split names or None), which a
+    run writes to ``label_scores.csv`` (:func:`scores_columns`) so ``methodo diagnose`` can search again.
     """
 
     rows: list[dict] = field(default_factory=list)
     n: int = 0
     method: str = "val_test"
     folds: int | None = None
+    searched: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def count(self) -> int:
@@ -84,7 +87,7 @@ def find_label_issues(proba: np.ndarray, labels: np.ndarray, *, rows: np.ndarray
     n, c = proba.shape
     rows = np.arange(n) if rows is None else np.asarray(rows)
     names = class_names or [str(k) for k in range(c)]
-    out = LabelIssues(n=n, method=method, folds=folds)
+    out = LabelIssues(n=n, method=method, folds=folds, searched=(proba, rows, splits))
     if n < MIN_ROWS:
         return out
     issues, quality, given, suggested, p_given, p_suggested = (
@@ -98,6 +101,28 @@ def find_label_issues(proba: np.ndarray, labels: np.ndarray, *, rows: np.ndarray
                          "p_suggested": round(float(p_suggested[i]), 6),
                          "label_quality": round(float(quality[i]), 6), "rank": rank})
     return out
+
+
+def scores_header(names: list[str]) -> list[str]:
+    """The columns of ``label_scores.csv``: row id, split, then one score per class (or label)."""
+    return ["row", "split", *[f"p_{c}" for c in names]]
+
+
+def scores_columns(issues: LabelIssues) -> list:
+    """``label_scores.csv``'s columns (:mod:`methodo.csvtext`) from what the search read (``issues.searched``):
+    each searched row in search order, its split and its scores as float64 in the shortest text that reads
+    back to the same float (Arrow's formatting), so a search over the file gives the same suspects to the bit."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from methodo import csvtext
+
+    proba, rows, splits = issues.searched
+    names, codes = (np.array([""]), np.zeros(len(rows), np.int64)) if splits is None else \
+        np.unique(np.asarray(splits).astype(str), return_inverse=True)
+    return [csvtext.integers(rows), csvtext.labels(codes, [str(n) for n in names]),
+            *[pc.cast(pa.array(np.ascontiguousarray(proba[:, k], dtype=np.float64)), pa.string())
+              for k in range(proba.shape[1])]]
 
 
 def _multiclass(p: np.ndarray, y: np.ndarray, names: list[str]):
