@@ -191,6 +191,21 @@ class LabContext:
         return res
 
 
+def predictions(res, split: str):
+    """``(y, probabilities)`` of a classification run's ``predictions_SPLIT.csv`` (``val`` or ``test``): class
+    indices in the run's class order (``res.record.data.classes``) and ``(n, classes)`` float32 scores."""
+    import csv
+
+    import numpy as np
+
+    names = res.record.data.classes
+    with open(res.run_dir / f"predictions_{split}.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    y = np.array([names.index(r["true"]) for r in rows])
+    p = np.array([[float(r[f"p_{c}"]) for c in names] for r in rows], dtype=np.float32)
+    return y, p
+
+
 def _merge(under: dict, over: dict) -> dict:
     out = dict(under)
     for k, v in over.items():
