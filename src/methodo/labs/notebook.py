@@ -18,7 +18,7 @@ def _doc(fn) -> str:
 def build_notebook(lab: Lab, *, seed: int = 0, out: str = "lab"):
     """The notebook of ``lab`` (an ``nbformat.NotebookNode``) writing its outputs to ``out`` (relative to the
     notebook's folder when it runs)."""
-    import nbformat.v4 as nbf
+    from nbformat import v4 as nbf
 
     module = lab.module.rsplit(".", 1)[-1]
     cells = [nbf.new_markdown_cell(
@@ -47,7 +47,10 @@ def build_notebook(lab: Lab, *, seed: int = 0, out: str = "lab"):
 
 def write_notebook(lab: Lab, path: str | Path, *, seed: int = 0, out: str | None = None) -> Path:
     """Write the notebook of ``lab`` to ``path`` (a new ``.ipynb`` file; an existing file is never replaced)."""
-    import nbformat
+    try:
+        import nbformat
+    except ImportError:
+        raise BadInput("--notebook needs nbformat: pip install 'methodo[lab]'") from None
 
     path = Path(path)
     if path.suffix != ".ipynb":
