@@ -38,7 +38,7 @@ def _gen(seed: int = 0) -> torch.Generator:
 # --------------------------------------------------------------------------- the registries themselves
 
 CONTRACTS = {"augmentations", "balancers", "datasets", "explainers", "feature_functions", "features", "findings",
-             "metrics", "models", "optimizers", "pruners", "regularizers", "samplers", "schedulers", "splits",
+             "labs", "metrics", "models", "optimizers", "pruners", "regularizers", "samplers", "schedulers", "splits",
              "strategies", "tasks"}
 
 
@@ -1114,3 +1114,29 @@ def test_pruner_stops_a_clearly_worse_curve_and_none_never_does(entry):
         assert stopped_at is None
     else:
         assert stopped_at is not None and stopped_at <= 9, entry.name
+
+
+# --------------------------------------------------------------------------- labs (each lab runs in tests/test_labs.py)
+
+
+@pytest.mark.parametrize("entry", _entries("labs"))
+def test_lab_states_its_claim_and_explains_each_step(entry):
+    """A lab is its name's :class:`~methodo.labs.Lab`: a claim, steps marked ``@step`` with a docstring (the
+    notebook's explanation) from one module, and a ``conclude``; its module imports nothing heavy at load time."""
+    import ast
+    import importlib
+    import inspect
+
+    from methodo.labs import Lab
+
+    lab = entry.obj
+    assert isinstance(lab, Lab) and lab.name == entry.name and lab.title and lab.claim
+    assert lab.steps and callable(lab.conclude)
+    for s in lab.steps:
+        assert s.__module__ == lab.module and s.__doc__ and s.__doc__.strip().startswith("**"), s.__name__
+        assert hasattr(s, "__wrapped__"), f"{s.__name__} is not decorated with @step"
+        assert len(inspect.signature(s).parameters) == 1
+    tree = ast.parse(inspect.getsource(importlib.import_module(lab.module)))
+    top = {a.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for a in node.names}
+    top |= {(node.module or "").split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom)}
+    assert not top & {"torch", "matplotlib", "sklearn", "mlflow"}, f"{lab.module} imports {top} at load time"

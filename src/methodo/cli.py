@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", metavar="DIR")
 
     _add_data_parser(sub)
+    _add_lab_parser(sub)
     _add_model_use_parsers(sub)
 
     lm = sub.add_parser("evaluate-lm", help="benchmark a local Hugging Face causal LM (lm-evaluation-harness) "
@@ -152,6 +153,67 @@ def _add_data_parser(sub) -> None:
     dl.add_argument("--out", metavar="CLEAN.csv", help="the cleaned copy --fix writes; must not exist")
     dl.add_argument("--show", type=int, default=20, metavar="N", help="suspects printed (default 20; all are "
                     "in --issues)")
+
+
+def _add_lab_parser(sub) -> None:
+    lb = sub.add_parser("lab", help="the course's concepts as small deterministic experiments: a figure, measured "
+                        "numbers, a checked conclusion (methodo lab list)",
+                        description="Run a lab: an experiment showing one concept of the course with methodo's own "
+                        "stages, deterministic for a seed. Writes lab.json (the numbers, the conclusion and "
+                        "conclusion_holds) and figures/ into --out. `methodo lab list` lists the labs; `methodo lab "
+                        "all --out DIR` runs them all and writes a gallery (DIR/index.html, DIR/README.md); --notebook "
+                        "writes a Jupyter notebook running the same steps one by one.")
+    lb.add_argument("name", metavar="NAME", help="a lab (see `methodo lab list`), list, or all")
+    lb.add_argument("--out", metavar="DIR", help="folder to write (new, empty, or made by methodo lab; default "
+                    "labs/NAME, or labs for all)")
+    lb.add_argument("--seed", type=int, default=0, metavar="S", help="the seed (default 0)")
+    lb.add_argument("--notebook", metavar="FILE.ipynb", help="write a notebook running the lab step by step instead "
+                    "of running it (its output folder: --out, default FILE_lab next to the notebook)")
+
+
+def cmd_lab(args) -> int:
+    from pathlib import Path
+
+    from methodo.errors import BadInput
+    from methodo.labs import LABS, check_seed, get_lab, run_all, run_lab, show_numbers
+
+    if args.name == "list":
+        width = max(len(n) for n in LABS.names())
+        for e in LABS.entries():
+            print(f"{e.name:<{width}}  {e.help}")
+        return 0
+    check_seed(args.seed)
+    if args.name == "all":
+        if args.notebook:
+            raise BadInput("lab all --notebook: write one notebook per lab (methodo lab NAME --notebook FILE.ipynb)")
+        out = Path(args.out or "labs")
+
+        def line(res):
+            print(f"{res.lab:<15} {'holds' if res.conclusion_holds else 'DOES NOT HOLD':<13} {res.duration_s:5.1f} s  "
+                  f"{res.conclusion}")
+
+        results = run_all(out, seed=args.seed, progress=line)
+        held = sum(r.conclusion_holds for r in results)
+        print(f"{held} of {len(results)} conclusions hold; gallery: {out / 'index.html'} and {out / 'README.md'}")
+        return 0
+    lab = get_lab(args.name)
+    if args.notebook:
+        from methodo.labs.notebook import write_notebook
+
+        path = write_notebook(lab, args.notebook, seed=args.seed, out=args.out)
+        print(f"notebook: {path} ({lab.name}, seed {args.seed}; run it with jupyter, or: jupyter nbconvert --execute "
+              f"--to notebook {path.name})")
+        return 0
+    res = run_lab(lab.name, seed=args.seed, out=args.out)
+    print(f"lab {res.lab} (seed {res.seed}): {res.title}")
+    print(f"claim: {res.claim}")
+    for key, text in show_numbers(res.numbers):
+        print(f"  {key}: {text}")
+    print(f"conclusion: {res.conclusion}")
+    print(f"conclusion_holds: {str(res.conclusion_holds).lower()}"
+          + ("" if res.conclusion_holds else " (failed: " + ", ".join(k for k, v in res.checks.items() if not v) + ")"))
+    print(f"results: {res.out / 'lab.json'}\nfigures: " + ", ".join(str(res.out / f) for f in res.figures))
+    return 0
 
 
 def _add_model_use_parsers(sub) -> None:
@@ -981,6 +1043,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list(args.what, args.timm)
         if args.command == "evaluate-lm":
             return cmd_evaluate_lm(args, parser)
+        if args.command == "lab":
+            return cmd_lab(args)
         if args.command == "report":
             from methodo.report.html import render_report
 

@@ -259,6 +259,7 @@ for _name, _target, _help in (
     ("features", "methodo.data.features:FEATURES", "table feature steps fitted on train (data.features)"),
     ("feature_functions", "methodo.data.features:FUNCTIONS", "named functions of the 'function' feature step (fn)"),
     ("findings", "methodo.diagnose:FINDINGS", "what diagnose and the data audit can report"),
+    ("labs", "methodo.labs:LABS", "the course's concepts as deterministic experiments (methodo lab NAME)"),
     ("metrics", "methodo.evaluate.metrics:METRICS", "task metrics (evaluate.metrics)"),
     ("models", "methodo.models:MODELS", "models (model.name)"),
     ("optimizers", "methodo.train.optim:OPTIMIZERS", "torch.optim optimizers (train.optimizer.name)"),

@@ -1,0 +1,223 @@
+"""`methodo lab`: every registered lab runs, writes lab.json and its figures, and its conclusion holds — on seed 0 in
+the normal suite (all labs at once through `methodo lab all`, which also writes the gallery), on seeds 1 and 2 with
+the slow checks, so a claim that only holds by luck fails. The notebook of a lab, executed headless by nbclient,
+measures the command's numbers. Bad input is one `error:` line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from methodo.cli import main
+from methodo.labs import LABS, MARKER, SCHEMA
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = LABS.names()
+KEYS = {"schema", "lab", "title", "claim", "seed", "command", "conclusion", "conclusion_holds", "checks", "numbers",
+        "figures", "duration_s", "methodo"}
+
+
+# What each lab must show, asserted here on its numbers (beside the lab's own checks, which must all pass).
+def _polyfit(n):
+    tr, va = n["train_rmse"], n["val_rmse"]
+    assert n["degrees"] == [1, 3, 5, 10] and all(a > b for a, b in zip(tr, tr[1:]))
+    assert min(va) < va[0] and min(va) < va[-1] and n["best_degree"] in (3, 5)
+
+
+def _noise_or_bias(n):
+    assert n["learnable"]["underfitting"] and not n["learnable"]["noise_floor"]
+    assert n["shuffled"]["noise_floor"] and not n["shuffled"]["underfitting"]
+    assert n["learnable"]["reference_val_accuracy"] > 0.9 > n["shuffled"]["reference_val_accuracy"]
+    assert n["learnable"]["train_accuracy"] < 0.85 and n["shuffled"]["train_accuracy"] < 0.85
+
+
+def _polar(n):
+    assert n["xy_linear"]["test_accuracy"] < 0.75 <= 0.9 <= n["xy_hidden"]["test_accuracy"]
+    assert n["polar_linear"]["test_accuracy"] >= 0.9 and n["polar_linear"]["parameters"] < n["xy_hidden"]["parameters"]
+
+
+def _imbalance(n):
+    a, m = n["all_negative"], n["model"]
+    assert a["accuracy"] == pytest.approx(0.99) and a["recall"] == 0.0 and a["precision"] is None
+    assert "precision" in a["undefined"] and a["balanced_accuracy"] == pytest.approx(0.5)
+    assert m["recall"] >= 0.5 and m["balanced_accuracy"] > 0.75
+
+
+def _roc(n):
+    assert n["rule"] == "target_recall" and n["threshold"] < 0.5 and n["val_at_threshold"]["recall"] >= 0.95
+    assert n["test_at_threshold"]["recall"] > n["test_at_0_5"]["recall"]
+    assert n["test_roc_auc"] == pytest.approx(n["test_roc_auc_check"], abs=1e-5)
+
+
+def _momentum(n):
+    d, s = n["descent"], n["stable_step_sizes"]
+    assert d["beta_0.99"]["steps_to_tol"] < (d["beta_0"]["steps_to_tol"] or n["steps"]) / 2
+    assert s["beta_0.99"]["largest_stable_alpha"] >= 1.5 * s["beta_0"]["largest_stable_alpha"]
+
+
+def _perplexity(n):
+    assert n["perplexity_methodo"] == pytest.approx(n["perplexity_by_hand"], rel=1e-5)
+    assert n["perplexity_torchmetrics"] == pytest.approx(n["perplexity_by_hand"], rel=1e-5)
+    assert n["uniform"] == {"uniform_over_5": 5.0, "uniform_over_50": 50.0}
+
+
+def _iou(n):
+    assert n["methodo"]["mean_iou"] == pytest.approx(n["by_hand"]["mean_iou"], abs=1e-6)
+    assert n["methodo"]["box_iou"] == pytest.approx(n["by_hand"]["box_iou"], abs=1e-6)
+    assert 0 < n["by_hand"]["iou_per_class"][1] < 1
+
+
+SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
+         "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou}
+
+
+def test_every_lab_has_its_assertions_here():
+    assert set(SHOWS) == set(NAMES)
+
+
+def _check(folder: Path, name: str, seed: int) -> dict:
+    doc = json.loads((folder / "lab.json").read_text())
+    assert set(doc) == KEYS and doc["schema"] == SCHEMA and doc["lab"] == name and doc["seed"] == seed
+    failed = [k for k, v in doc["checks"].items() if not v]
+    assert doc["conclusion_holds"] is True and not failed, f"{name} seed {seed}: {failed}: {doc['conclusion']}"
+    assert doc["figures"] and all((folder / f).is_file() and (folder / f).stat().st_size < 300_000 for f in doc["figures"])
+    assert any(ch.isdigit() for ch in doc["conclusion"]), "the conclusion says what was measured"
+    SHOWS[name](doc["numbers"])
+    return doc
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory):
+    """`methodo lab all --out DIR` (seed 0): every lab once, and the gallery."""
+    out = tmp_path_factory.mktemp("labs") / "all"
+    assert main(["lab", "all", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_lab_seed_0(name, gallery):
+    doc = _check(gallery / name, name, 0)
+    assert doc["duration_s"] < 90  # 60 s on an idle 2-core machine; the margin is for a loaded one
+
+
+def test_gallery_has_a_card_per_lab(gallery):
+    html = (gallery / "index.html").read_text()
+    md = (gallery / "README.md").read_text()
+    assert (gallery / MARKER).is_file()
+    for name in NAMES:
+        doc = json.loads((gallery / name / "lab.json").read_text())
+        assert f'id="{name}"' in html and f'src="{name}/{doc["figures"][0]}"' in html
+        assert f"## {name}:" in md and f"]({name}/{doc['figures'][0]})" in md
+        assert doc["conclusion"].split(";")[0][:40] in md
+    assert html.count('class="holds"') == len(NAMES) and "<script" not in html
+
+
+def test_lab_command_repeats_the_numbers(gallery, tmp_path, capsys):
+    """`methodo lab NAME` alone measures what `lab all` did, and prints the conclusion."""
+    assert main(["lab", "iou", "--out", str(tmp_path / "iou"), "--seed", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "conclusion_holds: true" in out and "conclusion: By hand" in out
+    one = json.loads((tmp_path / "iou" / "lab.json").read_text())
+    assert one["numbers"] == json.loads((gallery / "iou" / "lab.json").read_text())["numbers"]
+    # a folder made by methodo lab may be written again; the user's files in it stay
+    (tmp_path / "iou" / "mine.txt").write_text("keep")
+    assert main(["lab", "iou", "--out", str(tmp_path / "iou")]) == 0
+    assert (tmp_path / "iou" / "mine.txt").read_text() == "keep"
+
+
+def test_lab_list(capsys):
+    assert main(["lab", "list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == NAMES
+    assert main(["list", "labs"]) == 0
+    assert "noise-or-bias" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["lab", "nope"], "error: unknown lab 'nope' (choices: " + ", ".join(NAMES) + ")"),
+    (["lab", "iou", "--seed", "-1"], "error: --seed -1: give an integer from 0 to 4294967295"),
+    (["lab", "iou", "--seed", "x"], "error: argument --seed: invalid int value: 'x'"),
+    (["lab", "iou", "--out", "full"], "error: --out full: folder is not empty and was not made by methodo lab"),
+    (["lab", "iou", "--out", "afile"], "error: --out afile: exists and is not a folder"),
+    (["lab", "iou", "--notebook", "x.txt"], "error: --notebook x.txt: give a file name ending in .ipynb"),
+    (["lab", "iou", "--notebook", "old.ipynb"], "error: --notebook old.ipynb: exists; methodo never writes over"),
+])
+def test_bad_input_is_one_line_exit_2(argv, message, capsys):
+    Path("full").mkdir()
+    Path("full/mine.txt").write_text("keep")
+    Path("afile").write_text("keep")
+    Path("old.ipynb").write_text("keep")
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
+    assert Path("full/mine.txt").read_text() == "keep" and Path("old.ipynb").read_text() == "keep"
+    assert sorted(p.name for p in Path("full").iterdir()) == ["mine.txt"]
+
+
+# --------------------------------------------------------------------------- notebooks
+
+
+def _execute_notebook(name: str, folder: Path, seed: int = 0) -> dict:
+    """Write the lab's notebook with `methodo lab NAME --notebook`, execute it headless (nbclient, the python3
+    kernel of the running interpreter: no kernelspec to install) and return the lab.json it wrote."""
+    import nbclient
+    import nbformat
+
+    nb_path = folder / f"{name}.ipynb"
+    assert main(["lab", name, "--notebook", str(nb_path), "--seed", str(seed)]) == 0
+    nb = nbformat.read(nb_path, as_version=4)
+    md = [c for c in nb.cells if c.cell_type == "markdown"]
+    assert len(md) == len(LABS.get(name).steps) + 2 and all(c.source.strip() for c in md)
+    env_path = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = env_path  # the kernel runs in the notebook's folder: the source by absolute path
+    try:
+        nbclient.NotebookClient(nb, kernel_name="python3", timeout=600,
+                                resources={"metadata": {"path": str(folder)}}).execute()
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = old
+    printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    doc = json.loads((folder / f"{name}_lab" / "lab.json").read_text())
+    assert json.loads(printed.strip().splitlines()[-1]) == json.loads(json.dumps(doc["numbers"], sort_keys=True))
+    images = sum(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+                 for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert images == len(doc["figures"])
+    return doc
+
+
+def test_notebook_measures_the_commands_numbers(gallery, tmp_path):
+    doc = _execute_notebook("iou", tmp_path)
+    assert doc["numbers"] == json.loads((gallery / "iou" / "lab.json").read_text())["numbers"]
+    assert doc["conclusion_holds"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_every_notebook_measures_the_commands_numbers(name, tmp_path):
+    (tmp_path / "nb").mkdir()
+    doc = _execute_notebook(name, tmp_path / "nb")
+    assert main(["lab", name, "--out", str(tmp_path / "cli")]) == 0
+    assert doc["numbers"] == json.loads((tmp_path / "cli" / "lab.json").read_text())["numbers"]
+
+
+# --------------------------------------------------------------------------- other seeds
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("name", NAMES)
+def test_lab_other_seeds(name, seed, tmp_path):
+    from methodo.labs import run_lab
+
+    res = run_lab(name, seed=seed, out=tmp_path / name)
+    _check(tmp_path / name, name, seed)
+    assert res.conclusion_holds
