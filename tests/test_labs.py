@@ -70,8 +70,16 @@ def _iou(n):
     assert 0 < n["by_hand"]["iou_per_class"][1] < 1
 
 
+def _splitting(n):
+    assert n["val_loss_last"] >= 1.1 * n["val_loss_best"] and n["train_loss_last"] < n["train_loss_best"]
+    assert n["stopped_early"] and n["epochs_run"] == n["best_epoch"] + 20 and len(n["val_loss"]) == n["epochs_run"]
+    assert n["val_loss_of_kept_weights"] == pytest.approx(n["val_loss_best"], rel=1e-5)
+    assert n["test_reads"] == 1 and not any(c.startswith("test") for c in n["epoch_columns"])
+
+
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
-         "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou}
+         "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou,
+         "splitting-early-stopping": _splitting}
 
 
 def test_every_lab_has_its_assertions_here():

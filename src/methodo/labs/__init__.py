@@ -51,6 +51,7 @@ for _name, _help in (
     ("momentum", "an ill-conditioned quadratic: momentum 0.99 converges faster and is stable at larger steps"),
     ("perplexity", "perplexity by hand equals methodo's metric; what it does and does not tell"),
     ("iou", "IoU and Dice by hand on tiny masks and boxes equal methodo's metrics"),
+    ("splitting-early-stopping", "val loss turns up while train falls; early stopping restores the best epoch"),
 ):
     LABS.register_lazy(_name, f"methodo.labs.{_name.replace('-', '_')}:LAB", help=_help)
 del _name, _help
@@ -177,6 +178,30 @@ class LabContext:
                  "explain": {"enabled": False}, "train": {"threads": 1, "progress": False}}
         cfg = validate(_merge(quiet, config), source=f"lab {self.lab.name} ({name})")
         return methodo.run(cfg, out=self.run_dir(name))
+
+    def train(self, name: str, config: dict):
+        """The pipeline's own first stages on ``config`` (merged as in :meth:`run_pipeline`), without its evaluation
+        and outputs: ``methodo.stages.prepare`` (data, split, scaling on train only, the model) and the training
+        loop ``methodo.train.loop.fit`` with the configured optimizer, scheduler, regularizers, clipping and early
+        stopping. Returns ``(prepared, result)``: the :class:`~methodo.stages.Prepared` (its ``model`` holds the
+        weights the loop kept) and the :class:`~methodo.train.loop.TrainResult` (``history``, the per-step ``lrs``
+        and ``losses``, ``best_epoch``). A diverged training raises ``methodo.train.loop.NonFiniteLoss``; the test
+        split is not read."""
+        import torch
+
+        from methodo import stages
+        from methodo.config import validate
+        from methodo.train.loop import fit
+
+        quiet = {"name": f"lab-{self.lab.name}-{name}", "seed": self.seed, "track": {"mlflow": False},
+                 "explain": {"enabled": False}, "train": {"threads": 1, "progress": False}}
+        cfg = validate(_merge(quiet, config), source=f"lab {self.lab.name} ({name})")
+        threads = torch.get_num_threads()
+        try:
+            prep = stages.prepare(cfg)
+            return prep, fit(prep.model, prep.data, prep.cfg.train, seed=cfg.seed, class_weights=prep.class_weights)
+        finally:
+            torch.set_num_threads(threads)
 
     def finish(self) -> LabResult:
         """Draw the conclusion from the numbers, write ``lab.json`` and return the result."""
