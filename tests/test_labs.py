@@ -77,9 +77,16 @@ def _splitting(n):
     assert n["test_reads"] == 1 and not any(c.startswith("test") for c in n["epoch_columns"])
 
 
+def _clipping(n):
+    un, cl = n["unclipped"], n["clipped"]
+    assert un["diverged"] and un["epoch"] >= 1 and not (0 < abs(un["loss"]) < 1e4)
+    assert cl["all_step_losses_finite"] and cl["epochs_run"] == 30
+    assert cl["best_val_loss"] <= 0.8 * n["mean_prediction_val_loss"] and cl["share_of_steps_clipped"] > 0.5
+
+
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
          "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou,
-         "splitting-early-stopping": _splitting}
+         "splitting-early-stopping": _splitting, "clipping": _clipping}
 
 
 def test_every_lab_has_its_assertions_here():

@@ -52,6 +52,7 @@ for _name, _help in (
     ("perplexity", "perplexity by hand equals methodo's metric; what it does and does not tell"),
     ("iou", "IoU and Dice by hand on tiny masks and boxes equal methodo's metrics"),
     ("splitting-early-stopping", "val loss turns up while train falls; early stopping restores the best epoch"),
+    ("clipping", "a deliberately exploding run diverges without gradient clipping and trains with it"),
 ):
     LABS.register_lazy(_name, f"methodo.labs.{_name.replace('-', '_')}:LAB", help=_help)
 del _name, _help
