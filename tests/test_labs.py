@@ -84,9 +84,17 @@ def _clipping(n):
     assert cl["best_val_loss"] <= 0.8 * n["mean_prediction_val_loss"] and cl["share_of_steps_clipped"] > 0.5
 
 
+def _regularization(n):
+    no, l1, l2, do, mn = n["none"], n["l1"], n["l2"], n["dropout"], n["max_norm"]
+    assert l1["share_near_zero"] >= 0.5 > 0.1 > l2["share_near_zero"] and no["share_near_zero"] < 0.1
+    assert l2["median_abs_weight"] < no["median_abs_weight"] and l2["max_abs_weight"] < no["max_abs_weight"]
+    assert do["gap"] <= 0.6 * no["gap"] and mn["max_unit_norm"] <= 1.0 + 1e-5 < no["max_unit_norm"]
+
+
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
          "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou,
-         "splitting-early-stopping": _splitting, "clipping": _clipping}
+         "splitting-early-stopping": _splitting, "clipping": _clipping,
+         "regularization": _regularization}
 
 
 def test_every_lab_has_its_assertions_here():
