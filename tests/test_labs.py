@@ -91,10 +91,19 @@ def _regularization(n):
     assert do["gap"] <= 0.6 * no["gap"] and mn["max_unit_norm"] <= 1.0 + 1e-5 < no["max_unit_norm"]
 
 
+def _optimizers(n):
+    from methodo.train import OPTIMIZERS
+
+    t = n["table"]
+    assert n["optimizers"] == OPTIMIZERS.names() and set(t) == set(OPTIMIZERS.names()) and len(t) == 12
+    assert all(v["finite"] and v["final_train_loss"] <= 0.5 * v["first_train_loss"] for v in t.values())
+    assert sorted(n["ranking_by_final_train_loss"]) == sorted(t) and all(v["steps"] == n["epochs"] for v in t.values())
+
+
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
          "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou,
          "splitting-early-stopping": _splitting, "clipping": _clipping,
-         "regularization": _regularization}
+         "regularization": _regularization, "optimizers": _optimizers}
 
 
 def test_every_lab_has_its_assertions_here():
