@@ -53,7 +53,7 @@ for _name, _help in (
     ("iou", "IoU and Dice by hand on tiny masks and boxes equal methodo's metrics"),
     ("splitting-early-stopping", "val loss turns up while train falls; early stopping restores the best epoch"),
     ("clipping", "a deliberately exploding run diverges without gradient clipping and trains with it"),
-    ("regularization", "L1 zeroes most weights, L2 shrinks all; dropout narrows the gap; max-norm bounds units"),
+    ("regularization", "L1 drives most weights below 1e-3, L2 shrinks all; dropout narrows the gap; max-norm bounds units"),
     ("optimizers", "the 12 torch.optim optimizers on one task: loss curves side by side, final loss table"),
 ):
     LABS.register_lazy(_name, f"methodo.labs.{_name.replace('-', '_')}:LAB", help=_help)
