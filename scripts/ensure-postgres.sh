@@ -58,7 +58,9 @@ if ! ready; then
         timeout 120 pg_createcluster "$VERSION" main -p "$PGPORT" >/dev/null
     fi
     say "starting PostgreSQL $VERSION (cluster main, port $PGPORT)"
-    timeout 120 pg_ctlcluster "$VERSION" main start || true
+    # The server must not inherit fd 3 (the caller's stdout, often the pipe of a `$(...)`): a daemon holding
+    # it open keeps that command substitution waiting for ever (CI hung 80 min on this).
+    timeout 120 pg_ctlcluster "$VERSION" main start </dev/null 3>&- || true
     for _ in $(seq 1 "$WAIT_S"); do
         ready && break
         sleep 1
