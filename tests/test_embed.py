@@ -71,8 +71,8 @@ def test_embed_on_an_image_run(tmp_path, capsys):
     ("balancers", ["none", "undersample", "oversample", "smote", "class_weights", "weighted_sampler"]),
     ("augmentations", ["flip", "rotation", "random_resized_crop", "color_jitter", "grayscale", "detexture",
                        "edge_enhance", "edge_map", "normalize", "erase"]),
-    ("features", ["standard", "minmax", "robust", "impute", "variance_threshold", "mutual_info", "l1", "rfe",
-                  "pca", "function"]),
+    ("features", ["standard", "minmax", "robust", "impute", "variance_threshold", "mutual_info", "f_test", "l1",
+                  "rfe", "pca", "function"]),
 ])
 def test_list_data_registries(capsys, what, expect):
     code, out, _ = cli_inproc(capsys, "list", what)

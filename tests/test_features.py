@@ -17,7 +17,7 @@ from methodo.errors import BadInput, ConfigError, DataError
 from conftest import write_yaml
 
 FAST = ["train.progress=false", "track.mlflow=false"]
-OPTIONS = {"mutual_info": {"k": 5}, "rfe": {"n_features": 4, "step": 3}, "pca": {"n_components": 3},
+OPTIONS = {"mutual_info": {"k": 5}, "f_test": {"k": 5}, "rfe": {"n_features": 4, "step": 3}, "pca": {"n_components": 3},
            "function": {"fn": "polar", "columns": ["alcohol", "malic_acid"]}}
 
 
@@ -56,6 +56,7 @@ def test_selection_steps_keep_the_informative_features():
     names = [f"c{i}" for i in range(8)]
     for steps, keep in [(["variance_threshold"], [f"c{i}" for i in range(7)]),
                         ([{"mutual_info": {"k": 2}}], ["c2", "c5"]),
+                        ([{"f_test": {"k": 2}}], ["c2", "c5"]),
                         ([{"l1": {"C": 0.02}}], ["c2", "c5"]),
                         ([{"rfe": {"n_features": 2}}], ["c2", "c5"])]:
         pipe, _ = build_pipeline(steps, task="classification", seed=0, feature_names=names)
@@ -63,6 +64,20 @@ def test_selection_steps_keep_the_informative_features():
         from methodo.data.features import output_names
 
         assert output_names(pipe, names) == keep, steps
+
+
+def test_f_test_ranks_by_the_univariate_f_statistic_for_regression_too():
+    from methodo.data.features import output_names
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    X[:, 4] = 3.0  # constant: no F statistic, scored 0 (never preferred), without a warning
+    y = 2.0 * X[:, 1] - 0.5 * X[:, 3] + rng.normal(size=200)
+    names = list("abcde")
+    pipe, _ = build_pipeline([{"f_test": {"k": 2}}], task="regression", seed=0, feature_names=names)
+    pipe.fit(X, y)
+    assert output_names(pipe, names) == ["b", "d"]
+    assert pipe.steps[0][1].scores_[4] == 0.0 and pipe.steps[0][1].scores_[1] > pipe.steps[0][1].scores_[3] > 0
 
 
 def test_polar_feature_makes_circles_linearly_separable(tmp_path):

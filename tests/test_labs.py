@@ -100,10 +100,32 @@ def _optimizers(n):
     assert sorted(n["ranking_by_final_train_loss"]) == sorted(t) and all(v["steps"] == n["epochs"] for v in t.values())
 
 
+def _sampling(n):
+    r, s, c = n["random"], n["stratified"], n["cluster"]
+    assert s["test_error_mean"] < r["test_error_mean"] < c["test_error_mean"] and c["test_error_mean"] >= 2 * r["test_error_mean"]
+    assert s["val_error_mean"] < r["val_error_mean"] < c["val_error_mean"]
+    assert s["test_error_max"] <= 2 / s["test_rows_min"] and s["draws_without_rare_in_test"] == 0
+    assert n["draws"] == 50 and n["class_counts"] == [180, 90, 30]
+
+
+def _smote(n):
+    runs = [n[k] for k in ("none", "oversample", "smote", "class_weights")]
+    no = runs[0]
+    assert all(r["val_test_same_as_none"] for r in runs)
+    assert all((r["val_rows"], r["test_rows"], r["val_counts"], r["test_counts"])
+               == (no["val_rows"], no["test_rows"], no["val_counts"], no["test_counts"]) for r in runs)
+    assert all(r["train_counts_before"] == no["train_counts_before"] for r in runs)
+    assert n["oversample"]["trained_on_counts"] == n["smote"]["trained_on_counts"] == {
+        "common": no["train_counts_before"]["common"], "rare": no["train_counts_before"]["common"]}
+    assert n["class_weights"]["trained_on_counts"] == no["trained_on_counts"] and n["class_weights"]["class_weights"]
+    assert all(r["test"]["recall"] >= no["test"]["recall"] + 0.2 and r["val"]["recall"] >= no["val"]["recall"] + 0.2
+               for r in runs[1:])
+
+
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
          "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou,
          "splitting-early-stopping": _splitting, "clipping": _clipping,
-         "regularization": _regularization, "optimizers": _optimizers}
+         "regularization": _regularization, "optimizers": _optimizers, "sampling": _sampling, "smote": _smote}
 
 
 def test_every_lab_has_its_assertions_here():

@@ -3,8 +3,8 @@
 ``data.features`` lists the steps in order, each a name or ``{name: options}``:
 
 - scaling: ``standard``, ``minmax``, ``robust``; ``impute`` fills missing values;
-- selection: ``variance_threshold``, ``mutual_info`` (k best), ``l1`` (non-zero L1 coefficients),
-  ``rfe`` (recursive elimination);
+- selection: ``variance_threshold``, ``mutual_info`` (k best), ``f_test`` (k best by a univariate F test),
+  ``l1`` (non-zero L1 coefficients), ``rfe`` (recursive elimination);
 - extraction: ``pca``, and ``function`` (a named function, e.g. the course's polar transform
   ``(x, y) → (r, θ)``; your own with ``FUNCTIONS.register(NAME, help=..., names=...)``
   or ``fn: "package.module:function"``).
@@ -184,6 +184,29 @@ class MutualInfoSelect(_MaskSelector):
         return self
 
 
+class FTestSelect(_MaskSelector):
+    """Keep the ``k`` features with the largest univariate F statistic: the ANOVA F between the classes
+    (scikit-learn's ``f_classif``), or for regression the F test of a one-feature linear fit (``f_regression``).
+    Each feature is scored alone, so it is fast on thousands of columns; a constant column scores 0."""
+
+    def __init__(self, k: int = 10, task: str = "classification", seed: int = 0):
+        self.k, self.task, self.seed = k, task, seed
+
+    def fit(self, X, y):
+        from sklearn.feature_selection import f_classif, f_regression
+
+        import warnings
+
+        fn = f_classif if task_spec(self.task).has_classes else f_regression
+        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Features [...] are constant": they score 0 below
+            F, _ = fn(np.asarray(X, dtype=np.float64), y)
+        self.scores_ = np.nan_to_num(np.asarray(F, dtype=np.float64), nan=0.0, posinf=np.finfo(np.float64).max)
+        keep = np.argsort(-self.scores_, kind="stable")[: min(self.k, len(self.scores_))]
+        self.support_ = np.isin(np.arange(len(self.scores_)), keep)
+        return self
+
+
 class L1Select(_MaskSelector):
     """Keep the features with a non-zero coefficient in an L1-penalized linear model (fitted on
     standardized copies): logistic regression (``C``) or Lasso (``alpha``)."""
@@ -286,6 +309,13 @@ def variance_threshold(*, task, seed, feature_names, threshold: float = 0.0):
                    help="keep the k features sharing most information with the target")
 def mutual_info(*, task, seed, feature_names, k: int = 10):
     return MutualInfoSelect(k=_count(k, "k"), task=task, seed=seed)
+
+
+@FEATURES.register("f_test", kind="selection",
+                   help="keep the k features with the largest univariate F statistic (ANOVA F between classes; "
+                        "F test of a linear fit for regression)")
+def f_test(*, task, seed, feature_names, k: int = 10):
+    return FTestSelect(k=_count(k, "k"), task=task, seed=seed)
 
 
 @FEATURES.register("l1", kind="selection",

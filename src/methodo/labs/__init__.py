@@ -55,6 +55,8 @@ for _name, _help in (
     ("clipping", "a deliberately exploding run diverges without gradient clipping and trains with it"),
     ("regularization", "L1 drives most weights below 1e-3, L2 shrinks all; dropout narrows the gap; max-norm bounds units"),
     ("optimizers", "the 12 torch.optim optimizers on one task: loss curves side by side, final loss table"),
+    ("sampling", "random vs stratified vs cluster sampling: the class-proportion error of each over 50 draws"),
+    ("smote", "none / oversample / SMOTE / class weights on the training rows only: rare-class recall rises"),
 ):
     LABS.register_lazy(_name, f"methodo.labs.{_name.replace('-', '_')}:LAB", help=_help)
 del _name, _help
