@@ -122,10 +122,22 @@ def _smote(n):
                for r in runs[1:])
 
 
+def _feature_selection(n):
+    inf, noisy, sel = n["informative"], n["with_noise"], n["selected_on_train"]
+    assert noisy["features_in"] == 505 and inf["features_in"] == sel["features_in"] == 5
+    assert noisy["fresh_accuracy"] <= inf["fresh_accuracy"] - 0.08 and sel["fresh_accuracy"] >= noisy["fresh_accuracy"] + 0.08
+    assert sel["informative_kept"] >= 4
+    wrong, right = n["selected_on_all_rows"], n["selected_in_each_fold"]
+    assert wrong["cv_rows"] == right["cv_rows"] == 200
+    assert wrong["cv_accuracy"] >= 0.65 and abs(wrong["fresh_accuracy_mean"] - 0.5) <= 0.04
+    assert abs(right["cv_accuracy"] - 0.5) <= 0.1 and abs(right["fresh_accuracy_mean"] - 0.5) <= 0.04
+
+
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
          "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou,
          "splitting-early-stopping": _splitting, "clipping": _clipping,
-         "regularization": _regularization, "optimizers": _optimizers, "sampling": _sampling, "smote": _smote}
+         "regularization": _regularization, "optimizers": _optimizers, "sampling": _sampling, "smote": _smote,
+         "feature-selection": _feature_selection}
 
 
 def test_every_lab_has_its_assertions_here():

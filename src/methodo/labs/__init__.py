@@ -57,6 +57,7 @@ for _name, _help in (
     ("optimizers", "the 12 torch.optim optimizers on one task: loss curves side by side, final loss table"),
     ("sampling", "random vs stratified vs cluster sampling: the class-proportion error of each over 50 draws"),
     ("smote", "none / oversample / SMOTE / class weights on the training rows only: rare-class recall rises"),
+    ("feature-selection", "noise features hurt, selection on train recovers; selection on all rows leaks"),
 ):
     LABS.register_lazy(_name, f"methodo.labs.{_name.replace('-', '_')}:LAB", help=_help)
 del _name, _help
