@@ -133,11 +133,19 @@ def _feature_selection(n):
     assert abs(right["cv_accuracy"] - 0.5) <= 0.1 and abs(right["fresh_accuracy_mean"] - 0.5) <= 0.04
 
 
+def _embedding(n):
+    tr, un = n["trained"], n["untrained"]
+    assert n["trained_test_accuracy"] >= 0.9 and n["untrained_test_accuracy"] <= 0.25 and tr["dim"] == un["dim"] == 32
+    assert tr["tsne"]["silhouette"] >= 0.4 > 0.25 > un["tsne"]["silhouette"]
+    assert tr["tsne"]["knn_accuracy"] >= un["tsne"]["knn_accuracy"] + 0.1
+    assert tr["pca"]["silhouette"] >= un["pca"]["silhouette"] + 0.1 and tr["pca"]["knn_accuracy"] >= un["pca"]["knn_accuracy"] + 0.15
+
+
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
          "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou,
          "splitting-early-stopping": _splitting, "clipping": _clipping,
          "regularization": _regularization, "optimizers": _optimizers, "sampling": _sampling, "smote": _smote,
-         "feature-selection": _feature_selection}
+         "feature-selection": _feature_selection, "embedding": _embedding}
 
 
 def test_every_lab_has_its_assertions_here():

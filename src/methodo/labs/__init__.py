@@ -58,6 +58,7 @@ for _name, _help in (
     ("sampling", "random vs stratified vs cluster sampling: the class-proportion error of each over 50 draws"),
     ("smote", "none / oversample / SMOTE / class weights on the training rows only: rare-class recall rises"),
     ("feature-selection", "noise features hurt, selection on train recovers; selection on all rows leaks"),
+    ("embedding", "penultimate-layer embeddings in 2-D: a trained network's cluster by class, an untrained one's do not"),
 ):
     LABS.register_lazy(_name, f"methodo.labs.{_name.replace('-', '_')}:LAB", help=_help)
 del _name, _help
