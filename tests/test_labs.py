@@ -100,10 +100,19 @@ def _optimizers(n):
     assert sorted(n["ranking_by_final_train_loss"]) == sorted(t) and all(v["steps"] == n["epochs"] for v in t.values())
 
 
+def _schedulers(n):
+    t, names = n["table"], ["constant", "step", "warmup", "cyclic", "onecycle", "cosine_restarts"]
+    assert list(n["val_accuracy"]) == names and set(t) == set(names) and all(n["lr_curve_as_defined"].values())
+    assert n["steps"] == n["epochs"] * n["steps_per_epoch"] and n["target_accuracy"] == pytest.approx(0.98 * n["best_accuracy"])
+    assert all(v["final_accuracy"] >= 0.93 and len(n["val_accuracy"][k]) == n["epochs"] for k, v in t.items())
+    assert t["onecycle"]["epochs_to_target"] is not None and n["fastest"]
+    assert t["onecycle"]["first_epoch_accuracy"] < t["constant"]["first_epoch_accuracy"]
+
+
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
          "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou,
          "splitting-early-stopping": _splitting, "clipping": _clipping,
-         "regularization": _regularization, "optimizers": _optimizers}
+         "regularization": _regularization, "optimizers": _optimizers, "schedulers": _schedulers}
 
 
 def test_every_lab_has_its_assertions_here():
