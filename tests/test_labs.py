@@ -109,10 +109,20 @@ def _schedulers(n):
     assert t["onecycle"]["first_epoch_accuracy"] < t["constant"]["first_epoch_accuracy"]
 
 
+def _snapshots(n):
+    last, ens, members = n["last"], n["ensemble"], n["members"]
+    assert n["snapshots"] == n["ensemble_members"] == len(members) == 5 and n["snapshot_epochs"] == [4, 8, 12, 16, 20]
+    assert max(n["lr_at_snapshots"]) < 0.01 * n["peak_lr"] and last == members[-1] == n["ensemble_of_last_k"][0]
+    assert n["ensemble_of_last_k"][-1]["log_loss"] == pytest.approx(ens["log_loss"], rel=1e-5)
+    assert ens["log_loss"] <= 0.9 * last["log_loss"] and ens["log_loss"] < n["best_member_log_loss"]
+    assert ens["log_loss"] <= n["mean_member_log_loss"]  # convexity: never above the members' mean
+
+
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
          "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou,
          "splitting-early-stopping": _splitting, "clipping": _clipping,
-         "regularization": _regularization, "optimizers": _optimizers, "schedulers": _schedulers}
+         "regularization": _regularization, "optimizers": _optimizers, "schedulers": _schedulers,
+         "snapshots": _snapshots}
 
 
 def test_every_lab_has_its_assertions_here():

@@ -56,6 +56,7 @@ for _name, _help in (
     ("regularization", "L1 drives most weights below 1e-3, L2 shrinks all; dropout narrows the gap; max-norm bounds units"),
     ("optimizers", "the 12 torch.optim optimizers on one task: loss curves side by side, final loss table"),
     ("schedulers", "step, warmup, cyclic, one-cycle, cosine restarts: the LR curves applied, epochs to a target accuracy"),
+    ("snapshots", "one cosine-restarts run's snapshots, ensembled, beat its last snapshot on test log-loss"),
 ):
     LABS.register_lazy(_name, f"methodo.labs.{_name.replace('-', '_')}:LAB", help=_help)
 del _name, _help
