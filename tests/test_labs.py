@@ -118,11 +118,20 @@ def _snapshots(n):
     assert ens["log_loss"] <= n["mean_member_log_loss"]  # convexity: never above the members' mean
 
 
+def _lr_finder(n):
+    rt, s, best, (lo, hi) = n["range_test"], n["suggested"], n["grid_best"], n["good_region"]
+    assert n["rule"] == "steepest" and s["lr"] == n["suggested_lr"] == n["suggestions"]["steepest"]
+    assert rt["stopped_on_divergence"] and rt["first_lr"] == pytest.approx(1e-7) and rt["steps"] <= 100
+    assert [p["lr"] for p in n["grid"]] == [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0] and n["grid_worst_val_loss"] >= 5 * best["val_loss"]
+    assert s["val_loss"] <= 1.25 * best["val_loss"] and lo <= s["lr"] <= hi and lo < best["lr"] * 1.0001 and best["lr"] <= hi
+    assert n["rules"]["valley"]["below_grid"] and not n["rules"]["valley"]["in_good_region"]
+
+
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
          "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou,
          "splitting-early-stopping": _splitting, "clipping": _clipping,
          "regularization": _regularization, "optimizers": _optimizers, "schedulers": _schedulers,
-         "snapshots": _snapshots}
+         "snapshots": _snapshots, "lr-finder": _lr_finder}
 
 
 def test_every_lab_has_its_assertions_here():
