@@ -127,11 +127,21 @@ def _lr_finder(n):
     assert n["rules"]["valley"]["below_grid"] and not n["rules"]["valley"]["in_good_region"]
 
 
+def _weights(n):
+    s, r, vl = n["spread"], n["runs"], n["val_loss_last"]
+    hidden = ("body.1.weight", "body.4.weight")
+    assert set(r) == {"converging", "converging_l2", "diverging"} and all(x["monitored_epochs"] == list(range(13)) for x in r.values())
+    assert all(s["diverging"][k]["rms_end_over_start"] >= 5 for k in s["diverging"]) and vl["diverging"] >= 5 * vl["converging"]
+    assert min(n["diverging_over_converging_rms"].values()) >= 3
+    assert all(v["rms_end_over_start"] < 4 and v["rms_growth_last_4_epochs"] < 1.1 for v in s["converging"].values())
+    assert all(s["converging"][k]["iqr_end_over_start"] >= 1 > 0.7 >= s["converging_l2"][k]["iqr_end_over_start"] for k in hidden)
+
+
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
          "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou,
          "splitting-early-stopping": _splitting, "clipping": _clipping,
          "regularization": _regularization, "optimizers": _optimizers, "schedulers": _schedulers,
-         "snapshots": _snapshots, "lr-finder": _lr_finder}
+         "snapshots": _snapshots, "lr-finder": _lr_finder, "weights": _weights}
 
 
 def test_every_lab_has_its_assertions_here():

@@ -58,6 +58,7 @@ for _name, _help in (
     ("schedulers", "step, warmup, cyclic, one-cycle, cosine restarts: the LR curves applied, epochs to a target accuracy"),
     ("snapshots", "one cosine-restarts run's snapshots, ensembled, beat its last snapshot on test log-loss"),
     ("lr-finder", "the LR range test's suggestion, trained, lands in the best region of a grid of learning rates"),
+    ("weights", "per-layer weight spread: a diverging run's grows by orders of magnitude, a converging run's settles"),
 ):
     LABS.register_lazy(_name, f"methodo.labs.{_name.replace('-', '_')}:LAB", help=_help)
 del _name, _help
