@@ -148,6 +148,22 @@ def test_every_lab_has_its_assertions_here():
     assert set(SHOWS) == set(NAMES)
 
 
+def test_lab_config_is_validated_and_quiet(tmp_path):
+    """`LabContext.config`: what run_pipeline and train run — the lab's seed, one thread, no MLflow, no progress;
+    the lab's own keys win, and a bad key is the loader's error."""
+    from methodo.config import Config
+    from methodo.errors import ConfigError
+    from methodo.labs import start
+
+    ctx = start("lr-finder", seed=7, out=tmp_path / "x")
+    cfg = ctx.config("probe", {"data": {"source": "iris"}, "model": {"name": "mlp"}, "train": {"epochs": 3, "optimizer": {"lr": "auto"}}})
+    assert isinstance(cfg, Config) and cfg.seed == 7 and cfg.name == "lab-lr-finder-probe"
+    assert cfg.train.threads == 1 and not cfg.train.progress and not cfg.track.mlflow and not cfg.explain.enabled
+    assert cfg.train.epochs == 3 and cfg.train.optimizer.lr == "auto"
+    with pytest.raises(ConfigError):
+        ctx.config("bad", {"data": {"source": "iris"}, "model": {"name": "mlp"}, "train": {"epoch": 3}})
+
+
 def _check(folder: Path, name: str, seed: int) -> dict:
     doc = json.loads((folder / "lab.json").read_text())
     assert set(doc) == KEYS and doc["schema"] == SCHEMA and doc["lab"] == name and doc["seed"] == seed
