@@ -55,7 +55,7 @@ for _name, _help in (
     ("clipping", "a deliberately exploding run diverges without gradient clipping and trains with it"),
     ("regularization", "L1 drives most weights below 1e-3, L2 shrinks all; dropout narrows the gap; max-norm bounds units"),
     ("optimizers", "the 12 torch.optim optimizers on one task: loss curves side by side, final loss table"),
-    ("schedulers", "step, warmup, cyclic, one-cycle, cosine restarts: the LR curves applied, epochs to a target accuracy"),
+    ("schedulers", "step, warmup, cyclic, one-cycle, cosine restarts: the LR curves applied, epochs to a target"),
     ("snapshots", "one cosine-restarts run's snapshots, ensembled, beat its last snapshot on test log-loss"),
     ("lr-finder", "the LR range test's suggestion, trained, lands in the best region of a grid of learning rates"),
     ("weights", "per-layer weight spread: a diverging run's grows by orders of magnitude, a converging run's settles"),

@@ -131,9 +131,12 @@ def conclude(ctx: LabContext):
     ratio = s["val_loss"] / best["val_loss"] if s["val_loss"] is not None else math.inf
     rt = n["range_test"]
     checks = {
-        "the range test went past the point of divergence (it stopped on the exploding loss)": rt["stopped_on_divergence"],
-        "the range test's smoothed loss fell by a fifth or more before it rose": rt["min_loss"] <= 0.8 * rt["first_loss"],
-        "the learning rate matters: the grid's worst loss is ≥ 5 × its best": n["grid_worst_val_loss"] >= 5 * best["val_loss"],
+        "the range test went past the point of divergence (it stopped on the exploding loss)":
+            rt["stopped_on_divergence"],
+        "the range test's smoothed loss fell by a fifth or more before it rose":
+            rt["min_loss"] <= 0.8 * rt["first_loss"],
+        "the learning rate matters: the grid's worst loss is ≥ 5 × its best":
+            n["grid_worst_val_loss"] >= 5 * best["val_loss"],
         f"the suggestion's val loss is within {WITHIN} × the grid's best": ratio <= WITHIN,
         f"the suggestion lies in the grid's good region (loss ≤ {REGION} × the best)": lo <= s["lr"] <= hi,
     }
@@ -148,7 +151,8 @@ def conclude(ctx: LabContext):
     sentence = (f"The range test ({rt['steps']} steps) suggests {s['lr']:.3g} ({n['rule']}); trained for {EPOCHS} "
                 f"epochs it reaches a validation loss of {fmt(s['val_loss'])}, {ratio:.2f} × the best of the "
                 f"{len(n['grid'])}-point grid ({best['val_loss']:.3f} at {best['lr']:g}; the grid ranges up to "
-                f"{n['grid_worst_val_loss']:.2f}), {'inside' if lo <= s['lr'] <= hi else 'outside'} its good region {lo:g}–{hi:g} (loss ≤ {REGION} × the "
+                f"{n['grid_worst_val_loss']:.2f}), {'inside' if lo <= s['lr'] <= hi else 'outside'} its good region "
+                f"{lo:g}–{hi:g} (loss ≤ {REGION} × the "
                 f"best); the other rules: {others}.")
     return sentence, checks
 

@@ -79,8 +79,9 @@ def check_lr_curves(ctx: LabContext):
     """**The learning rate the loop applied, against each schedule's definition.** From the per-step learning
     rates: constant stays at 0.3; step is 0.3 for 6 epochs then 0.03; warmup rises linearly from 0.003 to 0.3
     over its first 2 epochs, then stays; cyclic stays between 0.03 and 0.3 and touches both; one-cycle starts at
-    0.3/25, peaks at 0.3 (to within 0.1 %: the step nearest the peak) after 30 % of the steps and ends near 0.3/25/10⁴; cosine restarts is back at 0.3 at the
-    first step of every 4-epoch cycle and near 0 on the step before."""
+    0.3/25, peaks at 0.3 (to within 0.1 %: the step nearest the peak) after 30 % of the steps and ends near
+    0.3/25/10⁴; cosine restarts is back at 0.3 at the first step of every 4-epoch cycle and near 0 on the step
+    before."""
     lrs, spe = ctx.state["lrs"], ctx.numbers["steps_per_epoch"]
     close = lambda a, b: bool(np.allclose(a, b, rtol=1e-6, atol=0))  # noqa: E731
     c, s, w, cy, oc, cr = (lrs[k] for k in SCHEDULES)
@@ -190,7 +191,8 @@ def conclude(ctx: LabContext):
     curves = ("every learning-rate curve is as its schedule defines it" if not bad else
               f"the learning-rate curves of {', '.join(bad)} differ from their definition")
     sentence = (f"At the same peak learning rate {PEAK} and {EPOCHS} epochs, {curves}; the target "
-                f"({100 * FRACTION:.0f} % of the best validation accuracy, {n['target_accuracy']:.3f}) is reached after: {ran} epochs, {verdict}; the final accuracies "
+                f"({100 * FRACTION:.0f} % of the best validation accuracy, {n['target_accuracy']:.3f}) is reached "
+                f"after: {ran} epochs, {verdict}; the final accuracies "
                 f"range from {min(finals):.3f} to {max(finals):.3f}, and one-cycle's first epoch (warming up from "
                 f"LR/25) ends at {oc['first_epoch_accuracy']:.3f} against {t['constant']['first_epoch_accuracy']:.3f} "
                 f"at a constant LR.")

@@ -122,7 +122,8 @@ def conclude(ctx: LabContext):
     sentence = (f"One run with cosine restarts left {n['snapshots']} snapshots (epochs "
                 f"{', '.join(map(str, n['snapshot_epochs']))}); their ensemble has a test log-loss of "
                 f"{ens['log_loss']:.3f} against {last['log_loss']:.3f} for the last snapshot alone "
-                f"({100 * (1 - ens['log_loss'] / last['log_loss']):.0f} % lower) and {n['best_member_log_loss']:.3f} for "
+                f"({100 * (1 - ens['log_loss'] / last['log_loss']):.0f} % lower) and "
+                f"{n['best_member_log_loss']:.3f} for "
                 f"the best single snapshot, while the test accuracy moves from {last['accuracy']:.3f} to "
                 f"{ens['accuracy']:.3f} ({diff:+d} of {rows} images).")
     return sentence, checks

@@ -71,9 +71,10 @@ def spread(ctx: LabContext):
         for layer, d in r["layers"].items():
             rms, iqr = d["rms"], d["iqr"]
             table[name][layer] = {"rms_end_over_start": rms[-1] / rms[0], "iqr_end_over_start": iqr[-1] / iqr[0],
-                                  "rms_growth_last_4_epochs": rms[-1] / rms[-5], "rms_peak_over_start": max(rms) / rms[0]}
-    div_over_conv = {layer: runs["diverging"]["layers"][layer]["rms"][-1] / runs["converging"]["layers"][layer]["rms"][-1]
-                     for layer in LAYERS}
+                                  "rms_growth_last_4_epochs": rms[-1] / rms[-5],
+                                  "rms_peak_over_start": max(rms) / rms[0]}
+    last = {name: {layer: r["layers"][layer]["rms"][-1] for layer in LAYERS} for name, r in runs.items()}
+    div_over_conv = {layer: last["diverging"][layer] / last["converging"][layer] for layer in LAYERS}
     return ctx.record(spread=table, diverging_over_converging_rms=div_over_conv,
                       val_loss_last={k: r["val_loss"][-1] for k, r in runs.items()})
 
@@ -122,7 +123,8 @@ def conclude(ctx: LabContext):
     checks = {
         "the diverging run's loss does not settle (last val loss ≥ 5 × the converging run's)":
             vl["diverging"] >= 5 * vl["converging"],
-        "the diverging run's spread grows ≥ 5× in every layer": min(v["rms_end_over_start"] for v in div.values()) >= 5,
+        "the diverging run's spread grows ≥ 5× in every layer":
+            min(v["rms_end_over_start"] for v in div.values()) >= 5,
         "and ends ≥ 3× the converging run's, layer by layer": min(ratio.values()) >= 3,
         "the converging run's spread settles (RMS grows < 10 % over the last 4 epochs, every layer)":
             max(v["rms_growth_last_4_epochs"] for v in conv.values()) < 1.1,
@@ -144,7 +146,8 @@ def conclude(ctx: LabContext):
                 f"{span(conv, 'rms_end_over_start')} and settles (last 4 epochs "
                 f"{span(conv, 'rms_growth_last_4_epochs', digits=3)}), its hidden layers' interquartile range "
                 f"{span(conv, 'iqr_end_over_start', HIDDEN)}: it narrows toward 0 only with L2 (hidden layers' IQR "
-                f"{span(l2, 'iqr_end_over_start', HIDDEN)}, the output layer's {l2['head.weight']['iqr_end_over_start']:.2g}×).")
+                f"{span(l2, 'iqr_end_over_start', HIDDEN)}, the output layer's "
+                f"{l2['head.weight']['iqr_end_over_start']:.2g}×).")
     return sentence, checks
 
 
