@@ -139,17 +139,74 @@ def _embedding(n):
     assert tr["tsne"]["silhouette"] >= 0.4 > 0.25 > un["tsne"]["silhouette"]
     assert tr["tsne"]["knn_accuracy"] >= un["tsne"]["knn_accuracy"] + 0.1
     assert tr["pca"]["silhouette"] >= un["pca"]["silhouette"] + 0.1 and tr["pca"]["knn_accuracy"] >= un["pca"]["knn_accuracy"] + 0.15
+def _schedulers(n):
+    t, names = n["table"], ["constant", "step", "warmup", "cyclic", "onecycle", "cosine_restarts"]
+    assert list(n["val_accuracy"]) == names and set(t) == set(names) and all(n["lr_curve_as_defined"].values())
+    assert n["steps"] == n["epochs"] * n["steps_per_epoch"]
+    assert n["target_accuracy"] == pytest.approx(0.98 * n["best_accuracy"])
+    assert all(v["final_accuracy"] >= 0.93 and len(n["val_accuracy"][k]) == n["epochs"] for k, v in t.items())
+    assert t["onecycle"]["epochs_to_target"] is not None and n["fastest"]
+    assert t["onecycle"]["first_epoch_accuracy"] < t["constant"]["first_epoch_accuracy"]
+
+
+def _snapshots(n):
+    last, ens, members = n["last"], n["ensemble"], n["members"]
+    assert n["snapshots"] == n["ensemble_members"] == len(members) == 5 and n["snapshot_epochs"] == [4, 8, 12, 16, 20]
+    assert max(n["lr_at_snapshots"]) < 0.01 * n["peak_lr"] and last == members[-1] == n["ensemble_of_last_k"][0]
+    assert n["ensemble_of_last_k"][-1]["log_loss"] == pytest.approx(ens["log_loss"], rel=1e-5)
+    assert ens["log_loss"] <= 0.9 * last["log_loss"] and ens["log_loss"] < n["best_member_log_loss"]
+    assert ens["log_loss"] <= n["mean_member_log_loss"]  # convexity: never above the members' mean
+
+
+def _lr_finder(n):
+    rt, s, best, (lo, hi) = n["range_test"], n["suggested"], n["grid_best"], n["good_region"]
+    assert n["rule"] == "steepest" and s["lr"] == n["suggested_lr"] == n["suggestions"]["steepest"]
+    assert rt["stopped_on_divergence"] and rt["first_lr"] == pytest.approx(1e-7) and rt["steps"] <= 100
+    assert [p["lr"] for p in n["grid"]] == [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
+    assert n["grid_worst_val_loss"] >= 5 * best["val_loss"] and lo <= best["lr"] <= hi
+    assert s["val_loss"] <= 1.25 * best["val_loss"] and lo <= s["lr"] <= hi
+    assert n["rules"]["valley"]["below_grid"] and not n["rules"]["valley"]["in_good_region"]
+
+
+def _weights(n):
+    s, r, vl = n["spread"], n["runs"], n["val_loss_last"]
+    hidden = ("body.1.weight", "body.4.weight")
+    assert set(r) == {"converging", "converging_l2", "diverging"}
+    assert all(x["monitored_epochs"] == list(range(13)) for x in r.values())
+    assert all(v["rms_end_over_start"] >= 5 for v in s["diverging"].values()) and vl["diverging"] >= 5 * vl["converging"]
+    assert min(n["diverging_over_converging_rms"].values()) >= 3
+    assert all(v["rms_end_over_start"] < 4 and v["rms_growth_last_4_epochs"] < 1.1 for v in s["converging"].values())
+    assert all(s["converging"][k]["iqr_end_over_start"] >= 1 > 0.7 >= s["converging_l2"][k]["iqr_end_over_start"]
+               for k in hidden)
 
 
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
          "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou,
          "splitting-early-stopping": _splitting, "clipping": _clipping,
          "regularization": _regularization, "optimizers": _optimizers, "sampling": _sampling, "smote": _smote,
-         "feature-selection": _feature_selection, "embedding": _embedding}
+         "feature-selection": _feature_selection, "embedding": _embedding, "schedulers": _schedulers,
+         "snapshots": _snapshots, "lr-finder": _lr_finder, "weights": _weights}
 
 
 def test_every_lab_has_its_assertions_here():
     assert set(SHOWS) == set(NAMES)
+
+
+def test_lab_config_is_validated_and_quiet(tmp_path):
+    """`LabContext.config`: what run_pipeline and train run — the lab's seed, one thread, no MLflow, no progress;
+    the lab's own keys win, and a bad key is the loader's error."""
+    from methodo.config import Config
+    from methodo.errors import ConfigError
+    from methodo.labs import start
+
+    ctx = start("lr-finder", seed=7, out=tmp_path / "x")
+    cfg = ctx.config("probe", {"data": {"source": "iris"}, "model": {"name": "mlp"},
+                               "train": {"epochs": 3, "optimizer": {"lr": "auto"}}})
+    assert isinstance(cfg, Config) and cfg.seed == 7 and cfg.name == "lab-lr-finder-probe"
+    assert cfg.train.threads == 1 and not cfg.train.progress and not cfg.track.mlflow and not cfg.explain.enabled
+    assert cfg.train.epochs == 3 and cfg.train.optimizer.lr == "auto"
+    with pytest.raises(ConfigError):
+        ctx.config("bad", {"data": {"source": "iris"}, "model": {"name": "mlp"}, "train": {"epoch": 3}})
 
 
 def _check(folder: Path, name: str, seed: int) -> dict:

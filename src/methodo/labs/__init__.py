@@ -59,6 +59,10 @@ for _name, _help in (
     ("smote", "none / oversample / SMOTE / class weights on the training rows only: rare-class recall rises"),
     ("feature-selection", "noise features hurt, selection on train recovers; selection on all rows leaks"),
     ("embedding", "penultimate-layer embeddings in 2-D: a trained network's cluster by class, an untrained one's do not"),
+    ("schedulers", "step, warmup, cyclic, one-cycle, cosine restarts: the LR curves applied, epochs to a target"),
+    ("snapshots", "one cosine-restarts run's snapshots, ensembled, beat its last snapshot on test log-loss"),
+    ("lr-finder", "the LR range test's suggestion, trained, lands in the best region of a grid of learning rates"),
+    ("weights", "per-layer weight spread: a diverging run's grows by orders of magnitude, a converging run's settles"),
 ):
     LABS.register_lazy(_name, f"methodo.labs.{_name.replace('-', '_')}:LAB", help=_help)
 del _name, _help
@@ -174,17 +178,24 @@ class LabContext:
             self.state["_tmp"] = tempfile.TemporaryDirectory(prefix=f"methodo-lab-{self.lab.name}-")
         return Path(self.state["_tmp"].name) / name
 
+    def config(self, name: str, config: dict):
+        """``config`` (a config as a dict) validated as a :class:`~methodo.config.Config`, with what every lab run
+        shares underneath it: the lab's seed, one CPU thread, no MLflow, no progress, no explanations (unless
+        ``config`` says otherwise). What :meth:`run_pipeline` and :meth:`train` run; for the other entry points
+        of the library that take a config (``methodo.pipeline.lr_find``)."""
+        from methodo.config import validate
+
+        quiet = {"name": f"lab-{self.lab.name}-{name}", "seed": self.seed, "track": {"mlflow": False},
+                 "explain": {"enabled": False}, "train": {"threads": 1, "progress": False}}
+        return validate(_merge(quiet, config), source=f"lab {self.lab.name} ({name})")
+
     def run_pipeline(self, name: str, config: dict):
         """``methodo.run`` on ``config`` (a config as a dict) in a scratch run dir, quietly: the lab's seed, one
         CPU thread, no MLflow, no progress, no explanations (unless ``config`` says otherwise). Returns the
         :class:`~methodo.pipeline.RunResult` (its ``record`` is ``summary.json``)."""
         import methodo
-        from methodo.config import validate
 
-        quiet = {"name": f"lab-{self.lab.name}-{name}", "seed": self.seed, "track": {"mlflow": False},
-                 "explain": {"enabled": False}, "train": {"threads": 1, "progress": False}}
-        cfg = validate(_merge(quiet, config), source=f"lab {self.lab.name} ({name})")
-        return methodo.run(cfg, out=self.run_dir(name))
+        return methodo.run(self.config(name, config), out=self.run_dir(name))
 
     def train(self, name: str, config: dict):
         """The pipeline's own first stages on ``config`` (merged as in :meth:`run_pipeline`), without its evaluation
@@ -197,12 +208,9 @@ class LabContext:
         import torch
 
         from methodo import stages
-        from methodo.config import validate
         from methodo.train.loop import fit
 
-        quiet = {"name": f"lab-{self.lab.name}-{name}", "seed": self.seed, "track": {"mlflow": False},
-                 "explain": {"enabled": False}, "train": {"threads": 1, "progress": False}}
-        cfg = validate(_merge(quiet, config), source=f"lab {self.lab.name} ({name})")
+        cfg = self.config(name, config)
         threads = torch.get_num_threads()
         try:
             prep = stages.prepare(cfg)
