@@ -100,10 +100,20 @@ def _optimizers(n):
     assert sorted(n["ranking_by_final_train_loss"]) == sorted(t) and all(v["steps"] == n["epochs"] for v in t.values())
 
 
+def _transfer(n):
+    few, many = n["by_shots"][str(n["shots"][0])], n["by_shots"][str(n["shots"][-1])]
+    assert n["shots"] == [3, 10, 50] and few["train_rows"] == 9 and many["train_rows"] == 150
+    assert few["linear_probe"]["test_accuracy"] >= few["scratch"]["test_accuracy"] + 0.2
+    assert all(r["gain_linear_probe"] > 0 for r in n["by_shots"].values())
+    assert many["gain_linear_probe"] < few["gain_linear_probe"] and many["gain_finetune"] > 0
+    assert few["linear_probe"]["head_reset"] == ["head.bias", "head.weight"]
+    assert few["linear_probe"]["trainable_parameters"] < few["scratch"]["trainable_parameters"]
+
+
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
          "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou,
          "splitting-early-stopping": _splitting, "clipping": _clipping,
-         "regularization": _regularization, "optimizers": _optimizers}
+         "regularization": _regularization, "optimizers": _optimizers, "transfer": _transfer}
 
 
 def test_every_lab_has_its_assertions_here():
