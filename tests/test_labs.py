@@ -110,10 +110,20 @@ def _transfer(n):
     assert few["linear_probe"]["trainable_parameters"] < few["scratch"]["trainable_parameters"]
 
 
+def _distillation(n):
+    assert n["shots"] == [3, 10] and n["temperature"] == 4.0 and n["alpha"] == 0.9
+    for r in n["by_shots"].values():
+        assert r["same_split"] and r["difference_interval"][0] > 0 and r["difference"] >= 0.03
+        assert r["difference"] == pytest.approx(r["student"]["test_accuracy"] - r["scratch"]["test_accuracy"], abs=1e-5)
+        assert r["teacher"]["test_accuracy"] > r["student"]["test_accuracy"] > r["scratch"]["test_accuracy"]
+        assert r["teacher"]["parameters"] >= 5 * r["student"]["parameters"] == 5 * r["scratch"]["parameters"]
+
+
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
          "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou,
          "splitting-early-stopping": _splitting, "clipping": _clipping,
-         "regularization": _regularization, "optimizers": _optimizers, "transfer": _transfer}
+         "regularization": _regularization, "optimizers": _optimizers, "transfer": _transfer,
+         "distillation": _distillation}
 
 
 def test_every_lab_has_its_assertions_here():
