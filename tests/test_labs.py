@@ -119,11 +119,22 @@ def _distillation(n):
         assert r["teacher"]["parameters"] >= 5 * r["student"]["parameters"] == 5 * r["scratch"]["parameters"]
 
 
+def _lora(n):
+    runs, ranks = n["runs"], n["ranks"]
+    lp, ft, r4 = runs["linear_probe"], runs["finetune"], runs["lora_r4"]
+    assert ranks == [1, 4, 16] and ft["trainable_share"] == 1.0 and r4["trainable_share"] < 0.1
+    assert r4["test_accuracy"] >= ft["test_accuracy"] - 0.03 and r4["test_accuracy"] > runs["lora_r1"]["test_accuracy"]
+    assert all(runs[f"lora_r{r}"]["test_accuracy"] > lp["test_accuracy"] for r in ranks)
+    shares = [lp["trainable_share"], *(runs[f"lora_r{r}"]["trainable_share"] for r in ranks), ft["trainable_share"]]
+    assert shares == sorted(shares) and len(set(shares)) == 5
+    assert r4["merged"]["same_predictions"] and r4["merged"]["parameters"] == n["pretrain"]["parameters"]
+
+
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
          "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou,
          "splitting-early-stopping": _splitting, "clipping": _clipping,
          "regularization": _regularization, "optimizers": _optimizers, "transfer": _transfer,
-         "distillation": _distillation}
+         "distillation": _distillation, "lora": _lora}
 
 
 def test_every_lab_has_its_assertions_here():
