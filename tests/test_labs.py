@@ -130,11 +130,23 @@ def _lora(n):
     assert r4["merged"]["same_predictions"] and r4["merged"]["parameters"] == n["pretrain"]["parameters"]
 
 
+def _hpo(n):
+    br, kr = n["branin"], n["kernel_ridge"]
+    assert n["trials"] == 40 and len(n["sampler_seeds"]) == 5
+    assert br["tpe"]["mean_trials_to_target"] < br["random"]["mean_trials_to_target"] < br["grid"]["mean_trials_to_target"]
+    assert br["grid"]["reached"] == 0 and br["tpe"]["reached"] >= br["random"]["reached"]
+    for part in (br, kr):
+        for s in ("grid", "random", "tpe"):
+            assert len(part[s]["best_so_far"]) == 5 and all(len(c) == 40 for c in part[s]["best_so_far"])
+            assert all(a >= b for c in part[s]["best_so_far"] for a, b in zip(c, c[1:]))  # best so far only falls
+        assert part["tpe"]["first_trials"] == part["random"]["first_trials"]
+
+
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
          "roc-threshold": _roc, "momentum": _momentum, "perplexity": _perplexity, "iou": _iou,
          "splitting-early-stopping": _splitting, "clipping": _clipping,
          "regularization": _regularization, "optimizers": _optimizers, "transfer": _transfer,
-         "distillation": _distillation, "lora": _lora}
+         "distillation": _distillation, "lora": _lora, "hpo": _hpo}
 
 
 def test_every_lab_has_its_assertions_here():
