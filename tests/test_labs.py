@@ -235,6 +235,31 @@ def test_bad_input_is_one_line_exit_2(argv, message, capsys):
     assert sorted(p.name for p in Path("full").iterdir()) == ["mine.txt"]
 
 
+def test_lab_train_applies_the_transfer_plan_and_the_teacher(tmp_path):
+    """`LabContext.train` trains as `methodo run` does: the strategy's seams (a linear probe on cached features,
+    the backbone untouched) and the teacher's soft targets (alpha 0: the scratch student, bit for bit)."""
+    import torch
+
+    from methodo.labs import start
+
+    ctx = start("transfer", seed=0, out=tmp_path / "lab")
+    base = {"data": {"source": "iris"}, "model": {"name": "mlp", "hidden": [8], "dropout": 0.0},
+            "train": {"epochs": 3, "batch_size": 16, "optimizer": {"name": "adam", "lr": 0.01}, "early_stopping": None}}
+    untouched, _ = ctx.train("init", {**base, "train": {**base["train"], "epochs": 1, "optimizer": {"name": "sgd", "lr": 1e-12}}})
+    probe, res = ctx.train("probe", {**base, "transfer": {"strategy": "linear_probe"}})
+    assert probe.plan.info["cached_features"]["used"] and res.epochs_run == 3
+    body = lambda m: torch.cat([p.detach().flatten() for n, p in m.named_parameters() if n.startswith("body.")])  # noqa: E731
+    assert torch.allclose(body(probe.model), body(untouched.model), rtol=0, atol=1e-8)  # frozen: its initial weights
+    scratch, _ = ctx.train("scratch", base)
+    teacher = {"teacher": {"name": "mlp", "hidden": [32], "epochs": 2}, "temperature": 2.0}
+    same, _ = ctx.train("alpha0", {**base, "distill": {**teacher, "alpha": 0.0}})
+    student, _ = ctx.train("alpha1", {**base, "distill": {**teacher, "alpha": 0.9}})
+    assert student.teacher.targets.shape == (len(student.data.indices["train"]), 3) and not hasattr(scratch, "teacher")
+    weights = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
+    assert torch.equal(weights(same.model), weights(scratch.model))
+    assert not torch.allclose(weights(student.model), weights(scratch.model))
+
+
 # --------------------------------------------------------------------------- notebooks
 
 
