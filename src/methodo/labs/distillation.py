@@ -75,7 +75,7 @@ def students(ctx: LabContext):
     import torch
 
     from methodo.evaluate.metrics import predict
-    from methodo.transfer.distill import inference_time, side_by_side
+    from methodo.transfer.distill import side_by_side
 
     out = {}
     n = 897
@@ -103,8 +103,6 @@ def students(ctx: LabContext):
         row["student"]["parameters"] = params(prep.model)
         row["scratch"]["parameters"] = params(twin.model)
         row["student"]["best_epoch"], row["scratch"]["best_epoch"] = res.best_epoch, twin_res.best_epoch
-        row["teacher"]["us_per_image"] = 1e6 * inference_time(teach.model, X, batch_size=1024)
-        row["student"]["us_per_image"] = 1e6 * inference_time(prep.model, X, batch_size=1024)
         row.update(train_images=len(prep.data.indices["train"]), test_images=len(X),
                    difference=table["difference"], difference_interval=table["interval"],
                    same_split=bool(np.array_equal(prep.data.indices["test"], twin.data.indices["test"])))
