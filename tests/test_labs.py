@@ -178,6 +178,46 @@ def _weights(n):
     assert all(v["rms_end_over_start"] < 4 and v["rms_growth_last_4_epochs"] < 1.1 for v in s["converging"].values())
     assert all(s["converging"][k]["iqr_end_over_start"] >= 1 > 0.7 >= s["converging_l2"][k]["iqr_end_over_start"]
                for k in hidden)
+def _transfer(n):
+    few, many = n["by_shots"][str(n["shots"][0])], n["by_shots"][str(n["shots"][-1])]
+    assert n["shots"] == [3, 10, 50] and few["train_rows"] == 9 and many["train_rows"] == 150
+    assert few["linear_probe"]["test_accuracy"] >= few["scratch"]["test_accuracy"] + 0.2
+    assert all(r["gain_linear_probe"] > 0 for r in n["by_shots"].values())
+    assert many["gain_linear_probe"] < few["gain_linear_probe"] and many["gain_finetune"] > 0
+    assert few["linear_probe"]["head_reset"] == ["head.bias", "head.weight"]
+    assert few["linear_probe"]["trainable_parameters"] < few["scratch"]["trainable_parameters"]
+
+
+def _distillation(n):
+    assert n["shots"] == [3, 10] and n["temperature"] == 4.0 and n["alpha"] == 0.9
+    for r in n["by_shots"].values():
+        assert r["same_split"] and r["difference_interval"][0] > 0 and r["difference"] >= 0.03
+        assert r["difference"] == pytest.approx(r["student"]["test_accuracy"] - r["scratch"]["test_accuracy"], abs=1e-5)
+        assert r["teacher"]["test_accuracy"] > r["student"]["test_accuracy"] > r["scratch"]["test_accuracy"]
+        assert r["teacher"]["parameters"] >= 5 * r["student"]["parameters"] == 5 * r["scratch"]["parameters"]
+
+
+def _lora(n):
+    runs, ranks = n["runs"], n["ranks"]
+    lp, ft, r4 = runs["linear_probe"], runs["finetune"], runs["lora_r4"]
+    assert ranks == [1, 4, 16] and ft["trainable_share"] == 1.0 and r4["trainable_share"] < 0.1
+    assert r4["test_accuracy"] >= ft["test_accuracy"] - 0.03 and r4["test_accuracy"] > runs["lora_r1"]["test_accuracy"]
+    assert all(runs[f"lora_r{r}"]["test_accuracy"] > lp["test_accuracy"] for r in ranks)
+    shares = [lp["trainable_share"], *(runs[f"lora_r{r}"]["trainable_share"] for r in ranks), ft["trainable_share"]]
+    assert shares == sorted(shares) and len(set(shares)) == 5
+    assert r4["merged"]["same_predictions"] and r4["merged"]["parameters"] == n["pretrain"]["parameters"]
+
+
+def _hpo(n):
+    br, kr = n["branin"], n["kernel_ridge"]
+    assert n["trials"] == 40 and len(n["sampler_seeds"]) == 5
+    assert br["tpe"]["mean_trials_to_target"] < br["random"]["mean_trials_to_target"] < br["grid"]["mean_trials_to_target"]
+    assert br["grid"]["reached"] == 0 and br["tpe"]["reached"] >= br["random"]["reached"]
+    for part in (br, kr):
+        for s in ("grid", "random", "tpe"):
+            assert len(part[s]["best_so_far"]) == 5 and all(len(c) == 40 for c in part[s]["best_so_far"])
+            assert all(a >= b for c in part[s]["best_so_far"] for a, b in zip(c, c[1:]))  # best so far only falls
+        assert part["tpe"]["first_trials"] == part["random"]["first_trials"]
 
 
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
@@ -185,7 +225,8 @@ SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, 
          "splitting-early-stopping": _splitting, "clipping": _clipping,
          "regularization": _regularization, "optimizers": _optimizers, "sampling": _sampling, "smote": _smote,
          "feature-selection": _feature_selection, "embedding": _embedding, "schedulers": _schedulers,
-         "snapshots": _snapshots, "lr-finder": _lr_finder, "weights": _weights}
+         "snapshots": _snapshots, "lr-finder": _lr_finder, "weights": _weights, "transfer": _transfer,
+         "distillation": _distillation, "lora": _lora, "hpo": _hpo}
 
 
 def test_every_lab_has_its_assertions_here():
@@ -289,6 +330,31 @@ def test_bad_input_is_one_line_exit_2(argv, message, capsys):
     assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
     assert Path("full/mine.txt").read_text() == "keep" and Path("old.ipynb").read_text() == "keep"
     assert sorted(p.name for p in Path("full").iterdir()) == ["mine.txt"]
+
+
+def test_lab_train_applies_the_transfer_plan_and_the_teacher(tmp_path):
+    """`LabContext.train` trains as `methodo run` does: the strategy's seams (a linear probe on cached features,
+    the backbone untouched) and the teacher's soft targets (alpha 0: the scratch student, bit for bit)."""
+    import torch
+
+    from methodo.labs import start
+
+    ctx = start("transfer", seed=0, out=tmp_path / "lab")
+    base = {"data": {"source": "iris"}, "model": {"name": "mlp", "hidden": [8], "dropout": 0.0},
+            "train": {"epochs": 3, "batch_size": 16, "optimizer": {"name": "adam", "lr": 0.01}, "early_stopping": None}}
+    untouched, _ = ctx.train("init", {**base, "train": {**base["train"], "epochs": 1, "optimizer": {"name": "sgd", "lr": 1e-12}}})
+    probe, res = ctx.train("probe", {**base, "transfer": {"strategy": "linear_probe"}})
+    assert probe.plan.info["cached_features"]["used"] and res.epochs_run == 3
+    body = lambda m: torch.cat([p.detach().flatten() for n, p in m.named_parameters() if n.startswith("body.")])  # noqa: E731
+    assert torch.allclose(body(probe.model), body(untouched.model), rtol=0, atol=1e-8)  # frozen: its initial weights
+    scratch, _ = ctx.train("scratch", base)
+    teacher = {"teacher": {"name": "mlp", "hidden": [32], "epochs": 2}, "temperature": 2.0}
+    same, _ = ctx.train("alpha0", {**base, "distill": {**teacher, "alpha": 0.0}})
+    student, _ = ctx.train("alpha1", {**base, "distill": {**teacher, "alpha": 0.9}})
+    assert student.teacher.targets.shape == (len(student.data.indices["train"]), 3) and not hasattr(scratch, "teacher")
+    weights = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
+    assert torch.equal(weights(same.model), weights(scratch.model))
+    assert not torch.allclose(weights(student.model), weights(scratch.model))
 
 
 # --------------------------------------------------------------------------- notebooks

@@ -63,6 +63,10 @@ for _name, _help in (
     ("snapshots", "one cosine-restarts run's snapshots, ensembled, beat its last snapshot on test log-loss"),
     ("lr-finder", "the LR range test's suggestion, trained, lands in the best region of a grid of learning rates"),
     ("weights", "per-layer weight spread: a diverging run's grows by orders of magnitude, a converging run's settles"),
+    ("transfer", "few labels: a backbone pretrained on digits 0-4 and fine-tuned beats scratch on digits 5-9"),
+    ("distillation", "a small student learning from a teacher's soft targets against the same student from scratch"),
+    ("lora", "LoRA trains a small share of the parameters and nears full fine-tuning's accuracy"),
+    ("hpo", "grid, random and TPE search on the same budget: best-so-far curves over 5 seeds"),
 ):
     LABS.register_lazy(_name, f"methodo.labs.{_name.replace('-', '_')}:LAB", help=_help)
 del _name, _help
@@ -199,12 +203,16 @@ class LabContext:
 
     def train(self, name: str, config: dict):
         """The pipeline's own first stages on ``config`` (merged as in :meth:`run_pipeline`), without its evaluation
-        and outputs: ``methodo.stages.prepare`` (data, split, scaling on train only, the model) and the training
-        loop ``methodo.train.loop.fit`` with the configured optimizer, scheduler, regularizers, clipping and early
-        stopping. Returns ``(prepared, result)``: the :class:`~methodo.stages.Prepared` (its ``model`` holds the
-        weights the loop kept) and the :class:`~methodo.train.loop.TrainResult` (``history``, the per-step ``lrs``
-        and ``losses``, ``best_epoch``). A diverged training raises ``methodo.train.loop.NonFiniteLoss``; the test
-        split is not read."""
+        and outputs: ``methodo.stages.prepare`` (data, split, scaling on train only, the model, its pretrained
+        weights and transfer strategy) and the training loop ``methodo.train.loop.fit`` with the configured
+        optimizer, scheduler, regularizers, clipping and early stopping, and, as ``methodo run`` trains, the transfer
+        strategy's seams (parameter groups, unfreezing, a linear probe on cached features) and the extra losses
+        (``stages.extra_losses``: adversarial training; with ``distill.teacher`` the teacher's soft targets, the
+        teacher built first by ``stages.build_teacher``). Returns ``(prepared, result)``: the
+        :class:`~methodo.stages.Prepared` (its ``model`` holds the weights the loop kept, its ``plan`` the transfer
+        plan) and the :class:`~methodo.train.loop.TrainResult` (``history``, the per-step ``lrs`` and ``losses``,
+        ``best_epoch``); with a teacher, ``prepared.teacher`` is it (a :class:`~methodo.transfer.distill.Teacher`).
+        A diverged training raises ``methodo.train.loop.NonFiniteLoss``; the test split is not read."""
         import torch
 
         from methodo import stages
@@ -214,7 +222,23 @@ class LabContext:
         threads = torch.get_num_threads()
         try:
             prep = stages.prepare(cfg)
-            return prep, fit(prep.model, prep.data, prep.cfg.train, seed=cfg.seed, class_weights=prep.class_weights)
+            tcfg, plan = prep.cfg.train, prep.plan
+            groups = on_epoch = None
+            if plan is not None:  # the transfer strategy's seams, as stages.train gives them
+                groups = plan.param_groups(tcfg.optimizer.lr)
+                if plan.at_epoch is not None:
+                    plan.at_epoch(1)
+                on_epoch = plan.on_epoch
+            teacher = stages.build_teacher(prep)
+            if teacher is not None:
+                prep.teacher = teacher
+            model, data = prep.model, prep.data
+            if plan is not None and plan.strategy == "linear_probe" and prep.cfg.transfer.cache_features:
+                from methodo.transfer.cache import cached_probe
+
+                model, data, plan.info["cached_features"] = cached_probe(model, data, tcfg)
+            return prep, fit(model, data, tcfg, seed=cfg.seed, class_weights=prep.class_weights, on_epoch=on_epoch,
+                             param_groups=groups, extra_loss=stages.extra_losses(prep, teacher))
         finally:
             torch.set_num_threads(threads)
 
