@@ -55,6 +55,10 @@ for _name, _help in (
     ("clipping", "a deliberately exploding run diverges without gradient clipping and trains with it"),
     ("regularization", "L1 drives most weights below 1e-3, L2 shrinks all; dropout narrows the gap; max-norm bounds units"),
     ("optimizers", "the 12 torch.optim optimizers on one task: loss curves side by side, final loss table"),
+    ("augmentation", "75 training images: flip/rotation/crop raise test accuracy; texture probes show what a CNN uses"),
+    ("explain", "wolves always on snow: high test accuracy, attributions off the animal, a swapped background exposes it"),
+    ("adversarial", "FGSM and one-pixel attacks on a digits CNN: the share fooled grows with the budget; a gallery"),
+    ("discrimination", "a biased hiring table: the disparity, the proxy feature, label bias; a mitigation and its cost"),
 ):
     LABS.register_lazy(_name, f"methodo.labs.{_name.replace('-', '_')}:LAB", help=_help)
 del _name, _help
