@@ -218,6 +218,41 @@ def _hpo(n):
             assert len(part[s]["best_so_far"]) == 5 and all(len(c) == 40 for c in part[s]["best_so_far"])
             assert all(a >= b for c in part[s]["best_so_far"] for a, b in zip(c, c[1:]))  # best so far only falls
         assert part["tpe"]["first_trials"] == part["random"]["first_trials"]
+def _augmentation(n):
+    few, tm, sm = n["few_data"], n["texture_model"]["accuracy"], n["shape_model"]["accuracy"]
+    assert few["plain"]["train_images"] == few["augmented"]["train_images"] == 75
+    assert few["augmented"]["test_accuracy"] >= few["plain"]["test_accuracy"] + 0.05
+    assert tm["clean"] >= 0.95 and tm["detexturized"] <= n["chance"] + 0.25 < sm["detexturized"]
+    assert abs(tm["decolored"] - tm["clean"]) <= 0.05 and abs(sm["decolored"] - sm["clean"]) <= 0.05
+
+
+def _explain(n):
+    sc, rd = n["shortcut"], n["randomized"]
+    assert sc["test_accuracy_biased"] >= 0.95 and sc["test_accuracy_swapped"] <= 0.45
+    assert min(rd["test_accuracy_biased"], rd["test_accuracy_swapped"]) >= 0.9 and n["same_test_animals"]
+    assert sc["attribution_share_in_object"]["integrated_gradients"] <= 0.5
+    for method in ("integrated_gradients", "saliency"):
+        assert rd["attribution_share_in_object"][method] > sc["attribution_share_in_object"][method]
+
+
+def _adversarial(n):
+    fg, (k1, k3) = n["fgsm"], n["onepixel"]
+    frac = [r["fooled_fraction"] for r in fg]
+    assert [r["eps"] for r in fg] == [0.05, 0.1, 0.2, 0.3] and frac == sorted(frac) and frac[2] >= 0.5
+    assert n["clean_accuracy"] >= 0.95 and k1["pixels"] == 1 and k1["fooled"] >= 1 and k3["fooled_fraction"] >= 0.3
+    assert {g["attack"] for g in n["gallery"]} == {"fgsm", "onepixel"}
+    assert all(g["linf"] <= g["budget"] + 1e-4 if g["attack"] == "fgsm" else g["pixels_changed"] <= g["budget"]
+               for g in n["gallery"])
+
+
+def _discrimination(n):
+    assert {"group_disparity", "proxy_feature", "label_bias"} <= set(n["findings"])
+    assert n["proxy_feature_named"] == "womens_club" and not any(f.startswith("gender") for f in n["features"])
+    assert n["test_groups"]["F"]["selection_rate"] < n["test_groups"]["M"]["selection_rate"]
+    s, m = n["selection_by_club"], n["mitigation"]
+    assert s["F, club"]["selection_rate"] < s["F, no club"]["selection_rate"]
+    assert m["reweighing"]["demographic_parity_difference"] <= 0.5 * m["model"]["demographic_parity_difference"]
+    assert m["reweighing"]["accuracy_cost"] <= 0.03
 
 
 SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, "imbalance-trap": _imbalance,
@@ -226,7 +261,8 @@ SHOWS = {"polyfit": _polyfit, "noise-or-bias": _noise_or_bias, "polar": _polar, 
          "regularization": _regularization, "optimizers": _optimizers, "sampling": _sampling, "smote": _smote,
          "feature-selection": _feature_selection, "embedding": _embedding, "schedulers": _schedulers,
          "snapshots": _snapshots, "lr-finder": _lr_finder, "weights": _weights, "transfer": _transfer,
-         "distillation": _distillation, "lora": _lora, "hpo": _hpo}
+         "distillation": _distillation, "lora": _lora, "hpo": _hpo, "augmentation": _augmentation,
+         "explain": _explain, "adversarial": _adversarial, "discrimination": _discrimination}
 
 
 def test_every_lab_has_its_assertions_here():

@@ -139,3 +139,32 @@ def test_tracked_names():
                             "corruptions": {"mce": 0.2}}) == {
         "robust_clean_accuracy": 0.9, "robust_pgd_eps0.03_accuracy": 0.5, "robust_onepixel_k1_accuracy": 0.8,
         "corruption_mce": 0.2}
+
+
+def test_robustness_figures_are_built_unsaved_then_saved(tmp_path):
+    """`draw_robustness` / `draw_gallery` return the report's figures (a lab shows them itself);
+    `robustness_figure` / `gallery_figure` save the same figures to a file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from methodo.trust.report import draw_gallery, draw_robustness, gallery_figure, robustness_figure
+
+    row = {"accuracy": 0.5, "interval": [0.3, 0.7], "fooled": 4, "fooled_fraction": 0.5, "images": 8}
+    rob = {"images": 8, "clean_accuracy": 1.0,
+           "attacks": {"fgsm": [{"eps": 0.1, **row}, {"eps": 0.2, **row}], "onepixel": [{"pixels": 1, **row}]}}
+    x = np.zeros((1, 8, 8), dtype=np.float32)
+    items = [{"attack": "onepixel", "pixels": 1, "original": x, "adversarial": x + 0.5, "before": 3, "after": 8,
+              "before_conf": 0.99, "after_conf": 0.6},
+             {"attack": "fgsm", "eps": 0.2, "original": x, "adversarial": x + 0.2, "before": 1, "after": 7,
+              "before_conf": 0.9, "after_conf": 0.8}]
+    gallery = {"items": items, "class_names": [str(i) for i in range(10)]}
+    fig = draw_robustness(rob)
+    assert len(fig.axes) == 2 and fig.axes[0].get_xlabel().startswith("eps")
+    plt.close(fig)
+    fig = draw_gallery(gallery)
+    assert len(fig.axes) == 4 and fig.axes[2].get_title().startswith("→ 8 (60%)")
+    plt.close(fig)
+    assert robustness_figure(rob, tmp_path / "r.png").stat().st_size > 0
+    assert gallery_figure(gallery, tmp_path / "g.png").stat().st_size > 0

@@ -67,6 +67,10 @@ for _name, _help in (
     ("distillation", "a small student learning from a teacher's soft targets against the same student from scratch"),
     ("lora", "LoRA trains a small share of the parameters and nears full fine-tuning's accuracy"),
     ("hpo", "grid, random and TPE search on the same budget: best-so-far curves over 5 seeds"),
+    ("augmentation", "75 training images: flip/rotation/crop raise test accuracy; texture probes show what a CNN uses"),
+    ("explain", "wolves always on snow: high test accuracy, attributions off the animal, a swapped background exposes it"),
+    ("adversarial", "FGSM and one-pixel attacks on a digits CNN: the share fooled grows with the budget; a gallery"),
+    ("discrimination", "a biased hiring table: the disparity, the proxy feature, label bias; a mitigation and its cost"),
 ):
     LABS.register_lazy(_name, f"methodo.labs.{_name.replace('-', '_')}:LAB", help=_help)
 del _name, _help

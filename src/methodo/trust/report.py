@@ -45,8 +45,16 @@ def fairness_figure(fairness: dict, path: Path, split: str = "test") -> Path:
 
 def robustness_figure(rob: dict, path: Path) -> Path:
     """Robust accuracy against the L∞ budget (FGSM, PGD; before adversarial training dashed, when measured),
-    and the share of the correctly classified images fooled by changing k pixels."""
-    from methodo.report.plots import _plt, _save
+    and the share of the correctly classified images fooled by changing k pixels (:func:`draw_robustness`),
+    saved to ``path``."""
+    from methodo.report.plots import _save
+
+    return _save(draw_robustness(rob), path)
+
+
+def draw_robustness(rob: dict):
+    """The figure of :func:`robustness_figure` (``summary.json`` → ``robustness``), returned unsaved."""
+    from methodo.report.plots import _plt
 
     plt = _plt()
     attacks = rob.get("attacks", {})
@@ -86,7 +94,7 @@ def robustness_figure(rob: dict, path: Path) -> Path:
         ax.set_ylim(0, 1.02)
         ax.set_title(f"one-pixel attack, {rows[0]['images']} images")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def corruption_figure(rob: dict, path: Path) -> Path:
@@ -110,8 +118,16 @@ def corruption_figure(rob: dict, path: Path) -> Path:
 
 def gallery_figure(gallery: dict, path: Path) -> Path:
     """Each fooled image: the original with its prediction and confidence above the adversarial one with the
-    fooled prediction and its confidence (the course's one-pixel slide)."""
-    from methodo.report.plots import _plt, _save, _show
+    fooled prediction and its confidence (the course's one-pixel slide; :func:`draw_gallery`), saved to ``path``."""
+    from methodo.report.plots import _save
+
+    return _save(draw_gallery(gallery), path)
+
+
+def draw_gallery(gallery: dict):
+    """The figure of :func:`gallery_figure`, returned unsaved; ``gallery`` is the second value of
+    :func:`methodo.trust.robustness.measure` (``{"items": [...], "class_names": [...]}``)."""
+    from methodo.report.plots import _plt, _show
 
     plt = _plt()
     items, names = gallery["items"], gallery.get("class_names")
@@ -124,4 +140,4 @@ def gallery_figure(gallery: dict, path: Path) -> Path:
         _show(axes[1][j], g["adversarial"])
         axes[1][j].set_title(f"→ {name(g['after'])} ({g['after_conf']:.0%})\n{g['attack']} {budget}", fontsize=8,
                              color="#b00020")
-    return _save(fig, path)
+    return fig
