@@ -305,12 +305,15 @@ def gallery(tmp_path_factory):
     return out
 
 
+# The first of these builds the gallery (every lab, a few minutes): its setup counts against pytest-timeout.
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("name", NAMES)
 def test_lab_seed_0(name, gallery):
     doc = _check(gallery / name, name, 0)
     assert doc["duration_s"] < 90  # 60 s on an idle 2-core machine; the margin is for a loaded one
 
 
+@pytest.mark.timeout(1800)
 def test_gallery_has_a_card_per_lab(gallery):
     html = (gallery / "index.html").read_text()
     md = (gallery / "README.md").read_text()
@@ -323,6 +326,7 @@ def test_gallery_has_a_card_per_lab(gallery):
     assert html.count('class="holds"') == len(NAMES) and "<script" not in html
 
 
+@pytest.mark.timeout(1800)
 def test_lab_command_repeats_the_numbers(gallery, tmp_path, capsys):
     """`methodo lab NAME` alone measures what `lab all` did, and prints the conclusion."""
     assert main(["lab", "iou", "--out", str(tmp_path / "iou"), "--seed", "0"]) == 0

@@ -63,7 +63,7 @@ for _name, _help in (
     ("snapshots", "one cosine-restarts run's snapshots, ensembled, beat its last snapshot on test log-loss"),
     ("lr-finder", "the LR range test's suggestion, trained, lands in the best region of a grid of learning rates"),
     ("weights", "per-layer weight spread: a diverging run's grows by orders of magnitude, a converging run's settles"),
-    ("transfer", "few labels: a backbone pretrained on digits 0-4 and fine-tuned beats scratch on digits 5-9"),
+    ("transfer", "few labels: a backbone pretrained on a related task beats the same network trained from scratch"),
     ("distillation", "a small student learning from a teacher's soft targets against the same student from scratch"),
     ("lora", "LoRA trains a small share of the parameters and nears full fine-tuning's accuracy"),
     ("hpo", "grid, random and TPE search on the same budget: best-so-far curves over 5 seeds"),
