@@ -586,6 +586,26 @@ def write_metrics_csv(rd: RunDir, history: list[dict]) -> None:
         rd.write_csv(LAYOUT["metrics"], list(history[0]), ([r.get(k, "") for k in history[0]] for r in history))
 
 
+def transfer_seams(prep: Prepared, next_epoch: int = 1):
+    """What the training loop takes from the transfer strategy (``prep.plan``), as :func:`train` gives it:
+    ``(model, data, param_groups, plan_on_epoch)`` — the plan's parameter groups, its unfreezing applied for
+    epoch ``next_epoch``, its per-epoch hook, and for a linear probe with ``transfer.cache_features`` the head
+    and the frozen backbone's cached features in place of the model and data. Without a plan: the model and data
+    as they are, ``None``, ``None``."""
+    cfg, plan = prep.cfg, prep.plan
+    if plan is None:
+        return prep.model, prep.data, None, None
+    groups = plan.param_groups(cfg.train.optimizer.lr)
+    if plan.at_epoch is not None:
+        plan.at_epoch(next_epoch)
+    model, data = prep.model, prep.data
+    if plan.strategy == "linear_probe" and cfg.transfer.cache_features:
+        from methodo.transfer.cache import cached_probe  # the frozen backbone once, the head on its features
+
+        model, data, plan.info["cached_features"] = cached_probe(model, data, cfg.train)
+    return model, data, groups, plan.on_epoch
+
+
 def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from: Path | None, dist=None,
           teacher=None):
     """Train (the best weights by the monitor end up in the model); fills the training fields of the record.
@@ -605,25 +625,17 @@ def train(prep: Prepared, rd: RunDir, record: RunRecord, tracker, *, resume_from
     history = list(load_checkpoint(resume_from / "last.safetensors")[1]["history"]) if resume_from else []
     log = EpochLog(rd, tracker, history)  # metrics.csv keeps the epochs run before an interruption
     main = dist is None or dist.main
-    on_epoch, groups = (log if main else None), None
+    on_epoch = log if main else None
     if plan is not None and resume_from is None:
         probe = probe_pretrained(prep)
         if probe is not None:
             plan.info["probe"] = probe
-    if plan is not None:  # the transfer strategy's seams: parameter groups, unfreezing after each epoch
-        groups = plan.param_groups(cfg.train.optimizer.lr)
-        if plan.at_epoch is not None:
-            plan.at_epoch(len(history) + 1)
-        if plan.on_epoch is not None:
-            on_epoch = lambda row: plan.on_epoch(row) or (log(row) if main else None)  # noqa: E731
+    model, data, groups, plan_hook = transfer_seams(prep, len(history) + 1)
+    if plan_hook is not None:
+        on_epoch = lambda row: plan_hook(row) or (log(row) if main else None)  # noqa: E731
     if main and prep.spec.on_epoch is not None:  # the task's own per-epoch outputs (generation: sample grids)
         task_hook, then = prep.spec.on_epoch(prep, rd), on_epoch
         on_epoch = lambda row: task_hook(row) or (then(row) if then is not None else None)  # noqa: E731
-    model, data = prep.model, prep.data
-    if plan is not None and plan.strategy == "linear_probe" and cfg.transfer.cache_features:
-        from methodo.transfer.cache import cached_probe  # the frozen backbone once, the head on its features
-
-        model, data, plan.info["cached_features"] = cached_probe(model, data, cfg.train)
     try:
         res = fit(model, data, cfg.train, seed=cfg.seed, ckpt_dir=rd.checkpoints if main else None,
                   class_weights=prep.class_weights, on_epoch=on_epoch, resume_from=resume_from,

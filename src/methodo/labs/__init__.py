@@ -226,23 +226,12 @@ class LabContext:
         threads = torch.get_num_threads()
         try:
             prep = stages.prepare(cfg)
-            tcfg, plan = prep.cfg.train, prep.plan
-            groups = on_epoch = None
-            if plan is not None:  # the transfer strategy's seams, as stages.train gives them
-                groups = plan.param_groups(tcfg.optimizer.lr)
-                if plan.at_epoch is not None:
-                    plan.at_epoch(1)
-                on_epoch = plan.on_epoch
+            model, data, groups, on_epoch = stages.transfer_seams(prep)  # as stages.train gives them
             teacher = stages.build_teacher(prep)
             if teacher is not None:
                 prep.teacher = teacher
-            model, data = prep.model, prep.data
-            if plan is not None and plan.strategy == "linear_probe" and prep.cfg.transfer.cache_features:
-                from methodo.transfer.cache import cached_probe
-
-                model, data, plan.info["cached_features"] = cached_probe(model, data, tcfg)
-            return prep, fit(model, data, tcfg, seed=cfg.seed, class_weights=prep.class_weights, on_epoch=on_epoch,
-                             param_groups=groups, extra_loss=stages.extra_losses(prep, teacher))
+            return prep, fit(model, data, prep.cfg.train, seed=cfg.seed, class_weights=prep.class_weights,
+                             on_epoch=on_epoch, param_groups=groups, extra_loss=stages.extra_losses(prep, teacher))
         finally:
             torch.set_num_threads(threads)
 
