@@ -16,11 +16,13 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	$(BIN)/methodo run examples/digits.yaml
 
+# `make test` runs one pytest-xdist worker per core (each computing on one thread, tests/conftest.py), the files
+# shared out whole (`--dist loadfile`: a file's module fixtures run once).
 # PostgreSQL (methodo tune's many-worker storage) is started by scripts/ensure-postgres.sh, which prints the
 # DSN the tests read from METHODO_TEST_POSTGRES.
 test: $(BIN)/.installed
 	bash scripts/ensure-chromium.sh
-	dsn="$$(bash scripts/ensure-postgres.sh)" && METHODO_TEST_POSTGRES="$$dsn" $(BIN)/python -m pytest -q
+	dsn="$$(bash scripts/ensure-postgres.sh)" && METHODO_TEST_POSTGRES="$$dsn" $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 test-slow: $(BIN)/.installed
 	dsn="$$(bash scripts/ensure-postgres.sh)" && METHODO_TEST_POSTGRES="$$dsn" $(BIN)/python -m pytest -q -m slow

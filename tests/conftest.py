@@ -11,6 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
+DEFAULT_THREADS = torch.get_num_threads()  # torch's default here (one per core), before anything changes it
+# Under pytest-xdist (`make test` runs `-n auto`: one worker per core) each worker computes on one thread, and
+# so do the subprocesses it starts: two workers × one thread keep the cores busy without the oversubscription
+# that makes small trainings slow. Tests that compare bits with numbers recorded at another thread count set
+# that count themselves (tests/test_golden.py).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_var] = "1"
+    torch.set_num_threads(1)
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 # Small and fast: a few epochs, no MLflow, no progress bar.

@@ -290,3 +290,20 @@ def test_every_run_writes_a_model_card(iris_run):
     for f in summary["findings"]:
         assert f"(`{f['id']}`)" in text
     assert "`sepal length (cm)`" in text and (iris_run.run_dir / "config.yaml").read_text().strip() in text
+
+
+def test_a_bad_cell_is_named_when_pyarrow_reads_on_one_thread(iris_run, tmp_path, capsys):
+    """With one thread in its CPU pool (OMP_NUM_THREADS=1, a one-core job) pyarrow reads serially and its
+    conversion error names the row too ("In CSV column #1: Row #103: ..."); the cell is still named."""
+    import pyarrow as pa
+
+    src = tmp_path / "bad.csv"
+    _cell(iris_frame(), 101, "sepal width (cm)", "n.a.").to_csv(src, index=False)
+    before = pa.cpu_count()
+    pa.set_cpu_count(1)
+    try:
+        code, _, err = cli_inproc(capsys, "predict", str(iris_run.run_dir), str(src), "--out", str(tmp_path / "p.csv"))
+    finally:
+        pa.set_cpu_count(before)
+    assert code == 2 and err == (f"error: {src} row 103: column 'sepal width (cm)' is numeric in training but "
+                                 "holds 'n.a.'\n"), err

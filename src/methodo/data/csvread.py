@@ -32,7 +32,8 @@ from methodo.errors import DataError
 NA_VALUES = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
              "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
 F32_MAX = float(np.finfo(np.float32).max)
-_CONVERSION = re.compile(r"In CSV column #(\d+): CSV conversion error to (?:float|double)")
+# pyarrow names the row too ("Row #103: ") when it reads serially (one thread in its CPU pool)
+_CONVERSION = re.compile(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to (?:float|double)")
 
 
 def _options(types: dict | None = None, include: list[str] | None = None, renamed: list[str] | None = None) -> dict:

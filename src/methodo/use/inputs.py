@@ -145,16 +145,13 @@ def csv_header(path: Path) -> list[str]:
     return row
 
 
-_CONVERSION = re.compile(r"In CSV column #(\d+): CSV conversion error")
-
-
 def iter_csv(path: str | Path, schema, *, block_size: int = CSV_BLOCK, labels: bool = False) -> Iterator[Chunk]:
     """Stream a CSV file in blocks of rows, each checked and converted (:class:`Chunk`); rows are named by
     their file line (line 1 is the header). ``labels``: the target column must be there (evaluation)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from methodo.data.csvread import NA_VALUES
+    from methodo.data.csvread import _CONVERSION, NA_VALUES
 
     path = Path(path)
     if not path.is_file():
