@@ -184,8 +184,9 @@ def main(argv=None) -> int:
             bound = 2 * t1 * r["trials"]
             rows.append(f"| {r['seed']} | {r['trials']} | {r['wall_s']:.1f} | {t1:.2f} | {bound:.1f} | "
                         f"{'yes' if r['wall_s'] <= bound else 'no'} |")
-        lines += ["", "Wall time of each TPE + Hyperband study against 2 × one full training of the best config (T₁: "
-                  "the winning trial's own time, a full training timed inside the same study) × the trials it needed:",
+        lines += ["", "Wall time of each TPE + Hyperband study against 2 × one full training of the best config "
+                  "(T₁: the winning trial's own time, a full training timed inside the same study) × the trials "
+                  "it needed:",
                   "", "| seed | trials | study wall s | T₁ s | 2 × T₁ × trials | within |",
                   "| ---: | ---: | ---: | ---: | ---: | --- |", *rows]
         frac = lambda r: r["overhead_s"] / r["trial_s"] if r["trial_s"] else float("nan")  # noqa: E731
