@@ -101,6 +101,9 @@ def test_a_space_that_makes_an_invalid_config_is_refused_before_any_trial(capsys
     (["--objectives", "val_accuracy:up"], "the direction is max or min"),
     (["--objectives", "val_accuracy,parameters", "--sampler", "cmaes"], "--sampler cmaes: optimizes one objective"),
     (["--objectives", "val_accuracy,parameters", "--pruner", "median"], "prunes single-objective studies only"),
+    (["--pruner", "hyperband:0"], "--pruner: unknown pruner 'hyperband:0'; hyperband:N takes N, the first rung's"),
+    (["--pruner", "hyperband:x"], "hyperband:N takes N, the first rung's epoch, a whole number >= 1"),
+    (["--pruner", "hyperband:9"], "--pruner hyperband:9: the first rung (epoch 9) is past train.epochs=3"),
     (["--sampler", "grid"], "the grid sampler needs a finite set of values"),
     (["--workers", "0"], "--workers 0: must be between 1 and 256"),
     (["--storage", "ftp://x"], "--storage ftp://x: a sqlite:///FILE"),
@@ -320,3 +323,34 @@ def test_timeout_stops_starting_trials(capsys, tmp_path):
     assert code == 0, err
     rec = json.loads((tmp_path / "t" / "tune.json").read_text())
     assert 1 <= rec["trials_counted"] < 200 and rec["counts"]["RUNNING"] == 0
+
+
+def test_hyperband_n_sets_the_first_rung_and_the_last_epoch_is_never_pruned(tmp_path):
+    """``--pruner hyperband:N``: Optuna's Hyperband with min_resource N (brackets N..train.epochs); and a
+    trial is not pruned after its last epoch (its training is spent: pruning would only drop its score),
+    even by a pruner that prunes every trial it is asked about."""
+    import optuna
+
+    from methodo.tune.samplers import PRUNERS
+    from methodo.tune.study import TuneOptions, open_storage, prepare_context, run_optuna_trial
+    from methodo.tune.track import NullStudyTracker
+
+    hb = PRUNERS.get("hyperband:3")(epochs=27)
+    assert isinstance(hb, optuna.pruners.HyperbandPruner) and hb._min_resource == 3 and hb._max_resource == 27
+    assert PRUNERS.get("hyperband")(epochs=27)._min_resource == 1
+
+    class Always(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return True
+
+    sp = write_yaml(tmp_path / "space.yaml", "train.optimizer.lr: {float: [0.01, 0.1], log: true}")
+    got = {}
+    for epochs in (1, 3):
+        opts = TuneOptions(config=IRIS, overrides=TINY + [f"train.epochs={epochs}"], space=str(sp), trials=1,
+                           sampler="random", pruner="hyperband:1", storage=":memory:", study=f"s{epochs}")
+        ctx = prepare_context(opts)
+        study = optuna.create_study(storage=open_storage(":memory:", 10), direction="maximize", pruner=Always())
+        trial = study.ask()
+        state, values = run_optuna_trial(ctx, study, trial, ctx.space, NullStudyTracker())
+        got[epochs] = (state, trial.user_attrs["epochs_run"], values is not None)
+    assert got == {1: ("COMPLETE", 1, True), 3: ("PRUNED", 1, False)}

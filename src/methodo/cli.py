@@ -285,7 +285,8 @@ def _add_tune_parser(sub) -> None:
     t.add_argument("--sampler", default="tpe", metavar="S", help="how values are chosen: "
                    "grid, random, tpe, gp, cmaes, nsga2 or qmc (default tpe; `methodo list samplers`)")
     t.add_argument("--pruner", metavar="P", help="stop poor trials early from their per-epoch validation score: "
-                   "median, halving, hyperband or none (default median; none with several objectives)")
+                   "median, halving, hyperband, hyperband:N (first rung at epoch N) or none (default median; none with "
+                   "several objectives)")
     t.add_argument("--objectives", metavar="NAME:max|min,...", help="what to optimize, e.g. "
                    "val_accuracy:max,parameters:min (default the task's validation score; several: Pareto front)")
     t.add_argument("--storage", metavar="URL", help="Optuna storage: sqlite:///FILE (default sqlite:///tune.db "

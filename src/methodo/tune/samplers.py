@@ -3,6 +3,8 @@
 Each sampler entry is ``build(space, *, seed, trials, objectives) -> optuna sampler``; its metadata
 says whether it handles several objectives (``multi_objective``). Each pruner entry is
 ``build(*, epochs) -> optuna pruner`` (``epochs``: the most epochs a trial runs, Hyperband's budget).
+``hyperband:N`` is Hyperband whose first rung is at epoch N (its ``min_resource``; plain ``hyperband``: 1),
+for trainings whose first epoch ranks configs badly (rungs 3-9-27 instead of 1-3-9-27 for 27 epochs).
 
 Examples
 --------
@@ -15,6 +17,7 @@ Examples
 
 from __future__ import annotations
 
+from methodo.errors import ConfigError
 from methodo.registry import Registry
 
 SAMPLERS = Registry("sampler")
@@ -111,6 +114,28 @@ def hyperband(*, epochs: int):
     import optuna
 
     return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+
+
+def _hyperband_from(rest: str):
+    """``hyperband:N``: Hyperband with its first rung at epoch N (min_resource N, rungs N, 3N, 9N, ...)."""
+    if not rest.isdigit() or int(rest) < 1:
+        raise ConfigError(f"unknown pruner 'hyperband:{rest}'; hyperband:N takes N, the first rung's epoch, "
+                          "a whole number >= 1 (e.g. hyperband:3)")
+    first = int(rest)
+
+    def build(*, epochs: int):
+        import optuna
+
+        if first > max(epochs, 1):
+            raise ConfigError(f"--pruner hyperband:{first}: the first rung (epoch {first}) is past train.epochs="
+                              f"{epochs}; choose N between 1 and {epochs}")
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=max(epochs, 1), reduction_factor=3)
+
+    return build
+
+
+PRUNERS.register_prefix("hyperband", _hyperband_from, help="hyperband:N: Hyperband whose first rung is at epoch N "
+                        "(min_resource N; plain hyperband: 1)")
 
 
 @PRUNERS.register("none", help="no pruning: every trial runs all its epochs (or until early stopping)")

@@ -162,6 +162,7 @@ def prepare_context(opts: TuneOptions) -> Context:
         raise BadInput(f"--pruner {pruner}: Optuna prunes single-objective studies only; with several "
                        "--objectives use --pruner none")
     opts.pruner = pruner
+    PRUNERS.get(pruner)(epochs=cfg.train.epochs)  # hyperband:N with N past train.epochs is refused here
     budget = opts.trials
     if opts.sampler == "grid":
         size = space.grid_size()
@@ -391,7 +392,9 @@ def run_optuna_trial(ctx: Context, study, trial, space, tracker) -> tuple[str, l
         stop = False
         if single and key in row:
             trial.report(float(row[key]), int(row["epoch"]))
-            stop = trial.should_prune()
+            # not after the last epoch: its training is spent, and pruning it would only throw its score away
+            # (Hyperband's first bracket has a rung at max_resource = train.epochs)
+            stop = int(row["epoch"]) < cfg.train.epochs and trial.should_prune()
         overhead[0] += time.perf_counter() - t
         return stop
 
