@@ -183,3 +183,27 @@ def test_a_rank_killed_mid_epoch_restarts_the_group_from_the_last_checkpoint(tmp
     assert b["status"] == "finished" and b["resumed"] and b["distributed"]["restarts"] == 1
     assert b["epochs_run"] == 4 and b["metrics"] == a["metrics"]
     assert _curve(out) == _curve(tmp_path / "full")
+
+
+def test_proximal_l1_under_two_gloo_processes_gives_the_one_process_run(tmp_path):
+    """train.regularization.l1_method=proximal acts after the optimizer step on every rank alike (the same
+    all-reduced gradients, the same group LR): the 2-process curve is the 1-process one within ATOL, and both
+    end with weights at exactly 0.0."""
+    from methodo.train.checkpoint import load_checkpoint
+
+    reg = ["train.regularization.l1=0.05", "train.regularization.l1_method=proximal", "train.optimizer.lr=0.1",
+           "track.mlflow=false"]
+    one = methodo.run(EXAMPLES / "iris.yaml", [*TINY, *reg], out=tmp_path / "one")
+    res = cli("run", str(EXAMPLES / "iris.yaml"), *TINY, *reg, "--nproc", "2", "--out", str(tmp_path / "two"),
+              cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = _curve(one.run_dir), _curve(tmp_path / "two")
+    assert len(a) == len(b) == 5
+    for ra, rb in zip(a, b):
+        for k in ("lr", "train_loss", "val_loss", "val_accuracy"):
+            assert rb[k] == pytest.approx(ra[k], abs=ATOL), (ra["epoch"], k)
+    zeros = []
+    for run in (one.run_dir, tmp_path / "two"):
+        weights = load_checkpoint(next(run.rglob("last.safetensors")))[0]
+        zeros.append(sum(int((t == 0).sum()) for t in weights.values() if t.ndim >= 2))
+    assert zeros[0] >= 10 and abs(zeros[0] - zeros[1]) <= 2, zeros

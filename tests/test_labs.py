@@ -85,8 +85,11 @@ def _clipping(n):
 
 
 def _regularization(n):
-    no, l1, l2, do, mn = n["none"], n["l1"], n["l2"], n["dropout"], n["max_norm"]
-    assert l1["share_near_zero"] >= 0.5 > 0.1 > l2["share_near_zero"] and no["share_near_zero"] < 0.1
+    no, l1, l1p, l2, do, mn = n["none"], n["l1"], n["l1_penalty"], n["l2"], n["dropout"], n["max_norm"]
+    # L1 as a proximal step: most weights exactly 0.0 (measured 94-95 % on seeds 0-2); as a penalty: near 0, none exact
+    assert l1["share_exactly_zero"] > 0.5 and l1p["share_near_zero"] >= 0.5 and l1p["share_exactly_zero"] == 0
+    assert no["share_exactly_zero"] == l2["share_exactly_zero"] == 0
+    assert 0.1 > l2["share_near_zero"] and no["share_near_zero"] < 0.1
     assert l2["median_abs_weight"] < no["median_abs_weight"] and l2["max_abs_weight"] < no["max_abs_weight"]
     assert do["gap"] <= 0.6 * no["gap"] and mn["max_unit_norm"] <= 1.0 + 1e-5 < no["max_unit_norm"]
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from methodo.config import RegularizationConfig, ClipConfig, validate
+from methodo.errors import ConfigError
 from methodo.data import load_dataset, prepare
 from methodo.models import build_model
 from methodo.train.loop import fit
-from methodo.train.regularize import REGULARIZERS, decayed, grad_norm
+from methodo.train.regularize import REGULARIZERS, Regularization, decayed, grad_norm, soft_threshold_
 
 CONFIG_FIELDS = {"train.regularization": RegularizationConfig.model_fields, "train.clip": ClipConfig.model_fields}
 
@@ -191,3 +192,126 @@ def test_grad_norm_matches_torch():
     net(torch.randn(4, 4)).sum().backward()
     ref = torch.nn.utils.clip_grad_norm_(net.parameters(), 1e9)
     assert float(grad_norm(list(net.parameters()))) == pytest.approx(float(ref))
+
+
+# --------------------------------------------------------------------------- L1: penalty or proximal
+
+
+def _prox(l1: float, method: str = "proximal"):
+    return Regularization(torch.nn.Linear(1, 1), RegularizationConfig(l1=l1, l1_method=method), ClipConfig())
+
+
+def test_soft_threshold_formula_with_each_group_lr():
+    """One proximal step, λ = 0.25, by hand: w ← sign(w)·max(|w| − lr·λ, 0) with each group's own LR
+    (0.5 → threshold 0.125, 0.25 → 0.0625); biases and other 1-D parameters are not touched."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2), torch.nn.Linear(2, 3))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[0.75, -0.0625, 0.125], [-0.5, 0.0, 1.0]]))
+        net[2].weight.copy_(torch.tensor([[0.75, -0.0625], [0.125, -0.5], [0.0, -1.0]]))
+        net[0].bias.copy_(torch.tensor([0.01, -0.01]))  # below both thresholds: zeroed if it were touched
+    reg = Regularization(net, RegularizationConfig(l1=0.25, l1_method="proximal"), ClipConfig())
+    assert reg.has_prox and reg.has_after and not reg.has_penalty  # the L1 term left the loss
+    opt = torch.optim.SGD([{"params": net[0].parameters(), "lr": 0.5},
+                           {"params": [*net[1].parameters(), *net[2].parameters()], "lr": 0.25}])
+    reg.bind(opt)
+    ones = [p.detach().clone() for p in (net[0].bias, net[1].weight, net[1].bias, net[2].bias)]
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)  # the SGD step moves nothing: what changes is the proximal step's
+    opt.step()
+    reg.after_step()
+    assert torch.equal(net[0].weight.detach(), torch.tensor([[0.625, 0.0, 0.0], [-0.375, 0.0, 0.875]]))
+    assert torch.equal(net[2].weight.detach(), torch.tensor([[0.6875, 0.0], [0.0625, -0.4375], [0.0, -0.9375]]))
+    after = (net[0].bias, net[1].weight, net[1].bias, net[2].bias)
+    assert all(torch.equal(a, b.detach()) for a, b in zip(ones, after))  # biases, LayerNorm: untouched
+    w = torch.tensor([0.5, -0.05, 0.0, -0.3])
+    soft_threshold_([w], 0.0)  # threshold 0: no change
+    assert torch.equal(w, torch.tensor([0.5, -0.05, 0.0, -0.3]))
+
+
+def test_a_zero_weight_stays_zero_while_its_gradient_is_below_lambda():
+    """At w = 0 the proximal step is a dead zone of width lr·λ around the SGD step −lr·g: the weight stays
+    exactly 0.0 when |g| < λ (for any LR), and moves by lr·(|g| − λ) when |g| > λ."""
+    lam, lr = 0.1, 0.5
+    w = torch.nn.Parameter(torch.zeros(1, 4))
+    reg = Regularization(torch.nn.Sequential(), RegularizationConfig(l1=lam, l1_method="proximal"), ClipConfig())
+    reg.weights = [w]
+    opt = torch.optim.SGD([w], lr=lr)
+    reg.bind(opt)
+    for g in ([0.09, -0.09, 0.0, 0.05], [0.09, -0.05, 0.0001, -0.0999]):  # every |g| < λ, twice
+        w.grad = torch.tensor([g])
+        opt.step()
+        reg.after_step()
+        assert torch.equal(w.detach(), torch.zeros(1, 4)), g
+    w.grad = torch.tensor([[0.25, -0.25, 0.0, 0.0]])
+    opt.step()
+    reg.after_step()
+    assert torch.equal(w.detach(), torch.tensor([[-0.075, 0.075, 0.0, 0.0]]))  # ∓lr·(0.25 − 0.1)
+
+
+def test_proximal_l1_gives_exact_zeros_where_the_penalty_does_not():
+    """The same run (iris, SGD, λ = 0.05, 3 epochs), L1 as a loss penalty and as a proximal step: the penalty
+    leaves no weight at exactly 0.0, the proximal step zeroes many; the default is the penalty, bit for bit."""
+    runs = {}
+    for method in ("penalty", "proximal", None):
+        reg = {"l1": 0.05, **({"l1_method": method} if method else {})}
+        cfg, data, net = _setup(optimizer={"name": "sgd", "lr": 0.1}, regularization=reg)
+        res = fit(net, data, cfg.train, seed=0)
+        runs[method] = (torch.cat([w.detach().flatten() for w in decayed(net)]), net, res)
+    pen, prox, default = runs["penalty"][0], runs["proximal"][0], runs[None][0]
+    assert pen.numel() == prox.numel() == 4 * 16 + 16 * 3
+    assert int((pen == 0).sum()) == 0
+    assert int((prox == 0).sum()) >= 15  # measured: 20 of 112
+    assert torch.equal(default, pen)
+    biases = [p for p in runs["proximal"][1].parameters() if p.ndim < 2]
+    assert all(int((b == 0).sum()) == 0 for b in biases)  # the proximal step leaves biases alone
+    # the logged train_loss is the data loss either way (no penalty added to it); both learn
+    assert all(math.isfinite(r[2].history[-1]["train_loss"]) for r in runs.values())
+    assert runs["proximal"][2].history[-1]["train_loss"] < runs["proximal"][2].history[0]["train_loss"]
+
+
+def test_proximal_l1_needs_l1_and_off_is_nothing():
+    assert not _prox(0.0).has_prox and not _prox(0.0).has_after  # proximal without a strength: no step
+    assert _prox(0.1, "penalty").has_penalty and not _prox(0.1, "penalty").has_prox
+    reg = _prox(0.1)
+    with pytest.raises(RuntimeError, match="bind"):
+        reg.after_step()
+
+
+@pytest.mark.parametrize("value", ["lasso", "Proximal", 1, None])
+def test_l1_method_error_names_the_key_and_the_choices(value):
+    with pytest.raises(ConfigError) as exc:
+        validate({"data": {"source": "iris"}, "model": {"name": "mlp"},
+                  "train": {"regularization": {"l1": 0.1, "l1_method": value}}})
+    msg = str(exc.value)
+    assert "\n" not in msg and "train.regularization.l1_method" in msg
+    assert "'penalty'" in msg and "'proximal'" in msg, msg
+
+
+def test_lbfgs_refuses_proximal_l1_but_not_the_penalty():
+    base = {"data": {"source": "iris"}, "model": {"name": "mlp"}}
+    with pytest.raises(ConfigError, match="train.regularization.l1_method.*lbfgs"):
+        validate({**base, "train": {"optimizer": {"name": "lbfgs", "lr": 0.1},
+                                    "regularization": {"l1": 0.1, "l1_method": "proximal"}}})
+    validate({**base, "train": {"optimizer": {"name": "lbfgs", "lr": 0.1}, "regularization": {"l1": 0.1}}})
+
+
+def test_proximal_step_reads_the_lr_the_optimizer_has_now():
+    """The group LRs are read at each step, not when bound: a scheduler's LR and a resume's
+    ``load_state_dict`` (which replaces the optimizer's group dicts) are honoured."""
+    w = torch.nn.Parameter(torch.tensor([[1.0, -1.0]]))
+    reg = Regularization(torch.nn.Sequential(), RegularizationConfig(l1=0.5, l1_method="proximal"), ClipConfig())
+    reg.weights = [w]
+    opt = torch.optim.SGD([w], lr=0.5)
+    reg.bind(opt)
+    saved = opt.state_dict()
+    saved["param_groups"][0]["lr"] = 0.25
+    opt.load_state_dict(saved)  # as a resume does: new group dicts
+    w.grad = torch.zeros_like(w)
+    opt.step()
+    reg.after_step()
+    assert torch.equal(w.detach(), torch.tensor([[0.875, -0.875]]))  # threshold 0.25 · 0.5
+    opt.param_groups[0]["lr"] = 0.5  # as a scheduler does
+    opt.step()
+    reg.after_step()
+    assert torch.equal(w.detach(), torch.tensor([[0.625, -0.625]]))

@@ -35,7 +35,8 @@ def _setup(epochs, augment=None, **train):
 
 EVERYTHING = dict(
     scheduler={"name": "cosine_restarts", "T_0": 1, "warmup_steps": 2},
-    clip={"norm": 1.0}, regularization={"l2": 1e-4, "decoupled_wd": 0.01, "max_norm": 3.0},
+    clip={"norm": 1.0}, regularization={"l2": 1e-4, "decoupled_wd": 0.01, "max_norm": 3.0, "l1": 1e-3,
+                                         "l1_method": "proximal"},
     nan_guard={"policy": "skip"}, swa={"start": 3, "lr": 0.01, "anneal_epochs": 1}, accumulate=2,
     monitor={"every": 1},  # a record every epoch (auto would skip epochs of 2 steps; an interrupted run's
     # last epoch is recorded, so the histories compare only when every epoch is)

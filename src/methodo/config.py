@@ -350,7 +350,15 @@ class RegularizationConfig(_Strict):
 
     model_config = ConfigDict(extra="allow", strict=True, validate_default=True)
 
-    l1: float = Field(0.0, ge=0, description="L1 penalty λ·Σ|w| added to the loss (weights of dim ≥ 2).")
+    l1: float = Field(0.0, ge=0, description="L1 strength λ (weights of dim ≥ 2), applied as l1_method says.")
+    l1_method: Literal["penalty", "proximal"] = Field(
+        "penalty", description="How L1 acts. penalty: λ·Σ|w| is added to the loss (its subgradient leaves weights "
+        "oscillating near 0, never exactly 0). proximal: soft-thresholding after each optimizer step, "
+        "w ← sign(w)·max(|w| − lr·λ, 0) with the LR of the weight's parameter group (ISTA / proximal SGD): "
+        "weights reach exactly 0.0 and stay there while |gradient| < λ. With Adam and other adaptive optimizers "
+        "the threshold is still lr·λ, not Adam's per-weight lr·λ/√v: not the exact proximal step of the "
+        "preconditioned problem, and as an Adam step moves a weight by about lr at most, λ is measured against 1 "
+        "(at λ ≥ 1 a zero weight hardly ever leaves 0), not against the gradient's size as with SGD.")
     l2: float = Field(0.0, ge=0, description="L2 penalty λ/2·Σw² added to the loss (weights of dim ≥ 2).")
     decoupled_wd: float = Field(
         0.0, ge=0, description="Decoupled weight decay (as AdamW) for any optimizer: after each step "
@@ -512,6 +520,8 @@ class TrainConfig(_Strict):
                             ("train.clip.value", self.clip.value), ("train.swa", self.swa is not None),
                             ("train.regularization.decoupled_wd", self.regularization.decoupled_wd),
                             ("train.regularization.max_norm", self.regularization.max_norm is not None),
+                            ("train.regularization.l1_method", self.regularization.l1_method == "proximal"
+                             and self.regularization.l1 > 0),
                             ("train.optimizer.lr", self.optimizer.lr == "auto")):
                 if on:
                     raise _KeyError(key, "not supported with the 'lbfgs' optimizer (it steps through a closure "

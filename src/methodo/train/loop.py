@@ -412,7 +412,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     # Regularizers from the registry (methodo.train.regularize), each at its stage; `model` ones act now.
     reg = Regularization(model, tcfg.regularization, tcfg.clip)
     if closure_step and (reg.has_before or reg.has_after):
-        on = [e.meta["key"] for st in ("before_step", "after_step") for _, _, e in reg.stages[st]]
+        on = reg.after_step_keys()
         raise ConfigError(f"{on[0]}: not supported with the {oc.name!r} optimizer (it steps through a closure "
                           "that re-evaluates the loss); choose another optimizer or turn this off")
     cw = None if class_weights is None else class_weights.to(device)
@@ -442,6 +442,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
             g["lr"] *= factor
         if isinstance(sc_options.get("max_lr"), (int, float)) and sc_options["max_lr"]:
             sc_options = {**sc_options, "max_lr": sc_options["max_lr"] * factor}
+    reg.bind(opt)  # the proximal L1 step reads each weight's group LR
     sched = build_schedule(opt, sc.name, sc_options, epochs=tcfg.epochs, steps_per_epoch=steps_per_epoch)
     monitor, stopper, swa, watcher = _epoch_helpers(model, opt, tcfg)
     snapshot_on = tcfg.snapshot_ensemble if tcfg.snapshot_ensemble is not None else sc.name == "cosine_restarts"
@@ -620,7 +621,7 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                                                 f"({state.consecutive_skips} consecutive batches skipped)")
                         continue
                     state.consecutive_skips = 0
-                    # 3d. Decoupled weight decay, the optimizer step, max-norm (regularizer stages).
+                    # 3d. Decoupled weight decay, the optimizer step, proximal L1 and max-norm (regularizer stages).
                     lr = group0["lr"]
                     if has_before:
                         reg.before_step(lr)

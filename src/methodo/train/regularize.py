@@ -10,7 +10,12 @@ Where each one acts in a training step (the loop's numbered steps):
                    returned so the loop can log it every step);
 - ``before_step``  decoupled weight decay ``w ← w − lr·λ·w`` right before ``optimizer.step()``,
                    exactly as AdamW does it, for any optimizer;
-- ``after_step``   the max-norm constraint rescales each unit's incoming weights after the step.
+- ``after_step``   the max-norm constraint rescales each unit's incoming weights after the step;
+                   with ``train.regularization.l1_method: proximal`` the L1 term leaves the loss and
+                   acts here instead, as the proximal (soft-thresholding) step of ISTA / proximal
+                   SGD, ``w ← sign(w)·max(|w| − lr·λ, 0)`` with the LR of each weight's parameter
+                   group, before max-norm: weights then reach exactly 0.0 and stay there while their
+                   gradient is below λ (the penalty's subgradient only makes them oscillate around 0).
 
 Penalties, decay and max-norm act on weights of dimension ≥ 2 (linear and conv kernels), not on
 biases or normalization scales, as is usual; frozen parameters (``requires_grad=False``) are never
@@ -58,10 +63,30 @@ def decayed(model: torch.nn.Module) -> list[torch.Tensor]:
     return [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
 
 
-@REGULARIZERS.register("l1", help="L1 penalty λ·Σ|w| added to the loss (sparse weights)",
+@REGULARIZERS.register("l1", help="L1 penalty λ·Σ|w| added to the loss (sparse weights); "
+                       "with l1_method=proximal a soft-threshold after each step instead (exact zeros)",
                        stage="loss", key="train.regularization.l1", example=1e-3)
 def l1_penalty(params: list[torch.Tensor], strength: float) -> torch.Tensor:
     return strength * sum(p.abs().sum() for p in params)
+
+
+L1_METHODS = ("penalty", "proximal")  # train.regularization.l1_method
+
+
+@torch.no_grad()
+def soft_threshold_(params: list[torch.Tensor], threshold: float) -> None:
+    """The proximal step of ``threshold``·Σ|w|, in place: ``w ← sign(w)·max(|w| − threshold, 0)``.
+
+    Written ``w − clamp(w, −t, t)``, which is the same number in floating point (``w ∓ t`` beyond the
+    threshold, ``w − w = 0.0`` within it) without the sign and max tensors.
+
+    >>> w = torch.tensor([0.5, -0.05, 0.0, -0.3])
+    >>> soft_threshold_([w], 0.1); w
+    tensor([ 0.4000,  0.0000,  0.0000, -0.2000])
+    """
+    if threshold > 0:
+        for p in params:
+            p.sub_(p.clamp(-threshold, threshold))
 
 
 @REGULARIZERS.register("l2", help="L2 penalty λ/2·Σw² added to the loss (coupled weight decay)",
@@ -214,13 +239,21 @@ class Regularization:
         self.weights = decayed(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.stages: dict[str, list[tuple]] = {s: [] for s in STAGES}
+        # l1_method: proximal moves the L1 strength from the loss to a soft-threshold after each step
+        self.prox_l1 = 0.0
+        proximal = getattr(reg_cfg, "l1_method", "penalty") == "proximal"
         for entry in REGULARIZERS.entries():  # name order: l1 before l2, clip_norm before clip_value
             value = config_value(entry, reg_cfg, clip_cfg)
             if is_on(entry, value):
+                if proximal and entry.meta["key"] == "train.regularization.l1":
+                    self.prox_l1 = float(value)
+                    continue
                 self.stages[entry.meta["stage"]].append((entry.obj, value, entry))
+        self.has_prox = self.prox_l1 > 0
+        self._prox_groups: list[tuple[int, list[torch.Tensor]]] | None = None  # set by bind()
         self.has_penalty = bool(self.stages["loss"])
         self.has_before = bool(self.stages["before_step"])
-        self.has_after = bool(self.stages["after_step"])
+        self.has_after = bool(self.stages["after_step"]) or self.has_prox
         self.clips = bool(self.stages["gradient"])
         for fn, value, _ in self.stages["model"]:
             fn(model, value)
@@ -244,6 +277,25 @@ class Regularization:
         for fn, value, _ in self.stages["before_step"]:
             fn(self.weights, value, lr)
 
+    def after_step_keys(self) -> list[str]:
+        """The config keys of what acts around the optimizer step (refused with a closure optimizer)."""
+        keys = ["train.regularization.l1_method"] if self.has_prox else []
+        return keys + [e.meta["key"] for st in ("before_step", "after_step") for _, _, e in self.stages[st]]
+
+    def bind(self, optimizer: torch.optim.Optimizer) -> None:
+        """Pair each parameter group of ``optimizer`` with its weights (those of :attr:`weights`), so the
+        proximal L1 step thresholds each weight by the LR of its own group (per-group LRs, schedulers)."""
+        ids = {id(w) for w in self.weights}
+        self._opt = optimizer  # its groups are read at each step: load_state_dict (resume) replaces them
+        self._prox_groups = [(i, ws) for i, g in enumerate(optimizer.param_groups)
+                             if (ws := [p for p in g["params"] if id(p) in ids])]
+
     def after_step(self) -> None:
+        if self.has_prox:
+            if self._prox_groups is None:
+                raise RuntimeError("Regularization.bind(optimizer) must be called before a proximal L1 step")
+            groups = self._opt.param_groups
+            for i, ws in self._prox_groups:  # the LR the step just used (hypergradient sets it in step)
+                soft_threshold_(ws, groups[i]["lr"] * self.prox_l1)
         for fn, value, _ in self.stages["after_step"]:
             fn(self.weights, value)
