@@ -185,6 +185,7 @@ def test_a_rank_killed_mid_epoch_restarts_the_group_from_the_last_checkpoint(tmp
     assert _curve(out) == _curve(tmp_path / "full")
 
 
+@pytest.mark.slow  # two torchrun processes and a reference run: about 80 s; the ordinary DDP test runs always
 def test_proximal_l1_under_two_gloo_processes_gives_the_one_process_run(tmp_path):
     """train.regularization.l1_method=proximal acts after the optimizer step on every rank alike (the same
     all-reduced gradients, the same group LR): the 2-process curve is the 1-process one within ATOL, and both
