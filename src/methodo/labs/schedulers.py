@@ -14,15 +14,22 @@ accuracy reaches 98 % of the best final accuracy any run reached.
 
 What it shows on seeds 0, 1 and 2: every schedule reaches the target within the ladder, and one-cycle is among the
 fastest — its epochs to target are at most one ladder step above the fastest schedule's — but it is not strictly
-faster than every other schedule: on seed 0 step decay ties it, on seed 1 the constant LR and cyclic tie it, on
-seed 2 cyclic is faster (see ``docs/labs.md``). The differences are a few of the 360 validation images, and which
-schedule is fastest changes with the seed and the target fraction. One-cycle's cost is also measured: in the
-1-epoch budget its warm-up from LR/25 leaves it below the constant LR. Smith showed super-convergence on residual
-networks with batch normalization over thousands of steps, where a learning rate far above the usual one needs
-the warm-up to stay stable; this network trains stably at the range test's LR without it, in 17 steps an epoch.
-Also tried, without a strict one-cycle win on seeds 0-2: 3 × the range test's LR, each schedule at the better of
-the two LRs, batches of 256, a batch-normalized CNN, peaks 0.1-2. The lab asserts what holds (the curves, the
-ranking within one step, the 1-epoch cost) and reports the rest; it does not assert "fewest epochs"."""
+faster than every other schedule: on seed 0 step decay ties it (4 epochs), on seed 1 the constant LR and cyclic tie
+it (3), on seed 2 cyclic is faster (3 against 4). It needed fewer epochs than warmup (its own ramp without the
+annealing) and cosine restarts on all three seeds, but that ordering is fragile (at 97 % of the best instead of
+98 %, warmup ties or beats it on seed 0), so it is reported, not asserted. The differences are a few of the 360
+validation images, and which schedule is fastest changes with the seed and the target fraction. One-cycle's cost
+is measured too: in the 1-epoch budget its warm-up from LR/25 leaves it below the constant LR.
+
+Smith showed super-convergence on residual networks with batch normalization over thousands of steps, where a
+learning rate far above the usual one needs the warm-up to stay stable and the annealing to settle; this network
+trains stably at the range test's LR without either, in 17 steps an epoch. Also tried, without a one-cycle win over
+all five on seeds 0-2: 3 × the range test's LR, each schedule at the better of the two LRs, batches of 256, a
+batch-normalized CNN, peaks from 0.1 to 2, and a 3-layer MLP at LR 0.3, where the constant LR and warmup collapse
+or diverge and one-cycle trains, but cyclic (between LR/10 and the LR) reaches the target sooner still, and the
+range test's minimum sits at its start (10⁻⁷ to 10⁻⁶), so Smith's LR cannot be read from it. The lab asserts what
+holds (the curves, one-cycle within one step of the fastest, the 1-epoch cost) and reports the rest; it does not
+assert "fewest epochs"."""
 
 from __future__ import annotations
 
@@ -235,7 +242,8 @@ def conclude(ctx: LabContext):
     one = n["one_epoch_accuracy"]
     checks = {
         "every LR curve the loop applied matches its schedule's definition": all(ok.values()),
-        "the range test stopped on the exploding loss, past its minimum": n["range_test"]["stopped_on_divergence"],
+        "the range test stopped on the exploding loss, and its high end lies above its steepest-descent LR":
+            n["range_test"]["stopped_on_divergence"] and n["peak_lr"] > n["range_test"]["steepest_lr"],
         "every schedule reaches the target within the 12-epoch ladder": all(e is not None for e in ett.values()),
         "one-cycle is among the fastest: at most one ladder step above the fastest schedule":
             oc is not None and nxt is not None and oc <= nxt,
