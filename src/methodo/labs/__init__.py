@@ -59,7 +59,7 @@ for _name, _help in (
     ("smote", "none / oversample / SMOTE / class weights on the training rows only: rare-class recall rises"),
     ("feature-selection", "noise features hurt, selection on train recovers; selection on all rows leaks"),
     ("embedding", "penultimate-layer embeddings in 2-D: a trained network's cluster by class, an untrained one's do not"),
-    ("schedulers", "step, warmup, cyclic, one-cycle, cosine restarts: the LR curves applied, epochs to a target"),
+    ("schedulers", "step, warmup, cyclic, one-cycle, cosine restarts: LR curves; one-cycle needs the smallest budget"),
     ("snapshots", "one cosine-restarts run's snapshots, ensembled, beat its last snapshot on test log-loss"),
     ("lr-finder", "the LR range test's suggestion, trained, lands in the best region of a grid of learning rates"),
     ("weights", "per-layer weight spread: a diverging run's grows by orders of magnitude, a converging run's settles"),
