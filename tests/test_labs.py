@@ -155,19 +155,21 @@ def _schedulers(n):
     assert len({tuple(r) for k in names for r in runs[k]}) > 1 and any(len(set(r)) > 1 for r in runs["onecycle"])
     assert n["best_accuracy"] == max(max(v) for v in acc.values()) and n["target_accuracy"] == pytest.approx(
         0.99 * n["best_accuracy"])
-    # epochs to target: the smallest budget whose mean final accuracy reaches the target (None: never)
+    # epochs to target: where the mean accuracy-against-budget curve first crosses the target, linear between the
+    # ladder budgets around the crossing (None: no budget reaches it)
+    t = n["target_accuracy"]
     for k, v in acc.items():
-        assert ett[k] == next((b for b, a in zip(budgets, v) if a >= n["target_accuracy"]), None), k
+        i = next((i for i, a in enumerate(v) if a >= t), None)
+        want = None if i is None else budgets[0] if i == 0 else (
+            budgets[i - 1] + (budgets[i] - budgets[i - 1]) * (t - v[i - 1]) / (v[i] - v[i - 1]))
+        assert ett[k] == (None if want is None else pytest.approx(want, abs=1e-3)), k  # accuracies written to 6 digits
     # the claim: one-cycle reaches it in strictly fewer epochs than each of the five others
     oc = ett["onecycle"]
     assert oc is not None and all(e is None or oc < e for k, e in ett.items() if k != "onecycle")
     assert n["fastest"] == ["onecycle"] and n["fastest_epochs"] == oc
     assert n["onecycle_vs"] == {k: "faster" for k in names if k != "onecycle"}
-    # ending at the peak (constant, warmup) never reaches the target; one-cycle's final accuracy at its budget
-    # lies above every other schedule's at that budget
-    assert ett["constant"] is None and ett["warmup"] is None
-    i = budgets.index(oc)
-    assert all(acc["onecycle"][i] > acc[k][i] for k in names if k != "onecycle")
+    # by a margin: at least 0.5 epoch before the next fastest (1.08, 0.87, 1.32 on seeds 0-2)
+    assert min(e for k, e in ett.items() if k != "onecycle" and e is not None) - oc >= 0.5
 
 
 def _snapshots(n):
