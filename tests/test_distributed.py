@@ -208,3 +208,42 @@ def test_proximal_l1_under_two_gloo_processes_gives_the_one_process_run(tmp_path
         weights = load_checkpoint(next(run.rglob("last.safetensors")))[0]
         zeros.append(sum(int((t == 0).sum()) for t in weights.values() if t.ndim >= 2))
     assert zeros[0] >= 10 and abs(zeros[0] - zeros[1]) <= 2, zeros
+
+
+def test_the_step_losses_ride_in_ddps_gradient_all_reduce(tmp_path):
+    """`Piggyback`: the loss sums a step agrees on are summed by DDP's last gradient all-reduce (no collective
+    of their own); the gradients are those of DDP's default hook (each bucket averaged over the ranks)."""
+    import torch
+    import torch.distributed as dist
+
+    from methodo.train.distributed import Dist, global_step, step_sums, wrap
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        ctx = Dist(rank=0, world=1, local_rank=0, backend="gloo", device=torch.device("cpu"))
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        twin = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        twin.load_state_dict(model.state_dict())
+        net = wrap(model, ctx)
+        x = torch.randn(6, 4)
+        for _ in range(2):  # the first backward builds DDP's buckets, the second runs on the rebuilt ones
+            net.zero_grad()
+            loss = net(x).pow(2).mean()
+            pending = [(loss, 6, None, None)]
+            net.piggyback.carry(step_sums(pending, ctx.device))
+            loss.backward()
+            summed = net.piggyback.take()
+            assert summed is not None and summed.tolist() == pytest.approx([loss.item() * 6, 6.0], rel=1e-6)
+            assert net.piggyback.take() is None  # taken once
+            values, rows = global_step(ctx, pending, None, summed)
+            assert values == pytest.approx([loss.item()], rel=1e-6) and rows[0][1] == 6
+        twin(x).pow(2).mean().backward()
+        for a, b in zip(model.parameters(), twin.parameters()):
+            assert torch.allclose(a.grad, b.grad)
+        # nothing carried: the hook is DDP's plain all-reduce, and take() has nothing
+        net.zero_grad()
+        net(x).sum().backward()
+        assert net.piggyback.take() is None
+    finally:
+        dist.destroy_process_group()

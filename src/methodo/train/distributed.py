@@ -167,10 +167,58 @@ def rank0_decides(ctx: Dist | None, decide: Callable[[], Any]) -> Any:
 
 
 def wrap(model, ctx: Dist):
-    """The model in :class:`~torch.nn.parallel.DistributedDataParallel` (weights broadcast from rank 0)."""
+    """The model in :class:`~torch.nn.parallel.DistributedDataParallel` (weights broadcast from rank 0), with
+    the communication hook of :class:`Piggyback` (``net.piggyback``)."""
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+    net = DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+    net.piggyback = Piggyback(ctx.world)
+    net.register_comm_hook(net.piggyback, Piggyback.hook)
+    return net
+
+
+class Piggyback:
+    """The step's loss sums ride in DDP's last gradient all-reduce instead of a collective of their own.
+
+    DDP all-reduces the gradients in buckets during ``backward()``; this hook does what DDP's default hook does
+    (each bucket divided by the world size, then summed over the ranks) and, when :meth:`carry` gave it values
+    for this backward, appends them to the *last* bucket, so the per-step agreement on the global batch's loss
+    (:func:`global_step`) costs no extra round trip. ``backward()`` returns once every bucket's future is done,
+    so :meth:`take` then has the summed values. When the values could not ride (no synchronizing backward, a
+    bucket of another floating type than the values can round-trip), :meth:`take` returns None and
+    :func:`global_step` all-reduces them itself."""
+
+    def __init__(self, world: int):
+        self.world = world
+        self.extra = None  # values to sum in the next synchronizing backward
+        self.summed = None  # those values, summed over the ranks
+
+    def carry(self, values) -> None:
+        self.extra, self.summed = values, None
+
+    def take(self):
+        out, self.extra, self.summed = self.summed, None, None
+        return out
+
+    @staticmethod
+    def hook(state: "Piggyback", bucket):
+        import torch
+        import torch.distributed as dist
+
+        buf = bucket.buffer()
+        buf.div_(state.world)
+        extra = state.extra
+        if extra is None or not bucket.is_last() or buf.dtype not in (torch.float32, torch.float64):
+            return dist.all_reduce(buf, async_op=True).get_future().then(lambda f: f.value()[0])
+        state.extra, n = None, buf.numel()
+        flat = torch.cat([buf, extra.to(buf.dtype)])
+
+        def done(fut):
+            out = fut.value()[0]
+            state.summed = out[n:].to(torch.float64)
+            return out[:n]
+
+        return dist.all_reduce(flat, async_op=True).get_future().then(done)
 
 
 def all_sum(ctx: Dist, values: list[float]) -> list[float]:
@@ -188,22 +236,31 @@ def any_true(ctx: Dist, flags: list[bool]) -> list[bool]:
     return [v > 0 for v in all_sum(ctx, [float(bool(f)) for f in flags])]
 
 
-def global_step(ctx: Dist, pending: list[tuple], gnorm) -> tuple[list[float], list[tuple]]:
+def step_sums(pending: list[tuple], device):
+    """What ranks sum for one optimizer step: each micro-batch's ``loss × rows``, then each one's rows."""
+    import torch
+
+    return torch.stack([p[0].detach().to(device, torch.float64) * p[1] for p in pending]
+                       + [torch.tensor(float(p[1]), dtype=torch.float64, device=device) for p in pending])
+
+
+def global_step(ctx: Dist, pending: list[tuple], gnorm, summed=None) -> tuple[list[float], list[tuple]]:
     """The optimizer step's micro-batch losses over the whole global batch, the same on every rank.
 
     ``pending`` holds this rank's ``(loss tensor, rows, score sum, score count)`` per micro-batch; each
     loss comes back as the row-weighted mean over the ranks, and the rows as the global count (the score
-    sums stay this rank's: they are reduced once per epoch). ``gnorm`` (the norm of the all-reduced
-    gradient, equal on every rank) is appended to the losses when given, as the one-process loop does.
+    sums stay this rank's: they are reduced once per epoch). ``summed``: :func:`step_sums` already summed over
+    the ranks (carried by DDP's gradient all-reduce, :class:`Piggyback`); otherwise one all-reduce here.
+    ``gnorm`` (the norm of the all-reduced gradient, equal on every rank) is appended to the losses when
+    given, as the one-process loop does.
     """
-    import torch
     import torch.distributed as dist
 
     k = len(pending)
-    local = torch.stack([p[0].detach().to(ctx.device, torch.float64) * p[1] for p in pending]
-                        + [torch.tensor(float(p[1]), dtype=torch.float64, device=ctx.device) for p in pending])
-    dist.all_reduce(local)
-    sums = local.tolist()
+    if summed is None:
+        summed = step_sums(pending, ctx.device)
+        dist.all_reduce(summed)
+    sums = summed.tolist()
     losses = [s / r if r else float("nan") for s, r in zip(sums[:k], sums[k:])]
     rows = [(None, int(r), p[2], p[3]) for r, p in zip(sums[k:], pending)]
     return losses + ([gnorm.item()] if gnorm is not None else []), rows

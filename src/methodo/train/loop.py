@@ -489,6 +489,9 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
     stop_policy = guard.policy == "stop"
     # DDP with accumulation: the gradients are all-reduced on a group's last micro-batch only
     sync_last = dist is not None and accum > 1
+    # DDP: the step's loss sums ride in the gradient all-reduce (not with L-BFGS: its closure's backward runs
+    # before the step's loss is known)
+    piggyback = getattr(net, "piggyback", None) if dist is not None and not closure_step else None
     # read once: the step loop runs these thousands of times
     bf16, on_cpu, batch_score, group0 = tcfg.precision == "bf16", device.type == "cpu", spec.batch_score, opt.param_groups[0]
     has_penalty, has_before, has_after = reg.has_penalty, reg.has_before, reg.has_after
@@ -562,6 +565,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                     if extra_loss is not None:
                         total = total + (extra_loss(model, out, xb, yb, idx) if extra_rows
                                          else extra_loss(model, out, xb, yb))
+                    if piggyback is not None and last_micro:  # the step's loss sums ride in DDP's all-reduce
+                        piggyback.carry(distributed.step_sums(pending + [(loss, len(idx))], dist.device))
                     if dist is not None and len(idx) * world != global_rows:
                         # DDP averages the ranks' gradients with equal weights; shares of unequal size (a
                         # trailing batch) are weighted by their rows, as in the one-process mean
@@ -580,7 +585,8 @@ def fit(model: torch.nn.Module, data, tcfg, *, seed: int, ckpt_dir: Path | None 
                 #     it is already applied, so that stops too).
                 gnorm = grad_norm(reg.params, tcfg.clip.norm_type) if need_norm and not closure_step else None
                 if dist is not None:  # the global batch's losses: every rank's guard decides alike
-                    values, pending = distributed.global_step(dist, pending, gnorm)
+                    values, pending = distributed.global_step(dist, pending, gnorm,
+                                                              piggyback.take() if piggyback is not None else None)
                 elif gnorm is None and len(pending) == 1 and on_cpu:
                     values = [loss.item()]  # the common case, without building lists
                 else:
