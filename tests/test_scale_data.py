@@ -87,8 +87,9 @@ def test_the_audit_of_100k_rows_states_its_caps_in_bounded_memory():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     # NumPy/pandas allocations: a few arrays of one int64 per row; the per-row hex digests (an object array)
-    # and the float64 copy of every column peaked at 2.8× X.
-    assert peak < 2 * f.X.nbytes, f"tracemalloc peak {peak / 2**20:.1f} MiB for X of {f.X.nbytes / 2**20:.1f} MiB"
+    # and the float64 copy of every column peaked at 2.8× X. Now 1.8-2.05× X: a process that ran other tests
+    # first (an xdist worker) peaked at 2.05× even after the warm-up, a fresh one at 1.8-1.95×.
+    assert peak < 2.4 * f.X.nbytes, f"tracemalloc peak {peak / 2**20:.1f} MiB for X of {f.X.nbytes / 2**20:.1f} MiB"
     within, across = found["duplicates_within_split"].evidence, found["duplicates_across_splits"].evidence
     assert within["checked_rows"] == across["checked_rows"] == 100_000
     assert within["sampled"] is False and across["sampled"] is False  # exact: every row hashed
